@@ -1,0 +1,395 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+var (
+	// ErrAlreadyRun is returned by Run when the Broker has been run before; a Broker serves once.
+	ErrAlreadyRun = errors.New("broker: Run called more than once")
+
+	// ErrInvalidTopic is returned by Publish for a topic name a client could not subscribe to
+	// exactly: empty, longer than 65535 bytes, not UTF-8, holding NUL or a wildcard, or under $SYS.
+	ErrInvalidTopic = errors.New("broker: invalid topic name")
+
+	// ErrInvalidFilter is returned by Handle for a filter that is not a valid MQTT topic filter
+	// (empty, too long, not UTF-8, a wildcard that is not a whole level, '#' not last), or is a
+	// shared subscription ($share/...), which has no meaning for an internal consumer.
+	ErrInvalidFilter = errors.New("broker: invalid topic filter")
+
+	// ErrInvalidQoS is returned by Publish for a QoS above 2.
+	ErrInvalidQoS = errors.New("broker: invalid QoS")
+)
+
+// Broker is the edge agent's embedded MQTT broker. Create it with New, then Run it once.
+type Broker struct {
+	cfg     Config         // set at construction
+	log     zerolog.Logger // set at construction
+	sampled zerolog.Logger // set at construction; for per-connection events a client can provoke at will
+	srv     *mqtt.Server   // set at construction; safe for concurrent use
+	m       *metrics       // set at construction
+
+	// handlers is a topic index of its own holding only Handle's consumers, matched from the
+	// OnPublish hook (see hook.OnPublish for why not mochi's inline subscriptions).
+	handlers  *mqtt.TopicsIndex
+	handlerID atomic.Int64 // last id given to a handler
+
+	started atomic.Bool
+	ready   chan struct{} // closed by Run once listening
+	addr    net.Addr      // written by Run before ready is closed, read only after
+}
+
+// New builds a broker from cfg; it does not listen until Run. Metrics are registered on reg (nil
+// skips registration); registering twice on one registry fails.
+func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log = log.With().Str("component", "mqtt").Logger()
+	b := &Broker{
+		cfg:      cfg,
+		log:      log,
+		sampled:  log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second}),
+		m:        newMetrics(),
+		handlers: mqtt.NewTopicsIndex(),
+		ready:    make(chan struct{}),
+	}
+	b.srv = newServer(cfg, log)
+	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("broker: add hook: %w", err)
+	}
+	if err := b.m.register(reg, b.srv); err != nil {
+		return nil, fmt.Errorf("broker: register metrics: %w", err)
+	}
+	return b, nil
+}
+
+func newServer(cfg Config, log zerolog.Logger) *mqtt.Server {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = mochiPacketLimit(cfg.MaxPacketSize) // mochi's default is unlimited (mochi-mqtt/server#502)
+	caps.MaximumClients = int64(cfg.MaxClients)
+	caps.ReceiveMaximum = cfg.MaxInflight
+	caps.MaximumInflight = cfg.MaxInflight
+	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
+	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
+	caps.MaximumMessageExpiryInterval = int64(cfg.MaxMessageExpiry / time.Second)
+	caps.TopicAliasMaximum = cfg.TopicAliasMaximum
+	// The three flags mochi documents for the Eclipse paho interoperability suites (MQTT 3.1.1
+	// and 5). PassiveClientDisconnect leaves a connection open after the broker's DISCONNECT so
+	// the client can read the reason; conn closes it after disconnectLinger (hook.OnPacketSent).
+	caps.Compatibilities.ObscureNotAuthorized = true
+	caps.Compatibilities.PassiveClientDisconnect = true
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+	return mqtt.New(&mqtt.Options{
+		Capabilities:           caps,
+		Logger:                 newMochiLogger(log),
+		SysTopicResendInterval: int64(cfg.SysTopicInterval / time.Second),
+		InlineClient:           true, // Publish goes through mochi's inline client
+	})
+}
+
+// mochiPacketLimit converts a maximum packet size as MQTT defines it (the whole packet, fixed
+// header included) into the value for mochi's MaximumPacketSize, which mochi compares with the
+// remaining length plus one, leaving out the 1 to 4 bytes that encode the length.
+func mochiPacketLimit(max uint32) uint32 {
+	rem := max - 2 // at least one header byte and one length byte
+	for 1+varintLen(rem)+rem > max {
+		rem--
+	}
+	return rem + 1
+}
+
+// varintLen is the size of n as an MQTT variable byte integer.
+func varintLen(n uint32) uint32 {
+	switch {
+	case n < 128:
+		return 1
+	case n < 16_384:
+		return 2
+	case n < 2_097_152:
+		return 3
+	}
+	return 4
+}
+
+// Run listens on cfg.Listen, serves until ctx is done, then stops: DISCONNECT to MQTT 5 clients,
+// every connection closed within ShutdownTimeout, every connection and writer goroutine gone
+// (mochi's housekeeping goroutine is told to stop and exits on its own moments later). It returns
+// nil on a clean stop, an error if it could not listen, and ErrAlreadyRun on a second call.
+func (b *Broker) Run(ctx context.Context) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return ErrAlreadyRun
+	}
+	l := newListener(b, b.cfg.Listen)
+	if err := b.srv.AddListener(l); err != nil {
+		return fmt.Errorf("broker: listen on %s: %w", b.cfg.Listen, err)
+	}
+	if err := b.srv.Serve(); err != nil {
+		_ = b.srv.Close()
+		return fmt.Errorf("broker: serve: %w", err)
+	}
+	b.addr = l.ln.Addr()
+	close(b.ready)
+	b.log.Info().Str("addr", b.addr.String()).Msg("mqtt broker listening")
+
+	<-ctx.Done()
+	_ = b.srv.Close() // closes our listener, which waits for every connection goroutine
+	b.log.Info().Msg("mqtt broker stopped")
+	return nil
+}
+
+// Ready is closed once Run is listening.
+func (b *Broker) Ready() <-chan struct{} { return b.ready }
+
+// Addr is the address Run listens on, or nil before Ready is closed.
+func (b *Broker) Addr() net.Addr {
+	select {
+	case <-b.ready:
+		return b.addr
+	default:
+		return nil
+	}
+}
+
+// Publish sends a message from the edge agent itself to every client subscribed to topic, at
+// most at qos (each subscriber gets min(qos, its subscription's QoS)). It never blocks on a
+// client: a subscriber whose queue (MaxPendingWrites) or window (MaxInflight) is full misses the
+// message, counted in tether_edge_mqtt_messages_dropped_total. Handle consumers do not see it.
+// Safe for concurrent use, from any goroutine, including from a Handle callback.
+func (b *Broker) Publish(topic string, payload []byte, qos byte) error {
+	if qos > 2 {
+		return fmt.Errorf("%w: %d", ErrInvalidQoS, qos)
+	}
+	if !validTopic(topic) {
+		return fmt.Errorf("%w: %q", ErrInvalidTopic, topic)
+	}
+	if err := b.srv.Publish(topic, payload, false, qos); err != nil {
+		return fmt.Errorf("broker: publish %q: %w", topic, err)
+	}
+	return nil
+}
+
+// Handle registers h to receive every PUBLISH a client sends on a topic matching filter, and
+// every client's will message on such a topic. See the package documentation for the goroutine h
+// runs on, ordering, and what blocking in h does. There is no way to remove a handler: consumers
+// live as long as the broker.
+func (b *Broker) Handle(filter string, h func(topic string, payload []byte)) error {
+	if h == nil {
+		return errors.New("broker: Handle: nil handler")
+	}
+	if !validFilter(filter) {
+		return fmt.Errorf("%w: %q", ErrInvalidFilter, filter)
+	}
+	id := int(b.handlerID.Add(1))
+	b.handlers.InlineSubscribe(mqtt.InlineSubscription{
+		Subscription: packets.Subscription{Filter: filter, Identifier: id},
+		Handler: func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			h(pk.TopicName, pk.Payload)
+		},
+	})
+	return nil
+}
+
+// disconnectAll sends every client connected through our listener a DISCONNECT "server shutting
+// down" (MQTT 5; 3.1.1 clients are just closed, see hook.OnPacketSent).
+func (b *Broker) disconnectAll() {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == listenerID && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
+}
+
+// dispatch hands a client's message to every matching handler, in registration order, on the
+// calling goroutine. A panicking handler is not recovered here: see hook.OnPublish.
+func (b *Broker) dispatch(topic string, payload []byte) {
+	subs := b.handlers.Subscribers(topic).InlineSubscriptions
+	if len(subs) == 0 {
+		return
+	}
+	pk := packets.Packet{TopicName: topic, Payload: payload}
+	for _, id := range slices.Sorted(maps.Keys(subs)) {
+		s := subs[id]
+		s.Handler(nil, s.Subscription, pk)
+	}
+}
+
+// dispatchContained is dispatch for callers that are not a connection's goroutine (a delayed will
+// sent from mochi's event loop), where nothing above would contain a panic.
+func (b *Broker) dispatchContained(topic string, payload []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.m.panics.Inc()
+			b.sampled.Error().Str("topic", topic).Str("panic", fmt.Sprint(r)).Msg("mqtt: Handle callback panicked on a will message; contained")
+		}
+	}()
+	b.dispatch(topic, payload)
+}
+
+// containPanic runs on the connection's goroutine after its establish function panicked, once
+// mochi's deferred clean-up has run: mochi's deferred cl.Stop has closed the socket and ended the
+// client's write loop, and its connected-clients count is back down. What the panic skipped is
+// mochi's non-deferred clean-up at the end of its attachClient: the will, and dropping the
+// session (subscriptions in the topic index, inflight messages, the entry in Server.Clients).
+// Without that every panic would leave a session behind for good.
+func (b *Broker) containPanic(c *conn, r any, stack []byte) {
+	c.rejected.Store(true)
+	b.m.panics.Inc()
+	b.m.rejected.WithLabelValues(reasonPanic).Inc()
+	cl := c.client.Load()
+	ev := b.sampled.Error().Str("remote", c.remote).Str("panic", fmt.Sprint(r)).Bytes("stack", stack)
+	if cl != nil {
+		ev = ev.Str("client", cl.ID)
+	}
+	ev.Msg("mqtt: panic while serving a client contained; its connection is closed and its session dropped")
+
+	_ = c.Conn.Close()
+	if cl == nil {
+		return // CONNECT was not accepted: mochi holds nothing for this connection
+	}
+	cl.Stop(errPanic) // idempotent; mochi's deferred Stop normally got here first
+	b.contained("drop session after panic", func() { b.dropSession(cl) })
+}
+
+// dropSession does for a client whose goroutine panicked what mochi does for a client that
+// disconnected with an expiring session, and also for a persistent one: a client that made the
+// broker panic is not trusted with a session to come back to.
+func (b *Broker) dropSession(cl *mqtt.Client) {
+	if cl.IsTakenOver() {
+		return // another connection with this client id owns the session now
+	}
+	b.contained("publish will after panic", func() { b.publishWill(cl) })
+	cl.ClearInflights()
+	b.srv.UnsubscribeClient(cl)
+	// Delete only our own entry: a client that reconnected with the same id in the meantime has
+	// replaced it. (mochi's own clean-up checks only IsTakenOver; a take-over racing between Get
+	// and Delete remains possible, as it is there.)
+	if cur, ok := b.srv.Clients.Get(cl.ID); ok && cur == cl {
+		b.srv.Clients.Delete(cl.ID)
+	}
+}
+
+// publishWill publishes the client's will, as mochi does when a connection ends without
+// DISCONNECT. A will delay is not honoured on this path (mochi's delayed-will queue is not
+// reachable from outside); the will goes out at once.
+func (b *Broker) publishWill(cl *mqtt.Client) {
+	if !atomic.CompareAndSwapUint32(&cl.Properties.Will.Flag, 1, 0) {
+		return
+	}
+	w := cl.Properties.Will
+	if err := b.srv.Publish(w.TopicName, w.Payload, w.Retain, w.Qos); err != nil {
+		b.log.Warn().Err(err).Str("client", cl.ID).Msg("mqtt: publish will after panic")
+	}
+	b.dispatch(w.TopicName, w.Payload)
+}
+
+// contained runs f, logging instead of propagating a panic: used for clean-up that already runs
+// inside a recover, where a second panic would take the process down.
+func (b *Broker) contained(what string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.m.panics.Inc()
+			b.sampled.Error().Str("panic", fmt.Sprint(r)).Msgf("mqtt: %s panicked; contained", what)
+		}
+	}()
+	f()
+}
+
+// connEnded classifies how a connection ended and counts it if it was refused.
+func (b *Broker) connEnded(c *conn, err error) {
+	if err == nil || errors.Is(err, errPanic) {
+		return
+	}
+	reason := classify(c, err)
+	if reason == "" {
+		b.log.Debug().Err(err).Str("remote", c.remote).Msg("mqtt: connection ended")
+		return
+	}
+	b.reject(reason, c, c.client.Load(), err)
+}
+
+// reject counts a refused connection (once per connection) and logs it, sampled.
+func (b *Broker) reject(reason string, c *conn, cl *mqtt.Client, err error) {
+	if !c.rejected.CompareAndSwap(false, true) {
+		return
+	}
+	b.m.rejected.WithLabelValues(reason).Inc()
+	ev := b.sampled.Warn().Str("reason", reason).Str("remote", c.remote)
+	if cl != nil {
+		ev = ev.Str("client", cl.ID)
+	}
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Msg("mqtt: client refused")
+}
+
+// classify maps the error mochi's establish function returned to a rejection reason, or "" for
+// an ordinary end (the client left, the network failed, the keepalive expired, the broker stopped).
+func classify(c *conn, err error) string {
+	switch {
+	case errors.Is(err, packets.ErrPacketTooLarge):
+		return reasonOversize
+	case errors.Is(err, packets.ErrServerBusy):
+		return reasonClientLimit // mochi returns it only for MaximumClients
+	case errors.Is(err, packets.ErrClientIdentifierNotValid):
+		return reasonClientID
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, net.ErrClosed), errors.Is(err, mqtt.ErrConnectionClosed):
+		return ""
+	}
+	if ne := net.Error(nil); errors.As(err, &ne) {
+		if ne.Timeout() && c.client.Load() == nil && c.pinned.Load() == 0 {
+			return reasonConnectTimeout
+		}
+		return ""
+	}
+	var code packets.Code
+	if errors.As(err, &code) && code.Code < packets.ErrUnspecifiedError.Code {
+		return "" // a success or disconnect code, not a refusal
+	}
+	return reasonProtocol // a decode error or protocol violation mochi closed the connection for
+}
+
+// validTopic reports whether topic may be published to by the broker itself.
+func validTopic(topic string) bool {
+	return topic != "" && len(topic) <= 65535 && utf8.ValidString(topic) &&
+		!strings.ContainsRune(topic, 0) && mqtt.IsValidFilter(topic, true)
+}
+
+// validFilter reports whether filter is a topic filter a client could subscribe with, excluding
+// shared subscriptions. mochi's IsValidFilter accepts "a+/b"; MQTT requires a wildcard to fill
+// its level, so each level is checked here.
+func validFilter(filter string) bool {
+	if filter == "" || len(filter) > 65535 || !utf8.ValidString(filter) || strings.ContainsRune(filter, 0) {
+		return false
+	}
+	if mqtt.IsSharedFilter(filter) || !mqtt.IsValidFilter(filter, false) {
+		return false
+	}
+	levels := strings.Split(filter, "/")
+	for i, lv := range levels {
+		if strings.ContainsAny(lv, "+#") && len(lv) != 1 {
+			return false
+		}
+		if lv == "#" && i != len(levels)-1 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,180 @@
+package broker
+
+import (
+	"slices"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// hook is the broker's only mochi hook. mochi calls each method on the goroutine of the client
+// concerned (its connection goroutine) unless noted.
+type hook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *hook) ID() string { return "tether-broker" }
+
+func (h *hook) Provides(e byte) bool {
+	switch e {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnConnect, mqtt.OnSubscribe,
+		mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnClientExpired:
+		return true
+	}
+	return false
+}
+
+// OnConnectAuthenticate admits every client: the broker serves local mappers on loopback
+// (SPEC §2), as a local mosquitto would. mochi refuses every client unless a hook says yes.
+func (h *hook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+// OnACLCheck allows every topic, for the same reason.
+func (h *hook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// OnConnect runs once a CONNECT is parsed and within limits. It refuses mochi's reserved inline
+// client id, which a client could otherwise use to take over the broker's own identity, and
+// records the client on its connection for the panic clean-up and the shutdown.
+func (h *hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	if cl.ID == mqtt.InlineClientId {
+		_ = h.b.srv.SendConnack(cl, packets.ErrClientIdentifierNotValid, false, nil)
+		return packets.ErrClientIdentifierNotValid
+	}
+	if c := connOf(cl); c != nil {
+		c.client.Store(cl)
+	}
+	return nil
+}
+
+// OnSubscribe enforces MaxSubscriptionsPerClient. mochi has no such limit and no way for a hook
+// to refuse one filter, so a filter past the limit is replaced by an empty one: mochi's own
+// validation then refuses it in SUBACK (0x8F, or 0x80 for 3.1.1) without subscribing, and
+// OnPacketEncode turns 0x8F into the accurate 0x97 "quota exceeded" for MQTT 5.
+func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	c := connOf(cl)
+	if c == nil {
+		return pk
+	}
+	limit := h.b.cfg.MaxSubscriptionsPerClient
+	have := cl.State.Subscriptions.Len()
+	var refused []int
+	var filters packets.Subscriptions
+	seen := make(map[string]struct{}, len(pk.Filters))
+	for i, sub := range pk.Filters {
+		if !mqtt.IsValidFilter(sub.Filter, false) || (sub.NoLocal && mqtt.IsSharedFilter(sub.Filter)) {
+			continue // mochi refuses it itself (processSubscribe)
+		}
+		if _, ok := cl.State.Subscriptions.Get(sub.Filter); ok {
+			continue // replacing an existing subscription adds nothing
+		}
+		if _, ok := seen[sub.Filter]; ok {
+			continue
+		}
+		if have < limit {
+			have++
+			seen[sub.Filter] = struct{}{}
+			continue
+		}
+		if filters == nil {
+			filters = slices.Clone(pk.Filters)
+		}
+		filters[i].Filter = ""
+		refused = append(refused, i)
+	}
+	if len(refused) == 0 {
+		return pk
+	}
+	pk.Filters = filters
+	c.noteRefused(pk.PacketID, refused)
+	h.b.m.rejected.WithLabelValues(reasonSubscriptionLimit).Add(float64(len(refused)))
+	h.b.sampled.Warn().Str("reason", reasonSubscriptionLimit).Str("remote", c.remote).Str("client", cl.ID).
+		Int("refused", len(refused)).Int("limit", limit).Msg("mqtt: subscriptions refused")
+	return pk
+}
+
+// OnPacketEncode adjusts two packets mochi builds: the SUBACK of a SUBSCRIBE that OnSubscribe
+// trimmed, and a successful CONNACK, which mochi sends without the Maximum Packet Size and Topic
+// Alias Maximum properties, so MQTT 5 clients would otherwise not know either limit.
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	switch pk.FixedHeader.Type {
+	case packets.Suback:
+		c := connOf(cl)
+		if c == nil {
+			return pk
+		}
+		idx := c.takeRefused(pk.PacketID)
+		if idx == nil || cl.Properties.ProtocolVersion != 5 {
+			return pk
+		}
+		codes := slices.Clone(pk.ReasonCodes)
+		for _, i := range idx {
+			if i < len(codes) && codes[i] == packets.ErrTopicFilterInvalid.Code {
+				codes[i] = packets.ErrQuotaExceeded.Code
+			}
+		}
+		pk.ReasonCodes = codes
+	case packets.Connack:
+		if pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+			pk.Properties.MaximumPacketSize = h.b.cfg.MaxPacketSize
+			pk.Properties.TopicAliasMaximum = h.b.cfg.TopicAliasMaximum
+		}
+	}
+	return pk
+}
+
+// OnPacketSent sees every packet after it was written. After a DISCONNECT from the broker the
+// connection must end (mochi leaves it open, see newServer): an MQTT 3.1.1 client expects no
+// DISCONNECT from a server, so its connection is closed at once; an MQTT 5 client gets
+// disconnectLinger to read the reason and close first. May run on the client's writer goroutine
+// or, at shutdown, on the stopping goroutine.
+func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	if pk.FixedHeader.Type != packets.Disconnect {
+		return
+	}
+	c := connOf(cl)
+	if c == nil {
+		return
+	}
+	if pk.ReasonCode == packets.ErrReceiveMaximum.Code {
+		h.b.reject(reasonReceiveMaximum, c, cl, packets.ErrReceiveMaximum)
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		c.pin(time.Now().Add(disconnectLinger))
+		return
+	}
+	_ = c.Conn.Close()
+}
+
+// OnPublish passes each client PUBLISH to the Handle consumers. mochi calls it before it writes
+// the PUBACK/PUBREC and before it forwards the message to subscribers, on the publisher's
+// connection goroutine. That placement is why consumers are matched here rather than through
+// mochi's inline subscriptions (which run after the PUBACK): a device gets its PUBACK only once
+// every consumer has returned, so a consumer that persists before returning gives the device
+// at-least-once delivery, and a consumer that blocks holds back only that publisher. A panicking
+// consumer is contained like any panic on the connection: the client is dropped without a PUBACK
+// and will resend.
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the broker's own Publish: consumers never see what the agent sends
+	}
+	h.b.dispatch(pk.TopicName, pk.Payload)
+	return pk, nil
+}
+
+// OnWillSent passes a will message to the Handle consumers (a mapper's will is often its
+// "offline" state report). mochi sends delayed wills from its event loop, where a panic would not
+// be contained, so consumers are called under recover here.
+func (h *hook) OnWillSent(_ *mqtt.Client, pk packets.Packet) {
+	h.b.dispatchContained(pk.TopicName, pk.Payload)
+}
+
+// OnClientExpired fixes a leak in mochi: when a disconnected session expires it deletes the
+// client but leaves its subscriptions in the topic index and its inflight messages counted.
+// Called from mochi's event loop.
+func (h *hook) OnClientExpired(cl *mqtt.Client) {
+	h.b.contained("expire session", func() {
+		cl.ClearInflights()
+		h.b.srv.UnsubscribeClient(cl)
+	})
+}

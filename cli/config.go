@@ -1,0 +1,142 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+)
+
+// UsageError is bad configuration: a flag or config key with an unusable value. main prints
+// it and exits with code 2.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Usagef builds a UsageError.
+func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
+
+// IsUsage reports whether err is a UsageError.
+func IsUsage(err error) bool {
+	var u *UsageError
+	return errors.As(err, &u)
+}
+
+// SecretAnnotation marks a flag whose value --print-config hides.
+const SecretAnnotation = "tether/secret"
+
+// MarkSecret hides a flag's value from --print-config.
+func MarkSecret(fs *pflag.FlagSet, name string) {
+	fs.SetAnnotation(name, SecretAnnotation, []string{"true"})
+}
+
+// Load parses args into fs, then applies the YAML file named by the "config" flag (if any) to
+// every flag not given on the command line. Keys are flag names; lists may be YAML sequences;
+// maps (labels) may be YAML mappings. An unknown key or a bad value is a UsageError naming it.
+func Load(fs *pflag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return &UsageError{Msg: err.Error()}
+	}
+	f := fs.Lookup("config")
+	if f == nil || f.Value.String() == "" {
+		return nil
+	}
+	path := f.Value.String()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Usagef("config: %v", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return Usagef("config %s: not valid YAML: %v", path, err)
+	}
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fl := fs.Lookup(k)
+		if fl == nil || k == "config" || k == "print-config" {
+			return Usagef("config %s: unknown key %q", path, k)
+		}
+		if fl.Changed {
+			continue // the command line wins
+		}
+		v, err := scalar(doc[k])
+		if err != nil {
+			return Usagef("config %s: key %q: %v", path, k, err)
+		}
+		if err := fl.Value.Set(v); err != nil {
+			return Usagef("config %s: key %q: %v", path, k, err)
+		}
+	}
+	return nil
+}
+
+// scalar renders a YAML value the way the flag would be written on the command line.
+func scalar(v any) (string, error) {
+	switch v := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	case bool, float64, int64, int:
+		return fmt.Sprint(v), nil
+	case []any:
+		parts := make([]string, len(v))
+		for i, e := range v {
+			s, err := scalar(e)
+			if err != nil {
+				return "", err
+			}
+			parts[i] = s
+		}
+		return strings.Join(parts, ","), nil
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			s, err := scalar(v[k])
+			if err != nil {
+				return "", err
+			}
+			parts[i] = k + "=" + s
+		}
+		return strings.Join(parts, ","), nil
+	}
+	return "", fmt.Errorf("unsupported value of type %T", v)
+}
+
+// Print writes the effective configuration as YAML, in the form Load reads.
+func Print(fs *pflag.FlagSet, w io.Writer) error {
+	out := map[string]any{}
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name == "config" || f.Name == "print-config" || f.Name == "help" {
+			return
+		}
+		var v any = f.Value.String()
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			v = sv.GetSlice()
+		}
+		if a := f.Annotations[SecretAnnotation]; len(a) > 0 && f.Value.String() != "" {
+			v = "<redacted>"
+		}
+		out[f.Name] = v
+	})
+	b, err := yaml.Marshal(out)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}

@@ -1,0 +1,13 @@
+// Package cloudapi is the cloud's side of the Kubernetes-style API: the kubeapi.Storage over the
+// cloud store and index (Objects), join tokens (Tokens, POST /tether/v1/tokens) and the
+// registration of joining nodes (Nodes).
+//
+// Writes go straight to the store with optimistic concurrency on the stored revision; a write
+// answers once the index has applied it, so a client reads its own writes. Reads are served from
+// the index at or after the store's revision at the time of the request. The watch cache is fed
+// by the index's subscriber callback, in revision order.
+//
+// Objects keep every field they were given; metadata the server owns (uid, creationTimestamp,
+// generation, resourceVersion) is set here, and status is written only through the status
+// subresource for the kinds that have one.
+package cloudapi

@@ -1,0 +1,525 @@
+package cloudapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+
+	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/kubeapi"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store"
+)
+
+// Objects is the cloud's kubeapi.Storage: writes go to the store with optimistic concurrency,
+// reads come from the index at (or after) the store's current revision, watches from a cache fed
+// by the index.
+type Objects struct {
+	backend store.Backend
+	ix      *index.Index
+	reg     *resource.Registry
+	cache   *kubeapi.Cache
+	now     func() time.Time
+
+	prime sync.Once // sets the cache's floor to the index's history start, once
+}
+
+// NewObjects returns the cloud's object storage and subscribes its watch cache to ix. It must be
+// called before ix.Run.
+func NewObjects(backend store.Backend, ix *index.Index, reg *resource.Registry, cacheSize, watchBuffer int, now func() time.Time) *Objects {
+	o := &Objects{backend: backend, ix: ix, reg: reg, cache: kubeapi.NewCache(cacheSize, watchBuffer), now: now}
+	ix.Subscribe(o.onUpdate)
+	return o
+}
+
+func (o *Objects) primeCache() {
+	o.prime.Do(func() { o.cache.Reset(o.ix.HistoryFrom()) })
+}
+
+// onUpdate feeds the watch cache; it runs on the index goroutine.
+func (o *Objects) onUpdate(u index.Update) {
+	o.primeCache()
+	ev := kubeapi.Event{Rev: u.Rev()}
+	switch {
+	case u.Old == nil:
+		ev.Type, ev.Resource, ev.Meta, ev.Object = kubeapi.Added, u.New.Key.Resource, metaOf(u.New), u.New.Raw
+	case u.New == nil:
+		ev.Type, ev.Resource, ev.Meta = kubeapi.Deleted, u.Old.Key.Resource, metaOf(u.Old)
+		prev := metaOf(u.Old)
+		ev.Prev = &prev
+		// A deleted object is reported with the revision of its deletion, as Kubernetes does.
+		raw, err := index.SetResourceVersion(u.Old.Raw, u.Rev())
+		if err != nil {
+			raw = u.Old.Raw
+		}
+		ev.Object = raw
+	default:
+		ev.Type, ev.Resource, ev.Meta, ev.Object = kubeapi.Modified, u.New.Key.Resource, metaOf(u.New), u.New.Raw
+		prev := metaOf(u.Old)
+		ev.Prev = &prev
+	}
+	o.cache.Add(ev)
+}
+
+func metaOf(obj *index.Object) kubeapi.Meta {
+	m := kubeapi.Meta{Namespace: obj.Key.Namespace, Name: obj.Key.Name, Labels: obj.Labels}
+	switch obj.Key.Resource {
+	case resource.Pods, resource.Devices:
+		m.Fields = map[string]string{"spec.nodeName": obj.Node}
+	}
+	return m
+}
+
+func storeKey(info resource.Info, ns, name string) string {
+	return resource.StoreKey(resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name})
+}
+
+// latest returns a snapshot that includes every write committed before the call.
+func (o *Objects) latest(ctx context.Context) (index.Snapshot, error) {
+	rev, err := o.backend.Rev(ctx)
+	if err != nil {
+		return index.Snapshot{}, kubeapi.Unavailable("the store is unavailable: %v", err)
+	}
+	return o.ix.WaitFor(ctx, rev)
+}
+
+// Get implements kubeapi.Storage.
+func (o *Objects) Get(ctx context.Context, info resource.Info, ns, name string) ([]byte, error) {
+	snap, err := o.latest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	obj := snap.Get(storeKey(info, ns, name))
+	if obj == nil {
+		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
+	}
+	return obj.Raw, nil
+}
+
+type continueToken struct {
+	Rev   int64  `json:"rv"`
+	Start string `json:"start"`
+}
+
+// List implements kubeapi.Storage. Pages after the first are read from the current index, not
+// from the first page's revision (the index keeps no old snapshots); each page's items are
+// consistent in themselves.
+func (o *Objects) List(ctx context.Context, info resource.Info, ns string, opts kubeapi.ListOptions) (*kubeapi.ListResult, error) {
+	snap, err := o.snapshotFor(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	after := ""
+	if opts.Continue != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(opts.Continue)
+		var tok continueToken
+		if err != nil || json.Unmarshal(raw, &tok) != nil || tok.Start == "" {
+			return nil, kubeapi.BadRequest("invalid continue token")
+		}
+		after = tok.Start
+	}
+	res := &kubeapi.ListResult{ResourceVersion: strconv.FormatInt(snap.Rev, 10), Items: [][]byte{}}
+	prefix := resource.Prefix(info.GroupResource(), ns)
+	var last string
+	for _, obj := range snap.List(prefix, after, 0) {
+		if !opts.Matches(metaOf(obj)) {
+			continue
+		}
+		if opts.Limit > 0 && int64(len(res.Items)) == opts.Limit {
+			tok, _ := json.Marshal(continueToken{Rev: snap.Rev, Start: last})
+			res.Continue = base64.RawURLEncoding.EncodeToString(tok)
+			break
+		}
+		res.Items = append(res.Items, obj.Raw)
+		last = obj.StoreKey
+	}
+	return res, nil
+}
+
+// snapshotFor picks the snapshot a list or watch reads, by the resourceVersion semantics of
+// Kubernetes: "" is the most recent, "0" any, N with NotOlderThan at least N, N Exact exactly N.
+func (o *Objects) snapshotFor(ctx context.Context, opts kubeapi.ListOptions) (index.Snapshot, error) {
+	switch opts.ResourceVersion {
+	case "":
+		return o.latest(ctx)
+	case "0":
+		return o.ix.Snapshot(), nil
+	}
+	rv, _ := strconv.ParseInt(opts.ResourceVersion, 10, 64) // checked by kubeapi
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	snap, err := o.ix.WaitFor(wctx, rv)
+	if err != nil {
+		return snap, kubeapi.Unavailable("too large resource version: %d, current: %d", rv, o.ix.Snapshot().Rev)
+	}
+	if opts.ResourceVersionMatch == "Exact" && snap.Rev != rv {
+		return snap, kubeapi.Gone("resource version %d is not available for an exact read (current: %d)", rv, snap.Rev)
+	}
+	return snap, nil
+}
+
+// Watch implements kubeapi.Storage.
+func (o *Objects) Watch(ctx context.Context, info resource.Info, ns string, opts kubeapi.ListOptions) (*kubeapi.Watch, error) {
+	select {
+	case <-o.ix.Current():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	o.primeCache()
+	var from int64
+	var initial []kubeapi.Event
+	if opts.ResourceVersion == "" || opts.ResourceVersion == "0" || opts.SendInitialEvents {
+		snap, err := o.snapshotFor(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		from = snap.Rev
+		for _, obj := range snap.List(resource.Prefix(info.GroupResource(), ns), "", 0) {
+			if m := metaOf(obj); opts.Matches(m) {
+				initial = append(initial, kubeapi.Event{Type: kubeapi.Added, Rev: obj.ModRev, Resource: obj.Key.Resource, Meta: m, Object: obj.Raw})
+			}
+		}
+		if opts.SendInitialEvents && opts.AllowWatchBookmarks {
+			initial = append(initial, kubeapi.Event{Type: kubeapi.Bookmark, Rev: from, Resource: info.GroupResource(), Object: kubeapi.BookmarkObject(info, from, true)})
+		}
+	} else {
+		from, _ = strconv.ParseInt(opts.ResourceVersion, 10, 64)
+	}
+	return o.cache.Watch(info.GroupResource(), ns, opts, from, initial)
+}
+
+// Create implements kubeapi.Storage.
+func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, body []byte) ([]byte, error) {
+	obj, err := decodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	md := obj.metadata()
+	if err := checkNamespace(info, ns, md); err != nil {
+		return nil, err
+	}
+	if rv, _ := md["resourceVersion"].(string); rv != "" {
+		return nil, kubeapi.BadRequest("metadata.resourceVersion must not be set on objects to be created")
+	}
+	name, _ := md["name"].(string)
+	if name == "" {
+		gen, _ := md["generateName"].(string)
+		if gen == "" {
+			return nil, kubeapi.Invalid(info.Kind, "", "metadata.name: Required value: name or generateName is required")
+		}
+		name = gen + randomSuffix()
+		md["name"] = name
+	}
+	obj["apiVersion"], obj["kind"] = info.APIVersion(), info.Kind
+	md["uid"] = newUID()
+	md["creationTimestamp"] = o.now().UTC().Format(time.RFC3339)
+	if _, hasSpec := obj["spec"]; hasSpec {
+		md["generation"] = 1
+	}
+	delete(md, "resourceVersion")
+	delete(md, "deletionTimestamp")
+	raw, err := validate(o.reg, info, ns, name, obj)
+	if err != nil {
+		return nil, err
+	}
+	rev, err := o.backend.Create(ctx, storeKey(info, ns, name), raw)
+	switch {
+	case errors.Is(err, store.ErrExists):
+		return nil, kubeapi.AlreadyExists(info.Group, info.Resource, name)
+	case err != nil:
+		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
+	}
+	return o.readBack(ctx, info, ns, name, rev)
+}
+
+// readBack returns the object as stored at rev, once the index has it.
+func (o *Objects) readBack(ctx context.Context, info resource.Info, ns, name string, rev int64) ([]byte, error) {
+	snap, err := o.ix.WaitFor(ctx, rev)
+	if err != nil {
+		return nil, err
+	}
+	obj := snap.Get(storeKey(info, ns, name))
+	if obj == nil {
+		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
+	}
+	return obj.Raw, nil
+}
+
+// Update implements kubeapi.Storage.
+func (o *Objects) Update(ctx context.Context, info resource.Info, ns, name, sub string, body []byte) ([]byte, error) {
+	obj, err := decodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	md := obj.metadata()
+	if err := checkNamespace(info, ns, md); err != nil {
+		return nil, err
+	}
+	if n, _ := md["name"].(string); n != name {
+		return nil, kubeapi.BadRequest("the name of the object (%q) does not match the name on the URL (%q)", n, name)
+	}
+	var precondition int64
+	if rv, _ := md["resourceVersion"].(string); rv != "" {
+		if precondition, err = strconv.ParseInt(rv, 10, 64); err != nil || precondition <= 0 {
+			return nil, kubeapi.BadRequest("invalid metadata.resourceVersion %q", rv)
+		}
+	}
+	return o.write(ctx, info, ns, name, sub, precondition, func(object) (object, error) { return obj, nil })
+}
+
+// Patch implements kubeapi.Storage.
+func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub string, pt kubeapi.PatchType, patch []byte) ([]byte, error) {
+	return o.write(ctx, info, ns, name, sub, 0, func(cur object) (object, error) {
+		curJSON, err := json.Marshal(cur)
+		if err != nil {
+			return nil, kubeapi.Internal(err)
+		}
+		var out []byte
+		switch pt {
+		case kubeapi.MergePatch:
+			out, err = jsonpatch.MergePatch(curJSON, patch)
+		case kubeapi.JSONPatch:
+			var p jsonpatch.Patch
+			if p, err = jsonpatch.DecodePatch(patch); err == nil {
+				out, err = p.Apply(curJSON)
+			}
+		case kubeapi.StrategicPatch:
+			schema, ok := typedSchema(info)
+			if !ok {
+				return nil, kubeapi.BadRequest("strategic merge patch is not supported for %s; use a merge patch", info.Resource)
+			}
+			out, err = strategicpatch.StrategicMergePatch(curJSON, patch, schema)
+		default:
+			return nil, kubeapi.BadRequest("patch type %s is not supported", pt)
+		}
+		if err != nil {
+			return nil, kubeapi.BadRequest("the patch cannot be applied: %v", err)
+		}
+		next, err := decodeObject(out)
+		if err != nil {
+			return nil, err
+		}
+		return next, nil
+	})
+}
+
+// write is the read-modify-write of update and patch. mutate gets the current object (a fresh
+// copy) and returns the wanted one; write then enforces what clients may not change (identity,
+// creation time, the other half of a status subresource), bumps the generation when the spec
+// changed, and stores it if the object has not changed meanwhile. A patch that races another
+// writer is retried on the fresher object, as the Kubernetes API server does.
+func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub string, precondition int64, mutate func(object) (object, error)) ([]byte, error) {
+	key := storeKey(info, ns, name)
+	for attempt := 0; ; attempt++ {
+		snap, err := o.latest(ctx)
+		if err != nil {
+			return nil, err
+		}
+		cur := snap.Get(key)
+		if cur == nil {
+			return nil, kubeapi.NotFound(info.Group, info.Resource, name)
+		}
+		if precondition != 0 && precondition != cur.ModRev {
+			return nil, conflict(info, name)
+		}
+		curObj, err := decodeObject(cur.Raw)
+		if err != nil {
+			return nil, kubeapi.Internal(err)
+		}
+		want, err := mutate(deepCopy(curObj))
+		if err != nil {
+			return nil, err
+		}
+		if err := checkNamespace(info, ns, want.metadata()); err != nil {
+			return nil, err
+		}
+		if rv, _ := want.metadata()["resourceVersion"].(string); rv != "" && rv != strconv.FormatInt(cur.ModRev, 10) {
+			return nil, conflict(info, name)
+		}
+		next := merge(info, sub, curObj, want)
+		raw, err := validate(o.reg, info, ns, name, next)
+		if err != nil {
+			return nil, err
+		}
+		rev, err := o.backend.Update(ctx, key, raw, cur.ModRev)
+		switch {
+		case errors.Is(err, store.ErrConflict) && precondition == 0 && attempt < 5:
+			continue
+		case errors.Is(err, store.ErrConflict):
+			return nil, conflict(info, name)
+		case errors.Is(err, store.ErrNotFound):
+			return nil, kubeapi.NotFound(info.Group, info.Resource, name)
+		case err != nil:
+			return nil, kubeapi.Unavailable("the store refused the write: %v", err)
+		}
+		return o.readBack(ctx, info, ns, name, rev)
+	}
+}
+
+func conflict(info resource.Info, name string) error {
+	return kubeapi.Conflict(info.Group, info.Resource, name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+}
+
+// merge builds the object to store from the current one and the one a client sent.
+func merge(info resource.Info, sub string, cur, want object) object {
+	next := want
+	if sub == "status" {
+		// A status write changes the status and nothing else.
+		next = deepCopy(cur)
+		if st, ok := want["status"]; ok {
+			next["status"] = st
+		} else {
+			delete(next, "status")
+		}
+	} else if statusIsSubresource(info) {
+		if st, ok := cur["status"]; ok {
+			next["status"] = st
+		} else {
+			delete(next, "status")
+		}
+	}
+	md, curMD := next.metadata(), cur.metadata()
+	for _, k := range []string{"uid", "creationTimestamp", "namespace", "name"} {
+		if v, ok := curMD[k]; ok {
+			md[k] = v
+		}
+	}
+	delete(md, "resourceVersion")
+	next["apiVersion"], next["kind"] = info.APIVersion(), info.Kind
+	gen, _ := curMD["generation"].(json.Number)
+	g, _ := gen.Int64()
+	if !jsonEqual(cur["spec"], next["spec"]) {
+		g++
+	}
+	if g > 0 {
+		md["generation"] = g
+	}
+	return next
+}
+
+// statusIsSubresource says whether status is written only through /status for a kind: so for
+// every kind that has a status, as in Kubernetes and KubeEdge's CRDs.
+func statusIsSubresource(info resource.Info) bool {
+	switch info.Kind {
+	case "Node", "Pod", "Service", "Device", "NodeGroup", "Namespace":
+		return true
+	}
+	return false
+}
+
+// Delete implements kubeapi.Storage.
+func (o *Objects) Delete(ctx context.Context, info resource.Info, ns, name string, opts kubeapi.DeleteOptions) ([]byte, error) {
+	snap, err := o.latest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cur := snap.Get(storeKey(info, ns, name))
+	if cur == nil {
+		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
+	}
+	if opts.UID != "" && opts.UID != cur.UID {
+		return nil, kubeapi.Conflict(info.Group, info.Resource, name, fmt.Errorf("precondition failed: UID in precondition: %s, UID in object meta: %s", opts.UID, cur.UID))
+	}
+	if opts.ResourceVersion != "" && opts.ResourceVersion != strconv.FormatInt(cur.ModRev, 10) {
+		return nil, conflict(info, name)
+	}
+	_, _, err = o.backend.Delete(ctx, cur.StoreKey, cur.ModRev)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return nil, conflict(info, name)
+	case errors.Is(err, store.ErrNotFound):
+		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
+	case err != nil:
+		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
+	}
+	return json.Marshal(map[string]any{
+		"kind": "Status", "apiVersion": "v1", "status": "Success",
+		"details": map[string]any{"name": name, "group": info.Group, "kind": info.Resource, "uid": cur.UID},
+	})
+}
+
+// object is a decoded JSON object; numbers stay json.Number so nothing is rounded.
+type object map[string]any
+
+func decodeObject(b []byte) (object, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var m map[string]any
+	if err := d.Decode(&m); err != nil {
+		return nil, kubeapi.BadRequest("the object is not valid JSON: %v", err)
+	}
+	if m == nil {
+		return nil, kubeapi.BadRequest("the object is null")
+	}
+	if d.More() {
+		return nil, kubeapi.BadRequest("the body holds more than one JSON value")
+	}
+	return m, nil
+}
+
+func (o object) metadata() map[string]any {
+	md, ok := o["metadata"].(map[string]any)
+	if !ok {
+		md = map[string]any{}
+		o["metadata"] = md
+	}
+	return md
+}
+
+func checkNamespace(info resource.Info, ns string, md map[string]any) error {
+	got, _ := md["namespace"].(string)
+	switch {
+	case !info.Namespaced && got != "":
+		delete(md, "namespace") // Kubernetes ignores a namespace on a cluster-scoped object
+	case info.Namespaced && got != "" && got != ns:
+		return kubeapi.BadRequest("the namespace of the provided object (%q) does not match the namespace sent on the request (%q)", got, ns)
+	case info.Namespaced:
+		md["namespace"] = ns
+	}
+	return nil
+}
+
+func deepCopy(m object) object {
+	var out map[string]any
+	b, _ := json.Marshal(m)
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	d.Decode(&out)
+	return out
+}
+
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
+
+func newUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func randomSuffix() string {
+	const chars = "bcdfghjklmnpqrstvwxz2456789"
+	var b [5]byte
+	rand.Read(b[:])
+	for i := range b {
+		b[i] = chars[int(b[i])%len(chars)]
+	}
+	return string(b[:])
+}

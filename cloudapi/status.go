@@ -1,0 +1,150 @@
+package cloudapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/tetherhub/tether/cloudhub"
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+)
+
+// NodeStatus writes what the hub learns about nodes into Node.status. It implements
+// cloudhub.Status and cloudhub.Reports.
+type NodeStatus struct {
+	objects *Objects
+	info    resource.Info
+	replica string
+	now     func() time.Time
+}
+
+// NewNodeStatus returns the writer; replica names this cloud process in the Ready condition.
+func NewNodeStatus(objects *Objects, reg *resource.Registry, replica string, now func() time.Time) *NodeStatus {
+	info, _ := reg.ByGroupResource(resource.Nodes)
+	return &NodeStatus{objects: objects, info: info, replica: replica, now: now}
+}
+
+type condition struct {
+	Type               string `json:"type"`
+	Status             string `json:"status"`
+	Reason             string `json:"reason,omitempty"`
+	Message            string `json:"message,omitempty"`
+	LastHeartbeatTime  string `json:"lastHeartbeatTime,omitempty"`
+	LastTransitionTime string `json:"lastTransitionTime,omitempty"`
+}
+
+// SetReady implements cloudhub.Status.
+func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reason string, heartbeat time.Time, interval time.Duration) error {
+	want, msg := "True", "the edge is connected to "+n.replica
+	if !ready {
+		want, msg = "Unknown", "the edge has not been connected for the grace period"
+	}
+	_, err := n.objects.write(ctx, n.info, "", node, "status", 0, func(cur object) (object, error) {
+		status, _ := cur["status"].(map[string]any)
+		if status == nil {
+			status = map[string]any{}
+		}
+		var conds []condition
+		if raw, err := json.Marshal(status["conditions"]); err == nil {
+			json.Unmarshal(raw, &conds)
+		}
+		hb := heartbeat.UTC().Format(time.RFC3339)
+		found := false
+		for i := range conds {
+			c := &conds[i]
+			if c.Type != "Ready" {
+				continue
+			}
+			found = true
+			last, _ := time.Parse(time.RFC3339, c.LastHeartbeatTime)
+			if c.Status == want && c.Message == msg && (!ready || heartbeat.Sub(last) < interval) {
+				return nil, errUnchanged
+			}
+			if c.Status != want {
+				c.LastTransitionTime = n.now().UTC().Format(time.RFC3339)
+			}
+			c.Status, c.Reason, c.Message = want, reason, msg
+			if ready {
+				c.LastHeartbeatTime = hb
+			}
+		}
+		if !found {
+			conds = append(conds, condition{Type: "Ready", Status: want, Reason: reason, Message: msg, LastHeartbeatTime: hb, LastTransitionTime: n.now().UTC().Format(time.RFC3339)})
+		}
+		status["conditions"] = conds
+		cur["status"] = status
+		return cur, nil
+	})
+	if err == errUnchanged || apierrors.IsNotFound(err) {
+		return nil // nothing to write, or the node was deleted meanwhile
+	}
+	return err
+}
+
+// errUnchanged lets a mutate function skip a write that would change nothing.
+var errUnchanged = fmt.Errorf("cloudapi: unchanged")
+
+// nodeReport is what an edge reports about itself (protocol.ReportNodeStatus).
+type nodeReport struct {
+	NodeInfo  map[string]string `json:"nodeInfo"`
+	Addresses []struct {
+		Type    string `json:"type"`
+		Address string `json:"address"`
+	} `json:"addresses"`
+	Capacity    map[string]string `json:"capacity"`
+	Allocatable map[string]string `json:"allocatable"`
+}
+
+// Apply implements cloudhub.Reports.
+func (n *NodeStatus) Apply(ctx context.Context, node string, r *protocol.Report) error {
+	switch r.Kind {
+	case protocol.ReportNodeStatus:
+		return n.applyNodeStatus(ctx, node, r.Payload)
+	}
+	return fmt.Errorf("%w: report kind %d is not handled by this cloud", cloudhub.ErrBadReport, r.Kind)
+}
+
+func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, payload []byte) error {
+	var rep nodeReport
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rep); err != nil {
+		return fmt.Errorf("%w: node status: %v", cloudhub.ErrBadReport, err)
+	}
+	_, err := n.objects.write(ctx, n.info, "", node, "status", 0, func(cur object) (object, error) {
+		status, _ := cur["status"].(map[string]any)
+		if status == nil {
+			status = map[string]any{}
+		}
+		before, _ := json.Marshal(status)
+		if rep.NodeInfo != nil {
+			status["nodeInfo"] = rep.NodeInfo
+		}
+		if rep.Addresses != nil {
+			status["addresses"] = rep.Addresses
+		}
+		if rep.Capacity != nil {
+			status["capacity"] = rep.Capacity
+		}
+		if rep.Allocatable != nil {
+			status["allocatable"] = rep.Allocatable
+		}
+		if after, _ := json.Marshal(status); string(after) == string(before) {
+			return nil, errUnchanged
+		}
+		cur["status"] = status
+		return cur, nil
+	})
+	if err == errUnchanged {
+		return nil
+	}
+	if apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) {
+		return fmt.Errorf("%w: node status: %v", cloudhub.ErrBadReport, err)
+	}
+	return err
+}

@@ -1,0 +1,152 @@
+package cloudapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/join"
+	"github.com/tetherhub/tether/pki"
+	"github.com/tetherhub/tether/store"
+)
+
+// tokenPrefix is where join tokens live in the store: outside the served kinds, so they are never
+// listed by the API nor routed to a node.
+const tokenPrefix = "/tether/tokens/"
+
+// storedToken is a join token as kept: the secret only as its digest.
+type storedToken struct {
+	ID      string    `json:"id"`
+	Digest  string    `json:"digest"`
+	Node    string    `json:"node,omitempty"` // empty for a fleet token
+	Expires time.Time `json:"expires"`
+	Created time.Time `json:"created"`
+}
+
+// Tokens makes and checks join tokens. It implements join.Tokens.
+type Tokens struct {
+	backend store.Backend
+	caHash  string
+	now     func() time.Time
+	log     zerolog.Logger
+}
+
+// NewTokens returns the token service for the CA with hash caHash.
+func NewTokens(backend store.Backend, caHash string, now func() time.Time, log zerolog.Logger) *Tokens {
+	return &Tokens{backend: backend, caHash: caHash, now: now, log: log}
+}
+
+// MaxTokenTTL bounds a token's life; a join token is a provisioning credential, not an identity.
+const MaxTokenTTL = 365 * 24 * time.Hour
+
+// Create makes a token for node (or any node when node is ""), valid for ttl.
+func (t *Tokens) Create(ctx context.Context, node string, ttl time.Duration) (pki.Token, time.Time, error) {
+	if ttl <= 0 || ttl > MaxTokenTTL {
+		return pki.Token{}, time.Time{}, fmt.Errorf("ttl must be between 1s and %s, got %s", MaxTokenTTL, ttl)
+	}
+	if node != "" {
+		if err := pki.ValidNodeName(node); err != nil {
+			return pki.Token{}, time.Time{}, err
+		}
+	}
+	tok, err := pki.NewToken(t.caHash)
+	if err != nil {
+		return pki.Token{}, time.Time{}, err
+	}
+	now := t.now().UTC()
+	st := storedToken{ID: tok.ID, Digest: pki.SecretDigest(tok.Secret), Node: node, Expires: now.Add(ttl), Created: now}
+	raw, _ := json.Marshal(st)
+	if _, err := t.backend.Create(ctx, tokenPrefix+tok.ID, raw); err != nil {
+		return pki.Token{}, time.Time{}, fmt.Errorf("store token: %w", err)
+	}
+	t.log.Info().Str("token_id", tok.ID).Str("node", node).Time("expires", st.Expires).Msg("join token created")
+	return tok, st.Expires, nil
+}
+
+// Check implements join.Tokens.
+func (t *Tokens) Check(ctx context.Context, id, secret, node string) error {
+	kv, err := t.backend.Get(ctx, tokenPrefix+id)
+	if errors.Is(err, store.ErrNotFound) {
+		return join.ErrTokenUnknown
+	}
+	if err != nil {
+		return err
+	}
+	var st storedToken
+	if err := json.Unmarshal(kv.Value, &st); err != nil {
+		return fmt.Errorf("stored token %s is damaged: %w", id, err)
+	}
+	switch {
+	case !pki.SecretMatches(st.Digest, secret):
+		return join.ErrTokenUnknown
+	case !t.now().Before(st.Expires):
+		return join.ErrTokenExpired
+	case st.Node != "" && st.Node != node:
+		return join.ErrTokenWrongNode
+	}
+	return nil
+}
+
+// tokenRequest is the body of POST /tether/v1/tokens.
+type tokenRequest struct {
+	Node    string `json:"node"`
+	AnyNode bool   `json:"anyNode"`
+	TTL     string `json:"ttl"`
+}
+
+// TokenResponse is the answer of POST /tether/v1/tokens.
+type TokenResponse struct {
+	Token   string    `json:"token"`
+	ID      string    `json:"id"`
+	Node    string    `json:"node,omitempty"`
+	Expires time.Time `json:"expires"`
+}
+
+// TokensPath is where the API serves token creation.
+const TokensPath = "/tether/v1/tokens"
+
+// ServeHTTP serves POST /tether/v1/tokens.
+func (t *Tokens) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		httpError(w, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	var req tokenRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		httpError(w, http.StatusBadRequest, "the body must be {\"node\": NAME} or {\"anyNode\": true}, with an optional \"ttl\": "+err.Error())
+		return
+	}
+	if (req.Node == "") == !req.AnyNode {
+		httpError(w, http.StatusBadRequest, "give exactly one of node or anyNode")
+		return
+	}
+	ttl := 24 * time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, "ttl: "+err.Error())
+			return
+		}
+		ttl = d
+	}
+	tok, exp, err := t.Create(r.Context(), req.Node, ttl)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(TokenResponse{Token: tok.String(), ID: tok.ID, Node: req.Node, Expires: exp})
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}

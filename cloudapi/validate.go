@@ -1,0 +1,123 @@
+package cloudapi
+
+import (
+	"encoding/json"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/kubeapi"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store"
+)
+
+// typedSchema returns the Go type of a built-in kind: its JSON decoding checks field types, and
+// strategic merge patch needs it for its merge keys. The KubeEdge kinds have none (as CRDs in
+// Kubernetes have none).
+func typedSchema(info resource.Info) (any, bool) {
+	switch info.GroupResource() {
+	case resource.Pods:
+		return &corev1.Pod{}, true
+	case resource.Nodes:
+		return &corev1.Node{}, true
+	case resource.ConfigMaps:
+		return &corev1.ConfigMap{}, true
+	case resource.Secrets:
+		return &corev1.Secret{}, true
+	case resource.Services:
+		return &corev1.Service{}, true
+	case resource.Namespaces:
+		return &corev1.Namespace{}, true
+	case resource.EndpointSlices:
+		return &discoveryv1.EndpointSlice{}, true
+	}
+	return nil, false
+}
+
+// kubeEdgeShape checks the fields of the KubeEdge kinds that tether reads, so that a wrong type
+// is refused at the door instead of confusing routing or twins later.
+type kubeEdgeShape struct {
+	Metadata metav1.ObjectMeta `json:"metadata"`
+	Spec     *struct {
+		NodeName       string `json:"nodeName"`
+		DeviceModelRef *struct {
+			Name string `json:"name"`
+		} `json:"deviceModelRef"`
+		Properties []struct {
+			Name    string `json:"name"`
+			Desired *struct {
+				Value    string            `json:"value"`
+				Metadata map[string]string `json:"metadata"`
+			} `json:"desired"`
+			Type string `json:"type"`
+		} `json:"properties"`
+		Nodes       []string          `json:"nodes"`
+		MatchLabels map[string]string `json:"matchLabels"`
+	} `json:"spec"`
+}
+
+// validate checks an object about to be stored and returns its JSON. Decoding errors (a field
+// of the wrong type) are 400s; rule violations (a bad name or label) are 422s, as in Kubernetes.
+func validate(reg *resource.Registry, info resource.Info, ns, name string, obj object) ([]byte, error) {
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		return nil, kubeapi.BadRequest("the object cannot be encoded: %v", err)
+	}
+	var meta metav1.ObjectMeta
+	if typed, ok := typedSchema(info); ok {
+		if err := json.Unmarshal(raw, typed); err != nil {
+			return nil, kubeapi.BadRequest("the object is not a valid %s: %v", info.Kind, err)
+		}
+		meta = *objectMeta(typed)
+	} else {
+		var shape kubeEdgeShape
+		if err := json.Unmarshal(raw, &shape); err != nil {
+			return nil, kubeapi.BadRequest("the object is not a valid %s: %v", info.Kind, err)
+		}
+		meta = shape.Metadata
+		if info.Kind == "Device" && (shape.Spec == nil || shape.Spec.DeviceModelRef == nil || shape.Spec.DeviceModelRef.Name == "") {
+			return nil, kubeapi.Invalid(info.Kind, name, "spec.deviceModelRef.name: Required value")
+		}
+	}
+	errs := apivalidation.ValidateObjectMeta(&meta, info.Namespaced, nameRule(info), field.NewPath("metadata"))
+	if info.Kind == "Pod" || info.Kind == "Device" {
+		var spec struct {
+			Spec struct {
+				NodeName string `json:"nodeName"`
+			} `json:"spec"`
+		}
+		json.Unmarshal(raw, &spec)
+		if n := spec.Spec.NodeName; n != "" {
+			for _, msg := range apivalidation.NameIsDNSSubdomain(n, false) {
+				errs = append(errs, field.Invalid(field.NewPath("spec", "nodeName"), n, msg))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, kubeapi.Invalid(info.Kind, name, "%s", errs.ToAggregate().Error())
+	}
+	// The index must be able to route what is stored; refusing here keeps a damaged object out.
+	if _, err := index.Decode(reg, store.KV{Key: storeKey(info, ns, name), Value: raw}); err != nil {
+		return nil, kubeapi.BadRequest("the object cannot be routed: %v", err)
+	}
+	return raw, nil
+}
+
+func nameRule(info resource.Info) apivalidation.ValidateNameFunc {
+	switch info.Kind {
+	case "Service":
+		return apivalidation.NameIsDNS1035Label
+	case "Namespace":
+		return apivalidation.ValidateNamespaceName
+	}
+	return apivalidation.NameIsDNSSubdomain
+}
+
+// objectMeta returns the metadata of one of the typedSchema kinds.
+func objectMeta(typed any) *metav1.ObjectMeta {
+	return typed.(metav1.ObjectMetaAccessor).GetObjectMeta().(*metav1.ObjectMeta)
+}

@@ -1,0 +1,103 @@
+package cloudhub
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config configures the hub.
+type Config struct {
+	// Listen is the hub's TLS websocket address.
+	Listen string
+	// Heartbeat is the interval edges are told to ping at. A node silent for two intervals (plus
+	// WriteTimeout, for the ping in flight) is dropped as dead.
+	Heartbeat time.Duration
+	// HandshakeTimeout bounds the TLS handshake, the upgrade and the wait for Hello.
+	HandshakeTimeout time.Duration
+	// WriteTimeout is the deadline of every network write.
+	WriteTimeout time.Duration
+	// MaxMessage bounds one websocket message read from an edge.
+	MaxMessage int64
+	// MaxFrame is how many bytes of messages the writer packs into one websocket message.
+	MaxFrame int
+	// Window is how many data messages may be unacknowledged per node.
+	Window int
+	// SlowTimeout: a node whose window stays full this long is disconnected; it reconnects and
+	// catches up from its cursor, which costs what it missed and nothing more.
+	SlowTimeout time.Duration
+	// MaxPending is how many distinct keys may wait for a node before the hub stops tracking
+	// them one by one and resets the node instead (sends its whole view once).
+	MaxPending int
+	// Progress is how often an idle node is told that its view is complete through the
+	// current revision, which keeps its cursor near the head.
+	Progress time.Duration
+	// History is how many changes the hub remembers for incremental catch-up. A node whose
+	// cursor is older is reset.
+	History int
+	// GracePeriod is how long a node may be disconnected before the cloud reports it NotReady
+	// (so that a cloud restart or a quick reconnect does not flap it).
+	GracePeriod time.Duration
+	// StatusInterval is how often the Node's lastHeartbeatTime is written while connected.
+	StatusInterval time.Duration
+	// ReadBuffer and WriteBuffer are the websocket buffer sizes. Write buffers are pooled, so
+	// only writing sessions hold one; the read buffer is held by every connection.
+	ReadBuffer, WriteBuffer int
+	// ReportQueue is how many reports may wait for the store per node before reading stops.
+	ReportQueue int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:           "0.0.0.0:10000",
+		Heartbeat:        15 * time.Second,
+		HandshakeTimeout: 10 * time.Second,
+		WriteTimeout:     10 * time.Second,
+		MaxMessage:       4 << 20,
+		MaxFrame:         64 << 10,
+		Window:           512,
+		SlowTimeout:      30 * time.Second,
+		MaxPending:       65536,
+		Progress:         5 * time.Second,
+		History:          100_000,
+		GracePeriod:      40 * time.Second,
+		StatusInterval:   time.Minute,
+		ReadBuffer:       512,
+		WriteBuffer:      16 << 10,
+		ReportQueue:      1024,
+	}
+}
+
+// Validate reports the first unusable setting.
+func (c Config) Validate() error {
+	var errs []error
+	pos := func(name string, d time.Duration) {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("cloudhub: %s must be positive, got %s", name, d))
+		}
+	}
+	pos("heartbeat", c.Heartbeat)
+	pos("handshake timeout", c.HandshakeTimeout)
+	pos("write timeout", c.WriteTimeout)
+	pos("slow timeout", c.SlowTimeout)
+	pos("progress interval", c.Progress)
+	pos("grace period", c.GracePeriod)
+	pos("status interval", c.StatusInterval)
+	if c.Listen == "" {
+		errs = append(errs, errors.New("cloudhub: listen address is empty"))
+	}
+	if c.MaxMessage < 4096 {
+		errs = append(errs, fmt.Errorf("cloudhub: max message must be at least 4096, got %d", c.MaxMessage))
+	}
+	if c.MaxFrame < 1024 {
+		errs = append(errs, fmt.Errorf("cloudhub: max frame must be at least 1024, got %d", c.MaxFrame))
+	}
+	if c.Window < 1 || c.MaxPending < 1 || c.History < 1 || c.ReportQueue < 1 {
+		errs = append(errs, fmt.Errorf("cloudhub: window, max pending, history and report queue must be at least 1"))
+	}
+	if c.ReadBuffer < 128 || c.WriteBuffer < 128 {
+		errs = append(errs, fmt.Errorf("cloudhub: buffers must be at least 128 bytes"))
+	}
+	return errors.Join(errs...)
+}

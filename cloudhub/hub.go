@@ -1,0 +1,432 @@
+package cloudhub
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/pki"
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/view"
+)
+
+// ConnectPath is where edges open their websocket.
+const ConnectPath = "/v1/connect"
+
+// ErrBadReport is what Reports.Apply wraps when a report itself is malformed.
+var ErrBadReport = errors.New("cloudhub: bad report")
+
+// Status records what the hub learns about nodes; the cloud implements it over Node objects.
+type Status interface {
+	// SetReady records the node's Ready condition and its last heartbeat. It writes only when
+	// something changed or the heartbeat is older than interval, so that reconnects and
+	// restarts do not write (and route) every Node.
+	SetReady(ctx context.Context, node string, ready bool, reason string, heartbeat time.Time, interval time.Duration) error
+}
+
+// Reports applies what edges send up; the cloud implements it over the store.
+type Reports interface {
+	// Apply stores one report from node. An error wrapping ErrBadReport means the report is
+	// malformed: it is acknowledged (the edge drops it) and counted. Any other error means it
+	// could not be stored: the session ends and the edge sends it again on its next one.
+	Apply(ctx context.Context, node string, r *protocol.Report) error
+}
+
+// Signer renews node certificates; *pki.CA implements it.
+type Signer interface {
+	SignCSR(csrPEM []byte, nodeName string, validity time.Duration, now time.Time) ([]byte, error)
+}
+
+// Hub accepts edge connections and keeps each node's view in sync.
+type Hub struct {
+	cfg          Config
+	ix           *index.Index
+	registry     *resource.Registry
+	cluster      string
+	status       Status
+	reports      Reports
+	signer       Signer
+	certValidity time.Duration
+	tlsConfig    *tls.Config
+	log          zerolog.Logger
+	metrics      *metrics
+	now          func() time.Time
+	upgrader     websocket.Upgrader
+
+	// processed is the last index revision whose marks are all placed. A writer that reads it
+	// before taking a session's pending keys knows every change up to it is among them.
+	processed atomic.Int64
+
+	mu       sync.Mutex // guards the fields below; lock order: Hub.mu before session.mu
+	sessions map[string]*session
+	ring     ring
+	grace    map[string]*time.Timer // nodes disconnected, not yet reported NotReady
+	stopping bool
+
+	addr  net.Addr
+	ready chan struct{}
+}
+
+// Deps are the hub's collaborators.
+type Deps struct {
+	Index        *index.Index
+	Registry     *resource.Registry
+	ClusterID    string
+	Status       Status
+	Reports      Reports
+	Signer       Signer
+	CertValidity time.Duration
+	TLS          *tls.Config // requires and verifies client certificates (pki.CA.ServerTLSConfig)
+	Log          zerolog.Logger
+	Metrics      prometheus.Registerer
+	Now          func() time.Time
+}
+
+// New returns a hub and subscribes it to the index. It must be called before the index runs.
+func New(cfg Config, d Deps) (*Hub, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.TLS == nil || d.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		return nil, errors.New("cloudhub: the TLS config must require and verify client certificates")
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	h := &Hub{
+		cfg: cfg, ix: d.Index, registry: d.Registry, cluster: d.ClusterID, status: d.Status, reports: d.Reports,
+		signer: d.Signer, certValidity: d.CertValidity, tlsConfig: d.TLS, now: d.Now,
+		log:      d.Log.With().Str("component", "cloudhub").Logger(),
+		sessions: map[string]*session{},
+		grace:    map[string]*time.Timer{},
+		ring:     ring{size: cfg.History},
+		ready:    make(chan struct{}),
+	}
+	h.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		ReadBufferSize:   cfg.ReadBuffer,
+		WriteBufferSize:  cfg.WriteBuffer,
+		WriteBufferPool:  &sync.Pool{},
+		// Edges are not browsers; identity is the client certificate.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	h.metrics = newMetrics(d.Metrics, h)
+	d.Index.Subscribe(h.onUpdate)
+	return h, nil
+}
+
+// Addr is the address the hub listens on, once Ready is closed.
+func (h *Hub) Addr() net.Addr { <-h.ready; return h.addr }
+
+// Ready is closed once the hub is listening.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+// Run serves until ctx ends, then tells every node the cloud is going away and closes.
+func (h *Hub) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", h.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cloudhub: listen: %w", err)
+	}
+	h.addr = ln.Addr()
+	srv := &http.Server{
+		Handler:           h,
+		TLSConfig:         h.tlsConfig,
+		ReadHeaderTimeout: h.cfg.HandshakeTimeout,
+		ErrorLog:          newErrorLog(h.log),
+	}
+	close(h.ready)
+	select {
+	case <-h.ix.Ready():
+	case <-ctx.Done():
+		ln.Close()
+		return nil
+	}
+	h.watchGrace()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	go h.tick(ctx)
+	h.log.Info().Str("addr", h.addr.String()).Msg("hub listening")
+	select {
+	case err := <-errc:
+		return fmt.Errorf("cloudhub: serve: %w", err)
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	h.stopping = true
+	sessions := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		sessions = append(sessions, s)
+	}
+	for _, t := range h.grace {
+		t.Stop()
+	}
+	h.mu.Unlock()
+	srv.Close()
+	for _, s := range sessions {
+		s.fail(protocol.CodeShuttingDown, "the cloud is shutting down; reconnect")
+	}
+	for _, s := range sessions {
+		select {
+		case <-s.done:
+		case <-time.After(h.cfg.WriteTimeout):
+		}
+	}
+	return nil
+}
+
+// ServeHTTP upgrades an authenticated edge to a websocket session.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != ConnectPath {
+		http.NotFound(w, r)
+		return
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		h.metrics.rejected.WithLabelValues("no-certificate").Inc()
+		http.Error(w, "a client certificate is required", http.StatusUnauthorized)
+		return
+	}
+	cert := r.TLS.PeerCertificates[0]
+	node, err := pki.NodeNameFromCert(cert)
+	if err != nil {
+		h.metrics.rejected.WithLabelValues("not-a-node-certificate").Inc()
+		h.log.Warn().Err(err).Str("remote", r.RemoteAddr).Msg("connection refused")
+		http.Error(w, "the client certificate is not a node certificate", http.StatusForbidden)
+		return
+	}
+	conn, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		h.metrics.rejected.WithLabelValues("upgrade").Inc()
+		return // the upgrader has answered
+	}
+	conn.SetReadLimit(h.cfg.MaxMessage)
+	// The handshake grew this goroutine's stack; the session lives on a fresh one, which keeps
+	// an idle node's footprint small.
+	go h.serveConn(conn, node, cert.NotBefore, r.RemoteAddr)
+}
+
+// onUpdate runs on the index goroutine for every change, in order: it remembers the change and
+// marks every connected node whose view it may alter.
+func (h *Hub) onUpdate(u index.Update) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.initRing()
+	defer h.advance(u.Rev())
+	if !view.Routed(u) {
+		return
+	}
+	c := view.ChangeOf(u)
+	h.ring.add(c)
+	if u.Historical {
+		return
+	}
+	view.Affected(c, u.Snap, func(node, key string) {
+		if node == view.AllNodes {
+			for _, s := range h.sessions {
+				s.mark(key)
+			}
+		} else if s := h.sessions[node]; s != nil {
+			s.mark(key)
+		}
+	})
+	if c.Resource == resource.Nodes && u.New == nil {
+		if s := h.sessions[u.Old.Key.Name]; s != nil {
+			go s.fail(protocol.CodeRevoked, "the node was deleted in the cloud")
+		}
+	}
+}
+
+// advance records that every mark up to rev is placed. Historical updates come before live
+// ones but after the index's list, so processed never moves back.
+func (h *Hub) advance(rev int64) {
+	if rev > h.processed.Load() {
+		h.processed.Store(rev)
+	}
+}
+
+// attach registers a session after its Hello and computes its catch-up. It returns the mode.
+func (h *Hub) attach(s *session, hello *protocol.Hello) (protocol.Mode, error) {
+	snap := h.ix.Snapshot()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopping {
+		return 0, &protocol.Error{Code: protocol.CodeShuttingDown, Message: "the cloud is shutting down"}
+	}
+	h.initRing()
+	processed := h.processed.Load()
+	mode := protocol.ModeIncremental
+	switch {
+	case hello.ClusterID != h.cluster:
+		mode = protocol.ModeReset // a fresh edge, or a cursor from another cloud
+	case int64(hello.Cursor) > processed:
+		mode = protocol.ModeReset // the cloud's history went back (restored from a backup)
+	case int64(hello.Cursor) < h.ring.floor:
+		mode = protocol.ModeReset // older than what the hub remembers
+	}
+	if old := h.sessions[s.node]; old != nil {
+		go old.fail(protocol.CodeReplaced, "a newer connection of this node took over")
+	}
+	h.sessions[s.node] = s
+	if t := h.grace[s.node]; t != nil {
+		t.Stop()
+		delete(h.grace, s.node)
+	}
+	s.start(mode, uint64(processed), hello.Cursor)
+	if mode == protocol.ModeIncremental {
+		h.ring.since(int64(hello.Cursor), func(c view.Change) {
+			view.AffectedOn(c, snap, s.node, s.markLocked)
+		})
+	}
+	s.unlockAndKick()
+	return mode, nil
+}
+
+// detach unregisters a session that ended and starts the node's grace period.
+func (h *Hub) detach(s *session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sessions[s.node] != s {
+		return // replaced
+	}
+	delete(h.sessions, s.node)
+	if !h.stopping {
+		h.startGrace(s.node)
+	}
+}
+
+// startGrace reports node NotReady unless it reconnects within the grace period. Called with
+// h.mu held.
+func (h *Hub) startGrace(node string) {
+	if t := h.grace[node]; t != nil {
+		t.Stop()
+	}
+	h.grace[node] = time.AfterFunc(h.cfg.GracePeriod, func() {
+		h.mu.Lock()
+		_, back := h.sessions[node]
+		if h.grace[node] != nil {
+			delete(h.grace, node)
+		}
+		h.mu.Unlock()
+		if back {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
+		defer cancel()
+		if err := h.status.SetReady(ctx, node, false, "NodeStatusUnknown", h.now(), 0); err != nil {
+			h.log.Warn().Err(err).Str("node", node).Msg("could not mark node NotReady")
+		} else {
+			h.log.Info().Str("node", node).Msg("node NotReady: disconnected past the grace period")
+		}
+	})
+}
+
+// watchGrace gives every node that the store says is Ready a grace period at start: after a
+// cloud restart they reconnect within it and never show NotReady.
+func (h *Hub) watchGrace() {
+	snap := h.ix.Snapshot()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, o := range snap.List(resource.Prefix(resource.Nodes, ""), "", 0) {
+		if _, ok := h.sessions[o.Key.Name]; !ok {
+			h.startGrace(o.Key.Name)
+		}
+	}
+}
+
+// tick sends progress marks, writes heartbeats and cuts off nodes that stopped acknowledging.
+func (h *Hub) tick(ctx context.Context) {
+	progress := time.NewTicker(h.cfg.Progress)
+	defer progress.Stop()
+	status := time.NewTicker(h.cfg.StatusInterval)
+	defer status.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-progress.C:
+			now := h.now()
+			for _, s := range h.snapshotSessions() {
+				s.progress(now)
+			}
+		case <-status.C:
+			for _, s := range h.snapshotSessions() {
+				s.heartbeat()
+			}
+		}
+	}
+}
+
+func (h *Hub) snapshotSessions() []*session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Connected reports whether node has a session on this hub.
+func (h *Hub) Connected(node string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.sessions[node]
+	return ok
+}
+
+// initRing sets the ring's floor to where the index's history starts, once. Called with h.mu
+// held, after the index is ready.
+func (h *Hub) initRing() {
+	if !h.ring.init {
+		h.ring.floor, h.ring.init = h.ix.HistoryFrom(), true
+		h.advance(h.ix.ListRev())
+	}
+}
+
+// ring remembers recent routed changes for catch-up. Guarded by Hub.mu.
+type ring struct {
+	size  int
+	buf   []view.Change
+	head  int   // oldest entry once full
+	floor int64 // every routed change after floor is in buf
+	init  bool
+}
+
+func (r *ring) add(c view.Change) {
+	if len(r.buf) < r.size {
+		r.buf = append(r.buf, c)
+		return
+	}
+	r.floor = r.buf[r.head].Rev
+	r.buf[r.head] = c
+	r.head = (r.head + 1) % r.size
+}
+
+// since calls fn for every remembered change after rev, oldest first.
+func (r *ring) since(rev int64, fn func(view.Change)) {
+	n := len(r.buf)
+	// Binary search for the first change after rev; entries are in revision order.
+	lo, hi := 0, n
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if r.buf[(r.head+mid)%n].Rev > rev {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	for i := lo; i < n; i++ {
+		fn(r.buf[(r.head+i)%n])
+	}
+}

@@ -1,0 +1,580 @@
+package cloudhub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/view"
+)
+
+// session is one node's connection. The reader runs on the goroutine serveConn was started on;
+// a writer goroutine exists only while there is something to send (so an idle node costs one
+// goroutine), and a reporter goroutine only while reports wait for the store.
+type session struct {
+	hub       *Hub
+	conn      *websocket.Conn // set at construction; writes only by the writer (and WriteControl)
+	node      string          // set at construction
+	log       zerolog.Logger
+	done      chan struct{} // closed when the session has ended
+	sent      atomic.Uint64 // seq of the last data message written; written by the writer
+	lastSeen  atomic.Int64  // unix nanos of the last frame or ping from the edge
+	failing   atomic.Bool   // fail was called: the reader ignores further messages
+	batchLeft atomic.Int64  // keys of the current batch not yet sent, for metrics
+
+	mu          sync.Mutex          // guards the fields below
+	pending     map[string]struct{} // keys to send; nil when none
+	reset       bool                // send the whole view instead of pending keys
+	control     []protocol.Message  // non-data messages, sent before data
+	closing     *protocol.Error     // sent last, then the connection is closed
+	writing     bool                // a writer goroutine is running
+	progressDue bool                // the periodic progress tick asked for a mark
+	acked       uint64              // highest seq the edge acknowledged
+	fullSince   time.Time           // when the window filled while work waited; zero if not
+	catchup     bool                // the next batch is the catch-up after Hello
+	ended       bool
+	reports     []*protocol.Report // waiting for the store
+	reporting   bool               // a reporter goroutine is running
+
+	// Owned by the writer goroutine (only one runs at a time).
+	seq          uint64
+	batch        []string // keys of the batch being sent
+	inBatch      bool
+	batchReset   bool
+	resetBegun   bool
+	batchThrough int64
+	batchCatchup bool
+	lastThrough  int64
+	buf          []byte
+}
+
+func (h *Hub) serveConn(conn *websocket.Conn, node string, certNotBefore time.Time, remote string) {
+	s := &session{
+		hub: h, conn: conn, node: node, done: make(chan struct{}),
+		log: h.log.With().Str("node", node).Str("remote", remote).Logger(),
+	}
+	defer close(s.done)
+	defer conn.Close()
+	h.metrics.connects.Inc()
+	if err := s.handshake(certNotBefore); err != nil {
+		var perr *protocol.Error
+		if errors.As(err, &perr) {
+			s.writeError(perr)
+			h.metrics.rejected.WithLabelValues(perr.Code.String()).Inc()
+			s.log.Warn().Str("code", perr.Code.String()).Msg(perr.Message)
+		} else {
+			h.metrics.rejected.WithLabelValues("handshake").Inc()
+			s.log.Warn().Err(err).Msg("handshake failed")
+		}
+		return
+	}
+	defer h.detach(s)
+	err := s.readLoop()
+	s.end()
+	s.log.Info().Err(err).Msg("node disconnected")
+}
+
+// handshake reads and checks Hello, then attaches the session.
+func (s *session) handshake(certNotBefore time.Time) error {
+	h := s.hub
+	s.conn.SetReadDeadline(h.now().Add(h.cfg.HandshakeTimeout))
+	typ, frame, err := s.conn.ReadMessage()
+	if err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return &protocol.Error{Code: protocol.CodeHandshakeTimeout, Message: "no Hello within the handshake timeout"}
+		}
+		return err
+	}
+	if typ != websocket.BinaryMessage {
+		return &protocol.Error{Code: protocol.CodeBadFrame, Message: "frames must be binary websocket messages"}
+	}
+	msgs, err := protocol.Decode(frame)
+	if err != nil {
+		return &protocol.Error{Code: protocol.CodeBadFrame, Message: err.Error()}
+	}
+	hello, ok := msgs[0].(*protocol.Hello)
+	if !ok || len(msgs) != 1 {
+		return &protocol.Error{Code: protocol.CodeProtocol, Message: "the first frame must hold exactly one Hello"}
+	}
+	if hello.Version != protocol.Version {
+		return &protocol.Error{Code: protocol.CodeUnsupportedVersion, Message: fmt.Sprintf("protocol version %d is not supported; this cloud speaks %d", hello.Version, protocol.Version)}
+	}
+	if hello.Node != s.node {
+		return &protocol.Error{Code: protocol.CodeIdentityMismatch, Message: fmt.Sprintf("the certificate is for node %q but Hello names %q", s.node, hello.Node)}
+	}
+	if err := s.checkRegistered(certNotBefore); err != nil {
+		return err
+	}
+	mode, err := h.attach(s, hello)
+	if err != nil {
+		return err
+	}
+	s.log.Info().Uint64("cursor", hello.Cursor).Str("agent", hello.Agent).Str("mode", modeName(mode)).Msg("node connected")
+	s.heartbeat()
+	return nil
+}
+
+// checkRegistered refuses a node whose Node object is gone (deleted: revoked), or whose
+// certificate predates the Node (issued to an earlier incarnation that was deleted).
+func (s *session) checkRegistered(certNotBefore time.Time) error {
+	snap := s.hub.ix.Snapshot()
+	node := snap.Get(resource.StoreKey(resource.Key{Resource: resource.Nodes, Name: s.node}))
+	if node == nil {
+		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q is not registered in the cloud (deleted?); join it again", s.node)}
+	}
+	created := node.Created
+	// Certificates are backdated by a minute for clock skew; allow for that and a little more.
+	if !created.IsZero() && certNotBefore.Add(2*time.Minute).Before(created) {
+		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("the certificate was issued before node %q was (re)created; join it again", s.node)}
+	}
+	return nil
+}
+
+func modeName(m protocol.Mode) string {
+	if m == protocol.ModeReset {
+		return "reset"
+	}
+	return "incremental"
+}
+
+// start prepares the session's first batch. Called by attach with Hub.mu held; it leaves
+// session.mu locked for attach to mark keys, and attach calls unlockAndKick.
+func (s *session) start(mode protocol.Mode, head, cursor uint64) {
+	s.mu.Lock()
+	s.control = append(s.control, &protocol.Welcome{
+		Version: protocol.Version, ClusterID: s.hub.cluster, Head: head, Mode: mode,
+		HeartbeatMS: uint32(s.hub.cfg.Heartbeat / time.Millisecond),
+	})
+	s.reset = mode == protocol.ModeReset
+	s.catchup = true
+	s.progressDue = true
+	s.lastThrough = int64(cursor)
+	s.lastSeen.Store(s.hub.now().UnixNano())
+}
+
+func (s *session) unlockAndKick() {
+	start := s.kickLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+}
+
+// mark queues key for sending. Called on the index goroutine with Hub.mu held.
+func (s *session) mark(key string) {
+	s.mu.Lock()
+	s.markLocked(key)
+	s.unlockAndKick()
+}
+
+func (s *session) markLocked(key string) {
+	if s.reset || s.ended {
+		return
+	}
+	if s.pending == nil {
+		s.pending = map[string]struct{}{}
+	}
+	s.pending[key] = struct{}{}
+	if len(s.pending) > s.hub.cfg.MaxPending {
+		// Tracking more keys than this costs more than sending the view once.
+		s.pending, s.reset = nil, true
+		s.hub.metrics.resets.WithLabelValues("pending-overflow").Inc()
+	}
+}
+
+// kickLocked reports whether a writer must be started; it marks one as running.
+func (s *session) kickLocked() bool {
+	if s.writing || s.ended {
+		return false
+	}
+	s.writing = true
+	return true
+}
+
+// progress is the periodic tick: ask for a progress mark, and cut the node off if its window
+// has been full too long.
+func (s *session) progress(now time.Time) {
+	s.mu.Lock()
+	if !s.fullSince.IsZero() && now.Sub(s.fullSince) > s.hub.cfg.SlowTimeout {
+		s.mu.Unlock()
+		s.hub.metrics.slowCutoffs.Inc()
+		s.fail(protocol.CodeTooSlow, "the node did not acknowledge in time; reconnect and catch up")
+		return
+	}
+	s.progressDue = true
+	s.unlockAndKick()
+}
+
+// heartbeat writes the node's last heartbeat if the edge was heard from recently.
+func (s *session) heartbeat() {
+	seen := time.Unix(0, s.lastSeen.Load())
+	if s.hub.now().Sub(seen) > 2*s.hub.cfg.Heartbeat {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
+		defer cancel()
+		if err := s.hub.status.SetReady(ctx, s.node, true, "EdgeConnected", seen, s.hub.cfg.StatusInterval); err != nil {
+			s.log.Warn().Err(err).Msg("could not record heartbeat")
+		}
+	}()
+}
+
+// fail ends the session after telling the edge why.
+func (s *session) fail(code protocol.Code, msg string) {
+	s.failing.Store(true)
+	s.mu.Lock()
+	if s.ended || s.closing != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.closing = &protocol.Error{Code: code, Message: msg}
+	start := s.kickLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+	// If the writer is stuck on a dead peer, its write deadline ends it; in any case close the
+	// connection soon so the reader returns.
+	time.AfterFunc(s.hub.cfg.WriteTimeout, func() { s.conn.Close() })
+}
+
+// end marks the session over; no writer starts after it.
+func (s *session) end() {
+	s.mu.Lock()
+	s.ended = true
+	s.pending = nil
+	s.mu.Unlock()
+	s.conn.Close()
+}
+
+// writeError sends err and closes, for failures before the session is attached.
+func (s *session) writeError(err *protocol.Error) {
+	s.conn.SetWriteDeadline(s.hub.now().Add(s.hub.cfg.WriteTimeout))
+	s.conn.WriteMessage(websocket.BinaryMessage, protocol.Encode(err))
+	s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, err.Code.String()), s.hub.now().Add(time.Second))
+}
+
+// readLoop reads the edge's messages until the connection ends.
+func (s *session) readLoop() error {
+	h := s.hub
+	deadline := func() time.Time { return h.now().Add(2*h.cfg.Heartbeat + h.cfg.WriteTimeout) }
+	s.conn.SetReadDeadline(deadline())
+	s.conn.SetPingHandler(func(data string) error {
+		s.lastSeen.Store(h.now().UnixNano())
+		s.conn.SetReadDeadline(deadline())
+		err := s.conn.WriteControl(websocket.PongMessage, []byte(data), h.now().Add(h.cfg.WriteTimeout))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
+	for {
+		typ, frame, err := s.conn.ReadMessage()
+		if err != nil {
+			return err
+		}
+		s.lastSeen.Store(h.now().UnixNano())
+		s.conn.SetReadDeadline(deadline())
+		h.metrics.bytesIn.Add(float64(len(frame)))
+		if s.failing.Load() {
+			continue // the session is ending; the writer is sending the reason
+		}
+		if typ != websocket.BinaryMessage {
+			s.fail(protocol.CodeBadFrame, "frames must be binary websocket messages")
+			h.metrics.rejected.WithLabelValues(protocol.CodeBadFrame.String()).Inc()
+			continue
+		}
+		msgs, err := protocol.Decode(frame)
+		if err != nil {
+			h.metrics.rejected.WithLabelValues(protocol.CodeBadFrame.String()).Inc()
+			s.log.Warn().Err(err).Msg("bad frame from edge")
+			s.fail(protocol.CodeBadFrame, err.Error())
+			continue
+		}
+		for _, m := range msgs {
+			if err := s.handle(m); err != nil {
+				var perr *protocol.Error
+				if errors.As(err, &perr) {
+					h.metrics.rejected.WithLabelValues(perr.Code.String()).Inc()
+					s.log.Warn().Str("code", perr.Code.String()).Msg(perr.Message)
+					s.fail(perr.Code, perr.Message)
+					break
+				}
+				return err
+			}
+		}
+	}
+}
+
+func (s *session) handle(m protocol.Message) error {
+	switch m := m.(type) {
+	case *protocol.Ack:
+		if m.Seq > s.sent.Load() {
+			return &protocol.Error{Code: protocol.CodeProtocol, Message: fmt.Sprintf("ack of seq %d, which was never sent", m.Seq)}
+		}
+		s.mu.Lock()
+		if m.Seq > s.acked {
+			s.acked = m.Seq
+			s.fullSince = time.Time{}
+		}
+		s.unlockAndKick()
+	case *protocol.Report:
+		s.mu.Lock()
+		if len(s.reports) >= s.hub.cfg.ReportQueue {
+			s.mu.Unlock()
+			return &protocol.Error{Code: protocol.CodeProtocol, Message: "more reports in flight than the cloud accepts; lower the outbox window"}
+		}
+		// The frame buffer is not reused by gorilla's ReadMessage, so the payload can be kept.
+		s.reports = append(s.reports, m)
+		start := !s.reporting
+		s.reporting = true
+		s.mu.Unlock()
+		if start {
+			go s.reportLoop()
+		}
+	case *protocol.Renew:
+		go s.renew(m)
+	case *protocol.Error:
+		s.log.Warn().Str("code", m.Code.String()).Msg("edge reported an error: " + m.Message)
+		return fmt.Errorf("edge error %s: %s", m.Code, m.Message)
+	default:
+		return &protocol.Error{Code: protocol.CodeProtocol, Message: fmt.Sprintf("an edge may not send %s", m.Type())}
+	}
+	return nil
+}
+
+// reportLoop applies queued reports in order and acknowledges them.
+func (s *session) reportLoop() {
+	for {
+		s.mu.Lock()
+		if len(s.reports) == 0 || s.ended {
+			s.reporting = false
+			s.mu.Unlock()
+			return
+		}
+		r := s.reports[0]
+		s.reports = s.reports[1:]
+		s.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
+		err := s.hub.reports.Apply(ctx, s.node, r)
+		cancel()
+		switch {
+		case err == nil:
+			s.hub.metrics.reports.WithLabelValues("applied").Inc()
+		case errors.Is(err, ErrBadReport):
+			s.hub.metrics.reports.WithLabelValues("bad").Inc()
+			s.log.Warn().Err(err).Uint64("seq", r.Seq).Msg("dropping a malformed report")
+		default:
+			s.hub.metrics.reports.WithLabelValues("failed").Inc()
+			s.log.Warn().Err(err).Uint64("seq", r.Seq).Msg("could not store a report; the edge will resend it")
+			s.fail(protocol.CodeInternal, "the cloud could not store a report; it will be resent")
+			s.mu.Lock()
+			s.reports, s.reporting = nil, false
+			s.mu.Unlock()
+			return
+		}
+		s.send(&protocol.ReportAck{Seq: r.Seq})
+	}
+}
+
+func (s *session) renew(m *protocol.Renew) {
+	cert, err := s.hub.signer.SignCSR(m.CSR, s.node, s.hub.certValidity, s.hub.now())
+	if err != nil {
+		s.log.Warn().Err(err).Msg("certificate renewal refused")
+		s.send(&protocol.Renewed{Message: err.Error()})
+		return
+	}
+	s.log.Info().Msg("certificate renewed")
+	s.send(&protocol.Renewed{Certificate: cert})
+}
+
+// send queues a control message.
+func (s *session) send(m protocol.Message) {
+	s.mu.Lock()
+	s.control = append(s.control, m)
+	s.unlockAndKick()
+}
+
+// writeLoop sends until nothing is left that may be sent, then exits.
+func (s *session) writeLoop() {
+	for {
+		frame, closing, ok := s.nextFrame()
+		if !ok {
+			return
+		}
+		if len(frame) > 0 {
+			s.conn.SetWriteDeadline(s.hub.now().Add(s.hub.cfg.WriteTimeout))
+			if err := s.conn.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+				s.log.Debug().Err(err).Msg("write failed")
+				s.stopWriting()
+				s.conn.Close()
+				return
+			}
+			s.hub.metrics.bytesOut.Add(float64(len(frame)))
+			s.hub.metrics.frames.Inc()
+			s.sent.Store(s.seq)
+		}
+		if closing != nil {
+			s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, closing.Code.String()), s.hub.now().Add(time.Second))
+			s.stopWriting()
+			s.conn.Close()
+			return
+		}
+	}
+}
+
+func (s *session) stopWriting() {
+	s.mu.Lock()
+	s.writing = false
+	s.ended = true
+	s.mu.Unlock()
+}
+
+// nextFrame builds the next frame to write. ok is false when the writer should exit (and it
+// has then marked itself stopped, atomically with finding nothing to do).
+func (s *session) nextFrame() (frame []byte, closing *protocol.Error, ok bool) {
+	h := s.hub
+	s.mu.Lock()
+	if s.ended {
+		s.writing = false
+		s.mu.Unlock()
+		return nil, nil, false
+	}
+	control := s.control
+	s.control = nil
+	closing = s.closing
+	room := h.cfg.Window - int(s.seq-s.acked)
+	var loneProgress int64
+	if !s.inBatch && room > 0 && closing == nil {
+		// Read processed before taking the keys: every change up to it is then among them.
+		through := h.processed.Load()
+		switch {
+		case s.reset:
+			s.inBatch, s.batchReset, s.resetBegun, s.batch = true, true, false, nil
+			s.reset, s.pending = false, nil
+		case len(s.pending) > 0:
+			s.batch = make([]string, 0, len(s.pending))
+			for k := range s.pending {
+				s.batch = append(s.batch, k)
+			}
+			s.inBatch, s.batchReset, s.pending = true, false, nil
+		case s.progressDue && through > s.lastThrough:
+			loneProgress = through
+		}
+		if s.inBatch {
+			s.batchThrough = through
+			s.batchCatchup, s.catchup = s.catchup, false
+		}
+		s.progressDue = false
+		if s.catchup && !s.inBatch {
+			s.catchup = false // the catch-up had nothing to send
+		}
+	}
+	workWaits := s.inBatch || s.reset || len(s.pending) > 0
+	if room <= 0 && workWaits {
+		if s.fullSince.IsZero() {
+			s.fullSince = h.now()
+		}
+	}
+	if len(control) == 0 && closing == nil && loneProgress == 0 && (!s.inBatch || room <= 0) {
+		s.writing = false
+		s.mu.Unlock()
+		return nil, nil, false
+	}
+	s.mu.Unlock()
+
+	buf := s.buf[:0]
+	buf = protocol.Append(buf, control...)
+	if loneProgress > 0 {
+		s.seq++
+		buf = protocol.Append(buf, &protocol.Progress{Seq: s.seq, Through: uint64(loneProgress)})
+		s.lastThrough = loneProgress
+		h.metrics.messages.WithLabelValues("progress").Inc()
+	}
+	if s.inBatch && room > 0 && closing == nil {
+		buf = s.fillBatch(buf, room)
+	}
+	if closing != nil {
+		buf = protocol.Append(buf, closing)
+	}
+	if cap(buf) <= 4*h.cfg.MaxFrame {
+		s.buf = buf[:0] // keep a modest buffer for the next frame; let a huge one go
+	} else {
+		s.buf = nil
+	}
+	return buf, closing, true
+}
+
+// fillBatch appends messages of the current batch to buf, within room and the frame size.
+func (s *session) fillBatch(buf []byte, room int) []byte {
+	h := s.hub
+	snap := h.ix.Snapshot()
+	if s.batchReset && !s.resetBegun {
+		full := view.Full(snap, s.node)
+		s.batch = make([]string, len(full))
+		for i, o := range full {
+			s.batch[i] = o.StoreKey
+		}
+		s.seq++
+		room--
+		buf = protocol.Append(buf, &protocol.ResetBegin{Seq: s.seq})
+		s.resetBegun = true
+		h.metrics.messages.WithLabelValues("reset-begin").Inc()
+	}
+	for room > 0 && len(s.batch) > 0 && len(buf) < h.cfg.MaxFrame {
+		key := s.batch[0]
+		s.batch = s.batch[1:]
+		o := view.Visible(snap, s.node, key)
+		start := len(buf)
+		switch {
+		case o != nil:
+			s.seq++
+			buf = protocol.Append(buf, &protocol.Upsert{Seq: s.seq, Rev: uint64(snap.Rev), Key: o.Key, Object: o.Raw})
+			h.metrics.messages.WithLabelValues("upsert").Inc()
+		case s.batchReset:
+			continue // gone since the reset began; the edge sweeps what the reset did not name
+		default:
+			k, err := parseKey(h, key)
+			if err != nil {
+				continue
+			}
+			s.seq++
+			buf = protocol.Append(buf, &protocol.Delete{Seq: s.seq, Rev: uint64(snap.Rev), Key: k})
+			h.metrics.messages.WithLabelValues("delete").Inc()
+		}
+		room--
+		if s.batchCatchup {
+			h.metrics.catchupMessages.Inc()
+			h.metrics.catchupBytes.Add(float64(len(buf) - start))
+		}
+	}
+	s.batchLeft.Store(int64(len(s.batch)))
+	if len(s.batch) == 0 && room > 0 {
+		s.seq++
+		if s.batchReset {
+			buf = protocol.Append(buf, &protocol.ResetEnd{Seq: s.seq, Through: uint64(s.batchThrough)})
+			h.metrics.messages.WithLabelValues("reset-end").Inc()
+		} else {
+			buf = protocol.Append(buf, &protocol.Progress{Seq: s.seq, Through: uint64(s.batchThrough)})
+			h.metrics.messages.WithLabelValues("progress").Inc()
+		}
+		s.lastThrough = s.batchThrough
+		s.inBatch, s.batch = false, nil
+	}
+	return buf
+}
+
+func parseKey(h *Hub, storeKey string) (protocol.Key, error) {
+	k, _, err := h.registry.ParseStoreKey(storeKey)
+	return k, err
+}

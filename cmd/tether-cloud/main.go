@@ -1,0 +1,408 @@
+// Command tether-cloud runs the cloud side of tether: the store, the Kubernetes-style API, the
+// join service and the hub that keeps every edge node in sync.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tetherhub/tether/cli"
+	"github.com/tetherhub/tether/cloudapi"
+	"github.com/tetherhub/tether/cloudhub"
+	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/join"
+	"github.com/tetherhub/tether/kubeapi"
+	"github.com/tetherhub/tether/pki"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store"
+	"github.com/tetherhub/tether/store/boltstore"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(args, stdout, stderr)
+	case "token":
+		if len(args) == 0 || args[0] != "create" {
+			err = cli.Usagef("usage: tether-cloud token create --node NAME | --any-node [--ttl 24h] [--server URL]")
+			break
+		}
+		err = tokenCreate(args[1:], stdout)
+	case "version":
+		fmt.Fprintln(stdout, "tether-cloud", version)
+	default:
+		err = cli.Usagef("unknown command %q (serve, token create, version)", cmd)
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, pflag.ErrHelp):
+		return 0
+	case cli.IsUsage(err):
+		fmt.Fprintln(stderr, "tether-cloud:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "tether-cloud:", err)
+		return 1
+	}
+}
+
+type config struct {
+	dataDir, hubListen, joinListen, apiListen string
+	advertise                                 []string
+	storeKind                                 string
+	etcdEndpoints                             []string
+	apiTokenFile                              string
+	logFormat, logLevel                       string
+	replica                                   string
+	history                                   int64
+	hub                                       cloudhub.Config
+	join                                      join.Config
+	api                                       kubeapi.Config
+	watchCache                                int
+	printConfig                               bool
+}
+
+func flags(c *config) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("tether-cloud serve", pflag.ContinueOnError)
+	c.hub, c.join, c.api = cloudhub.DefaultConfig(), join.DefaultConfig(), kubeapi.DefaultConfig()
+	host, _ := os.Hostname()
+	fs.String("config", "", "YAML file whose keys are these flags' names")
+	fs.BoolVar(&c.printConfig, "print-config", false, "print the effective configuration and exit")
+	fs.StringVar(&c.dataDir, "data-dir", "./data/cloud", "directory for the store and the CA")
+	fs.StringVar(&c.hubListen, "hub-listen", "0.0.0.0:10000", "hub address (TLS websocket, client certificates)")
+	fs.StringVar(&c.joinListen, "join-listen", "0.0.0.0:10002", "join address (HTTPS)")
+	fs.StringVar(&c.apiListen, "api-listen", "127.0.0.1:10080", "cloud API address (Kubernetes-style)")
+	fs.StringSliceVar(&c.advertise, "advertise-address", []string{host}, "names and IPs edges use to reach this cloud (put in the hub certificate)")
+	fs.StringVar(&c.storeKind, "store", "embedded", "embedded (bbolt) or etcd")
+	fs.StringSliceVar(&c.etcdEndpoints, "etcd-endpoints", nil, "etcd endpoints for --store etcd")
+	fs.StringVar(&c.apiTokenFile, "api-token-file", "", "file of bearer tokens (one per line); required when the API listens beyond loopback")
+	fs.StringVar(&c.logFormat, "log-format", "json", "json or console")
+	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.StringVar(&c.replica, "replica-name", host, "this replica's name, shown in Node status")
+	fs.Int64Var(&c.history, "history", 100_000, "revisions of change history kept for watches and catch-up")
+	fs.IntVar(&c.watchCache, "watch-cache", 10_000, "recent changes kept in memory for API watches")
+	fs.DurationVar(&c.hub.Heartbeat, "heartbeat", c.hub.Heartbeat, "interval edges ping at; two missed intervals drop a node")
+	fs.DurationVar(&c.hub.GracePeriod, "node-grace-period", c.hub.GracePeriod, "how long a disconnected node stays Ready")
+	fs.DurationVar(&c.hub.StatusInterval, "node-status-interval", c.hub.StatusInterval, "how often a connected node's heartbeat time is written")
+	fs.DurationVar(&c.hub.Progress, "progress-interval", c.hub.Progress, "how often idle nodes are told they are up to date")
+	fs.DurationVar(&c.hub.WriteTimeout, "write-timeout", c.hub.WriteTimeout, "deadline of every network write to an edge")
+	fs.DurationVar(&c.hub.SlowTimeout, "slow-node-timeout", c.hub.SlowTimeout, "a node that does not acknowledge for this long is disconnected")
+	fs.IntVar(&c.hub.Window, "node-window", c.hub.Window, "messages in flight per node")
+	fs.Int64Var(&c.hub.MaxMessage, "max-message-bytes", c.hub.MaxMessage, "largest websocket message accepted from an edge")
+	fs.DurationVar(&c.join.CertValidity, "cert-validity", c.join.CertValidity, "validity of node certificates")
+	fs.Int64Var(&c.api.MaxBodyBytes, "max-body-bytes", c.api.MaxBodyBytes, "largest API request body")
+	return fs
+}
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	var c config
+	fs := flags(&c)
+	if err := cli.Load(fs, args); err != nil {
+		return err
+	}
+	if c.printConfig {
+		return cli.Print(fs, stdout)
+	}
+	log, err := cli.NewLogger(stderr, c.logFormat, c.logLevel, "tether-cloud")
+	if err != nil {
+		return err
+	}
+	c.hub.Listen = c.hubListen
+	c.hub.History = int(c.history)
+	if err := validate(&c); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runCloud(ctx, &c, log)
+}
+
+func validate(c *config) error {
+	for name, addr := range map[string]string{"hub-listen": c.hubListen, "join-listen": c.joinListen, "api-listen": c.apiListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return cli.Usagef("%s: %v", name, err)
+		}
+	}
+	switch c.storeKind {
+	case "embedded":
+	case "etcd":
+		return cli.Usagef("store: etcd is not available in this build yet; use embedded")
+	default:
+		return cli.Usagef("store: %q is not embedded or etcd", c.storeKind)
+	}
+	if !isLoopback(c.apiListen) && c.apiTokenFile == "" {
+		return cli.Usagef("api-token-file: required when api-listen (%s) is not a loopback address", c.apiListen)
+	}
+	if c.history < 1000 {
+		return cli.Usagef("history: must be at least 1000, got %d", c.history)
+	}
+	if err := c.hub.Validate(); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if err := c.join.Validate(); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if err := c.api.Validate(); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	return nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
+	now := time.Now
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	ca, err := pki.LoadOrCreateCA(c.dataDir, now())
+	if err != nil {
+		return err
+	}
+	serverCert, err := ca.IssueServer(c.advertise, 365*24*time.Hour, now())
+	if err != nil {
+		return cli.Usagef("advertise-address: %v", err)
+	}
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	bcfg := boltstore.DefaultConfig(filepath.Join(c.dataDir, "cloud.db"))
+	bcfg.History = c.history
+	var backend store.Backend
+	bs, err := boltstore.Open(bcfg, log, promReg)
+	if err != nil {
+		return err
+	}
+	backend = bs
+	defer backend.Close()
+
+	reg := resource.New()
+	ixCfg := index.DefaultConfig()
+	ixCfg.Preload = c.history
+	ix, err := index.New(ixCfg, backend, reg, log, promReg)
+	if err != nil {
+		return err
+	}
+	objects := cloudapi.NewObjects(backend, ix, reg, c.watchCache, 10_000, now)
+	tokens := cloudapi.NewTokens(backend, ca.Hash(), now, log)
+	nodes := cloudapi.NewNodes(objects, reg)
+	status := cloudapi.NewNodeStatus(objects, reg, c.replica, now)
+	hub, err := cloudhub.New(c.hub, cloudhub.Deps{
+		Index: ix, Registry: reg, ClusterID: backend.ClusterID(), Status: status, Reports: status,
+		Signer: ca, CertValidity: c.join.CertValidity, TLS: ca.ServerTLSConfig(serverCert),
+		Log: log, Metrics: promReg, Now: now,
+	})
+	if err != nil {
+		return err
+	}
+	joinSrv, err := join.NewServer(ca, tokens, nodes, c.join, log, promReg)
+	if err != nil {
+		return err
+	}
+	api, err := kubeapi.New(c.api, reg, objects, log.With().Str("component", "api").Logger(), promReg, "tether_cloud_api")
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	cli.OpsHandlers(mux, promReg,
+		cli.Check{Name: "store", Run: func(ctx context.Context) error { _, err := backend.Rev(ctx); return err }},
+		cli.Check{Name: "index", Run: func(context.Context) error {
+			select {
+			case <-ix.Current():
+				return nil
+			default:
+				return errors.New("loading")
+			}
+		}},
+	)
+	mux.Handle(cloudapi.TokensPath, tokens)
+	mux.Handle("/", api)
+	var apiHandler http.Handler = mux
+	apiTLS := !isLoopback(c.apiListen)
+	if apiTLS {
+		tokensList, err := readTokens(c.apiTokenFile)
+		if err != nil {
+			return cli.Usagef("api-token-file: %v", err)
+		}
+		apiHandler = bearer(tokensList, mux)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ix.Run(gctx) })
+	g.Go(func() error { return hub.Run(gctx) })
+	joinHTTP := joinSrv.HTTPServer(serverCert)
+	joinHTTP.Addr = c.joinListen
+	g.Go(func() error { return serveHTTP(gctx, joinHTTP, c.joinListen, true, "join", log) })
+	apiHTTP := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second}
+	if apiTLS {
+		apiHTTP.TLSConfig = join.TLSConfig(serverCert)
+	}
+	g.Go(func() error { return serveHTTP(gctx, apiHTTP, c.apiListen, apiTLS, "api", log) })
+	log.Info().Str("version", version).Str("data_dir", c.dataDir).Str("cluster", backend.ClusterID()).
+		Str("ca_hash", ca.Hash()).Msg("tether-cloud starting")
+	err = g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		log.Info().Msg("tether-cloud stopped")
+		return nil
+	}
+	return err
+}
+
+// serveHTTP runs srv on addr until ctx ends, then shuts it down.
+func serveHTTP(ctx context.Context, srv *http.Server, addr string, tls bool, name string, log zerolog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: listen: %w", name, err)
+	}
+	log.Info().Str("addr", ln.Addr().String()).Msg(name + " listening")
+	errc := make(chan error, 1)
+	go func() {
+		if tls {
+			errc <- srv.ServeTLS(ln, "", "")
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("%s: %w", name, err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close() // watches do not end on their own
+	}
+	return nil
+}
+
+func readTokens(path string) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no token", path)
+	}
+	return out, nil
+}
+
+// bearer admits requests carrying one of tokens, except the liveness and readiness probes.
+func bearer(tokens []string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		for _, t := range tokens {
+			if subtle.ConstantTimeCompare([]byte(got), []byte(t)) == 1 {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"a valid bearer token is required","reason":"Unauthorized","code":401}`))
+	})
+}
+
+func tokenCreate(args []string, stdout io.Writer) error {
+	fs := pflag.NewFlagSet("tether-cloud token create", pflag.ContinueOnError)
+	server := fs.String("server", "http://127.0.0.1:10080", "the cloud API")
+	node := fs.String("node", "", "bind the token to this node name")
+	anyNode := fs.Bool("any-node", false, "make a fleet token, valid for any node name")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	bearerFile := fs.String("token-file", "", "file holding a bearer token for the API (when it is not on loopback)")
+	fs.String("config", "", "YAML file whose keys are these flags' names")
+	if err := cli.Load(fs, args); err != nil {
+		return err
+	}
+	if (*node == "") == !*anyNode {
+		return cli.Usagef("give exactly one of --node NAME or --any-node")
+	}
+	if *ttl <= 0 {
+		return cli.Usagef("ttl: must be positive, got %s", *ttl)
+	}
+	body, _ := json.Marshal(map[string]any{"node": *node, "anyNode": *anyNode, "ttl": ttl.String()})
+	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(*server, "/")+cloudapi.TokensPath, bytes.NewReader(body))
+	if err != nil {
+		return cli.Usagef("server: %v", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if *bearerFile != "" {
+		toks, err := readTokens(*bearerFile)
+		if err != nil {
+			return cli.Usagef("token-file: %v", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+toks[0])
+	}
+	client := &http.Client{Timeout: 15 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the cloud API at %s: %w", *server, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		json.Unmarshal(raw, &e)
+		if e.Error == "" {
+			e.Error = strings.TrimSpace(string(raw))
+		}
+		return fmt.Errorf("the cloud refused: %s (HTTP %d)", e.Error, resp.StatusCode)
+	}
+	var tr cloudapi.TokenResponse
+	if err := json.Unmarshal(raw, &tr); err != nil {
+		return fmt.Errorf("unexpected answer from the cloud: %w", err)
+	}
+	fmt.Fprintln(stdout, tr.Token)
+	return nil
+}

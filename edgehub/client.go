@@ -1,0 +1,527 @@
+package edgehub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/edgestore"
+	"github.com/tetherhub/tether/pki"
+	"github.com/tetherhub/tether/protocol"
+)
+
+// ConnectPath is where the hub serves websockets.
+const ConnectPath = "/v1/connect"
+
+// Config configures the hub client.
+type Config struct {
+	// Cloud lists hub addresses (HOST:PORT); the client tries them in turn.
+	Cloud []string
+	// Heartbeat is the ping interval until the hub's Welcome says otherwise.
+	Heartbeat time.Duration
+	// DialTimeout bounds TCP, TLS and the websocket upgrade; HandshakeTimeout the wait for
+	// Welcome; WriteTimeout every write.
+	DialTimeout, HandshakeTimeout, WriteTimeout time.Duration
+	// BackoffMin and BackoffMax bound the jittered exponential wait between attempts.
+	BackoffMin, BackoffMax time.Duration
+	// MaxMessage bounds one websocket message from the hub.
+	MaxMessage int64
+	// ReportWindow is how many reports may be unacknowledged.
+	ReportWindow int
+	// MaxReportBytes bounds the reports packed into one frame.
+	MaxReportBytes int
+	// RenewAt is the share of a certificate's lifetime after which the client asks the hub for
+	// a fresh one.
+	RenewAt float64
+	// Agent is the build version sent in Hello.
+	Agent string
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Heartbeat: 15 * time.Second, DialTimeout: 10 * time.Second, HandshakeTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second,
+		MaxMessage: 4 << 20, ReportWindow: 256, MaxReportBytes: 256 << 10, RenewAt: 2.0 / 3, Agent: "dev",
+	}
+}
+
+// Validate reports the first unusable setting.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Cloud) == 0 {
+		errs = append(errs, errors.New("edgehub: no cloud address"))
+	}
+	for _, a := range c.Cloud {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("edgehub: cloud address %q: %v", a, err))
+		}
+	}
+	for name, d := range map[string]time.Duration{"heartbeat": c.Heartbeat, "dial timeout": c.DialTimeout, "handshake timeout": c.HandshakeTimeout, "write timeout": c.WriteTimeout, "backoff min": c.BackoffMin, "backoff max": c.BackoffMax} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("edgehub: %s must be positive, got %s", name, d))
+		}
+	}
+	if c.BackoffMax < c.BackoffMin {
+		errs = append(errs, fmt.Errorf("edgehub: backoff max %s is below backoff min %s", c.BackoffMax, c.BackoffMin))
+	}
+	if c.MaxMessage < 4096 || c.ReportWindow < 1 || c.MaxReportBytes < 1024 {
+		errs = append(errs, errors.New("edgehub: max message ≥ 4096, report window ≥ 1 and max report bytes ≥ 1024 are required"))
+	}
+	if c.RenewAt <= 0 || c.RenewAt >= 1 {
+		errs = append(errs, fmt.Errorf("edgehub: renew-at must be between 0 and 1, got %g", c.RenewAt))
+	}
+	return errors.Join(errs...)
+}
+
+// Identity is the node's certificate and key; the client reads it for every dial and replaces
+// it when the hub renews the certificate.
+type Identity interface {
+	Current() *pki.NodeIdentity
+	// Renewed stores a fresh certificate (PEM) for the current key and makes it current.
+	Renewed(certPEM []byte) error
+}
+
+// State is the link's state, for /readyz and metrics.
+type State int32
+
+const (
+	Disconnected State = iota
+	Connecting
+	Connected
+)
+
+func (s State) String() string {
+	switch s {
+	case Connecting:
+		return "connecting"
+	case Connected:
+		return "connected"
+	}
+	return "disconnected"
+}
+
+// Client keeps the edge connected to the hub.
+type Client struct {
+	cfg     Config
+	id      Identity
+	store   *edgestore.Store
+	log     zerolog.Logger
+	metrics *metrics
+	now     func() time.Time
+
+	state     atomic.Int32
+	lastError atomic.Pointer[string]
+	since     atomic.Int64 // unix nanos of the last state change
+}
+
+// New returns a client.
+func New(cfg Config, id Identity, store *edgestore.Store, log zerolog.Logger, reg prometheus.Registerer) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, id: id, store: store, log: log.With().Str("component", "edgehub").Logger(), now: time.Now}
+	c.metrics = newMetrics(reg, c)
+	c.setState(Disconnected)
+	return c, nil
+}
+
+// State returns the link's state, how long it has been in it and the last error.
+func (c *Client) State() (State, time.Duration, string) {
+	var msg string
+	if p := c.lastError.Load(); p != nil {
+		msg = *p
+	}
+	return State(c.state.Load()), c.now().Sub(time.Unix(0, c.since.Load())), msg
+}
+
+func (c *Client) setState(s State) {
+	if State(c.state.Swap(int32(s))) != s {
+		c.since.Store(c.now().UnixNano())
+	}
+}
+
+// Run connects and reconnects until ctx ends.
+func (c *Client) Run(ctx context.Context) error {
+	backoff := c.cfg.BackoffMin
+	for attempt := 0; ; attempt++ {
+		addr := c.cfg.Cloud[attempt%len(c.cfg.Cloud)]
+		c.setState(Connecting)
+		started := c.now()
+		err := c.session(ctx, addr)
+		c.setState(Disconnected)
+		if ctx.Err() != nil {
+			return nil
+		}
+		msg := err.Error()
+		c.lastError.Store(&msg)
+		c.metrics.disconnects.Inc()
+		c.log.Warn().Err(err).Str("cloud", addr).Msg("disconnected from the cloud")
+		if c.now().Sub(started) > 2*c.cfg.BackoffMax {
+			backoff = c.cfg.BackoffMin // the session had been up for a while: start over
+		}
+		// Full jitter: a fleet reconnecting after a cloud restart spreads itself out.
+		wait := time.Duration(rand.Int64N(int64(backoff) + 1))
+		if wait < c.cfg.BackoffMin {
+			wait = c.cfg.BackoffMin
+		}
+		backoff = min(2*backoff, c.cfg.BackoffMax)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// conn is one session with the hub.
+type conn struct {
+	c       *Client
+	ws      *websocket.Conn
+	log     zerolog.Logger
+	wake    chan struct{} // wakes the writer
+	applied atomic.Uint64 // highest data seq committed to the store
+	ackSent uint64        // owned by the writer
+	failed  chan error    // first failure of the store callbacks
+
+	mu          sync.Mutex // guards the report fields
+	reportSent  uint64     // highest report seq written
+	reportAcked uint64     // highest report seq the hub acknowledged
+	renewing    bool
+}
+
+func (c *Client) dial(ctx context.Context, addr string) (*websocket.Conn, error) {
+	id := c.id.Current()
+	host, _, _ := net.SplitHostPort(addr)
+	d := websocket.Dialer{
+		TLSClientConfig:  id.ClientTLSConfig(host),
+		HandshakeTimeout: c.cfg.DialTimeout,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+		NetDialContext:   (&net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: -1}).DialContext,
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	ws, resp, err := d.DialContext(dctx, "wss://"+addr+ConnectPath, http.Header{})
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial %s: %w (HTTP %s)", addr, err, resp.Status)
+		}
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	ws.SetReadLimit(c.cfg.MaxMessage)
+	return ws, nil
+}
+
+// session runs one connection until it fails or ctx ends.
+func (c *Client) session(ctx context.Context, addr string) error {
+	ws, err := c.dial(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
+	c.metrics.connects.Inc()
+	cluster, cursor := c.store.Cursor()
+	id := c.id.Current()
+	hello := &protocol.Hello{Version: protocol.Version, Node: id.Name, ClusterID: cluster, Cursor: cursor, Agent: c.cfg.Agent}
+	ws.SetWriteDeadline(c.now().Add(c.cfg.WriteTimeout))
+	if err := ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(hello)); err != nil {
+		return fmt.Errorf("send Hello: %w", err)
+	}
+	ws.SetReadDeadline(c.now().Add(c.cfg.HandshakeTimeout))
+	welcome, rest, err := readWelcome(ws)
+	if err != nil {
+		return err
+	}
+	if err := c.store.BeginSession(ctx, welcome.ClusterID); err != nil {
+		return err
+	}
+	heartbeat := c.cfg.Heartbeat
+	if welcome.HeartbeatMS > 0 {
+		heartbeat = time.Duration(welcome.HeartbeatMS) * time.Millisecond
+	}
+	mode := "incremental"
+	if welcome.Mode == protocol.ModeReset {
+		mode = "reset"
+	}
+	c.log.Info().Str("cloud", addr).Uint64("cursor", cursor).Uint64("head", welcome.Head).Str("mode", mode).Msg("connected to the cloud")
+	c.setState(Connected)
+	c.lastError.Store(nil)
+
+	k := &conn{c: c, ws: ws, log: c.log.With().Str("cloud", addr).Logger(), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
+	first, _ := c.store.ReadOutbox(0, 1, 1)
+	if len(first) > 0 {
+		k.reportSent, k.reportAcked = first[0].Seq-1, first[0].Seq-1
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	werr := make(chan error, 1)
+	go func() { werr <- k.writeLoop(sctx, heartbeat) }()
+	rerr := k.readLoop(sctx, heartbeat, rest)
+	cancel()
+	ws.Close()
+	if err := <-werr; err != nil && rerr == nil {
+		rerr = err
+	}
+	return rerr
+}
+
+// readWelcome reads the hub's first frame. The Welcome may share it with the first data
+// messages; those are returned for the read loop.
+func readWelcome(ws *websocket.Conn) (*protocol.Welcome, []protocol.Message, error) {
+	typ, frame, err := ws.ReadMessage()
+	if err != nil {
+		return nil, nil, fmt.Errorf("wait for Welcome: %w", err)
+	}
+	if typ != websocket.BinaryMessage {
+		return nil, nil, errors.New("the hub sent a non-binary frame")
+	}
+	msgs, err := protocol.Decode(frame)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the hub's first frame: %w", err)
+	}
+	switch m := msgs[0].(type) {
+	case *protocol.Welcome:
+		if m.Version != protocol.Version {
+			return nil, nil, fmt.Errorf("the hub speaks protocol %d, this agent %d", m.Version, protocol.Version)
+		}
+		return m, msgs[1:], nil
+	case *protocol.Error:
+		return nil, nil, fmt.Errorf("the hub refused the session: %w", m)
+	}
+	return nil, nil, fmt.Errorf("the hub's first message is %s, not Welcome", msgs[0].Type())
+}
+
+// readLoop reads frames, hands data to the store and tracks report acknowledgements.
+func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []protocol.Message) error {
+	c := k.c
+	deadline := func() time.Time { return c.now().Add(2*heartbeat + c.cfg.WriteTimeout) }
+	k.ws.SetReadDeadline(deadline())
+	k.ws.SetPongHandler(func(string) error {
+		k.ws.SetReadDeadline(deadline())
+		return nil
+	})
+	var lastSeq uint64
+	msgs := first
+	for {
+		if msgs == nil {
+			select {
+			case err := <-k.failed:
+				return err
+			default:
+			}
+			typ, frame, err := k.ws.ReadMessage()
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("read: %w", err)
+			}
+			k.ws.SetReadDeadline(deadline())
+			c.metrics.bytesIn.Add(float64(len(frame)))
+			if typ != websocket.BinaryMessage {
+				return errors.New("the hub sent a non-binary frame")
+			}
+			if msgs, err = protocol.Decode(frame); err != nil {
+				c.metrics.rejected.Inc()
+				k.sendError(protocol.CodeBadFrame, err.Error())
+				return fmt.Errorf("bad frame from the hub: %w", err)
+			}
+		}
+		var data []protocol.Message
+		for _, m := range msgs {
+			if seq, ok := protocol.SeqOf(m); ok {
+				if seq != lastSeq+1 {
+					k.sendError(protocol.CodeProtocol, fmt.Sprintf("data seq %d after %d", seq, lastSeq))
+					return fmt.Errorf("the hub skipped from seq %d to %d", lastSeq, seq)
+				}
+				lastSeq = seq
+				data = append(data, m)
+				c.metrics.received.WithLabelValues(m.Type().String()).Inc()
+				continue
+			}
+			switch m := m.(type) {
+			case *protocol.ReportAck:
+				k.reportAck(ctx, m.Seq)
+			case *protocol.Renewed:
+				go k.renewed(m)
+			case *protocol.Error:
+				return fmt.Errorf("the hub ended the session: %w", m)
+			default:
+				k.sendError(protocol.CodeProtocol, "a hub may not send "+m.Type().String())
+				return fmt.Errorf("the hub sent %s", m.Type())
+			}
+		}
+		if len(data) > 0 {
+			upTo := lastSeq
+			// Acknowledge only after the store has committed: the ack is the hub's signal that
+			// the data is durable here.
+			err := c.store.Apply(ctx, data, func(err error) {
+				if err != nil {
+					select {
+					case k.failed <- fmt.Errorf("store: %w", err):
+					default:
+					}
+					k.signal()
+					return
+				}
+				k.applied.Store(upTo)
+				k.signal()
+			})
+			if err != nil {
+				return err
+			}
+		}
+		msgs = nil
+	}
+}
+
+func (k *conn) signal() {
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (k *conn) reportAck(ctx context.Context, seq uint64) {
+	k.mu.Lock()
+	if seq <= k.reportAcked || seq > k.reportSent {
+		k.mu.Unlock()
+		return
+	}
+	k.reportAcked = seq
+	k.mu.Unlock()
+	k.c.metrics.reportsAcked.Inc()
+	go func() {
+		if err := k.c.store.AckOutbox(ctx, seq); err != nil && ctx.Err() == nil {
+			k.log.Warn().Err(err).Msg("could not trim the outbox")
+		}
+	}()
+	k.signal()
+}
+
+// writeLoop sends acks, reports and pings.
+func (k *conn) writeLoop(ctx context.Context, heartbeat time.Duration) error {
+	c := k.c
+	ping := time.NewTicker(heartbeat)
+	defer ping.Stop()
+	k.maybeRenew()
+	for {
+		if err := k.flush(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-k.wake:
+		case <-c.store.OutboxSignal():
+		case <-ping.C:
+			k.ws.SetWriteDeadline(c.now().Add(c.cfg.WriteTimeout))
+			if err := k.ws.WriteControl(websocket.PingMessage, nil, c.now().Add(c.cfg.WriteTimeout)); err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+		}
+	}
+}
+
+// flush writes what is due: the ack of committed data and the next reports within the window.
+func (k *conn) flush() error {
+	c := k.c
+	var msgs []protocol.Message
+	if a := k.applied.Load(); a > k.ackSent {
+		msgs = append(msgs, &protocol.Ack{Seq: a})
+		k.ackSent = a
+	}
+	k.mu.Lock()
+	room := c.cfg.ReportWindow - int(k.reportSent-k.reportAcked)
+	after := k.reportSent
+	k.mu.Unlock()
+	if room > 0 {
+		entries, err := c.store.ReadOutbox(after, room, c.cfg.MaxReportBytes)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			msgs = append(msgs, &protocol.Report{Seq: e.Seq, Kind: e.Kind, Subject: e.Subject, Time: e.Time, Payload: e.Payload})
+		}
+		if len(entries) > 0 {
+			k.mu.Lock()
+			k.reportSent = entries[len(entries)-1].Seq
+			k.mu.Unlock()
+			c.metrics.reportsSent.Add(float64(len(entries)))
+			if room == len(entries) {
+				k.signal() // more may be waiting once the window opens or the frame limit let go
+			}
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	frame := protocol.Encode(msgs...)
+	k.ws.SetWriteDeadline(c.now().Add(c.cfg.WriteTimeout))
+	if err := k.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	c.metrics.bytesOut.Add(float64(len(frame)))
+	return nil
+}
+
+func (k *conn) sendError(code protocol.Code, msg string) {
+	k.ws.SetWriteDeadline(k.c.now().Add(k.c.cfg.WriteTimeout))
+	k.ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Error{Code: code, Message: msg}))
+}
+
+// maybeRenew asks for a fresh certificate once the current one is past RenewAt of its life.
+// Called on the writer goroutine, so the write needs no lock.
+func (k *conn) maybeRenew() {
+	c := k.c
+	id := c.id.Current()
+	life := id.Leaf.NotAfter.Sub(id.Leaf.NotBefore)
+	if c.now().Before(id.Leaf.NotBefore.Add(time.Duration(float64(life) * c.cfg.RenewAt))) {
+		return
+	}
+	csr, err := pki.CreateCSR(id.Key, id.Name)
+	if err != nil {
+		k.log.Warn().Err(err).Msg("cannot create a CSR for renewal")
+		return
+	}
+	k.mu.Lock()
+	k.renewing = true
+	k.mu.Unlock()
+	k.ws.SetWriteDeadline(c.now().Add(c.cfg.WriteTimeout))
+	if err := k.ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Renew{CSR: csr})); err != nil {
+		k.log.Warn().Err(err).Msg("cannot send the renewal request")
+		return
+	}
+	k.log.Info().Time("not_after", id.Leaf.NotAfter).Msg("asked the cloud to renew the certificate")
+}
+
+func (k *conn) renewed(m *protocol.Renewed) {
+	k.mu.Lock()
+	asked := k.renewing
+	k.renewing = false
+	k.mu.Unlock()
+	if !asked {
+		k.log.Warn().Msg("ignoring a certificate the agent did not ask for")
+		return
+	}
+	if len(m.Certificate) == 0 {
+		k.log.Warn().Str("reason", m.Message).Msg("the cloud refused to renew the certificate")
+		return
+	}
+	if err := k.c.id.Renewed(m.Certificate); err != nil {
+		k.log.Warn().Err(err).Msg("the renewed certificate was not usable")
+		return
+	}
+	k.log.Info().Msg("certificate renewed; the next connection uses it")
+}

@@ -1,0 +1,20 @@
+// Package edgestore is the edge agent's bbolt store: the node's slice of the cloud's objects, the
+// cursor through which that slice is complete, and the durable outbox of reports going up.
+//
+// One writer goroutine owns every write transaction. Data messages from the hub, outbox appends
+// and outbox acknowledgements are queued to it and committed together, many per fsync; each
+// caller is told after the commit, which is when the hub is acknowledged (never before).
+//
+// Per object, the cloud revision that wrote it is kept, and an older message never overwrites a
+// newer one (except inside a reset, which is authoritative). The cursor moves only on Progress
+// and ResetEnd, in the same transaction as the objects before them, so a crash leaves a cursor
+// that is never ahead of the stored view.
+//
+// The edge also keeps its own revision counter: every change to the view gets the next local
+// revision, and objects are stored with metadata.resourceVersion set to it, so the metaserver
+// serves one consistent sequence of versions to kubectl and informers whatever order the cloud's
+// revisions arrive in. The cloud's resourceVersion is kept beside it (CloudRV).
+//
+// Subscribers (the metaserver's watch cache, the twin engine) are called on the writer goroutine
+// after each commit with what changed, in order, and must not block.
+package edgestore

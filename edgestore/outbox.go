@@ -1,0 +1,147 @@
+package edgestore
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/tetherhub/tether/protocol"
+)
+
+// Entry is one report in the outbox.
+type Entry struct {
+	Seq     uint64
+	Kind    protocol.ReportKind
+	Subject string
+	Time    int64 // Unix milliseconds when recorded
+	Payload []byte
+}
+
+// An outbox value is kind, uvarint(len subject) subject, varint(time), payload.
+
+func encodeEntry(e Entry) []byte {
+	b := make([]byte, 0, 24+len(e.Subject)+len(e.Payload))
+	b = append(b, byte(e.Kind))
+	b = binary.AppendUvarint(b, uint64(len(e.Subject)))
+	b = append(b, e.Subject...)
+	b = binary.AppendVarint(b, e.Time)
+	return append(b, e.Payload...)
+}
+
+func decodeEntry(seq uint64, v []byte) (Entry, error) {
+	e := Entry{Seq: seq}
+	if len(v) < 1 {
+		return e, fmt.Errorf("edgestore: outbox entry %d is damaged", seq)
+	}
+	e.Kind = protocol.ReportKind(v[0])
+	v = v[1:]
+	l, n := binary.Uvarint(v)
+	if n <= 0 || l > uint64(len(v)-n) {
+		return e, fmt.Errorf("edgestore: outbox entry %d is damaged", seq)
+	}
+	e.Subject = string(v[n : n+int(l)])
+	v = v[n+int(l):]
+	t, n := binary.Varint(v)
+	if n <= 0 {
+		return e, fmt.Errorf("edgestore: outbox entry %d is damaged", seq)
+	}
+	e.Time = t
+	e.Payload = append([]byte(nil), v[n:]...)
+	return e, nil
+}
+
+// Enqueue appends reports to the outbox and returns once they are durable. It fails with
+// ErrOutboxFull (appending none of them) when the outbox would pass its limit.
+func (s *Store) Enqueue(ctx context.Context, entries ...Entry) error {
+	return s.do(ctx, func(tx *bolt.Tx, st *txState) error {
+		return s.enqueue(tx, st, entries)
+	})
+}
+
+// EnqueueWith appends reports in the same transaction as fn's changes to the view of local
+// state (so a report exists exactly when the state it describes does). fn may be nil.
+func (s *Store) enqueue(tx *bolt.Tx, st *txState, entries []Entry) error {
+	if st.c.outCount+len(entries) > s.cfg.OutboxLimit {
+		s.metrics.outboxFull.Inc()
+		return ErrOutboxFull
+	}
+	b := tx.Bucket(bucketOutbox)
+	for _, e := range entries {
+		st.c.outSeq++
+		if e.Time == 0 {
+			e.Time = time.Now().UnixMilli()
+		}
+		if err := b.Put(beUint(st.c.outSeq), encodeEntry(e)); err != nil {
+			return err
+		}
+		if st.c.outFirst == 0 {
+			st.c.outFirst = st.c.outSeq
+		}
+		st.c.outCount++
+	}
+	return nil
+}
+
+// ReadOutbox returns up to max entries after seq `after`, stopping before maxBytes of payload
+// (but always returning at least one entry if there is one).
+func (s *Store) ReadOutbox(after uint64, max int, maxBytes int) ([]Entry, error) {
+	var out []Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOutbox).Cursor()
+		size := 0
+		for k, v := c.Seek(beUint(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
+			if len(out) > 0 && size+len(v) > maxBytes {
+				break
+			}
+			e, err := decodeEntry(binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+			size += len(v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// AckOutbox deletes every entry up to and including seq.
+func (s *Store) AckOutbox(ctx context.Context, seq uint64) error {
+	return s.do(ctx, func(tx *bolt.Tx, st *txState) error {
+		c := tx.Bucket(bucketOutbox).Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= seq; k, _ = c.Next() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			st.c.outCount--
+		}
+		st.c.outFirst = 0
+		if k, _ := c.First(); k != nil {
+			st.c.outFirst = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+}
+
+// OutboxDepth returns how many reports wait and the time the oldest was recorded (zero if none).
+func (s *Store) OutboxDepth() (int, time.Time) {
+	s.mu.Lock()
+	n, first := s.outCount, s.outFirst
+	s.mu.Unlock()
+	if n == 0 {
+		return 0, time.Time{}
+	}
+	var t time.Time
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketOutbox).Get(beUint(first)); v != nil {
+			if e, err := decodeEntry(first, v); err == nil {
+				t = time.UnixMilli(e.Time)
+			}
+		}
+		return nil
+	})
+	return n, t
+}

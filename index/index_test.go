@@ -1,0 +1,167 @@
+package index
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store"
+	"github.com/tetherhub/tether/store/boltstore"
+)
+
+const podJSON = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"default","labels":{"app":"web"}},
+"spec":{"nodeName":"edge-1","volumes":[{"name":"c","configMap":{"name":"cfg"}},{"name":"s","secret":{"secretName":"creds"}},
+{"name":"p","projected":{"sources":[{"configMap":{"name":"proj"}}]}}],
+"containers":[{"name":"c","envFrom":[{"secretRef":{"name":"envsec"}}],"env":[{"name":"X","valueFrom":{"configMapKeyRef":{"name":"cfg","key":"x"}}}]}],
+"imagePullSecrets":[{"name":"pull"}]}}`
+
+func TestDecodeRoutes(t *testing.T) {
+	reg := resource.New()
+	o, err := Decode(reg, store.KV{Key: "/pods/default/web", Value: []byte(podJSON), CreateRev: 3, ModRev: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[/configmaps/default/cfg /secrets/default/creds /configmaps/default/proj /secrets/default/envsec /secrets/default/pull]"
+	if o.Node != "edge-1" || fmt.Sprint(o.Refs) != want {
+		t.Fatalf("route = %+v\nwant refs %s", o.Route, want)
+	}
+	if o.Labels["app"] != "web" {
+		t.Fatalf("labels = %v", o.Labels)
+	}
+	dev, err := Decode(reg, store.KV{Key: "/devices.devices.kubeedge.io/default/d1", ModRev: 1,
+		Value: []byte(`{"metadata":{"name":"d1"},"spec":{"nodeName":"edge-2","deviceModelRef":{"name":"m"}}}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.Node != "edge-2" || fmt.Sprint(dev.Refs) != "[/devicemodels.devices.kubeedge.io/default/m]" {
+		t.Fatalf("device route = %+v", dev.Route)
+	}
+	if _, err := Decode(reg, store.KV{Key: "/pods/default/bad", Value: []byte(`{"spec":{"nodeName":5}}`)}); err == nil {
+		t.Fatal("pod with a numeric nodeName decoded")
+	}
+	if _, err := Decode(reg, store.KV{Key: "/pods/default/null", Value: []byte(`null`)}); err == nil {
+		t.Fatal("null decoded")
+	}
+}
+
+func TestSetResourceVersionKeepsUnknownFields(t *testing.T) {
+	out, err := SetResourceVersion([]byte(`{"kind":"X","metadata":{"name":"a","resourceVersion":"1"},"spec":{"big":12345678901234567890,"odd":[1,{"x":null}]}}`), 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"kind":"X","metadata":{"name":"a","resourceVersion":"42"},"spec":{"big":12345678901234567890,"odd":[1,{"x":null}]}}`
+	if string(out) != want {
+		t.Fatalf("got  %s\nwant %s", out, want)
+	}
+}
+
+type recorder struct {
+	mu      sync.Mutex
+	updates []Update
+}
+
+func (r *recorder) add(u Update) {
+	r.mu.Lock()
+	r.updates = append(r.updates, u)
+	r.mu.Unlock()
+}
+
+func (r *recorder) wait(t *testing.T, n int) []Update {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		if len(r.updates) >= n {
+			out := append([]Update(nil), r.updates...)
+			r.mu.Unlock()
+			return out
+		}
+		r.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("fewer than %d updates", n)
+	return nil
+}
+
+func TestIndexFollowsStore(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "cloud.db")
+	b, err := boltstore.Open(boltstore.DefaultConfig(path), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.Create(ctx, "/configmaps/default/cfg", []byte(`{"metadata":{"name":"cfg","namespace":"default"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Create(ctx, "/tether/tokens/abc", []byte(`opaque`)); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := New(DefaultConfig(), b, resource.New(), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	ix.Subscribe(rec.add)
+	done := make(chan error, 1)
+	go func() { done <- ix.Run(ctx) }()
+	<-ix.Ready()
+
+	// The history before the start comes as historical updates (the token key is skipped).
+	hist := rec.wait(t, 1)
+	if !hist[0].Historical || hist[0].New == nil || hist[0].New.Key.Name != "cfg" {
+		t.Fatalf("first update = %+v", hist[0])
+	}
+
+	rev, err := b.Create(ctx, "/pods/default/web", []byte(podJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := ix.WaitFor(ctx, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := snap.OnNode(resource.Pods, "edge-1"); len(got) != 1 || got[0].Key.Name != "web" {
+		t.Fatalf("OnNode = %v", got)
+	}
+	if got := snap.Referencing("/configmaps/default/cfg"); len(got) != 1 {
+		t.Fatalf("Referencing = %v", got)
+	}
+	if got := snap.Get("/pods/default/web"); got == nil || got.ModRev != rev {
+		t.Fatalf("Get = %+v", got)
+	}
+	if got := snap.List("/configmaps/", "", 0); len(got) != 1 {
+		t.Fatalf("List = %v", got)
+	}
+	if got := snap.List("/", "/configmaps/default/cfg", 1); len(got) != 1 || got[0].Key.Name != "web" {
+		t.Fatalf("List after = %v", got)
+	}
+
+	drev, _, err := b.Delete(ctx, "/pods/default/web", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups := rec.wait(t, 3)
+	last := ups[2]
+	if last.Historical || last.Rev() != drev || last.Old == nil || last.New != nil || last.Old.Node != "edge-1" {
+		t.Fatalf("delete update = %+v", last)
+	}
+	if last.Snap.Get("/pods/default/web") != nil || len(last.Snap.OnNode(resource.Pods, "edge-1")) != 0 {
+		t.Fatal("deleted pod still indexed")
+	}
+	// The snapshot handed with the create still shows the pod: snapshots are immutable.
+	if ups[1].Snap.Get("/pods/default/web") == nil {
+		t.Fatal("older snapshot changed")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

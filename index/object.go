@@ -1,0 +1,273 @@
+package index
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store"
+)
+
+// Object is one served object at one revision.
+type Object struct {
+	Key       resource.Key
+	StoreKey  string
+	Info      resource.Info
+	CreateRev int64
+	ModRev    int64
+	// Raw is the object's JSON as clients and edges receive it: the stored value with
+	// metadata.resourceVersion set to ModRev.
+	Raw []byte
+	// Content is a hash of the object without its status and resourceVersion. Two versions
+	// with the same Content differ only in status, which the edge itself reports: such a change
+	// is not sent back down.
+	Content uint64
+	Meta
+	Route
+}
+
+// Meta is the part of metadata selectors and the hub need.
+type Meta struct {
+	UID         string
+	Created     time.Time
+	Labels      map[string]string
+	Annotations map[string]string
+}
+
+// Route is the part of an object that decides which nodes see what. It is small on purpose:
+// the hub keeps one per recent change.
+type Route struct {
+	// Node is the node the object is bound to: spec.nodeName of a Pod or Device, the name of a
+	// Node. Empty for everything else.
+	Node string
+	// Refs are the store keys of objects this one needs on its node: a Pod's ConfigMaps and
+	// Secrets, a Device's DeviceModel.
+	Refs []string
+}
+
+// nodeIndex and refs are what memdb indexes; derived at decode time.
+func (o *Object) nodeIndex() string {
+	if o.Node == "" {
+		return ""
+	}
+	return o.Key.Resource + "/" + o.Node
+}
+
+// Decode builds an Object from a stored KV. It fails for keys outside the served kinds and for
+// values that are not JSON objects (which the API never writes, so it signals a damaged store).
+func Decode(reg *resource.Registry, kv store.KV) (*Object, error) {
+	key, info, err := reg.ParseStoreKey(kv.Key)
+	if err != nil {
+		return nil, err
+	}
+	raw, content, err := stamp(kv.Value, kv.ModRev)
+	if err != nil {
+		return nil, fmt.Errorf("index: %s: %w", kv.Key, err)
+	}
+	var head objectHead
+	if err := json.Unmarshal(kv.Value, &head); err != nil {
+		return nil, fmt.Errorf("index: %s: metadata: %w", kv.Key, err)
+	}
+	o := &Object{Key: key, StoreKey: kv.Key, Info: info, CreateRev: kv.CreateRev, ModRev: kv.ModRev, Raw: raw, Content: content}
+	o.UID = head.Metadata.UID
+	o.Created = head.Metadata.CreationTimestamp
+	o.Labels = head.Metadata.Labels
+	o.Annotations = head.Metadata.Annotations
+	if o.Route, err = routeOf(key, head.Spec); err != nil {
+		return nil, fmt.Errorf("index: %s: spec: %w", kv.Key, err)
+	}
+	return o, nil
+}
+
+// SetResourceVersion returns obj with metadata.resourceVersion set to rev. The store keeps
+// values without a trustworthy version (etcd assigns the revision after the value is written),
+// so the version is stamped on the way out, as the Kubernetes API server does.
+func SetResourceVersion(obj []byte, rev int64) ([]byte, error) {
+	m, md, err := decodeMap(obj)
+	if err != nil {
+		return nil, err
+	}
+	md["resourceVersion"] = strconv.FormatInt(rev, 10)
+	return json.Marshal(m)
+}
+
+// stamp is SetResourceVersion that also returns the Content hash.
+func stamp(obj []byte, rev int64) ([]byte, uint64, error) {
+	m, md, err := decodeMap(obj)
+	if err != nil {
+		return nil, 0, err
+	}
+	md["resourceVersion"] = strconv.FormatInt(rev, 10)
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return nil, 0, err
+	}
+	delete(md, "resourceVersion")
+	delete(m, "status")
+	rest, err := json.Marshal(m)
+	if err != nil {
+		return nil, 0, err
+	}
+	h := fnv.New64a()
+	h.Write(rest)
+	return raw, h.Sum64(), nil
+}
+
+func decodeMap(obj []byte) (m, md map[string]any, err error) {
+	d := json.NewDecoder(bytes.NewReader(obj))
+	d.UseNumber()
+	if err := d.Decode(&m); err != nil {
+		return nil, nil, fmt.Errorf("not a JSON object: %w", err)
+	}
+	if m == nil {
+		return nil, nil, fmt.Errorf("not a JSON object: null")
+	}
+	md, _ = m["metadata"].(map[string]any)
+	if md == nil {
+		md = map[string]any{}
+		m["metadata"] = md
+	}
+	return m, md, nil
+}
+
+// objectHead is the part every served kind shares.
+type objectHead struct {
+	Metadata struct {
+		UID               string            `json:"uid"`
+		CreationTimestamp time.Time         `json:"creationTimestamp"`
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec json.RawMessage `json:"spec"`
+}
+
+// boundSpec is the part of a Pod's or Device's spec that routing reads.
+type boundSpec struct {
+	NodeName       string      `json:"nodeName"`
+	DeviceModelRef *nameRef    `json:"deviceModelRef"`
+	Volumes        []volume    `json:"volumes"`
+	Containers     []container `json:"containers"`
+	InitContainers []container `json:"initContainers"`
+	Ephemeral      []container `json:"ephemeralContainers"`
+	PullSecrets    []nameRef   `json:"imagePullSecrets"`
+}
+
+type nameRef struct {
+	Name string `json:"name"`
+}
+
+type volume struct {
+	ConfigMap *nameRef `json:"configMap"`
+	Secret    *struct {
+		SecretName string `json:"secretName"`
+	} `json:"secret"`
+	Projected *struct {
+		Sources []struct {
+			ConfigMap *nameRef `json:"configMap"`
+			Secret    *nameRef `json:"secret"`
+		} `json:"sources"`
+	} `json:"projected"`
+}
+
+type container struct {
+	EnvFrom []struct {
+		ConfigMapRef *nameRef `json:"configMapRef"`
+		SecretRef    *nameRef `json:"secretRef"`
+	} `json:"envFrom"`
+	Env []struct {
+		ValueFrom *struct {
+			ConfigMapKeyRef *nameRef `json:"configMapKeyRef"`
+			SecretKeyRef    *nameRef `json:"secretKeyRef"`
+		} `json:"valueFrom"`
+	} `json:"env"`
+}
+
+func routeOf(key resource.Key, spec json.RawMessage) (Route, error) {
+	switch key.Resource {
+	case resource.Nodes:
+		return Route{Node: key.Name}, nil
+	case resource.Pods, resource.Devices:
+	default:
+		return Route{}, nil
+	}
+	var s boundSpec
+	if len(spec) > 0 {
+		if err := json.Unmarshal(spec, &s); err != nil {
+			return Route{}, err
+		}
+	}
+	if key.Resource == resource.Pods {
+		return Route{Node: s.NodeName, Refs: podRefs(key.Namespace, &s)}, nil
+	}
+	r := Route{Node: s.NodeName}
+	if m := s.DeviceModelRef; m != nil && m.Name != "" {
+		r.Refs = []string{resource.StoreKey(resource.Key{Resource: resource.DeviceModels, Namespace: key.Namespace, Name: m.Name})}
+	}
+	return r, nil
+}
+
+// podRefs lists the ConfigMaps and Secrets a pod needs on its node, deduplicated, in a stable
+// order: volumes (plain and projected), envFrom, env valueFrom and image pull secrets.
+func podRefs(ns string, s *boundSpec) []string {
+	var refs []string
+	seen := map[string]bool{}
+	add := func(res, name string) {
+		if name == "" {
+			return
+		}
+		k := resource.StoreKey(resource.Key{Resource: res, Namespace: ns, Name: name})
+		if !seen[k] {
+			seen[k] = true
+			refs = append(refs, k)
+		}
+	}
+	for _, v := range s.Volumes {
+		if v.ConfigMap != nil {
+			add(resource.ConfigMaps, v.ConfigMap.Name)
+		}
+		if v.Secret != nil {
+			add(resource.Secrets, v.Secret.SecretName)
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if src.ConfigMap != nil {
+					add(resource.ConfigMaps, src.ConfigMap.Name)
+				}
+				if src.Secret != nil {
+					add(resource.Secrets, src.Secret.Name)
+				}
+			}
+		}
+	}
+	for _, list := range [][]container{s.InitContainers, s.Containers, s.Ephemeral} {
+		for _, c := range list {
+			for _, e := range c.EnvFrom {
+				if e.ConfigMapRef != nil {
+					add(resource.ConfigMaps, e.ConfigMapRef.Name)
+				}
+				if e.SecretRef != nil {
+					add(resource.Secrets, e.SecretRef.Name)
+				}
+			}
+			for _, e := range c.Env {
+				if e.ValueFrom == nil {
+					continue
+				}
+				if r := e.ValueFrom.ConfigMapKeyRef; r != nil {
+					add(resource.ConfigMaps, r.Name)
+				}
+				if r := e.ValueFrom.SecretKeyRef; r != nil {
+					add(resource.Secrets, r.Name)
+				}
+			}
+		}
+	}
+	for _, ps := range s.PullSecrets {
+		add(resource.Secrets, ps.Name)
+	}
+	return refs
+}

@@ -1,0 +1,264 @@
+package kubeapi
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// EventType is a watch event's type, as Kubernetes spells it.
+type EventType string
+
+const (
+	Added    EventType = "ADDED"
+	Modified EventType = "MODIFIED"
+	Deleted  EventType = "DELETED"
+	Bookmark EventType = "BOOKMARK"
+)
+
+// Event is one change to one object, as a Storage reports it to the Cache.
+type Event struct {
+	Type     EventType
+	Rev      int64
+	Resource string // group-qualified resource
+	Meta     Meta   // of Object
+	Prev     *Meta  // of the object before the change; nil for a create
+	Object   []byte // the object after the change (for a delete: as it was, stamped with Rev)
+}
+
+// ErrWatchEnded is returned by Watch.Next once the watch is over: stopped, cut off for being
+// too slow, or the cache closed. The client re-watches from the last version it saw.
+var ErrWatchEnded = errors.New("kubeapi: watch ended")
+
+// Cache keeps the most recent events for watches. The zero value is not usable; use NewCache.
+type Cache struct {
+	size   int // events kept
+	buffer int // events a watcher may have undelivered before it is cut off
+
+	mu       sync.Mutex // guards everything below; Lock order: Cache.mu before Watch.mu
+	ring     []Event    // circular, len ≤ size
+	head     int        // index of the oldest event when the ring is full
+	floor    int64      // every event after floor is in the ring (or there was none)
+	rev      int64      // newest revision known
+	watchers map[*Watch]struct{}
+}
+
+// NewCache returns a cache keeping size events, cutting off watchers buffer events behind.
+func NewCache(size, buffer int) *Cache {
+	return &Cache{size: size, buffer: buffer, watchers: map[*Watch]struct{}{}}
+}
+
+// Reset empties the cache and declares rev the point from which it knows every event: a
+// storage calls it when it (re)starts from a list at rev, before adding later events.
+// Watchers are ended; they re-watch and get 410 if their version is now unknown.
+func (c *Cache) Reset(rev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ring, c.head, c.floor, c.rev = nil, 0, rev, rev
+	for w := range c.watchers {
+		w.end()
+	}
+	c.watchers = map[*Watch]struct{}{}
+}
+
+// Add records an event and hands it to matching watchers. Events must come in revision order.
+func (c *Cache) Add(ev Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ev.Rev <= c.rev {
+		return // already known (a replay overlapping the live stream)
+	}
+	if len(c.ring) < c.size {
+		c.ring = append(c.ring, ev)
+	} else {
+		c.floor = c.ring[c.head].Rev
+		c.ring[c.head] = ev
+		c.head = (c.head + 1) % c.size
+	}
+	c.rev = ev.Rev
+	for w := range c.watchers {
+		if !w.offer(ev) {
+			delete(c.watchers, w)
+		}
+	}
+}
+
+// Progress moves the newest known revision without an event (a change to something not
+// served), so bookmarks and "most recent" reads can advance.
+func (c *Cache) Progress(rev int64) {
+	c.mu.Lock()
+	if rev > c.rev {
+		c.rev = rev
+	}
+	c.mu.Unlock()
+}
+
+// Rev returns the newest revision the cache knows.
+func (c *Cache) Rev() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rev
+}
+
+// Watch starts a watch of resource (in namespace, if not empty) filtered by opts, delivering
+// initial first and then every event after rev from. It fails with a 410 if from is older than
+// the cache's memory.
+func (c *Cache) Watch(resource, namespace string, opts ListOptions, from int64, initial []Event) (*Watch, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if from < c.floor {
+		return nil, Gone("too old resource version: %d (%d)", from, c.floor)
+	}
+	w := &Watch{
+		resource: resource, namespace: namespace, opts: opts, cache: c, from: from,
+		wake: make(chan struct{}, 1), pending: initial, sent: from,
+	}
+	n := len(c.ring)
+	for i := 0; i < n; i++ {
+		ev := c.ring[(c.head+i)%n]
+		if ev.Rev > from {
+			if out, ok := w.filter(ev); ok {
+				w.pending = append(w.pending, out)
+			}
+		}
+	}
+	w.limit = len(w.pending) + c.buffer
+	c.watchers[w] = struct{}{}
+	if len(w.pending) > 0 {
+		w.signal()
+	}
+	return w, nil
+}
+
+// Watch is one client's watch. Next is called from one goroutine; Stop from any.
+type Watch struct {
+	resource, namespace string
+	opts                ListOptions
+	cache               *Cache
+	from                int64 // events at or before it are not for this watch
+	wake                chan struct{}
+	limit               int // set at construction
+
+	mu      sync.Mutex // guards pending, ended and sent
+	pending []Event
+	ended   bool
+	sent    int64 // revision of the last event delivered or bookmarked
+}
+
+// filter decides what a watcher sees of ev: selectors apply to the object before and after,
+// so an object leaving the selection arrives as DELETED and one entering as ADDED.
+func (w *Watch) filter(ev Event) (Event, bool) {
+	if ev.Resource != w.resource {
+		return ev, false
+	}
+	if w.namespace != "" && ev.Meta.Namespace != w.namespace {
+		return ev, false
+	}
+	now := w.opts.Matches(ev.Meta)
+	before := ev.Prev != nil && w.opts.Matches(*ev.Prev)
+	switch {
+	case ev.Type == Deleted:
+		if ev.Prev != nil {
+			now = before
+		}
+		return ev, now
+	case ev.Prev == nil:
+		return ev, now
+	case now && before:
+		return ev, true
+	case now:
+		ev.Type = Added
+		return ev, true
+	case before:
+		ev.Type = Deleted
+		return ev, true
+	}
+	return ev, false
+}
+
+// offer is called with Cache.mu held; it returns false if the watcher is to be dropped.
+func (w *Watch) offer(ev Event) bool {
+	if ev.Rev <= w.from {
+		return true // the watch started after it (a list already included it)
+	}
+	out, ok := w.filter(ev)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return false
+	}
+	if !ok {
+		return true
+	}
+	if len(w.pending) >= w.limit {
+		w.ended = true // too slow: end it rather than buffer without bound
+		w.pending = nil
+		w.signal()
+		return false
+	}
+	w.pending = append(w.pending, out)
+	w.signal()
+	return true
+}
+
+func (w *Watch) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Watch) end() {
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
+	w.signal()
+}
+
+// Next waits for events. It returns ErrWatchEnded once the watch is over and ctx.Err() if ctx
+// ends first.
+func (w *Watch) Next(ctx context.Context) ([]Event, error) {
+	for {
+		w.mu.Lock()
+		evs, ended := w.pending, w.ended
+		w.pending = nil
+		if len(evs) > 0 {
+			w.sent = evs[len(evs)-1].Rev
+		}
+		w.mu.Unlock()
+		if len(evs) > 0 {
+			return evs, nil
+		}
+		if ended {
+			return nil, ErrWatchEnded
+		}
+		select {
+		case <-w.wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// BookmarkRev returns the revision a bookmark may announce now: the cache's newest, if every
+// event up to it has been delivered to this watcher. ok is false while events are pending.
+func (w *Watch) BookmarkRev() (rev int64, ok bool) {
+	w.cache.mu.Lock()
+	rev = w.cache.rev
+	w.cache.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.pending) > 0 || w.ended {
+		return 0, false
+	}
+	w.sent = rev
+	return rev, true
+}
+
+// Stop ends the watch and releases it from the cache.
+func (w *Watch) Stop() {
+	w.cache.mu.Lock()
+	delete(w.cache.watchers, w)
+	w.cache.mu.Unlock()
+	w.end()
+}

@@ -1,0 +1,17 @@
+// Package kubeapi is tether's Kubernetes-style HTTP layer, written once and served twice: by the
+// cloud API (read-write, over the cloud store) and by the edge metaserver (reads from the edge
+// store). It owns the URL layout, discovery, request decoding and limits, list and watch
+// semantics, selectors and metav1.Status errors; a Storage owns the objects.
+//
+// Objects cross this package as JSON bytes and are never re-encoded on the read path: a list is
+// assembled from the stored bytes of its items, so that what an edge or a client receives is
+// exactly what was stored (unknown fields included).
+//
+// Watches are served by a Cache: a ring of recent events that storages feed in revision order.
+// A watch from a version inside the ring replays exactly the missed events; one older than the
+// ring gets 410 Gone (reason Expired), as from a compacted etcd. A watcher that does not keep up
+// is cut off rather than buffered without bound; client-go then re-lists.
+//
+// Concurrency: Handler is safe for concurrent use; each request runs on its own goroutine.
+// Cache.Add must be called from one goroutine at a time, in revision order.
+package kubeapi

@@ -1,0 +1,113 @@
+package kubeapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Errors are apimachinery's StatusError, so that a Storage can return exactly the Status a
+// Kubernetes client expects. These helpers name the common cases.
+
+func gr(group, res string) schema.GroupResource { return schema.GroupResource{Group: group, Resource: res} }
+
+// NotFound is the 404 for one object.
+func NotFound(group, res, name string) error { return apierrors.NewNotFound(gr(group, res), name) }
+
+// AlreadyExists is the 409 for a create of an existing object.
+func AlreadyExists(group, res, name string) error {
+	return apierrors.NewAlreadyExists(gr(group, res), name)
+}
+
+// Conflict is the 409 for a stale resourceVersion.
+func Conflict(group, res, name string, err error) error {
+	return apierrors.NewConflict(gr(group, res), name, err)
+}
+
+// BadRequest is a 400.
+func BadRequest(format string, args ...any) error {
+	return apierrors.NewBadRequest(fmt.Sprintf(format, args...))
+}
+
+// Invalid is a 422 naming the object and the reason.
+func Invalid(kind, name string, format string, args ...any) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusUnprocessableEntity,
+		Reason:  metav1.StatusReasonInvalid,
+		Details: &metav1.StatusDetails{Kind: kind, Name: name},
+		Message: fmt.Sprintf("%s %q is invalid: %s", kind, name, fmt.Sprintf(format, args...)),
+	}}
+}
+
+// Forbidden is a 403.
+func Forbidden(group, res, name string, err error) error {
+	return apierrors.NewForbidden(gr(group, res), name, err)
+}
+
+// Unavailable is a 503 with a reason the client can show.
+func Unavailable(format string, args ...any) error {
+	return apierrors.NewServiceUnavailable(fmt.Sprintf(format, args...))
+}
+
+// Gone is the 410 (reason Expired) for a version older than what is kept.
+func Gone(format string, args ...any) error {
+	return apierrors.NewResourceExpired(fmt.Sprintf(format, args...))
+}
+
+// TooLarge is the 413 for a body over the limit.
+func TooLarge(limit int64) error {
+	return apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("request body exceeds the limit of %d bytes", limit))
+}
+
+func methodNotAllowed(method, what string) error {
+	return apierrors.NewMethodNotSupported(gr("", what), method)
+}
+
+func unsupportedMedia(ct string) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusUnsupportedMediaType,
+		Reason:  metav1.StatusReasonUnsupportedMediaType,
+		Message: fmt.Sprintf("the body of the request was in an unknown format (%q); use application/json", ct),
+	}}
+}
+
+// Internal wraps an unexpected failure as a 500 without leaking internals beyond the message.
+func Internal(err error) error { return apierrors.NewInternalError(err) }
+
+// statusOf turns any error into the Status to send.
+func statusOf(err error) metav1.Status {
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		return se.Status()
+	}
+	return apierrors.NewInternalError(err).Status()
+}
+
+// writeStatus writes err as a metav1.Status with its code.
+func writeStatus(w http.ResponseWriter, err error) {
+	st := statusOf(err)
+	st.Kind, st.APIVersion = "Status", "v1"
+	if st.Code == 0 {
+		st.Code = http.StatusInternalServerError
+	}
+	body, _ := json.Marshal(st)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(int(st.Code))
+	w.Write(body)
+}
+
+// MethodNotAllowed is a 405 with a message saying what to do instead.
+func MethodNotAllowed(res, msg string) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusMethodNotAllowed,
+		Reason: metav1.StatusReasonMethodNotAllowed, Message: msg,
+		Details: &metav1.StatusDetails{Kind: res},
+	}}
+}

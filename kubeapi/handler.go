@@ -1,0 +1,597 @@
+package kubeapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/tetherhub/tether/resource"
+)
+
+// Config configures a Handler.
+type Config struct {
+	// MaxBodyBytes bounds request bodies; larger ones get 413.
+	MaxBodyBytes int64
+	// BookmarkInterval is how often a watch that asked for bookmarks gets one while idle.
+	BookmarkInterval time.Duration
+	// MaxWatchTimeout caps a watch's duration (clients ask with timeoutSeconds; client-go
+	// asks for 5–10 minutes and re-watches).
+	MaxWatchTimeout time.Duration
+	// ServerVersion is what /version reports as gitVersion.
+	ServerVersion string
+}
+
+// DefaultConfig returns the defaults of SPEC §10.
+func DefaultConfig() Config {
+	return Config{MaxBodyBytes: 3 << 20, BookmarkInterval: time.Minute, MaxWatchTimeout: 30 * time.Minute, ServerVersion: "v1.30.0-tether"}
+}
+
+// Validate reports the first unusable setting.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("kubeapi: max body bytes must be at least 1024, got %d", c.MaxBodyBytes)
+	case c.BookmarkInterval <= 0:
+		return fmt.Errorf("kubeapi: bookmark interval must be positive, got %s", c.BookmarkInterval)
+	case c.MaxWatchTimeout <= 0:
+		return fmt.Errorf("kubeapi: max watch timeout must be positive, got %s", c.MaxWatchTimeout)
+	}
+	return nil
+}
+
+// Handler serves the Kubernetes-style API over a Storage.
+type Handler struct {
+	cfg     Config
+	reg     *resource.Registry
+	store   Storage
+	log     zerolog.Logger
+	metrics *metrics
+}
+
+// New returns a Handler. prefix names its metrics ("tether_cloud_api", "tether_edge_metaserver").
+func New(cfg Config, reg *resource.Registry, store Storage, log zerolog.Logger, promReg prometheus.Registerer, prefix string) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Handler{cfg: cfg, reg: reg, store: store, log: log, metrics: newMetrics(promReg, prefix)}, nil
+}
+
+// request is a parsed API request.
+type request struct {
+	verb        string // get list watch create update patch delete
+	info        resource.Info
+	namespace   string
+	name        string
+	subresource string
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	verb, code := h.serve(w, r)
+	h.metrics.requests.WithLabelValues(verb, strconv.Itoa(code)).Inc()
+	if verb != "watch" {
+		h.metrics.latency.WithLabelValues(verb).Observe(time.Since(start).Seconds())
+	}
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (verb string, code int) {
+	parts := splitPath(r.URL.Path)
+	switch {
+	case len(parts) == 1 && parts[0] == "version":
+		return "discovery", h.writeJSON(w, http.StatusOK, h.version())
+	case len(parts) == 1 && parts[0] == "api":
+		return "discovery", h.writeJSON(w, http.StatusOK, h.apiVersions())
+	case len(parts) == 1 && parts[0] == "apis":
+		return "discovery", h.writeJSON(w, http.StatusOK, h.apiGroups())
+	case len(parts) == 2 && parts[0] == "apis":
+		g, ok := h.group(parts[1])
+		if !ok {
+			return "discovery", h.fail(w, NotFound("", "groups", parts[1]))
+		}
+		return "discovery", h.writeJSON(w, http.StatusOK, g)
+	}
+	req, err := h.parse(r.Method, r.URL.Query(), parts)
+	if err != nil {
+		return "unknown", h.fail(w, err)
+	}
+	if req.verb == "discovery" {
+		list, ok := h.resourceList(req.info.Group, req.info.Version)
+		if !ok {
+			return "discovery", h.fail(w, NotFound(req.info.Group, "versions", req.info.Version))
+		}
+		return "discovery", h.writeJSON(w, http.StatusOK, list)
+	}
+	ctx := r.Context()
+	switch req.verb {
+	case "get":
+		obj, err := h.store.Get(ctx, req.info, req.namespace, req.name)
+		return req.verb, h.respond(w, http.StatusOK, obj, err)
+	case "list":
+		return req.verb, h.list(ctx, w, r, req)
+	case "watch":
+		return req.verb, h.watch(ctx, w, r, req)
+	case "create":
+		body, err := h.body(r, req)
+		if err != nil {
+			return req.verb, h.fail(w, err)
+		}
+		obj, err := h.store.Create(ctx, req.info, req.namespace, body)
+		return req.verb, h.respond(w, http.StatusCreated, obj, err)
+	case "update":
+		body, err := h.body(r, req)
+		if err != nil {
+			return req.verb, h.fail(w, err)
+		}
+		obj, err := h.store.Update(ctx, req.info, req.namespace, req.name, req.subresource, body)
+		return req.verb, h.respond(w, http.StatusOK, obj, err)
+	case "patch":
+		pt, err := patchType(r.Header.Get("Content-Type"))
+		if err != nil {
+			return req.verb, h.fail(w, err)
+		}
+		body, err := h.readBody(r)
+		if err != nil {
+			return req.verb, h.fail(w, err)
+		}
+		obj, err := h.store.Patch(ctx, req.info, req.namespace, req.name, req.subresource, pt, body)
+		return req.verb, h.respond(w, http.StatusOK, obj, err)
+	case "delete":
+		opts, err := h.deleteOptions(r)
+		if err != nil {
+			return req.verb, h.fail(w, err)
+		}
+		obj, err := h.store.Delete(ctx, req.info, req.namespace, req.name, opts)
+		return req.verb, h.respond(w, http.StatusOK, obj, err)
+	}
+	return req.verb, h.fail(w, methodNotAllowed(r.Method, req.info.Resource))
+}
+
+func splitPath(p string) []string {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return nil
+	}
+	return strings.Split(p, "/")
+}
+
+// parse maps a path to a request. Layouts:
+//
+//	/api/v1[/namespaces/{ns}]/{resource}[/{name}[/{subresource}]]
+//	/apis/{group}/{version}[/namespaces/{ns}]/{resource}[/{name}[/{subresource}]]
+func (h *Handler) parse(method string, q map[string][]string, parts []string) (request, error) {
+	var group, version string
+	var rest []string
+	switch {
+	case len(parts) >= 2 && parts[0] == "api":
+		version, rest = parts[1], parts[2:]
+	case len(parts) >= 3 && parts[0] == "apis":
+		group, version, rest = parts[1], parts[2], parts[3:]
+	default:
+		return request{}, NotFound("", "", strings.Join(parts, "/"))
+	}
+	req := request{info: resource.Info{Group: group, Version: version}}
+	if len(rest) == 0 {
+		if method != http.MethodGet {
+			return req, methodNotAllowed(method, "discovery")
+		}
+		req.verb = "discovery"
+		return req, nil
+	}
+	// "namespaces/{ns}/{resource}…" is a namespaced path unless it is the Namespace object
+	// itself ("namespaces/{name}" or "namespaces/{name}/status").
+	if rest[0] == "namespaces" && len(rest) >= 3 {
+		if _, ok := h.reg.ByURL(group, version, rest[2]); ok {
+			req.namespace, rest = rest[1], rest[2:]
+		}
+	}
+	info, ok := h.reg.ByURL(group, version, rest[0])
+	if !ok {
+		return req, NotFound(group, rest[0], "")
+	}
+	req.info = info
+	if req.namespace != "" && !info.Namespaced {
+		return req, NotFound(group, info.Resource, "")
+	}
+	switch len(rest) {
+	case 1:
+	case 2:
+		req.name = rest[1]
+	case 3:
+		req.name, req.subresource = rest[1], rest[2]
+		if req.subresource != "status" {
+			return req, NotFound(group, info.Resource+"/"+req.subresource, req.name)
+		}
+	default:
+		return req, NotFound(group, info.Resource, strings.Join(rest[1:], "/"))
+	}
+	if info.Namespaced && req.name != "" && req.namespace == "" {
+		return req, NotFound(group, info.Resource, req.name)
+	}
+	watch := len(q["watch"]) > 0 && (q["watch"][0] == "true" || q["watch"][0] == "1")
+	switch {
+	case method == http.MethodGet && req.name == "" && watch:
+		req.verb = "watch"
+	case method == http.MethodGet && req.name == "":
+		req.verb = "list"
+	case method == http.MethodGet:
+		req.verb = "get"
+	case method == http.MethodPost && req.name == "":
+		req.verb = "create"
+		if info.Namespaced && req.namespace == "" {
+			return req, BadRequest("a %s must be created in a namespace (POST to .../namespaces/{namespace}/%s)", info.Kind, info.Resource)
+		}
+	case method == http.MethodPut && req.name != "":
+		req.verb = "update"
+	case method == http.MethodPatch && req.name != "":
+		req.verb = "patch"
+	case method == http.MethodDelete && req.name != "":
+		req.verb = "delete"
+	default:
+		return req, methodNotAllowed(method, info.Resource)
+	}
+	return req, nil
+}
+
+// readBody reads a request body up to the limit.
+func (h *Handler) readBody(r *http.Request) ([]byte, error) {
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		return nil, TooLarge(h.cfg.MaxBodyBytes)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxBodyBytes+1))
+	if err != nil {
+		return nil, BadRequest("reading the request body: %v", err)
+	}
+	if int64(len(body)) > h.cfg.MaxBodyBytes {
+		return nil, TooLarge(h.cfg.MaxBodyBytes)
+	}
+	return body, nil
+}
+
+// body reads and checks a create or update body: a JSON object of the URL's kind.
+func (h *Handler) body(r *http.Request, req request) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && mt != "*/*") {
+			return nil, unsupportedMedia(ct)
+		}
+	}
+	body, err := h.readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, BadRequest("the request body must be a JSON object")
+	}
+	if err := json.Unmarshal(trimmed, &head); err != nil {
+		return nil, BadRequest("the request body is not valid JSON: %v", err)
+	}
+	if head.Kind != "" && head.Kind != req.info.Kind {
+		return nil, BadRequest("the body is a %s but the URL is for %s", head.Kind, req.info.Resource)
+	}
+	if head.APIVersion != "" && head.APIVersion != req.info.APIVersion() {
+		return nil, BadRequest("the body has apiVersion %q but the URL is for %s", head.APIVersion, req.info.APIVersion())
+	}
+	return trimmed, nil
+}
+
+func patchType(ct string) (PatchType, error) {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "", unsupportedMedia(ct)
+	}
+	switch pt := PatchType(mt); pt {
+	case MergePatch, StrategicPatch, JSONPatch, ApplyPatch:
+		return pt, nil
+	}
+	return "", unsupportedMedia(ct)
+}
+
+func (h *Handler) deleteOptions(r *http.Request) (DeleteOptions, error) {
+	body, err := h.readBody(r)
+	if err != nil || len(bytes.TrimSpace(body)) == 0 {
+		return DeleteOptions{}, err
+	}
+	var o struct {
+		Preconditions *struct {
+			UID             *string `json:"uid"`
+			ResourceVersion *string `json:"resourceVersion"`
+		} `json:"preconditions"`
+	}
+	if err := json.Unmarshal(body, &o); err != nil {
+		return DeleteOptions{}, BadRequest("the delete options are not valid JSON: %v", err)
+	}
+	var opts DeleteOptions
+	if p := o.Preconditions; p != nil {
+		if p.UID != nil {
+			opts.UID = *p.UID
+		}
+		if p.ResourceVersion != nil {
+			opts.ResourceVersion = *p.ResourceVersion
+		}
+	}
+	return opts, nil
+}
+
+// listOptions parses and checks the list and watch parameters.
+func (h *Handler) listOptions(info resource.Info, q map[string][]string) (ListOptions, error) {
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	var o ListOptions
+	var err error
+	if o.Labels, err = labels.Parse(get("labelSelector")); err != nil {
+		return o, BadRequest("unable to parse labelSelector %q: %v", get("labelSelector"), err)
+	}
+	if o.Fields, err = fields.ParseSelector(get("fieldSelector")); err != nil {
+		return o, BadRequest("unable to parse fieldSelector %q: %v", get("fieldSelector"), err)
+	}
+	allowed := SelectableFields(info)
+	for _, req := range o.Fields.Requirements() {
+		if !allowed[req.Field] {
+			return o, BadRequest("field label not supported: %s", req.Field)
+		}
+	}
+	o.ResourceVersion = get("resourceVersion")
+	if o.ResourceVersion != "" {
+		if n, err := strconv.ParseInt(o.ResourceVersion, 10, 64); err != nil || n < 0 {
+			return o, BadRequest("invalid resourceVersion %q", o.ResourceVersion)
+		}
+	}
+	switch o.ResourceVersionMatch = get("resourceVersionMatch"); o.ResourceVersionMatch {
+	case "", "NotOlderThan", "Exact":
+	default:
+		return o, BadRequest("invalid resourceVersionMatch %q", o.ResourceVersionMatch)
+	}
+	if o.ResourceVersionMatch != "" && o.ResourceVersion == "" {
+		return o, BadRequest("resourceVersionMatch is forbidden unless resourceVersion is provided")
+	}
+	if s := get("limit"); s != "" {
+		if o.Limit, err = strconv.ParseInt(s, 10, 64); err != nil || o.Limit < 0 {
+			return o, BadRequest("invalid limit %q", s)
+		}
+	}
+	o.Continue = get("continue")
+	o.AllowWatchBookmarks = get("allowWatchBookmarks") == "true"
+	o.SendInitialEvents = get("sendInitialEvents") == "true"
+	if s := get("timeoutSeconds"); s != "" {
+		if o.TimeoutSeconds, err = strconv.ParseInt(s, 10, 64); err != nil || o.TimeoutSeconds < 0 {
+			return o, BadRequest("invalid timeoutSeconds %q", s)
+		}
+	}
+	return o, nil
+}
+
+// SelectableFields lists the field selector keys a kind supports.
+func SelectableFields(info resource.Info) map[string]bool {
+	f := map[string]bool{"metadata.name": true, "metadata.namespace": true}
+	switch info.GroupResource() {
+	case resource.Pods, resource.Devices:
+		f["spec.nodeName"] = true
+	}
+	return f
+}
+
+func (h *Handler) list(ctx context.Context, w http.ResponseWriter, r *http.Request, req request) int {
+	opts, err := h.listOptions(req.info, r.URL.Query())
+	if err != nil {
+		return h.fail(w, err)
+	}
+	res, err := h.store.List(ctx, req.info, req.namespace, opts)
+	if err != nil {
+		return h.fail(w, err)
+	}
+	var b bytes.Buffer
+	b.WriteString(`{"kind":`)
+	writeJSONString(&b, req.info.ListKind)
+	b.WriteString(`,"apiVersion":`)
+	writeJSONString(&b, req.info.APIVersion())
+	b.WriteString(`,"metadata":{"resourceVersion":`)
+	writeJSONString(&b, res.ResourceVersion)
+	if res.Continue != "" {
+		b.WriteString(`,"continue":`)
+		writeJSONString(&b, res.Continue)
+	}
+	if res.Remaining != nil {
+		fmt.Fprintf(&b, `,"remainingItemCount":%d`, *res.Remaining)
+	}
+	b.WriteString(`},"items":[`)
+	for i, item := range res.Items {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(item)
+	}
+	b.WriteString("]}")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(b.Bytes())
+	return http.StatusOK
+}
+
+func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Request, req request) int {
+	opts, err := h.listOptions(req.info, r.URL.Query())
+	if err != nil {
+		return h.fail(w, err)
+	}
+	timeout := h.cfg.MaxWatchTimeout
+	if opts.TimeoutSeconds > 0 && time.Duration(opts.TimeoutSeconds)*time.Second < timeout {
+		timeout = time.Duration(opts.TimeoutSeconds) * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	wt, err := h.store.Watch(ctx, req.info, req.namespace, opts)
+	if err != nil {
+		return h.fail(w, err)
+	}
+	defer wt.Stop()
+	h.metrics.watches.Inc()
+	defer h.metrics.watches.Dec()
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Transfer-Encoding", "chunked")
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	var bookmarks <-chan time.Time
+	if opts.AllowWatchBookmarks {
+		t := time.NewTicker(h.cfg.BookmarkInterval)
+		defer t.Stop()
+		bookmarks = t.C
+	}
+	events := make(chan []Event)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			evs, err := wt.Next(ctx)
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case events <- evs:
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			}
+		}
+	}()
+	var buf bytes.Buffer
+	for {
+		buf.Reset()
+		select {
+		case evs := <-events:
+			for _, ev := range evs {
+				writeEvent(&buf, ev.Type, ev.Object)
+			}
+		case <-bookmarks:
+			rev, ok := wt.BookmarkRev()
+			if !ok {
+				continue
+			}
+			writeEvent(&buf, Bookmark, bookmarkObject(req.info, rev, false))
+		case <-errc:
+			return http.StatusOK // the client re-watches from the last version it saw
+		}
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			return http.StatusOK
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+}
+
+func writeEvent(b *bytes.Buffer, t EventType, obj []byte) {
+	b.WriteString(`{"type":"`)
+	b.WriteString(string(t))
+	b.WriteString(`","object":`)
+	b.Write(obj)
+	b.WriteString("}\n")
+}
+
+// bookmarkObject is the object of a BOOKMARK event: only kind, apiVersion and the version.
+func bookmarkObject(info resource.Info, rev int64, initialEnd bool) []byte {
+	md := map[string]any{"resourceVersion": strconv.FormatInt(rev, 10)}
+	if initialEnd {
+		md["annotations"] = map[string]string{"k8s.io/initial-events-end": "true"}
+	}
+	b, _ := json.Marshal(map[string]any{"kind": info.Kind, "apiVersion": info.APIVersion(), "metadata": md})
+	return b
+}
+
+// BookmarkObject is exported for storages that emit the initial-events-end bookmark.
+func BookmarkObject(info resource.Info, rev int64, initialEnd bool) []byte {
+	return bookmarkObject(info, rev, initialEnd)
+}
+
+func writeJSONString(b *bytes.Buffer, s string) {
+	enc, _ := json.Marshal(s)
+	b.Write(enc)
+}
+
+func (h *Handler) respond(w http.ResponseWriter, code int, obj []byte, err error) int {
+	if err != nil {
+		return h.fail(w, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(obj)
+	return code
+}
+
+func (h *Handler) fail(w http.ResponseWriter, err error) int {
+	st := statusOf(err)
+	if st.Code >= 500 && !errors.Is(err, context.Canceled) {
+		h.log.Error().Err(err).Msg("request failed")
+	}
+	if st.Code == http.StatusBadRequest || st.Code == http.StatusRequestEntityTooLarge || st.Code == http.StatusUnsupportedMediaType || st.Code == http.StatusUnprocessableEntity {
+		h.metrics.rejected.WithLabelValues(string(st.Reason)).Inc()
+	}
+	writeStatus(w, err)
+	if st.Code == 0 {
+		return http.StatusInternalServerError
+	}
+	return int(st.Code)
+}
+
+func (h *Handler) writeJSON(w http.ResponseWriter, code int, v any) int {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return h.fail(w, Internal(err))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(body)
+	return code
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	rejected *prometheus.CounterVec
+	watches  prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, prefix string) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: prefix + "_requests_total", Help: "API requests by verb and HTTP code.",
+		}, []string{"verb", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: prefix + "_request_seconds", Help: "API request latency by verb (watches excluded).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}, []string{"verb"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: prefix + "_rejected_total", Help: "Requests refused as bad input, by reason.",
+		}, []string{"reason"}),
+		watches: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: prefix + "_watches", Help: "Open watches.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.latency, m.rejected, m.watches)
+	}
+	return m
+}

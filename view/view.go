@@ -1,0 +1,145 @@
+package view
+
+import (
+	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/resource"
+)
+
+// AllNodes in an emitted pair means every node.
+const AllNodes = "*"
+
+// Change is what the rules need of one store change: the key and the routing part of the object
+// before and after. It is small so that the hub can remember many of them.
+type Change struct {
+	Rev      int64
+	Key      string // store key
+	Resource string // group-qualified resource
+	Old, New *index.Route
+}
+
+// Routed reports whether an update can change any node's view. A change to an object's status
+// alone is not sent down: status is what edges report up (a Node's readiness, a Device's twins),
+// and echoing it back would double that traffic for nothing.
+func Routed(u index.Update) bool {
+	return u.Old == nil || u.New == nil || u.Old.Content != u.New.Content
+}
+
+// ChangeOf extracts a Change from an index update.
+func ChangeOf(u index.Update) Change {
+	c := Change{Rev: u.Rev(), Key: u.Event.KV.Key}
+	if u.Old != nil {
+		r := u.Old.Route
+		c.Old = &r
+		c.Resource = u.Old.Key.Resource
+	}
+	if u.New != nil {
+		r := u.New.Route
+		c.New = &r
+		c.Resource = u.New.Key.Resource
+	}
+	return c
+}
+
+// Affected calls emit for every (node, key) pair the change may have altered. node may be
+// AllNodes.
+func Affected(c Change, snap index.Snapshot, emit func(node, key string)) {
+	switch c.Resource {
+	case resource.Nodes, resource.Pods, resource.Devices:
+		for _, r := range []*index.Route{c.Old, c.New} {
+			if r == nil || r.Node == "" {
+				continue
+			}
+			emit(r.Node, c.Key)
+			for _, ref := range r.Refs {
+				emit(r.Node, ref)
+			}
+		}
+	case resource.ConfigMaps, resource.Secrets, resource.DeviceModels:
+		for _, o := range snap.Referencing(c.Key) {
+			if o.Node != "" {
+				emit(o.Node, c.Key)
+			}
+		}
+	case resource.Services, resource.EndpointSlices:
+		emit(AllNodes, c.Key)
+	}
+}
+
+// AffectedOn calls emit for every key on node that the change may have altered.
+func AffectedOn(c Change, snap index.Snapshot, node string, emit func(key string)) {
+	switch c.Resource {
+	case resource.Nodes, resource.Pods, resource.Devices:
+		for _, r := range []*index.Route{c.Old, c.New} {
+			if r == nil || r.Node != node {
+				continue
+			}
+			emit(c.Key)
+			for _, ref := range r.Refs {
+				emit(ref)
+			}
+		}
+	case resource.ConfigMaps, resource.Secrets, resource.DeviceModels:
+		if referencedOn(snap, c.Key, node) {
+			emit(c.Key)
+		}
+	case resource.Services, resource.EndpointSlices:
+		emit(c.Key)
+	}
+}
+
+// Visible returns the object as node should hold it, or nil if key is not in node's view.
+func Visible(snap index.Snapshot, node, key string) *index.Object {
+	o := snap.Get(key)
+	if o == nil {
+		return nil
+	}
+	switch o.Key.Resource {
+	case resource.Nodes, resource.Pods, resource.Devices:
+		if o.Node == node {
+			return o
+		}
+	case resource.ConfigMaps, resource.Secrets, resource.DeviceModels:
+		if referencedOn(snap, key, node) {
+			return o
+		}
+	case resource.Services, resource.EndpointSlices:
+		return o
+	}
+	return nil
+}
+
+func referencedOn(snap index.Snapshot, key, node string) bool {
+	for _, o := range snap.Referencing(key) {
+		if o.Node == node {
+			return true
+		}
+	}
+	return false
+}
+
+// Full returns every object in node's view, each once.
+func Full(snap index.Snapshot, node string) []*index.Object {
+	var out []*index.Object
+	seen := map[string]bool{}
+	add := func(o *index.Object) {
+		if o != nil && !seen[o.StoreKey] {
+			seen[o.StoreKey] = true
+			out = append(out, o)
+		}
+	}
+	add(snap.Get(resource.StoreKey(resource.Key{Resource: resource.Nodes, Name: node})))
+	for _, res := range []string{resource.Pods, resource.Devices} {
+		for _, o := range snap.OnNode(res, node) {
+			add(o)
+			for _, ref := range o.Refs {
+				add(snap.Get(ref))
+			}
+		}
+	}
+	for _, res := range []string{resource.Services, resource.EndpointSlices} {
+		for _, o := range snap.List(resource.Prefix(res, ""), "", 0) {
+			add(o)
+		}
+	}
+	return out
+}
