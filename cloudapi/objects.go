@@ -434,7 +434,12 @@ func (o *Objects) Delete(ctx context.Context, info resource.Info, ns, name strin
 	if opts.ResourceVersion != "" && opts.ResourceVersion != strconv.FormatInt(cur.ModRev, 10) {
 		return nil, conflict(info, name)
 	}
-	_, _, err = o.backend.Delete(ctx, cur.StoreKey, cur.ModRev)
+	// Without preconditions the delete does not race the object's status writers.
+	var expect int64
+	if opts.UID != "" || opts.ResourceVersion != "" {
+		expect = cur.ModRev
+	}
+	_, _, err = o.backend.Delete(ctx, cur.StoreKey, expect)
 	switch {
 	case errors.Is(err, store.ErrConflict):
 		return nil, conflict(info, name)

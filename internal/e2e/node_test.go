@@ -1,0 +1,63 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func readyCondition(t *testing.T, c *cloud, node string) (status, heartbeat string) {
+	t.Helper()
+	code, body := do(t, http.MethodGet, c.url("/api/v1/nodes/"+node), "", nil)
+	if code != http.StatusOK {
+		return "", ""
+	}
+	var n struct {
+		Status struct {
+			Conditions []struct{ Type, Status, LastHeartbeatTime string }
+		}
+	}
+	json.Unmarshal(body, &n)
+	for _, cond := range n.Status.Conditions {
+		if cond.Type == "Ready" {
+			return cond.Status, cond.LastHeartbeatTime
+		}
+	}
+	return "", ""
+}
+
+// TestNodeLifecycle: the Node appears on join with Ready and a heartbeat; a stopped edge turns
+// NotReady after the grace period and Ready again when it returns; deleting the Node revokes it.
+func TestNodeLifecycle(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-1")
+	waitFor(t, 10*time.Second, "node Ready", func() bool { s, hb := readyCondition(t, c, "edge-1"); return s == "True" && hb != "" })
+	_, body := do(t, http.MethodGet, c.url("/api/v1/nodes/edge-1"), "", nil)
+	if !strings.Contains(string(body), `"kubeletVersion"`) {
+		t.Errorf("the edge's node status report did not arrive: %s", body)
+	}
+
+	e.stop()
+	waitFor(t, 15*time.Second, "node NotReady after the grace period", func() bool { s, _ := readyCondition(t, c, "edge-1"); return s == "Unknown" })
+	e.restart(t)
+	waitFor(t, 15*time.Second, "node Ready again", func() bool { s, _ := readyCondition(t, c, "edge-1"); return s == "True" })
+
+	// Revocation: the session is closed and new ones are refused.
+	mustDo(t, http.MethodDelete, c.url("/api/v1/nodes/edge-1"), nil)
+	waitFor(t, 10*time.Second, "edge disconnected", func() bool {
+		return metric(t, c.url("/metrics"), "tether_cloud_hub_connected_nodes") == 0
+	})
+	time.Sleep(2 * time.Second) // several reconnect attempts
+	if got := metric(t, c.url("/metrics"), "tether_cloud_hub_connected_nodes"); got != 0 {
+		t.Fatalf("a deleted node reconnected")
+	}
+	if !strings.Contains(e.log.String(), "revoked") {
+		t.Fatalf("the edge was not told it was revoked:\n%s", tail(e.log.String(), 20))
+	}
+	// The edge keeps serving what it has.
+	if !httpOK(e.url(paths["nodes"])) {
+		t.Fatal("the revoked edge stopped serving its store")
+	}
+}
