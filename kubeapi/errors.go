@@ -14,7 +14,9 @@ import (
 // Errors are apimachinery's StatusError, so that a Storage can return exactly the Status a
 // Kubernetes client expects. These helpers name the common cases.
 
-func gr(group, res string) schema.GroupResource { return schema.GroupResource{Group: group, Resource: res} }
+func gr(group, res string) schema.GroupResource {
+	return schema.GroupResource{Group: group, Resource: res}
+}
 
 // NotFound is the 404 for one object.
 func NotFound(group, res, name string) error { return apierrors.NewNotFound(gr(group, res), name) }

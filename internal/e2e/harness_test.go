@@ -161,9 +161,9 @@ func (p *proc) exited() bool {
 // cloud is a running tether-cloud.
 type cloud struct {
 	*proc
-	dir                  string
-	hub, join, api       string
-	extra                []string
+	dir            string
+	hub, join, api string
+	extra          []string
 }
 
 func newCloud(t *testing.T, extra ...string) *cloud {
