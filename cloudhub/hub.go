@@ -44,6 +44,12 @@ type Reports interface {
 	Apply(ctx context.Context, node string, r *protocol.Report) error
 }
 
+// Forwarder executes API requests edges relay from their metaserver; the cloud decides what a
+// node may change.
+type Forwarder interface {
+	Forward(ctx context.Context, node string, req *protocol.Request) *protocol.Response
+}
+
 // Signer renews node certificates; *pki.CA implements it.
 type Signer interface {
 	SignCSR(csrPEM []byte, nodeName string, validity time.Duration, now time.Time) ([]byte, error)
@@ -57,6 +63,7 @@ type Hub struct {
 	cluster      string
 	status       Status
 	reports      Reports
+	forwarder    Forwarder
 	signer       Signer
 	certValidity time.Duration
 	tlsConfig    *tls.Config
@@ -86,6 +93,7 @@ type Deps struct {
 	ClusterID    string
 	Status       Status
 	Reports      Reports
+	Forwarder    Forwarder // optional: without it forwarded writes are refused with 501
 	Signer       Signer
 	CertValidity time.Duration
 	TLS          *tls.Config // requires and verifies client certificates (pki.CA.ServerTLSConfig)
@@ -106,7 +114,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		d.Now = time.Now
 	}
 	h := &Hub{
-		cfg: cfg, ix: d.Index, registry: d.Registry, cluster: d.ClusterID, status: d.Status, reports: d.Reports,
+		cfg: cfg, ix: d.Index, registry: d.Registry, cluster: d.ClusterID, status: d.Status, reports: d.Reports, forwarder: d.Forwarder,
 		signer: d.Signer, certValidity: d.CertValidity, tlsConfig: d.TLS, now: d.Now,
 		log:      d.Log.With().Str("component", "cloudhub").Logger(),
 		sessions: map[string]*session{},

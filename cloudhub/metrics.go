@@ -20,6 +20,7 @@ type metrics struct {
 	reports         *prometheus.CounterVec
 	catchupMessages prometheus.Counter
 	catchupBytes    prometheus.Counter
+	forwarded       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
@@ -35,9 +36,10 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 		reports:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_cloud_hub_reports_total", Help: "Reports from edges, by outcome."}, []string{"outcome"}),
 		catchupMessages: prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_catchup_messages_total", Help: "Upserts and deletes sent as a node's catch-up after it connects."}),
 		catchupBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_catchup_bytes_total", Help: "Encoded bytes of catch-up upserts and deletes."}),
+		forwarded:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_cloud_hub_forwarded_requests_total", Help: "API requests relayed by edges, by HTTP status."}, []string{"code"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connects, m.rejected, m.resets, m.slowCutoffs, m.bytesIn, m.bytesOut, m.frames, m.messages, m.reports, m.catchupMessages, m.catchupBytes, &sessionCollector{h: h})
+		reg.MustRegister(m.connects, m.rejected, m.resets, m.slowCutoffs, m.bytesIn, m.bytesOut, m.frames, m.messages, m.reports, m.catchupMessages, m.catchupBytes, m.forwarded, &sessionCollector{h: h})
 	}
 	return m
 }

@@ -44,6 +44,7 @@ type session struct {
 	ended       bool
 	reports     []*protocol.Report // waiting for the store
 	reporting   bool               // a reporter goroutine is running
+	forwarding  int                // forwarded requests being executed
 
 	// Owned by the writer goroutine (only one runs at a time).
 	seq          uint64
@@ -344,6 +345,19 @@ func (s *session) handle(m protocol.Message) error {
 		}
 	case *protocol.Renew:
 		go s.renew(m)
+	case *protocol.Request:
+		s.mu.Lock()
+		busy := s.forwarding >= maxForwarding
+		if !busy {
+			s.forwarding++
+		}
+		s.mu.Unlock()
+		if busy {
+			s.send(&protocol.Response{ID: m.ID, Code: 429, ContentType: "application/json",
+				Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too many requests in flight from this node","reason":"TooManyRequests","code":429}`)})
+			break
+		}
+		go s.forward(m)
 	case *protocol.Error:
 		s.log.Warn().Str("code", m.Code.String()).Msg("edge reported an error: " + m.Message)
 		return fmt.Errorf("edge error %s: %s", m.Code, m.Message)
@@ -385,6 +399,29 @@ func (s *session) reportLoop() {
 		}
 		s.send(&protocol.ReportAck{Seq: r.Seq})
 	}
+}
+
+// maxForwarding bounds the forwarded API requests one node may have executing at once.
+const maxForwarding = 16
+
+func (s *session) forward(m *protocol.Request) {
+	defer func() {
+		s.mu.Lock()
+		s.forwarding--
+		s.mu.Unlock()
+	}()
+	var resp *protocol.Response
+	if s.hub.forwarder == nil {
+		resp = &protocol.Response{ID: m.ID, Code: 501, ContentType: "application/json",
+			Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"this cloud does not accept writes from edges","reason":"NotImplemented","code":501}`)}
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		resp = s.hub.forwarder.Forward(ctx, s.node, m)
+		cancel()
+		resp.ID = m.ID
+	}
+	s.hub.metrics.forwarded.WithLabelValues(fmt.Sprint(resp.Code)).Inc()
+	s.send(resp)
 }
 
 func (s *session) renew(m *protocol.Renew) {

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/tetherhub/tether/edgestore"
 	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/protocol"
 )
@@ -84,6 +83,23 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Store is what the client needs of the edge store; *edgestore.Store implements it, and the
+// simulator's light in-memory store does too.
+type Store interface {
+	// Cursor returns the cluster and revision through which the stored view is complete.
+	Cursor() (cluster string, cursor uint64)
+	// BeginSession abandons any half-applied reset and records the session's cluster.
+	BeginSession(ctx context.Context, cluster string) error
+	// Apply queues data messages; done is called once they are durable (or failed).
+	Apply(ctx context.Context, msgs []protocol.Message, done func(error)) error
+	// ReadOutbox returns reports after seq `after`, at most max of them and about maxBytes.
+	ReadOutbox(after uint64, max, maxBytes int) ([]protocol.Report, error)
+	// AckOutbox drops reports up to and including seq.
+	AckOutbox(ctx context.Context, seq uint64) error
+	// OutboxSignal is signalled when reports were appended.
+	OutboxSignal() <-chan struct{}
+}
+
 // Identity is the node's certificate and key; the client reads it for every dial and replaces
 // it when the hub renews the certificate.
 type Identity interface {
@@ -115,18 +131,20 @@ func (s State) String() string {
 type Client struct {
 	cfg     Config
 	id      Identity
-	store   *edgestore.Store
+	store   Store
 	log     zerolog.Logger
 	metrics *metrics
 	now     func() time.Time
 
 	state     atomic.Int32
+	live      atomic.Pointer[conn] // the session that is up, if any
+	nextID    atomic.Uint64        // forwarded request IDs
 	lastError atomic.Pointer[string]
 	since     atomic.Int64 // unix nanos of the last state change
 }
 
 // New returns a client.
-func New(cfg Config, id Identity, store *edgestore.Store, log zerolog.Logger, reg prometheus.Registerer) (*Client, error) {
+func New(cfg Config, id Identity, store Store, log zerolog.Logger, reg prometheus.Registerer) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -194,10 +212,59 @@ type conn struct {
 	ackSent uint64        // owned by the writer
 	failed  chan error    // first failure of the store callbacks
 
-	mu          sync.Mutex // guards the report fields
+	mu          sync.Mutex // guards the fields below
 	reportSent  uint64     // highest report seq written
 	reportAcked uint64     // highest report seq the hub acknowledged
 	renewing    bool
+	requests    []protocol.Message                 // forwarded requests to write
+	pending     map[uint64]chan *protocol.Response // forwarded requests awaiting an answer
+	closed      bool
+}
+
+// ErrOffline is returned by Forward when there is no session with the cloud (or it ended before
+// the answer came). The metaserver answers 503 at once: writes are never queued silently.
+var ErrOffline = errors.New("edgehub: not connected to the cloud")
+
+// Forward relays an API request to the cloud and waits for its answer.
+func (c *Client) Forward(ctx context.Context, req *protocol.Request) (*protocol.Response, error) {
+	k := c.live.Load()
+	if k == nil {
+		return nil, ErrOffline
+	}
+	req.ID = c.nextID.Add(1)
+	ch := make(chan *protocol.Response, 1)
+	k.mu.Lock()
+	if k.closed {
+		k.mu.Unlock()
+		return nil, ErrOffline
+	}
+	k.pending[req.ID] = ch
+	k.requests = append(k.requests, req)
+	k.mu.Unlock()
+	k.signal()
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			return nil, ErrOffline
+		}
+		return resp, nil
+	case <-ctx.Done():
+		k.mu.Lock()
+		delete(k.pending, req.ID)
+		k.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// close fails every forwarded request still waiting.
+func (k *conn) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.closed = true
+	for id, ch := range k.pending {
+		close(ch)
+		delete(k.pending, id)
+	}
 }
 
 func (c *Client) dial(ctx context.Context, addr string) (*websocket.Conn, error) {
@@ -258,7 +325,13 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	c.setState(Connected)
 	c.lastError.Store(nil)
 
-	k := &conn{c: c, ws: ws, log: c.log.With().Str("cloud", addr).Logger(), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
+	k := &conn{c: c, ws: ws, log: c.log.With().Str("cloud", addr).Logger(), wake: make(chan struct{}, 1), failed: make(chan error, 1),
+		pending: map[uint64]chan *protocol.Response{}}
+	c.live.Store(k)
+	defer func() {
+		c.live.CompareAndSwap(k, nil)
+		k.close()
+	}()
 	first, _ := c.store.ReadOutbox(0, 1, 1)
 	if len(first) > 0 {
 		k.reportSent, k.reportAcked = first[0].Seq-1, first[0].Seq-1
@@ -355,6 +428,14 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 				k.reportAck(ctx, m.Seq)
 			case *protocol.Renewed:
 				go k.renewed(m)
+			case *protocol.Response:
+				k.mu.Lock()
+				ch := k.pending[m.ID]
+				delete(k.pending, m.ID)
+				k.mu.Unlock()
+				if ch != nil {
+					ch <- m
+				}
 			case *protocol.Error:
 				return fmt.Errorf("the hub ended the session: %w", m)
 			default:
@@ -426,10 +507,10 @@ func (k *conn) writeLoop(ctx context.Context, heartbeat time.Duration) error {
 		case <-k.wake:
 		case <-c.store.OutboxSignal():
 		case <-ping.C:
-			k.ws.SetWriteDeadline(c.now().Add(c.cfg.WriteTimeout))
 			if err := k.ws.WriteControl(websocket.PingMessage, nil, c.now().Add(c.cfg.WriteTimeout)); err != nil {
 				return fmt.Errorf("ping: %w", err)
 			}
+			k.maybeRenew()
 		}
 	}
 }
@@ -445,14 +526,16 @@ func (k *conn) flush() error {
 	k.mu.Lock()
 	room := c.cfg.ReportWindow - int(k.reportSent-k.reportAcked)
 	after := k.reportSent
+	msgs = append(msgs, k.requests...)
+	k.requests = nil
 	k.mu.Unlock()
 	if room > 0 {
 		entries, err := c.store.ReadOutbox(after, room, c.cfg.MaxReportBytes)
 		if err != nil {
 			return err
 		}
-		for _, e := range entries {
-			msgs = append(msgs, &protocol.Report{Seq: e.Seq, Kind: e.Kind, Subject: e.Subject, Time: e.Time, Payload: e.Payload})
+		for i := range entries {
+			msgs = append(msgs, &entries[i])
 		}
 		if len(entries) > 0 {
 			k.mu.Lock()
@@ -485,6 +568,12 @@ func (k *conn) sendError(code protocol.Code, msg string) {
 // Called on the writer goroutine, so the write needs no lock.
 func (k *conn) maybeRenew() {
 	c := k.c
+	k.mu.Lock()
+	asked := k.renewing
+	k.mu.Unlock()
+	if asked {
+		return
+	}
 	id := c.id.Current()
 	life := id.Leaf.NotAfter.Sub(id.Leaf.NotBefore)
 	if c.now().Before(id.Leaf.NotBefore.Add(time.Duration(float64(life) * c.cfg.RenewAt))) {

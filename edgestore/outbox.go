@@ -11,14 +11,8 @@ import (
 	"github.com/tetherhub/tether/protocol"
 )
 
-// Entry is one report in the outbox.
-type Entry struct {
-	Seq     uint64
-	Kind    protocol.ReportKind
-	Subject string
-	Time    int64 // Unix milliseconds when recorded
-	Payload []byte
-}
+// Entry is one report in the outbox: exactly what goes on the wire, Seq included.
+type Entry = protocol.Report
 
 // An outbox value is kind, uvarint(len subject) subject, varint(time), payload.
 

@@ -115,6 +115,10 @@ func newMessage(t Type) Message {
 		return &Renew{}
 	case TypeRenewed:
 		return &Renewed{}
+	case TypeRequest:
+		return &Request{}
+	case TypeResponse:
+		return &Response{}
 	}
 	return nil
 }
@@ -349,4 +353,38 @@ func (m *Renewed) appendBody(b []byte) []byte {
 func (m *Renewed) decodeBody(d *decoder) {
 	m.Certificate = d.bytes(maxPEM)
 	m.Message = d.string(maxText)
+}
+
+func (m *Request) appendBody(b []byte) []byte {
+	b = appendUvarint(b, m.ID)
+	b = appendString(b, m.Method)
+	b = appendString(b, m.Path)
+	b = appendString(b, m.ContentType)
+	return appendBytes(b, m.Body)
+}
+
+func (m *Request) decodeBody(d *decoder) {
+	m.ID = d.uvarint()
+	m.Method = d.string(16)
+	m.Path = d.string(maxText)
+	m.ContentType = d.string(maxShort)
+	m.Body = d.bytes(len(d.b))
+}
+
+func (m *Response) appendBody(b []byte) []byte {
+	b = appendUvarint(b, m.ID)
+	b = appendUvarint(b, uint64(m.Code))
+	b = appendString(b, m.ContentType)
+	return appendBytes(b, m.Body)
+}
+
+func (m *Response) decodeBody(d *decoder) {
+	m.ID = d.uvarint()
+	c := d.uvarint()
+	if c > 999 {
+		d.fail("status code %d out of range", c)
+	}
+	m.Code = uint16(c)
+	m.ContentType = d.string(maxShort)
+	m.Body = d.bytes(len(d.b))
 }

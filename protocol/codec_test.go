@@ -34,6 +34,10 @@ var golden = []struct {
 	{"error", &Error{Code: CodeTooSlow, Message: "slow"}, "0b" + "06" + "07" + "04736c6f77"},
 	{"renew", &Renew{CSR: []byte("PEM")}, "0c" + "04" + "0350454d"},
 	{"renewed", &Renewed{Certificate: []byte("PEM"), Message: ""}, "0d" + "05" + "0350454d" + "00"},
+	{"request", &Request{ID: 1, Method: "PUT", Path: "/p", ContentType: "a/j", Body: []byte("{}")},
+		"0e" + "0f" + "01" + "03505554" + "022f70" + "03612f6a" + "027b7d"},
+	{"response", &Response{ID: 1, Code: 200, ContentType: "a/j", Body: []byte("{}")},
+		"0f" + "0a" + "01" + "c801" + "03612f6a" + "027b7d"},
 }
 
 func TestGolden(t *testing.T) {

@@ -15,6 +15,9 @@
 //	edge  → cloud  Ack{seq}                          cumulative, sent after the edge store commit
 //	edge  → cloud  Report{seq, kind, payload}        from the durable outbox, in order
 //	cloud → edge   ReportAck{seq}                    cumulative, after the cloud store commit
+//	edge  → cloud  Request{id, method, path, body}  an API write made on the edge metaserver
+//	cloud → edge   Response{id, code, body}          the cloud's answer
+//	edge  → cloud  Renew{csr}; cloud → edge Renewed  certificate rotation
 //	either         Error{code, message}              then the sender closes
 //
 // A cursor is the cloud revision up to which the edge's stored view is complete. Only Progress

@@ -24,6 +24,8 @@ const (
 	TypeError      Type = 11 // either way, followed by a close
 	TypeRenew      Type = 12 // edge → cloud, a CSR for a fresh certificate
 	TypeRenewed    Type = 13 // cloud → edge, the fresh certificate
+	TypeRequest    Type = 14 // edge → cloud, an API write forwarded by the metaserver
+	TypeResponse   Type = 15 // cloud → edge, its answer
 )
 
 func (t Type) String() string {
@@ -54,6 +56,10 @@ func (t Type) String() string {
 		return "Renew"
 	case TypeRenewed:
 		return "Renewed"
+	case TypeRequest:
+		return "Request"
+	case TypeResponse:
+		return "Response"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }
@@ -193,6 +199,24 @@ type Renewed struct {
 	Message     string
 }
 
+// Request is a Kubernetes-style API request a client made to the edge metaserver, forwarded to
+// the cloud. The cloud decides what the node may change; the edge only relays.
+type Request struct {
+	ID          uint64 // chosen by the edge, echoed in the Response
+	Method      string
+	Path        string // path and query, as the client sent them
+	ContentType string
+	Body        []byte
+}
+
+// Response answers a Request: an HTTP status and a body (an object or a metav1.Status).
+type Response struct {
+	ID          uint64
+	Code        uint16
+	ContentType string
+	Body        []byte
+}
+
 func (*Hello) Type() Type      { return TypeHello }
 func (*Welcome) Type() Type    { return TypeWelcome }
 func (*Upsert) Type() Type     { return TypeUpsert }
@@ -206,6 +230,8 @@ func (*ReportAck) Type() Type  { return TypeReportAck }
 func (*Error) Type() Type      { return TypeError }
 func (*Renew) Type() Type      { return TypeRenew }
 func (*Renewed) Type() Type    { return TypeRenewed }
+func (*Request) Type() Type    { return TypeRequest }
+func (*Response) Type() Type   { return TypeResponse }
 
 // SeqOf returns the sequence number of a data message (the ones Ack counts) and whether m is one.
 func SeqOf(m Message) (uint64, bool) {
