@@ -100,6 +100,13 @@ type Store interface {
 	OutboxSignal() <-chan struct{}
 }
 
+// SentMarker is an optional interface of a Store: after a frame of reports is written, the
+// client tells the store the highest seq sent, so the store knows which reports are still only
+// local (and may, for instance, be coalesced with newer ones of the same subject).
+type SentMarker interface {
+	MarkSent(seq uint64)
+}
+
 // Identity is the node's certificate and key; the client reads it for every dial and replaces
 // it when the hub renews the certificate.
 type Identity interface {
@@ -556,6 +563,12 @@ func (k *conn) flush() error {
 		return fmt.Errorf("write: %w", err)
 	}
 	c.metrics.bytesOut.Add(float64(len(frame)))
+	if m, ok := c.store.(SentMarker); ok {
+		k.mu.Lock()
+		sent := k.reportSent
+		k.mu.Unlock()
+		m.MarkSent(sent)
+	}
 	return nil
 }
 
