@@ -44,6 +44,9 @@ type Config struct {
 	RenewAt float64
 	// Agent is the build version sent in Hello.
 	Agent string
+	// LocalAddr, if set, is the local IP to dial from (the simulator spreads thousands of
+	// edges over 127.0.0.x so one address's ports do not cap the count).
+	LocalAddr string
 }
 
 // DefaultConfig returns the defaults.
@@ -282,7 +285,7 @@ func (c *Client) dial(ctx context.Context, addr string) (*websocket.Conn, error)
 		HandshakeTimeout: c.cfg.DialTimeout,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,
-		NetDialContext:   (&net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: -1}).DialContext,
+		NetDialContext:   c.dialer().DialContext,
 	}
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
@@ -295,6 +298,14 @@ func (c *Client) dial(ctx context.Context, addr string) (*websocket.Conn, error)
 	}
 	ws.SetReadLimit(c.cfg.MaxMessage)
 	return ws, nil
+}
+
+func (c *Client) dialer() *net.Dialer {
+	d := &net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: -1}
+	if c.cfg.LocalAddr != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(c.cfg.LocalAddr)}
+	}
+	return d
 }
 
 // session runs one connection until it fails or ctx ends.

@@ -148,3 +148,17 @@ func newIdentity(certPEM, caPEM, keyPEM []byte) (*NodeIdentity, error) {
 		TLSCert: tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf},
 	}, nil
 }
+
+// NewNodeIdentity builds an identity in memory from what Join returned and the node's key, with
+// the same checks LoadNodeIdentity makes; for callers that keep no files (the simulator).
+func NewNodeIdentity(certPEM, caPEM []byte, key crypto.Signer) (*NodeIdentity, error) {
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	id, err := newIdentity(certPEM, caPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadIdentity, err)
+	}
+	return id, nil
+}

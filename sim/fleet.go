@@ -1,0 +1,185 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/edgehub"
+	"github.com/tetherhub/tether/join"
+	"github.com/tetherhub/tether/pki"
+)
+
+// FleetConfig describes the simulated edges.
+type FleetConfig struct {
+	Cloud  []string  // hub addresses
+	Join   string    // join service URL
+	Token  pki.Token // a fleet token (--any-node)
+	Nodes  int
+	Prefix string // node names are Prefix + index
+	// LocalAddrs are source IPs the edges dial from, round robin (127.0.0.x).
+	LocalAddrs []string
+	// Hub is the template of every edge's hub client configuration.
+	Hub edgehub.Config
+	// JoinConcurrency bounds joins in flight.
+	JoinConcurrency int
+}
+
+// Edge is one simulated edge node.
+type Edge struct {
+	Name   string
+	Store  *MemStore
+	Client *edgehub.Client
+	id     *memIdentity
+}
+
+// Fleet is a set of simulated edges.
+type Fleet struct {
+	Edges []*Edge
+	log   zerolog.Logger
+}
+
+// memIdentity is an edgehub.Identity kept in memory.
+type memIdentity struct {
+	mu  sync.Mutex
+	cur *pki.NodeIdentity
+}
+
+func (m *memIdentity) Current() *pki.NodeIdentity {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur
+}
+
+func (m *memIdentity) Renewed(certPEM []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id, err := pki.NewNodeIdentity(certPEM, m.cur.CAPEM, m.cur.Key)
+	if err != nil {
+		return err
+	}
+	m.cur = id
+	return nil
+}
+
+// JoinFleet joins cfg.Nodes nodes (each with its own key and certificate) and prepares a hub
+// client for each. progress, if not nil, is called as joins complete.
+func JoinFleet(ctx context.Context, cfg FleetConfig, log zerolog.Logger, progress func(done int)) (*Fleet, error) {
+	if cfg.JoinConcurrency < 1 {
+		cfg.JoinConcurrency = 16
+	}
+	f := &Fleet{Edges: make([]*Edge, cfg.Nodes), log: log}
+	var next, done atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, cfg.JoinConcurrency)
+	for w := 0; w < cfg.JoinConcurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= cfg.Nodes || ctx.Err() != nil {
+					return
+				}
+				e, err := joinOne(ctx, cfg, i, log)
+				if err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+					return
+				}
+				f.Edges[i] = e
+				if n := done.Add(1); progress != nil {
+					progress(int(n))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return nil, err
+	default:
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return f, nil
+}
+
+func joinOne(ctx context.Context, cfg FleetConfig, i int, log zerolog.Logger) (*Edge, error) {
+	name := fmt.Sprintf("%s%05d", cfg.Prefix, i)
+	key, err := pki.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	var certPEM, caPEM []byte
+	for attempt := 0; ; attempt++ {
+		certPEM, caPEM, err = join.Join(ctx, cfg.Join, cfg.Token, name, nil, key)
+		if err == nil {
+			break
+		}
+		var jerr *join.Error
+		if errors.As(err, &jerr) && jerr.Status < 500 || attempt == 5 || ctx.Err() != nil {
+			return nil, fmt.Errorf("join %s: %w", name, err)
+		}
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
+	nid, err := pki.NewNodeIdentity(certPEM, caPEM, key)
+	if err != nil {
+		return nil, err
+	}
+	id := &memIdentity{cur: nid}
+	hc := cfg.Hub
+	hc.Cloud = cfg.Cloud
+	if len(cfg.LocalAddrs) > 0 {
+		hc.LocalAddr = cfg.LocalAddrs[i%len(cfg.LocalAddrs)]
+	}
+	st := NewMemStore()
+	client, err := edgehub.New(hc, id, st, log.With().Str("node", name).Logger(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Edge{Name: name, Store: st, Client: client, id: id}, nil
+}
+
+// Run runs every edge's hub client until ctx ends.
+func (f *Fleet) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, e := range f.Edges {
+		wg.Add(1)
+		go func(e *Edge) {
+			defer wg.Done()
+			e.Client.Run(ctx)
+		}(e)
+	}
+	wg.Wait()
+}
+
+// Connected counts edges whose session is up.
+func (f *Fleet) Connected() int {
+	n := 0
+	for _, e := range f.Edges {
+		if s, _, _ := e.Client.State(); s == edgehub.Connected {
+			n++
+		}
+	}
+	return n
+}
+
+// Synced counts edges whose cursor is at least rev in cluster.
+func (f *Fleet) Synced(cluster string, rev uint64) int {
+	n := 0
+	for _, e := range f.Edges {
+		if c, cur := e.Store.Cursor(); c == cluster && cur >= rev {
+			n++
+		}
+	}
+	return n
+}
