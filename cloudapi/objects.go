@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -107,29 +106,35 @@ func (o *Objects) Get(ctx context.Context, info resource.Info, ns, name string) 
 	return obj.Raw, nil
 }
 
-type continueToken struct {
-	Rev   int64  `json:"rv"`
-	Start string `json:"start"`
-}
-
-// List implements kubeapi.Storage. Pages after the first are read from the current index, not
-// from the first page's revision (the index keeps no old snapshots); each page's items are
-// consistent in themselves.
+// List implements kubeapi.Storage. The index keeps no old snapshots, so pages after the first
+// are read from the current index; they report the first page's version (as Kubernetes does),
+// so a client that watches from it receives every change made while it paged. A token older
+// than the watch cache's memory is a 410, like a compacted one.
 func (o *Objects) List(ctx context.Context, info resource.Info, ns string, opts kubeapi.ListOptions) (*kubeapi.ListResult, error) {
-	snap, err := o.snapshotFor(ctx, opts)
-	if err != nil {
+	var listRV int64 = -1
+	after := ""
+	var snap index.Snapshot
+	var err error
+	if opts.Continue != "" {
+		rev, key, err := kubeapi.DecodeContinue(opts.Continue)
+		if err != nil {
+			return nil, err
+		}
+		o.primeCache()
+		if !o.cache.Knows(rev) {
+			return nil, kubeapi.Gone("the provided continue parameter is too old to display a consistent list result; start a new list")
+		}
+		listRV, after = rev, key
+		if snap, err = o.latest(ctx); err != nil {
+			return nil, err
+		}
+	} else if snap, err = o.snapshotFor(ctx, opts); err != nil {
 		return nil, err
 	}
-	after := ""
-	if opts.Continue != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(opts.Continue)
-		var tok continueToken
-		if err != nil || json.Unmarshal(raw, &tok) != nil || tok.Start == "" {
-			return nil, kubeapi.BadRequest("invalid continue token")
-		}
-		after = tok.Start
+	if listRV < 0 {
+		listRV = snap.Rev
 	}
-	res := &kubeapi.ListResult{ResourceVersion: strconv.FormatInt(snap.Rev, 10), Items: [][]byte{}}
+	res := &kubeapi.ListResult{ResourceVersion: strconv.FormatInt(listRV, 10), Items: [][]byte{}}
 	prefix := resource.Prefix(info.GroupResource(), ns)
 	var last string
 	for _, obj := range snap.List(prefix, after, 0) {
@@ -137,8 +142,7 @@ func (o *Objects) List(ctx context.Context, info resource.Info, ns string, opts 
 			continue
 		}
 		if opts.Limit > 0 && int64(len(res.Items)) == opts.Limit {
-			tok, _ := json.Marshal(continueToken{Rev: snap.Rev, Start: last})
-			res.Continue = base64.RawURLEncoding.EncodeToString(tok)
+			res.Continue = kubeapi.EncodeContinue(listRV, last)
 			break
 		}
 		res.Items = append(res.Items, obj.Raw)
@@ -161,7 +165,7 @@ func (o *Objects) snapshotFor(ctx context.Context, opts kubeapi.ListOptions) (in
 	defer cancel()
 	snap, err := o.ix.WaitFor(wctx, rv)
 	if err != nil {
-		return snap, kubeapi.Unavailable("too large resource version: %d, current: %d", rv, o.ix.Snapshot().Rev)
+		return snap, kubeapi.TooLargeVersion(rv, o.ix.Snapshot().Rev)
 	}
 	if opts.ResourceVersionMatch == "Exact" && snap.Rev != rv {
 		return snap, kubeapi.Gone("resource version %d is not available for an exact read (current: %d)", rv, snap.Rev)
@@ -295,7 +299,7 @@ func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 				out, err = p.Apply(curJSON)
 			}
 		case kubeapi.StrategicPatch:
-			schema, ok := typedSchema(info)
+			schema, ok := kubeapi.BuiltinType(info)
 			if !ok {
 				return nil, kubeapi.BadRequest("strategic merge patch is not supported for %s; use a merge patch", info.Resource)
 			}

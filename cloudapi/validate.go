@@ -3,8 +3,6 @@ package cloudapi
 import (
 	"encoding/json"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -14,29 +12,6 @@ import (
 	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/store"
 )
-
-// typedSchema returns the Go type of a built-in kind: its JSON decoding checks field types, and
-// strategic merge patch needs it for its merge keys. The KubeEdge kinds have none (as CRDs in
-// Kubernetes have none).
-func typedSchema(info resource.Info) (any, bool) {
-	switch info.GroupResource() {
-	case resource.Pods:
-		return &corev1.Pod{}, true
-	case resource.Nodes:
-		return &corev1.Node{}, true
-	case resource.ConfigMaps:
-		return &corev1.ConfigMap{}, true
-	case resource.Secrets:
-		return &corev1.Secret{}, true
-	case resource.Services:
-		return &corev1.Service{}, true
-	case resource.Namespaces:
-		return &corev1.Namespace{}, true
-	case resource.EndpointSlices:
-		return &discoveryv1.EndpointSlice{}, true
-	}
-	return nil, false
-}
 
 // kubeEdgeShape checks the fields of the KubeEdge kinds that tether reads, so that a wrong type
 // is refused at the door instead of confusing routing or twins later.
@@ -68,7 +43,7 @@ func validate(reg *resource.Registry, info resource.Info, ns, name string, obj o
 		return nil, kubeapi.BadRequest("the object cannot be encoded: %v", err)
 	}
 	var meta metav1.ObjectMeta
-	if typed, ok := typedSchema(info); ok {
+	if typed, ok := kubeapi.BuiltinType(info); ok {
 		if err := json.Unmarshal(raw, typed); err != nil {
 			return nil, kubeapi.BadRequest("the object is not a valid %s: %v", info.Kind, err)
 		}

@@ -35,17 +35,18 @@ type Cache struct {
 	size   int // events kept
 	buffer int // events a watcher may have undelivered before it is cut off
 
-	mu       sync.Mutex // guards everything below; Lock order: Cache.mu before Watch.mu
-	ring     []Event    // circular, len ≤ size
-	head     int        // index of the oldest event when the ring is full
-	floor    int64      // every event after floor is in the ring (or there was none)
-	rev      int64      // newest revision known
+	mu       sync.Mutex    // guards everything below; Lock order: Cache.mu before Watch.mu
+	ring     []Event       // circular, len ≤ size
+	head     int           // index of the oldest event when the ring is full
+	floor    int64         // every event after floor is in the ring (or there was none)
+	rev      int64         // newest revision known
+	changed  chan struct{} // closed and replaced whenever rev moves
 	watchers map[*Watch]struct{}
 }
 
 // NewCache returns a cache keeping size events, cutting off watchers buffer events behind.
 func NewCache(size, buffer int) *Cache {
-	return &Cache{size: size, buffer: buffer, watchers: map[*Watch]struct{}{}}
+	return &Cache{size: size, buffer: buffer, watchers: map[*Watch]struct{}{}, changed: make(chan struct{})}
 }
 
 // Reset empties the cache and declares rev the point from which it knows every event: a
@@ -55,6 +56,7 @@ func (c *Cache) Reset(rev int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ring, c.head, c.floor, c.rev = nil, 0, rev, rev
+	c.wake()
 	for w := range c.watchers {
 		w.end()
 	}
@@ -76,6 +78,7 @@ func (c *Cache) Add(ev Event) {
 		c.head = (c.head + 1) % c.size
 	}
 	c.rev = ev.Rev
+	c.wake()
 	for w := range c.watchers {
 		if !w.offer(ev) {
 			delete(c.watchers, w)
@@ -89,8 +92,15 @@ func (c *Cache) Progress(rev int64) {
 	c.mu.Lock()
 	if rev > c.rev {
 		c.rev = rev
+		c.wake()
 	}
 	c.mu.Unlock()
+}
+
+// wake tells WaitRev callers that rev moved; called with mu held.
+func (c *Cache) wake() {
+	close(c.changed)
+	c.changed = make(chan struct{})
 }
 
 // Rev returns the newest revision the cache knows.
@@ -261,4 +271,30 @@ func (w *Watch) Stop() {
 	delete(w.cache.watchers, w)
 	w.cache.mu.Unlock()
 	w.end()
+}
+
+// Knows reports whether every event after rev is still in the cache (or rev is in the future):
+// a watch or a continued list from rev can be served without a gap.
+func (c *Cache) Knows(rev int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return rev >= c.floor
+}
+
+// WaitRev waits until the cache has seen revision rev, for reads that must not be older than
+// a version a client already saw. It returns false if ctx ends first.
+func (c *Cache) WaitRev(ctx context.Context, rev int64) bool {
+	for {
+		c.mu.Lock()
+		cur, ch := c.rev, c.changed
+		c.mu.Unlock()
+		if cur >= rev {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }

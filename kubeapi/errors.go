@@ -113,3 +113,16 @@ func MethodNotAllowed(res, msg string) error {
 		Details: &metav1.StatusDetails{Kind: res},
 	}}
 }
+
+// notFoundPath is the 404 for a path that names nothing this server serves, worded as the
+// Kubernetes API server words it (kubectl shows it as "the server could not find the requested
+// resource").
+func notFoundPath() error {
+	return apierrors.NewGenericServerResponse(http.StatusNotFound, "", schema.GroupResource{}, "", "", 0, false)
+}
+
+// TooLargeVersion is the 504 (reason Timeout) for a read at a version the store has not
+// reached, as the Kubernetes API server answers it; clients retry.
+func TooLargeVersion(rv, current int64) error {
+	return apierrors.NewTimeoutError(fmt.Sprintf("Too large resource version: %d, current: %d", rv, current), 1)
+}

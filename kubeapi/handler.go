@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -32,11 +33,14 @@ type Config struct {
 	MaxWatchTimeout time.Duration
 	// ServerVersion is what /version reports as gitVersion.
 	ServerVersion string
+	// WatchWriteTimeout bounds one write to a watcher: a client that does not read for this
+	// long is disconnected, so that it holds neither a goroutine nor a buffer.
+	WatchWriteTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults of SPEC §10.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 3 << 20, BookmarkInterval: time.Minute, MaxWatchTimeout: 30 * time.Minute, ServerVersion: "v1.30.0-tether"}
+	return Config{MaxBodyBytes: 3 << 20, BookmarkInterval: time.Minute, MaxWatchTimeout: 30 * time.Minute, ServerVersion: "v1.30.0-tether", WatchWriteTimeout: 10 * time.Second}
 }
 
 // Validate reports the first unusable setting.
@@ -48,6 +52,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("kubeapi: bookmark interval must be positive, got %s", c.BookmarkInterval)
 	case c.MaxWatchTimeout <= 0:
 		return fmt.Errorf("kubeapi: max watch timeout must be positive, got %s", c.MaxWatchTimeout)
+	case c.WatchWriteTimeout <= 0:
+		return fmt.Errorf("kubeapi: watch write timeout must be positive, got %s", c.WatchWriteTimeout)
 	}
 	return nil
 }
@@ -59,6 +65,8 @@ type Handler struct {
 	store   Storage
 	log     zerolog.Logger
 	metrics *metrics
+	openapi *openAPI         // built at construction
+	now     func() time.Time // ages in tables
 }
 
 // New returns a Handler. prefix names its metrics ("tether_cloud_api", "tether_edge_metaserver").
@@ -66,7 +74,11 @@ func New(cfg Config, reg *resource.Registry, store Storage, log zerolog.Logger, 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Handler{cfg: cfg, reg: reg, store: store, log: log, metrics: newMetrics(promReg, prefix)}, nil
+	oa, err := buildOpenAPI(reg, cfg.ServerVersion)
+	if err != nil {
+		return nil, fmt.Errorf("kubeapi: openapi: %w", err)
+	}
+	return &Handler{cfg: cfg, reg: reg, store: store, log: log, metrics: newMetrics(promReg, prefix), openapi: oa, now: time.Now}, nil
 }
 
 // request is a parsed API request.
@@ -96,6 +108,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (verb string, co
 		return "discovery", h.writeJSON(w, http.StatusOK, h.apiVersions())
 	case len(parts) == 1 && parts[0] == "apis":
 		return "discovery", h.writeJSON(w, http.StatusOK, h.apiGroups())
+	case len(parts) >= 2 && parts[0] == "openapi":
+		return "discovery", h.serveOpenAPI(w, r, parts)
 	case len(parts) == 2 && parts[0] == "apis":
 		g, ok := h.group(parts[1])
 		if !ok {
@@ -115,23 +129,34 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (verb string, co
 		return "discovery", h.writeJSON(w, http.StatusOK, list)
 	}
 	ctx := r.Context()
+	q := r.URL.Query()
+	if req.verb == "create" || req.verb == "update" || req.verb == "patch" || req.verb == "delete" {
+		if len(q["dryRun"]) > 0 {
+			return req.verb, h.fail(w, BadRequest("dry runs are not supported by this server; nothing was changed"))
+		}
+	}
 	switch req.verb {
 	case "get":
 		obj, err := h.store.Get(ctx, req.info, req.namespace, req.name)
+		if err == nil {
+			if t, ok := wantsTable(r.Header.Get("Accept"), q); ok {
+				return req.verb, h.writeTable(w, t, req.info, [][]byte{obj}, "", "", nil)
+			}
+		}
 		return req.verb, h.respond(w, http.StatusOK, obj, err)
 	case "list":
 		return req.verb, h.list(ctx, w, r, req)
 	case "watch":
-		return req.verb, h.watch(ctx, w, r, req)
+		return h.watch(ctx, w, r, req)
 	case "create":
-		body, err := h.body(r, req)
+		body, err := h.body(w, r, req)
 		if err != nil {
 			return req.verb, h.fail(w, err)
 		}
 		obj, err := h.store.Create(ctx, req.info, req.namespace, body)
 		return req.verb, h.respond(w, http.StatusCreated, obj, err)
 	case "update":
-		body, err := h.body(r, req)
+		body, err := h.body(w, r, req)
 		if err != nil {
 			return req.verb, h.fail(w, err)
 		}
@@ -140,6 +165,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (verb string, co
 	case "patch":
 		pt, err := patchType(r.Header.Get("Content-Type"))
 		if err != nil {
+			return req.verb, h.fail(w, err)
+		}
+		if _, err := parseFieldValidation(q); err != nil {
 			return req.verb, h.fail(w, err)
 		}
 		body, err := h.readBody(r)
@@ -180,7 +208,7 @@ func (h *Handler) parse(method string, q map[string][]string, parts []string) (r
 	case len(parts) >= 3 && parts[0] == "apis":
 		group, version, rest = parts[1], parts[2], parts[3:]
 	default:
-		return request{}, NotFound("", "", strings.Join(parts, "/"))
+		return request{}, notFoundPath()
 	}
 	req := request{info: resource.Info{Group: group, Version: version}}
 	if len(rest) == 0 {
@@ -199,7 +227,7 @@ func (h *Handler) parse(method string, q map[string][]string, parts []string) (r
 	}
 	info, ok := h.reg.ByURL(group, version, rest[0])
 	if !ok {
-		return req, NotFound(group, rest[0], "")
+		return req, notFoundPath()
 	}
 	req.info = info
 	if req.namespace != "" && !info.Namespaced {
@@ -260,36 +288,37 @@ func (h *Handler) readBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-// body reads and checks a create or update body: a JSON object of the URL's kind.
-func (h *Handler) body(r *http.Request, req request) ([]byte, error) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && mt != "*/*") {
-			return nil, unsupportedMedia(ct)
-		}
-	}
-	body, err := h.readBody(r)
+// body reads and checks a create or update body: one object (JSON or YAML) of the URL's kind,
+// whose fields pass the fieldValidation the client asked for.
+func (h *Handler) body(w http.ResponseWriter, r *http.Request, req request) ([]byte, error) {
+	fv, err := parseFieldValidation(r.URL.Query())
 	if err != nil {
 		return nil, err
 	}
-	var head struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
+	raw, err := h.readBody(r)
+	if err != nil {
+		return nil, err
 	}
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return nil, BadRequest("the request body must be a JSON object")
+	body, err := DecodeBody(r.Header.Get("Content-Type"), raw)
+	if err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(trimmed, &head); err != nil {
-		return nil, BadRequest("the request body is not valid JSON: %v", err)
+	if err := checkKind(req.info, body); err != nil {
+		return nil, err
 	}
-	if head.Kind != "" && head.Kind != req.info.Kind {
-		return nil, BadRequest("the body is a %s but the URL is for %s", head.Kind, req.info.Resource)
+	if fv == FieldIgnore {
+		return body, nil
 	}
-	if head.APIVersion != "" && head.APIVersion != req.info.APIVersion() {
-		return nil, BadRequest("the body has apiVersion %q but the URL is for %s", head.APIVersion, req.info.APIVersion())
+	if problems := fieldProblems(req.info, body); len(problems) > 0 {
+		if fv == FieldStrict {
+			return nil, strictError(req.info, problems)
+		}
+		for _, p := range problems {
+			// The form of Kubernetes' warnings, which kubectl prints.
+			w.Header().Add("Warning", `299 - `+strconv.Quote(p))
+		}
 	}
-	return trimmed, nil
+	return body, nil
 }
 
 func patchType(ct string) (PatchType, error) {
@@ -363,8 +392,13 @@ func (h *Handler) listOptions(info resource.Info, q map[string][]string) (ListOp
 	default:
 		return o, BadRequest("invalid resourceVersionMatch %q", o.ResourceVersionMatch)
 	}
-	if o.ResourceVersionMatch != "" && o.ResourceVersion == "" {
+	o.SendInitialEvents = get("sendInitialEvents") == "true"
+	// A streamed list (sendInitialEvents) from the most recent state names no version.
+	if o.ResourceVersionMatch != "" && o.ResourceVersion == "" && !o.SendInitialEvents {
 		return o, BadRequest("resourceVersionMatch is forbidden unless resourceVersion is provided")
+	}
+	if o.ResourceVersionMatch == "Exact" && o.ResourceVersion == "0" {
+		return o, BadRequest("resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"")
 	}
 	if s := get("limit"); s != "" {
 		if o.Limit, err = strconv.ParseInt(s, 10, 64); err != nil || o.Limit < 0 {
@@ -373,7 +407,6 @@ func (h *Handler) listOptions(info resource.Info, q map[string][]string) (ListOp
 	}
 	o.Continue = get("continue")
 	o.AllowWatchBookmarks = get("allowWatchBookmarks") == "true"
-	o.SendInitialEvents = get("sendInitialEvents") == "true"
 	if s := get("timeoutSeconds"); s != "" {
 		if o.TimeoutSeconds, err = strconv.ParseInt(s, 10, 64); err != nil || o.TimeoutSeconds < 0 {
 			return o, BadRequest("invalid timeoutSeconds %q", s)
@@ -393,15 +426,26 @@ func SelectableFields(info resource.Info) map[string]bool {
 }
 
 func (h *Handler) list(ctx context.Context, w http.ResponseWriter, r *http.Request, req request) int {
-	opts, err := h.listOptions(req.info, r.URL.Query())
+	q := r.URL.Query()
+	opts, err := h.listOptions(req.info, q)
 	if err != nil {
 		return h.fail(w, err)
+	}
+	table, asTable := wantsTable(r.Header.Get("Accept"), q)
+	if asTable {
+		if err := checkIncludeObject(table); err != nil {
+			return h.fail(w, err)
+		}
 	}
 	res, err := h.store.List(ctx, req.info, req.namespace, opts)
 	if err != nil {
 		return h.fail(w, err)
 	}
+	if asTable {
+		return h.writeTable(w, table, req.info, res.Items, res.ResourceVersion, res.Continue, res.Remaining)
+	}
 	var b bytes.Buffer
+	b.Grow(128 + listSize(res.Items))
 	b.WriteString(`{"kind":`)
 	writeJSONString(&b, req.info.ListKind)
 	b.WriteString(`,"apiVersion":`)
@@ -429,10 +473,46 @@ func (h *Handler) list(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	return http.StatusOK
 }
 
-func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Request, req request) int {
-	opts, err := h.listOptions(req.info, r.URL.Query())
-	if err != nil {
+func listSize(items [][]byte) int {
+	n := len(items)
+	for _, it := range items {
+		n += len(it)
+	}
+	return n
+}
+
+func (h *Handler) writeTable(w http.ResponseWriter, t tableRequest, info resource.Info, items [][]byte, rv, cont string, remaining *int64) int {
+	if err := checkIncludeObject(t); err != nil {
 		return h.fail(w, err)
+	}
+	body, err := newTableWriter(t, info, h.now()).table(items, rv, cont, remaining)
+	if err != nil {
+		return h.fail(w, Internal(err))
+	}
+	return h.writeRaw(w, http.StatusOK, body)
+}
+
+// watch serves a watch. Its verb is "watchlist" when it starts with the current state (a
+// watch from "" or "0", or with sendInitialEvents): that costs what a list costs, and clients
+// that stream their lists (client-go's WatchListClient) never send a LIST.
+func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Request, req request) (string, int) {
+	verb := "watch"
+	q := r.URL.Query()
+	opts, err := h.listOptions(req.info, q)
+	if err != nil {
+		return verb, h.fail(w, err)
+	}
+	if opts.SendInitialEvents || opts.ResourceVersion == "" || opts.ResourceVersion == "0" {
+		verb = "watchlist"
+	}
+	if opts.SendInitialEvents && opts.ResourceVersionMatch != "NotOlderThan" {
+		return verb, h.fail(w, Invalid("ListOptions", "", "resourceVersionMatch: Forbidden: sendInitialEvents requires resourceVersionMatch=NotOlderThan"))
+	}
+	table, asTable := wantsTable(r.Header.Get("Accept"), q)
+	if asTable {
+		if err := checkIncludeObject(table); err != nil {
+			return verb, h.fail(w, err)
+		}
 	}
 	timeout := h.cfg.MaxWatchTimeout
 	if opts.TimeoutSeconds > 0 && time.Duration(opts.TimeoutSeconds)*time.Second < timeout {
@@ -442,18 +522,16 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	defer cancel()
 	wt, err := h.store.Watch(ctx, req.info, req.namespace, opts)
 	if err != nil {
-		return h.fail(w, err)
+		return verb, h.fail(w, err)
 	}
 	defer wt.Stop()
 	h.metrics.watches.Inc()
 	defer h.metrics.watches.Dec()
-	flusher, _ := w.(http.Flusher)
+	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Transfer-Encoding", "chunked")
 	w.WriteHeader(http.StatusOK)
-	if flusher != nil {
-		flusher.Flush()
-	}
+	rc.Flush()
 	var bookmarks <-chan time.Time
 	if opts.AllowWatchBookmarks {
 		t := time.NewTicker(h.cfg.BookmarkInterval)
@@ -477,13 +555,24 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			}
 		}
 	}()
+	var tw *tableWriter
+	if asTable {
+		tw = newTableWriter(table, req.info, h.now())
+	}
 	var buf bytes.Buffer
 	for {
 		buf.Reset()
 		select {
 		case evs := <-events:
 			for _, ev := range evs {
-				writeEvent(&buf, ev.Type, ev.Object)
+				obj := ev.Object
+				if tw != nil && ev.Type != Bookmark {
+					if obj, err = tw.table([][]byte{ev.Object}, strconv.FormatInt(ev.Rev, 10), "", nil); err != nil {
+						h.log.Error().Err(err).Msg("watch: table row")
+						return verb, http.StatusOK
+					}
+				}
+				writeEvent(&buf, ev.Type, obj)
 			}
 		case <-bookmarks:
 			rev, ok := wt.BookmarkRev()
@@ -492,13 +581,15 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			}
 			writeEvent(&buf, Bookmark, bookmarkObject(req.info, rev, false))
 		case <-errc:
-			return http.StatusOK // the client re-watches from the last version it saw
+			return verb, http.StatusOK // the client re-watches from the last version it saw
 		}
+		// A client that stops reading is cut off here rather than holding the connection.
+		rc.SetWriteDeadline(time.Now().Add(h.cfg.WatchWriteTimeout))
 		if _, err := w.Write(buf.Bytes()); err != nil {
-			return http.StatusOK
+			return verb, http.StatusOK
 		}
-		if flusher != nil {
-			flusher.Flush()
+		if err := rc.Flush(); err != nil {
+			return verb, http.StatusOK
 		}
 	}
 }
@@ -594,4 +685,27 @@ func newMetrics(reg prometheus.Registerer, prefix string) *metrics {
 		reg.MustRegister(m.requests, m.latency, m.rejected, m.watches)
 	}
 	return m
+}
+
+// RequestInfo is what a request asks for, as the Handler reads its method and path.
+type RequestInfo struct {
+	Verb        string // get list watch create update patch delete (or discovery)
+	Info        resource.Info
+	Namespace   string
+	Name        string
+	Subresource string
+}
+
+// Resolve reads a request's method and URL as ServeHTTP would, without serving it: the cloud
+// uses it to decide whether a node may make a request before passing it to ServeHTTP.
+func (h *Handler) Resolve(method string, u *url.URL) (RequestInfo, error) {
+	parts := splitPath(u.Path)
+	if len(parts) > 0 && (parts[0] == "version" || parts[0] == "openapi" || (parts[0] == "apis" && len(parts) <= 2) || (parts[0] == "api" && len(parts) == 1)) {
+		return RequestInfo{Verb: "discovery"}, nil
+	}
+	req, err := h.parse(method, u.Query(), parts)
+	if err != nil {
+		return RequestInfo{}, err
+	}
+	return RequestInfo{Verb: req.verb, Info: req.info, Namespace: req.namespace, Name: req.name, Subresource: req.subresource}, nil
 }

@@ -2,6 +2,8 @@ package kubeapi
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -92,4 +94,26 @@ func (o ListOptions) Matches(m Meta) bool {
 		}
 	}
 	return true
+}
+
+// EncodeContinue makes a continue token: the version the list was first served at and the
+// store key of the last item sent. Both storages use it, so tokens mean the same everywhere.
+func EncodeContinue(rev int64, lastKey string) string {
+	b, _ := json.Marshal(continueToken{Rev: rev, Start: lastKey})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// DecodeContinue reads a token made by EncodeContinue; a token it cannot read is a 400.
+func DecodeContinue(s string) (rev int64, lastKey string, err error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	var tok continueToken
+	if err != nil || json.Unmarshal(raw, &tok) != nil || tok.Start == "" || tok.Rev < 0 {
+		return 0, "", BadRequest("invalid continue token")
+	}
+	return tok.Rev, tok.Start, nil
+}
+
+type continueToken struct {
+	Rev   int64  `json:"rv"`
+	Start string `json:"start"`
 }

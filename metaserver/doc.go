@@ -7,8 +7,18 @@
 // gets 410 Gone. A store that has never completed a sync answers lists with 503, never with an
 // empty list, which would tell a client to delete everything it has.
 //
-// Writes are refused with 405 for now; forwarding them to the cloud is a later step.
+// Writes are forwarded to the cloud over the hub session (a Forwarder, which edgehub.Client
+// implements) and the cloud decides what the node may change. While the edge is not connected a
+// write fails at once with 503 and says why: nothing is queued. Versions are translated both
+// ways (see write.go), and the cloud's answer is applied to the edge store before it is
+// returned, so a client reads its own write.
+//
+// Lists and watches follow Kubernetes' resourceVersion rules over the local versions: "" and
+// "0" read the current state, N waits briefly for the store to reach N (504 if it does not),
+// Exact is served only at the current version (410 otherwise), and a continue token from a
+// version the watch cache no longer covers is a 410, like a compacted one.
 //
 // Concurrency: Storage is safe for concurrent use; the watch cache is fed on the edge store's
-// writer goroutine.
+// writer goroutine. A forwarded write holds its request's goroutine until the cloud answers or
+// the forward timeout passes.
 package metaserver

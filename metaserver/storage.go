@@ -2,25 +2,39 @@ package metaserver
 
 import (
 	"context"
-	"encoding/base64"
 	"strconv"
+	"time"
 
 	"github.com/tetherhub/tether/edgestore"
 	"github.com/tetherhub/tether/kubeapi"
+	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
 )
+
+// Forwarder relays a write to the cloud and returns its answer. It fails at once when the edge
+// is not connected (edgehub.Client implements it); an error means no answer came, so the
+// write may not have been made.
+type Forwarder interface {
+	Forward(ctx context.Context, req *protocol.Request) (*protocol.Response, error)
+}
 
 // Storage is the metaserver's kubeapi.Storage.
 type Storage struct {
 	store *edgestore.Store
 	reg   *resource.Registry
 	cache *kubeapi.Cache
+	fwd   Forwarder // nil: writes are refused with 503
+	// waitVersion bounds how long a read at a version the store has not reached waits for it.
+	waitVersion time.Duration
+	// forwardTimeout bounds a forwarded write: the link may hang without being known dead.
+	forwardTimeout time.Duration
 }
 
 // New returns the storage and subscribes its watch cache to the store. Call before the store's
-// first write.
-func New(store *edgestore.Store, reg *resource.Registry, cacheSize, watchBuffer int) *Storage {
-	s := &Storage{store: store, reg: reg, cache: kubeapi.NewCache(cacheSize, watchBuffer)}
+// first write. fwd carries writes to the cloud.
+func New(store *edgestore.Store, reg *resource.Registry, cacheSize, watchBuffer int, fwd Forwarder) *Storage {
+	s := &Storage{store: store, reg: reg, cache: kubeapi.NewCache(cacheSize, watchBuffer), fwd: fwd,
+		waitVersion: 3 * time.Second, forwardTimeout: 20 * time.Second}
 	s.cache.Reset(int64(store.LocalRev()))
 	store.Subscribe(s.onChanges)
 	return s
@@ -62,9 +76,13 @@ func (s *Storage) synced() error {
 	return nil
 }
 
+func storeKey(info resource.Info, ns, name string) string {
+	return resource.StoreKey(resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name})
+}
+
 // Get implements kubeapi.Storage.
 func (s *Storage) Get(_ context.Context, info resource.Info, ns, name string) ([]byte, error) {
-	rec, err := s.store.Get(resource.StoreKey(resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name}))
+	rec, err := s.store.Get(storeKey(info, ns, name))
 	if err != nil {
 		return nil, kubeapi.Unavailable("the edge store cannot be read: %v", err)
 	}
@@ -77,26 +95,42 @@ func (s *Storage) Get(_ context.Context, info resource.Info, ns, name string) ([
 	return rec.Object, nil
 }
 
-// List implements kubeapi.Storage.
-func (s *Storage) List(_ context.Context, info resource.Info, ns string, opts kubeapi.ListOptions) (*kubeapi.ListResult, error) {
+// List implements kubeapi.Storage. The edge keeps only its current state, so every list is
+// served from it: "" and "0" read it as it is; a version N waits (briefly) until the store has
+// reached N; Exact is served only for the current version. Pages after the first report the
+// first page's version, so a client that watches from it sees every change made while it paged.
+func (s *Storage) List(ctx context.Context, info resource.Info, ns string, opts kubeapi.ListOptions) (*kubeapi.ListResult, error) {
 	if err := s.synced(); err != nil {
+		return nil, err
+	}
+	var listRV int64 = -1
+	after := ""
+	if opts.Continue != "" {
+		rev, key, err := kubeapi.DecodeContinue(opts.Continue)
+		if err != nil {
+			return nil, err
+		}
+		if !s.cache.Knows(rev) {
+			return nil, kubeapi.Gone("the provided continue parameter is too old to display a consistent list result; start a new list")
+		}
+		listRV, after = rev, key
+	} else if err := s.atVersion(ctx, opts); err != nil {
 		return nil, err
 	}
 	recs, rev, err := s.store.List(resource.Prefix(info.GroupResource(), ns))
 	if err != nil {
 		return nil, kubeapi.Unavailable("the edge store cannot be read: %v", err)
 	}
-	after := ""
-	if opts.Continue != "" {
-		b, err := base64.RawURLEncoding.DecodeString(opts.Continue)
-		if err != nil || len(b) == 0 {
-			return nil, kubeapi.BadRequest("invalid continue token")
-		}
-		after = string(b)
+	if listRV < 0 {
+		listRV = int64(rev)
 	}
-	res := &kubeapi.ListResult{ResourceVersion: strconv.FormatUint(rev, 10), Items: [][]byte{}}
-	last := ""
-	for _, r := range recs {
+	if opts.ResourceVersionMatch == "Exact" && opts.Continue == "" {
+		if want, _ := strconv.ParseInt(opts.ResourceVersion, 10, 64); want != int64(rev) {
+			return nil, kubeapi.Gone("resource version %d is not available for an exact read: the edge keeps only its current state (%d)", want, rev)
+		}
+	}
+	res := &kubeapi.ListResult{ResourceVersion: strconv.FormatInt(listRV, 10), Items: make([][]byte, 0, len(recs))}
+	for i, r := range recs {
 		if after != "" && r.StoreKey <= after {
 			continue
 		}
@@ -104,13 +138,26 @@ func (s *Storage) List(_ context.Context, info resource.Info, ns string, opts ku
 			continue
 		}
 		if opts.Limit > 0 && int64(len(res.Items)) == opts.Limit {
-			res.Continue = base64.RawURLEncoding.EncodeToString([]byte(last))
+			res.Continue = kubeapi.EncodeContinue(listRV, recs[i-1].StoreKey)
 			break
 		}
 		res.Items = append(res.Items, r.Object)
-		last = r.StoreKey
 	}
 	return res, nil
+}
+
+// atVersion waits until the store has reached the version a read asks not to be older than.
+func (s *Storage) atVersion(ctx context.Context, opts kubeapi.ListOptions) error {
+	if opts.ResourceVersion == "" || opts.ResourceVersion == "0" {
+		return nil
+	}
+	want, _ := strconv.ParseInt(opts.ResourceVersion, 10, 64) // checked by kubeapi
+	wctx, cancel := context.WithTimeout(ctx, s.waitVersion)
+	defer cancel()
+	if !s.cache.WaitRev(wctx, want) {
+		return kubeapi.TooLargeVersion(want, s.cache.Rev())
+	}
+	return nil
 }
 
 // Watch implements kubeapi.Storage.
@@ -119,6 +166,9 @@ func (s *Storage) Watch(ctx context.Context, info resource.Info, ns string, opts
 	var initial []kubeapi.Event
 	if opts.ResourceVersion == "" || opts.ResourceVersion == "0" || opts.SendInitialEvents {
 		if err := s.synced(); err != nil {
+			return nil, err
+		}
+		if err := s.atVersion(ctx, opts); err != nil {
 			return nil, err
 		}
 		recs, rev, err := s.store.List(resource.Prefix(info.GroupResource(), ns))
@@ -138,28 +188,4 @@ func (s *Storage) Watch(ctx context.Context, info resource.Info, ns string, opts
 		from, _ = strconv.ParseInt(opts.ResourceVersion, 10, 64)
 	}
 	return s.cache.Watch(info.GroupResource(), ns, opts, from, initial)
-}
-
-func readOnly(info resource.Info) error {
-	return kubeapi.MethodNotAllowed(info.Resource, "writes through the edge metaserver are not supported yet; write to the cloud API")
-}
-
-// Create implements kubeapi.Storage.
-func (s *Storage) Create(_ context.Context, info resource.Info, _ string, _ []byte) ([]byte, error) {
-	return nil, readOnly(info)
-}
-
-// Update implements kubeapi.Storage.
-func (s *Storage) Update(_ context.Context, info resource.Info, _, _, _ string, _ []byte) ([]byte, error) {
-	return nil, readOnly(info)
-}
-
-// Patch implements kubeapi.Storage.
-func (s *Storage) Patch(_ context.Context, info resource.Info, _, _, _ string, _ kubeapi.PatchType, _ []byte) ([]byte, error) {
-	return nil, readOnly(info)
-}
-
-// Delete implements kubeapi.Storage.
-func (s *Storage) Delete(_ context.Context, info resource.Info, _, _ string, _ kubeapi.DeleteOptions) ([]byte, error) {
-	return nil, readOnly(info)
 }

@@ -226,19 +226,20 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	tokens := cloudapi.NewTokens(backend, ca.Hash(), now, log)
 	nodes := cloudapi.NewNodes(objects, reg)
 	status := cloudapi.NewNodeStatus(objects, reg, c.replica, now)
+	api, err := kubeapi.New(c.api, reg, objects, log.With().Str("component", "api").Logger(), promReg, "tether_cloud_api")
+	if err != nil {
+		return err
+	}
 	hub, err := cloudhub.New(c.hub, cloudhub.Deps{
 		Index: ix, Registry: reg, ClusterID: backend.ClusterID(), Status: status, Reports: status,
-		Signer: ca, CertValidity: c.join.CertValidity, TLS: ca.ServerTLSConfig(serverCert),
+		Forwarder: cloudapi.NewForwarder(api, objects),
+		Signer:    ca, CertValidity: c.join.CertValidity, TLS: ca.ServerTLSConfig(serverCert),
 		Log: log, Metrics: promReg, Now: now,
 	})
 	if err != nil {
 		return err
 	}
 	joinSrv, err := join.NewServer(ca, tokens, nodes, c.join, log, promReg)
-	if err != nil {
-		return err
-	}
-	api, err := kubeapi.New(c.api, reg, objects, log.With().Str("component", "api").Logger(), promReg, "tether_cloud_api")
 	if err != nil {
 		return err
 	}

@@ -207,12 +207,12 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 	}
 	node := id.Current().Name
 	log = log.With().Str("node", node).Logger()
-	meta := metaserver.New(st, reg, 10_000, 10_000)
-	api, err := kubeapi.New(c.api, reg, meta, log.With().Str("component", "metaserver").Logger(), promReg, "tether_edge_metaserver")
+	hub, err := edgehub.New(c.hub, id, st, log, promReg)
 	if err != nil {
 		return err
 	}
-	hub, err := edgehub.New(c.hub, id, st, log, promReg)
+	meta := metaserver.New(st, reg, 10_000, 10_000, hub)
+	api, err := kubeapi.New(c.api, reg, meta, log.With().Str("component", "metaserver").Logger(), promReg, "tether_edge_metaserver")
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,176 @@
+package kubeapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"mime"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tetherhub/tether/resource"
+)
+
+// DecodeBody turns a create or update body into the JSON of one object. JSON is taken as it
+// is (after a check that it is one object); YAML, which the Kubernetes API server also accepts
+// (`curl --data-binary @pod.yaml -H 'Content-Type: application/yaml'`), is converted. contentType
+// "" means JSON. Every refusal is a 400 or 415 Status.
+func DecodeBody(contentType string, body []byte) ([]byte, error) {
+	mt := "application/json"
+	if contentType != "" {
+		var err error
+		if mt, _, err = mime.ParseMediaType(contentType); err != nil {
+			return nil, unsupportedMedia(contentType)
+		}
+	}
+	switch mt {
+	case "application/json", "*/*":
+	case "application/yaml", "application/x-yaml", "text/yaml":
+		j, err := yaml.YAMLToJSON(body)
+		if err != nil {
+			return nil, BadRequest("the request body is not valid YAML: %v", err)
+		}
+		body = j
+	default:
+		return nil, unsupportedMedia(contentType)
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, BadRequest("the request body must be one object (got %s)", describe(trimmed))
+	}
+	d := json.NewDecoder(bytes.NewReader(trimmed))
+	var raw json.RawMessage
+	if err := d.Decode(&raw); err != nil {
+		return nil, BadRequest("the request body is not valid JSON: %v", err)
+	}
+	if d.More() {
+		return nil, BadRequest("the request body holds more than one object")
+	}
+	return trimmed, nil
+}
+
+func describe(b []byte) string {
+	switch {
+	case len(b) == 0:
+		return "nothing"
+	case bytes.Equal(b, []byte("null")):
+		return "null"
+	case b[0] == '[':
+		return "an array"
+	}
+	return "something else"
+}
+
+// Head is the part of a body that says what it is.
+type Head struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+}
+
+// checkKind refuses a body whose apiVersion or kind is not the URL's.
+func checkKind(info resource.Info, body []byte) error {
+	var head Head
+	if err := json.Unmarshal(body, &head); err != nil {
+		return BadRequest("the request body is not a Kubernetes object: %v", err)
+	}
+	if head.Kind != "" && head.Kind != info.Kind {
+		return BadRequest("the body is a %s but the URL is for %s (%s)", head.Kind, info.Resource, info.Kind)
+	}
+	if head.APIVersion != "" && head.APIVersion != info.APIVersion() {
+		return BadRequest("the body has apiVersion %q but the URL is for %s", head.APIVersion, info.APIVersion())
+	}
+	return nil
+}
+
+// BuiltinType returns a new value of the Go type of a built-in kind: decoding into it checks
+// field types, and strategic merge patch reads its merge keys. The KubeEdge kinds have none,
+// as custom resources in Kubernetes have none.
+func BuiltinType(info resource.Info) (any, bool) {
+	switch info.GroupResource() {
+	case resource.Pods:
+		return &corev1.Pod{}, true
+	case resource.Nodes:
+		return &corev1.Node{}, true
+	case resource.ConfigMaps:
+		return &corev1.ConfigMap{}, true
+	case resource.Secrets:
+		return &corev1.Secret{}, true
+	case resource.Services:
+		return &corev1.Service{}, true
+	case resource.Namespaces:
+		return &corev1.Namespace{}, true
+	case resource.EndpointSlices:
+		return &discoveryv1.EndpointSlice{}, true
+	}
+	return nil, false
+}
+
+// customShape is what the server knows of a KubeEdge kind's fields: the top level and the
+// metadata; spec and status are the kind's own.
+type customShape struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       json.RawMessage   `json:"spec"`
+	Status     json.RawMessage   `json:"status"`
+}
+
+// fieldProblems lists the unknown and duplicated fields of obj, as Kubernetes' strict decoding
+// names them. A body that does not decode at all is left to the storage to refuse.
+func fieldProblems(info resource.Info, body []byte) []string {
+	target, ok := BuiltinType(info)
+	if !ok {
+		target = &customShape{}
+	}
+	strict, err := sigsjson.UnmarshalStrict(body, target, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(strict))
+	for _, e := range strict {
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+// FieldValidation is the fieldValidation query parameter of a write.
+type FieldValidation string
+
+const (
+	FieldIgnore FieldValidation = "Ignore"
+	FieldWarn   FieldValidation = "Warn"
+	FieldStrict FieldValidation = "Strict"
+)
+
+func parseFieldValidation(q map[string][]string) (FieldValidation, error) {
+	v := ""
+	if l := q["fieldValidation"]; len(l) > 0 {
+		v = l[0]
+	}
+	switch FieldValidation(v) {
+	case "":
+		return FieldWarn, nil
+	case FieldIgnore, FieldWarn, FieldStrict:
+		return FieldValidation(v), nil
+	}
+	return "", BadRequest("fieldValidation must be Ignore, Warn or Strict, not %q", v)
+}
+
+func strictError(info resource.Info, problems []string) error {
+	return BadRequest("%s in version %q cannot be handled as a %s: strict decoding error: %s", info.Kind, info.APIVersion(), info.Kind, joinProblems(problems))
+}
+
+func joinProblems(p []string) string {
+	var b bytes.Buffer
+	for i, s := range p {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprint(&b, s)
+	}
+	return b.String()
+}

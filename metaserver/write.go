@@ -1,0 +1,284 @@
+package metaserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tetherhub/tether/kubeapi"
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+)
+
+// Writes are relayed to the cloud, which decides what this node may change (its Node's status,
+// its Pods' status and their deletion, its Devices' status) and answers as its API would.
+//
+// Versions are translated on the way: a client of the metaserver knows objects by the edge's
+// local resourceVersion, the cloud by its own. A precondition on a local version that is no
+// longer the stored one is a 409 here, without a round trip; a current one is replaced by the
+// cloud version it stands for (Record.CloudRV). The cloud's answer is applied to the edge store
+// (edgestore.ApplyLocal) and served from there, so the client reads its own write — in the
+// edge's versions — even for status changes, which the cloud does not send back down.
+
+// Create implements kubeapi.Storage.
+func (s *Storage) Create(ctx context.Context, info resource.Info, ns string, body []byte) ([]byte, error) {
+	resp, err := s.forward(ctx, http.MethodPost, path(info, ns, "", ""), "application/json", body)
+	if err != nil {
+		return nil, err
+	}
+	return s.applyAnswer(ctx, info, resp, nil)
+}
+
+// Update implements kubeapi.Storage.
+func (s *Storage) Update(ctx context.Context, info resource.Info, ns, name, sub string, body []byte) ([]byte, error) {
+	key := resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name}
+	body, err := s.translate(info, key, body, func(m map[string]any) (*string, bool) {
+		md, _ := m["metadata"].(map[string]any)
+		rv, ok := md["resourceVersion"].(string)
+		if !ok || rv == "" {
+			return nil, false
+		}
+		return &rv, true
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.forward(ctx, http.MethodPut, path(info, ns, name, sub), "application/json", body)
+	if err != nil {
+		return nil, err
+	}
+	return s.applyAnswer(ctx, info, resp, nil)
+}
+
+// Patch implements kubeapi.Storage. A version named in a merge or strategic patch
+// (metadata.resourceVersion) or in a JSON patch operation on /metadata/resourceVersion is a
+// precondition and is translated like an update's.
+func (s *Storage) Patch(ctx context.Context, info resource.Info, ns, name, sub string, pt kubeapi.PatchType, patch []byte) ([]byte, error) {
+	key := resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name}
+	var err error
+	switch pt {
+	case kubeapi.MergePatch, kubeapi.StrategicPatch:
+		patch, err = s.translate(info, key, patch, func(m map[string]any) (*string, bool) {
+			md, _ := m["metadata"].(map[string]any)
+			rv, ok := md["resourceVersion"].(string)
+			if !ok || rv == "" {
+				return nil, false
+			}
+			return &rv, true
+		})
+	case kubeapi.JSONPatch:
+		patch, err = s.translateJSONPatch(info, key, patch)
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.forward(ctx, http.MethodPatch, path(info, ns, name, sub), string(pt), patch)
+	if err != nil {
+		return nil, err
+	}
+	return s.applyAnswer(ctx, info, resp, nil)
+}
+
+// Delete implements kubeapi.Storage.
+func (s *Storage) Delete(ctx context.Context, info resource.Info, ns, name string, opts kubeapi.DeleteOptions) ([]byte, error) {
+	key := resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name}
+	rec, err := s.store.Get(resource.StoreKey(key))
+	if err != nil {
+		return nil, kubeapi.Unavailable("the edge store cannot be read: %v", err)
+	}
+	pre := map[string]string{}
+	if opts.UID != "" {
+		pre["uid"] = opts.UID
+	}
+	if opts.ResourceVersion != "" {
+		if rec == nil || opts.ResourceVersion != strconv.FormatUint(rec.LocalRev, 10) {
+			return nil, staleVersion(info, name)
+		}
+		pre["resourceVersion"] = rec.CloudRV
+	}
+	body, _ := json.Marshal(map[string]any{"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": pre})
+	resp, err := s.forward(ctx, http.MethodDelete, path(info, ns, name, ""), "application/json", body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Code/100 == 2 && rec != nil {
+		if err := s.store.DeleteLocal(ctx, key, rec.Rev); err != nil {
+			return nil, kubeapi.Unavailable("the cloud deleted the object but the edge store could not record it: %v", err)
+		}
+	}
+	return s.applyAnswer(ctx, info, resp, &key)
+}
+
+// translate replaces the local version a body names (found by rvOf) with the cloud's.
+func (s *Storage) translate(info resource.Info, key resource.Key, body []byte, rvOf func(map[string]any) (*string, bool)) ([]byte, error) {
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.UseNumber()
+	var m map[string]any
+	if err := d.Decode(&m); err != nil || m == nil {
+		return body, nil // not an object: the cloud refuses it with the right Status
+	}
+	rv, ok := rvOf(m)
+	if !ok {
+		return body, nil
+	}
+	cloudRV, err := s.cloudVersion(info, key, *rv)
+	if err != nil {
+		return nil, err
+	}
+	m["metadata"].(map[string]any)["resourceVersion"] = cloudRV
+	return json.Marshal(m)
+}
+
+func (s *Storage) translateJSONPatch(info resource.Info, key resource.Key, patch []byte) ([]byte, error) {
+	var ops []map[string]any
+	if err := json.Unmarshal(patch, &ops); err != nil {
+		return patch, nil
+	}
+	changed := false
+	for _, op := range ops {
+		if p, _ := op["path"].(string); p != "/metadata/resourceVersion" {
+			continue
+		}
+		rv, ok := op["value"].(string)
+		if !ok {
+			continue
+		}
+		cloudRV, err := s.cloudVersion(info, key, rv)
+		if err != nil {
+			return nil, err
+		}
+		op["value"], changed = cloudRV, true
+	}
+	if !changed {
+		return patch, nil
+	}
+	return json.Marshal(ops)
+}
+
+// cloudVersion maps a local version of key to the cloud's, or fails with 409 if it is stale.
+func (s *Storage) cloudVersion(info resource.Info, key resource.Key, local string) (string, error) {
+	rec, err := s.store.Get(resource.StoreKey(key))
+	if err != nil {
+		return "", kubeapi.Unavailable("the edge store cannot be read: %v", err)
+	}
+	if rec == nil {
+		return "", kubeapi.NotFound(info.Group, info.Resource, key.Name)
+	}
+	if local != strconv.FormatUint(rec.LocalRev, 10) || rec.CloudRV == "" {
+		return "", staleVersion(info, key.Name)
+	}
+	return rec.CloudRV, nil
+}
+
+func staleVersion(info resource.Info, name string) error {
+	return kubeapi.Conflict(info.Group, info.Resource, name,
+		errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+}
+
+// forward sends one write to the cloud. No answer is a 503 (not connected: nothing was sent)
+// or a 504 (sent, but no answer in time: the write may or may not have been made).
+func (s *Storage) forward(ctx context.Context, method, p, contentType string, body []byte) (*protocol.Response, error) {
+	if s.fwd == nil {
+		return nil, kubeapi.Unavailable("this metaserver does not forward writes to the cloud")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.forwardTimeout)
+	defer cancel()
+	resp, err := s.fwd.Forward(ctx, &protocol.Request{Method: method, Path: p, ContentType: contentType, Body: body})
+	switch {
+	case err == nil:
+		return resp, nil
+	case ctx.Err() != nil:
+		return nil, apierrors.NewTimeoutError("the cloud did not answer in time; the write may or may not have been made", 1)
+	}
+	return nil, kubeapi.Unavailable("the edge is not connected to the cloud, and writes need it (%v); nothing was changed", err)
+}
+
+// applyAnswer turns the cloud's answer into this storage's: an error Status as an error, an
+// object as stored at the edge (with the edge's version). deleted is set for deletes, whose
+// answer (a Status, or the object as it was) is passed through.
+func (s *Storage) applyAnswer(ctx context.Context, info resource.Info, resp *protocol.Response, deleted *resource.Key) ([]byte, error) {
+	if resp.Code/100 != 2 {
+		var st metav1.Status
+		if err := json.Unmarshal(resp.Body, &st); err != nil || st.Kind != "Status" {
+			return nil, kubeapi.Internal(errors.New("the cloud answered " + strconv.Itoa(int(resp.Code)) + " without a Status"))
+		}
+		if st.Code == 0 {
+			st.Code = int32(resp.Code)
+		}
+		return nil, &apierrors.StatusError{ErrStatus: st}
+	}
+	if deleted != nil {
+		return resp.Body, nil
+	}
+	var head struct {
+		Metadata struct {
+			Name, Namespace, ResourceVersion string
+		}
+	}
+	if err := json.Unmarshal(resp.Body, &head); err != nil {
+		return nil, kubeapi.Internal(errors.New("the cloud answered with something that is not an object"))
+	}
+	rev, err := strconv.ParseUint(head.Metadata.ResourceVersion, 10, 64)
+	if err != nil || head.Metadata.Name == "" {
+		return nil, kubeapi.Internal(errors.New("the cloud's answer has no name or version"))
+	}
+	key := resource.Key{Resource: info.GroupResource(), Name: head.Metadata.Name}
+	if info.Namespaced {
+		key.Namespace = head.Metadata.Namespace
+	}
+	rec, err := s.store.ApplyLocal(ctx, key, rev, resp.Body)
+	if err != nil {
+		return nil, kubeapi.Unavailable("the cloud made the write but the edge store could not record it: %v", err)
+	}
+	if rec == nil {
+		// Not kept at the edge (a reset is under way): the cloud's object, without a version
+		// the client could confuse with the edge's.
+		return withoutVersion(resp.Body), nil
+	}
+	return rec.Object, nil
+}
+
+func withoutVersion(obj []byte) []byte {
+	d := json.NewDecoder(bytes.NewReader(obj))
+	d.UseNumber()
+	var m map[string]any
+	if d.Decode(&m) != nil {
+		return obj
+	}
+	if md, ok := m["metadata"].(map[string]any); ok {
+		delete(md, "resourceVersion")
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return obj
+	}
+	return out
+}
+
+// path is the API path of a collection, an object or its subresource.
+func path(info resource.Info, ns, name, sub string) string {
+	var b strings.Builder
+	if info.Group == "" {
+		b.WriteString("/api/" + info.Version)
+	} else {
+		b.WriteString("/apis/" + info.Group + "/" + info.Version)
+	}
+	if info.Namespaced {
+		b.WriteString("/namespaces/" + ns)
+	}
+	b.WriteString("/" + info.Resource)
+	if name != "" {
+		b.WriteString("/" + name)
+	}
+	if sub != "" {
+		b.WriteString("/" + sub)
+	}
+	return b.String()
+}
