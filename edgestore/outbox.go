@@ -82,6 +82,9 @@ func (s *Store) enqueue(tx *bolt.Tx, st *txState, entries []Entry) error {
 // ReadOutbox returns up to max entries after seq `after`, stopping before maxBytes of payload
 // (but always returning at least one entry if there is one).
 func (s *Store) ReadOutbox(after uint64, max int, maxBytes int) ([]Entry, error) {
+	// What is returned may go on the wire, so it must not be replaced any more (see replacer).
+	s.rep.mu.Lock()
+	defer s.rep.mu.Unlock()
 	var out []Entry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
@@ -99,6 +102,7 @@ func (s *Store) ReadOutbox(after uint64, max int, maxBytes int) ([]Entry, error)
 		}
 		return nil
 	})
+	s.rep.noteRead(out)
 	return out, err
 }
 

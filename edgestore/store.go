@@ -103,6 +103,8 @@ type Store struct {
 	resetting      bool            // between ResetBegin and ResetEnd
 	resetSeen      map[string]bool // keys upserted since ResetBegin
 	sessionCluster string          // the cluster of the current hub session
+
+	rep replacer // in-place replacement of unread outbox entries (twins.go)
 }
 
 // op is one unit of work for the writer: fn runs inside the shared transaction; done gets its
@@ -140,7 +142,7 @@ func Open(cfg Config, reg *resource.Registry, log zerolog.Logger, promReg promet
 		stopped:   make(chan struct{}),
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketObjects, bucketMeta, bucketOutbox} {
+		for _, b := range [][]byte{bucketObjects, bucketMeta, bucketOutbox, bucketTwins} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

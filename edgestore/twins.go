@@ -1,0 +1,201 @@
+package edgestore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/tetherhub/tether/protocol"
+)
+
+// bucketTwins holds the twin engine's state per device: device id → opaque bytes. The store
+// does not read them; the engine owns their meaning.
+var bucketTwins = []byte("twins")
+
+// ErrEmptyID is returned by WriteTwin for an empty device id.
+var ErrEmptyID = errors.New("edgestore: empty twin id")
+
+// replacer lets WriteTwin replace an outbox entry in place when nobody has read it yet, so that
+// a device reporting faster than the cloud drains leaves one entry, with its latest values, in
+// the position of its first unsent change (a moving entry could be overtaken forever by other
+// devices' entries).
+//
+// The danger is a reader that read the old content of an entry, then the entry being replaced:
+// the new content would never be sent. So ReadOutbox holds mu while it reads and notes the
+// highest seq it returned, and the writer takes mu before it decides to replace and keeps it
+// until that transaction has committed or failed. A replacement is therefore either committed
+// before a read begins (the read sees it) or decided after the read noted its seqs (and then it
+// is not a replacement but an append).
+type replacer struct {
+	mu   sync.Mutex // see above; taken before a bbolt View, never inside one
+	read uint64     // guarded by mu: the highest seq ReadOutbox has returned since Open
+
+	// Owned by the writer goroutine.
+	held   bool              // mu is held until the current transaction ends
+	latest map[string]uint64 // kind+subject → seq of the newest replaceable entry appended
+}
+
+// noteRead records what a ReadOutbox returned; the caller holds mu.
+func (r *replacer) noteRead(out []Entry) {
+	if n := len(out); n > 0 && out[n-1].Seq > r.read {
+		r.read = out[n-1].Seq
+	}
+}
+
+func replaceKey(kind protocol.ReportKind, subject string) string {
+	return string(rune('0'+kind)) + subject
+}
+
+// WriteTwin stores the state of one device's twin (state nil deletes it) and, in the same
+// transaction, its reports, and returns once both are durable: a report exists exactly when the
+// state it describes does. Each report replaces the newest outbox entry with the same Kind and
+// Subject if that entry has not been read for sending yet, and is appended otherwise, so a report
+// must carry everything its reader needs (a snapshot), never a difference. replaced says how
+// many reports replaced an entry. When the outbox has no room for what would be appended,
+// nothing is written and the error is ErrOutboxFull.
+func (s *Store) WriteTwin(ctx context.Context, id string, state []byte, reports ...Entry) (replaced int, err error) {
+	if id == "" {
+		return 0, ErrEmptyID
+	}
+	return s.doTwin(ctx, func(tx *bolt.Tx, st *txState) (int, error) {
+		return s.writeTwin(tx, st, id, state, reports)
+	})
+}
+
+// doTwin is do for operations that may take replacer.mu: the lock is released once the
+// transaction carrying the operation has ended, whatever its outcome. fn's count is delivered
+// with the commit's outcome, so a caller that gave up (ctx) never reads what fn writes later.
+func (s *Store) doTwin(ctx context.Context, fn func(*bolt.Tx, *txState) (int, error)) (int, error) {
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	var n int // written by fn and read by done, both on the writer goroutine
+	o := &op{fn: func(tx *bolt.Tx, st *txState) error {
+		var err error
+		n, err = fn(tx, st)
+		return err
+	}}
+	o.done = func(err error) {
+		// done runs on the writer goroutine after the commit (or its failure) of the batch.
+		if s.rep.held {
+			s.rep.held = false
+			s.rep.mu.Unlock()
+		}
+		if err != nil {
+			n = 0
+		}
+		done <- result{n, err}
+	}
+	if err := s.submit(ctx, o); err != nil {
+		return 0, err
+	}
+	select {
+	case r := <-done:
+		return r.n, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (s *Store) writeTwin(tx *bolt.Tx, st *txState, id string, state []byte, reports []Entry) (int, error) {
+	out := tx.Bucket(bucketOutbox)
+	if s.rep.latest == nil {
+		s.rep.latest = map[string]uint64{}
+	}
+	// Decide first, write after: an operation that fails must leave nothing behind, because the
+	// rest of its batch commits.
+	targets := make([]uint64, len(reports)) // 0: append
+	appends := 0
+	for i, e := range reports {
+		key := replaceKey(e.Kind, e.Subject)
+		seq, ok := s.rep.latest[key]
+		if ok {
+			v := out.Get(beUint(seq))
+			if v == nil {
+				delete(s.rep.latest, key) // acknowledged and trimmed
+				ok = false
+			} else if old, err := decodeEntry(seq, v); err != nil || old.Kind != e.Kind || old.Subject != e.Subject {
+				// The seq was reused after a failed commit: the map is only a hint.
+				delete(s.rep.latest, key)
+				ok = false
+			}
+		}
+		if ok {
+			if !s.rep.held {
+				s.rep.mu.Lock()
+				s.rep.held = true
+			}
+			if seq > s.rep.read {
+				targets[i] = seq
+				continue
+			}
+		}
+		appends++
+	}
+	if st.c.outCount+appends > s.cfg.OutboxLimit {
+		s.metrics.outboxFull.Inc()
+		return 0, ErrOutboxFull
+	}
+	b, err := tx.CreateBucketIfNotExists(bucketTwins)
+	if err != nil {
+		return 0, err
+	}
+	if state == nil {
+		err = b.Delete([]byte(id))
+	} else {
+		err = b.Put([]byte(id), state)
+	}
+	if err != nil {
+		return 0, err
+	}
+	replaced := 0
+	for i, e := range reports {
+		if seq := targets[i]; seq != 0 {
+			old, _ := decodeEntry(seq, out.Get(beUint(seq)))
+			e.Time = old.Time // the entry waits since its first change: keep the outbox age honest
+			if err := out.Put(beUint(seq), encodeEntry(e)); err != nil {
+				return 0, err
+			}
+			replaced++
+			continue
+		}
+		if err := s.enqueue(tx, st, []Entry{e}); err != nil {
+			return 0, err
+		}
+		s.rep.latest[replaceKey(e.Kind, e.Subject)] = st.c.outSeq
+	}
+	return replaced, nil
+}
+
+// Twins returns every device's stored twin state, by id.
+func (s *Store) Twins() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTwins)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			out[string(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// OutboxSeqs returns the seq of every entry in the outbox, in order, for tests and checks.
+func (s *Store) OutboxSeqs() ([]uint64, error) {
+	var out []uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOutbox).ForEach(func(k, _ []byte) error {
+			out = append(out, binary.BigEndian.Uint64(k))
+			return nil
+		})
+	})
+	return out, err
+}

@@ -1,0 +1,230 @@
+package edgestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+)
+
+func openTwinStore(t *testing.T, edit func(*Config)) *Store {
+	t.Helper()
+	cfg := DefaultConfig(filepath.Join(t.TempDir(), "edge.db"))
+	if edit != nil {
+		edit(&cfg)
+	}
+	s, err := Open(cfg, resource.New(), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Check(); err != nil {
+			t.Errorf("bbolt check: %v", err)
+		}
+		s.Close()
+	})
+	return s
+}
+
+func twinReport(id, payload string) Entry {
+	return Entry{Kind: protocol.ReportTwin, Subject: id, Payload: []byte(payload)}
+}
+
+func outbox(t *testing.T, s *Store) []Entry {
+	t.Helper()
+	var out []Entry
+	seqs, err := s.OutboxSeqs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range seqs {
+		s.db.View(func(tx *bolt.Tx) error {
+			e, err := decodeEntry(seq, tx.Bucket(bucketOutbox).Get(beUint(seq)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, e)
+			return nil
+		})
+	}
+	return out
+}
+
+func payloads(es []Entry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.Subject + "=" + string(e.Payload)
+	}
+	return out
+}
+
+func TestWriteTwinStoresStateAndReportTogether(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	if n, err := s.WriteTwin(ctx, "ns/a", []byte("state-a1"), twinReport("ns/a", "r1")); err != nil || n != 0 {
+		t.Fatalf("WriteTwin: %d, %v", n, err)
+	}
+	twins, err := s.Twins()
+	if err != nil || string(twins["ns/a"]) != "state-a1" || len(twins) != 1 {
+		t.Fatalf("Twins: %q, %v", twins, err)
+	}
+	if got := payloads(outbox(t, s)); fmt.Sprint(got) != "[ns/a=r1]" {
+		t.Fatalf("outbox %v", got)
+	}
+	if _, err := s.WriteTwin(ctx, "ns/a", nil); err != nil {
+		t.Fatal(err)
+	}
+	if twins, _ := s.Twins(); len(twins) != 0 {
+		t.Fatalf("state not deleted: %q", twins)
+	}
+	if _, err := s.WriteTwin(ctx, "", []byte("x")); !errors.Is(err, ErrEmptyID) {
+		t.Fatalf("empty id: %v", err)
+	}
+}
+
+func TestWriteTwinReplacesOnlyUnreadEntries(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	write := func(id, p string) int {
+		t.Helper()
+		n, err := s.WriteTwin(ctx, id, []byte(p), twinReport(id, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	write("ns/a", "a1")
+	write("ns/b", "b1")
+	if n := write("ns/a", "a2"); n != 1 {
+		t.Fatalf("replaced %d, want 1", n)
+	}
+	// Same place, newest value: a's report keeps the position of its first unsent change.
+	if got := payloads(outbox(t, s)); fmt.Sprint(got) != "[ns/a=a2 ns/b=b1]" {
+		t.Fatalf("outbox %v", got)
+	}
+	// Other kinds of the same subject are other entries.
+	if _, err := s.WriteTwin(ctx, "ns/a", []byte("a2"), Entry{Kind: protocol.ReportDeviceState, Subject: "ns/a", Payload: []byte("online")}); err != nil {
+		t.Fatal(err)
+	}
+	read, err := s.ReadOutbox(0, 1, 1<<20) // a's entry may now be on the wire
+	if err != nil || len(read) != 1 || string(read[0].Payload) != "a2" {
+		t.Fatalf("ReadOutbox: %v, %v", read, err)
+	}
+	if n := write("ns/a", "a3"); n != 0 {
+		t.Fatalf("replaced a read entry")
+	}
+	if n := write("ns/b", "b2"); n != 1 {
+		t.Fatalf("unread b not replaced")
+	}
+	if got := payloads(outbox(t, s)); fmt.Sprint(got) != "[ns/a=a2 ns/b=b2 ns/a=online ns/a=a3]" {
+		t.Fatalf("outbox %v", got)
+	}
+	// Once trimmed, the next report is appended.
+	seqs, _ := s.OutboxSeqs()
+	if err := s.AckOutbox(ctx, seqs[len(seqs)-1]); err != nil {
+		t.Fatal(err)
+	}
+	if n := write("ns/a", "a4"); n != 0 {
+		t.Fatalf("replaced a trimmed entry")
+	}
+	if got := payloads(outbox(t, s)); fmt.Sprint(got) != "[ns/a=a4]" {
+		t.Fatalf("outbox %v", got)
+	}
+	if n, _ := s.OutboxDepth(); n != 1 {
+		t.Fatalf("depth %d", n)
+	}
+}
+
+func TestWriteTwinOutboxFullWritesNothing(t *testing.T) {
+	s := openTwinStore(t, func(c *Config) { c.OutboxLimit = 2 })
+	ctx := context.Background()
+	for _, id := range []string{"ns/a", "ns/b"} {
+		if _, err := s.WriteTwin(ctx, id, []byte("1"), twinReport(id, "1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.WriteTwin(ctx, "ns/c", []byte("1"), twinReport("ns/c", "1")); !errors.Is(err, ErrOutboxFull) {
+		t.Fatalf("third device: %v, want ErrOutboxFull", err)
+	}
+	if twins, _ := s.Twins(); twins["ns/c"] != nil {
+		t.Fatal("state written although its report was refused")
+	}
+	// A replacement needs no room.
+	if n, err := s.WriteTwin(ctx, "ns/a", []byte("2"), twinReport("ns/a", "2")); err != nil || n != 1 {
+		t.Fatalf("replacement in a full outbox: %d, %v", n, err)
+	}
+}
+
+// TestWriteTwinNoLostUpdate races writers replacing entries against a reader draining and
+// acknowledging them, as the hub client does: whatever the interleaving, the last payload read
+// for every device must be the last one written.
+func TestWriteTwinNoLostUpdate(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	const devices, writes = 8, 300
+	var wg sync.WaitGroup
+	for d := range devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("ns/d%d", d)
+			for i := 1; i <= writes; i++ {
+				p := fmt.Sprint(i)
+				if _, err := s.WriteTwin(ctx, id, []byte(p), twinReport(id, p)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	last := map[string]string{}
+	var after uint64
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		drain := func() int {
+			es, err := s.ReadOutbox(after, 3, 1<<20)
+			if err != nil {
+				t.Error(err)
+				return 0
+			}
+			for _, e := range es {
+				last[e.Subject] = string(e.Payload)
+				after = e.Seq
+			}
+			if len(es) > 0 {
+				s.AckOutbox(ctx, after)
+			}
+			return len(es)
+		}
+		for {
+			select {
+			case <-stop:
+				for drain() > 0 {
+				}
+				return
+			default:
+				drain()
+				time.Sleep(time.Duration(after%3) * 100 * time.Microsecond)
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-readerDone
+	for d := range devices {
+		if id := fmt.Sprintf("ns/d%d", d); last[id] != fmt.Sprint(writes) {
+			t.Errorf("%s: last payload read %q, want %q", id, last[id], fmt.Sprint(writes))
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package twin
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+)
+
+// The payloads of the device reports an edge sends up through its outbox
+// (protocol.ReportTwin and protocol.ReportDeviceState, Subject namespace/name).
+// Both are snapshots, not diffs: the newest report of a device says everything
+// the cloud should hold, so the edge may replace an unsent report with a newer
+// one (the latest value per property wins) and the cloud needs no memory of
+// what came before.
+
+// TwinReport is the payload of a protocol.ReportTwin: the device's whole twin
+// in the form of Device.status.twins (see Reported).
+type TwinReport struct {
+	Twins []StatusTwin `json:"twins"`
+}
+
+// StateReport is the payload of a protocol.ReportDeviceState: status.state and
+// status.lastOnlineTime.
+type StateReport = DeviceState
+
+// EncodeTwinReport encodes the report of twin t.
+func EncodeTwinReport(t Twin) []byte {
+	return mustMarshal(TwinReport{Twins: Reported(t)})
+}
+
+// EncodeStateReport encodes the report of device state s.
+func EncodeStateReport(s DeviceState) []byte {
+	return mustMarshal(s)
+}
+
+// ErrReport is returned by DecodeTwinReport and DecodeStateReport when a
+// report payload is not what an edge sends: not a JSON object, a property
+// named twice or outside the key pattern, a state outside the known ones.
+// The cloud drops such a report (it can never be applied) instead of
+// retrying it.
+var ErrReport = fmt.Errorf("twin: malformed device report")
+
+// DecodeTwinReport decodes and checks a TwinReport. The cloud reads what an
+// edge sends, so names are checked against the key pattern and each named at
+// most once; values are not re-checked against types (the edge did that, and
+// the cloud has no model at hand that the edge did not have).
+func DecodeTwinReport(b []byte) (TwinReport, error) {
+	var r TwinReport
+	if err := json.Unmarshal(b, &r); err != nil {
+		return TwinReport{}, fmt.Errorf("%w: %v", ErrReport, err)
+	}
+	if r.Twins == nil {
+		return TwinReport{}, fmt.Errorf("%w: twins is required", ErrReport)
+	}
+	seen := make(map[string]bool, len(r.Twins))
+	for _, st := range r.Twins {
+		if !ValidKey(st.PropertyName) {
+			return TwinReport{}, fmt.Errorf("%w: property name %s is invalid", ErrReport, quote(st.PropertyName))
+		}
+		if seen[st.PropertyName] {
+			return TwinReport{}, fmt.Errorf("%w: property %s is named twice", ErrReport, quote(st.PropertyName))
+		}
+		seen[st.PropertyName] = true
+	}
+	return r, nil
+}
+
+// DecodeStateReport decodes and checks a StateReport. An empty state is
+// allowed (a device that never reported one); any other must be one of the
+// State constants.
+func DecodeStateReport(b []byte) (DeviceState, error) {
+	var s DeviceState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return DeviceState{}, fmt.Errorf("%w: %v", ErrReport, err)
+	}
+	switch s.State {
+	case "", StateOnline, StateOffline, StateOK, StateUnknown, StateUnhealthy:
+	default:
+		return DeviceState{}, fmt.Errorf("%w: state %s is invalid", ErrReport, quote(s.State))
+	}
+	return s, nil
+}
+
+// MergeSnapshot applies a TwinReport (a full snapshot of one device's twins)
+// to what the cloud stores, and returns the new list, sorted by property name.
+//
+// Per property and side, the newer value wins as in MergeStatus, so a report
+// redelivered after a newer one cannot move a value back. Unlike MergeStatus,
+// a property or side the snapshot does not hold is removed: the snapshot is
+// everything the edge holds, so an absent actual was deleted by the device.
+// A redelivered older snapshot can therefore bring a deleted property back for
+// as long as it takes the newer snapshot to arrive again; the edge's outbox
+// resends in order, so the newest snapshot is always applied last.
+func MergeSnapshot(stored, snapshot []StatusTwin) []StatusTwin {
+	merged := MergeStatus(stored, snapshot)
+	in := make(map[string]StatusTwin, len(snapshot))
+	for _, st := range snapshot {
+		in[st.PropertyName] = st
+	}
+	out := make([]StatusTwin, 0, len(in))
+	for _, st := range merged {
+		s, ok := in[st.PropertyName]
+		if !ok {
+			continue
+		}
+		if s.Reported == nil {
+			st.Reported = nil
+		}
+		if s.ObservedDesired == nil {
+			st.ObservedDesired = nil
+		}
+		if st.Reported == nil && st.ObservedDesired == nil {
+			continue
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// StatusEqual reports whether two status.twins lists hold the same values and
+// metadata, in any order, so the cloud can skip a write that changes nothing.
+func StatusEqual(a, b []StatusTwin) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	byName := make(map[string]StatusTwin, len(a))
+	for _, st := range a {
+		byName[st.PropertyName] = st
+	}
+	for _, st := range b {
+		o, ok := byName[st.PropertyName]
+		if !ok || !valueEqual(o.Reported, st.Reported) || !valueEqual(o.ObservedDesired, st.ObservedDesired) {
+			return false
+		}
+	}
+	return len(byName) == len(b)
+}
+
+func valueEqual(a, b *StatusValue) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Value == b.Value && maps.Equal(a.Metadata, b.Metadata)
+}
