@@ -1,0 +1,59 @@
+// Package engine is the edge's device twin engine: it serves the KubeEdge device topics of SPEC §6
+// on the embedded MQTT broker, keeps every device's twin (package twin's rules) durable in the
+// edge store, and sends twin and state reports and uploads up through the store's outbox.
+//
+// It is a package of its own, not part of twin, so that twin stays pure (the cloud imports it
+// for MergeStatus and the report codecs) and this one may depend on the edge store and the
+// broker's interfaces.
+//
+// # Flow
+//
+// Device → edge: the broker runs the handlers on the publisher's connection goroutine, before
+// the PUBACK. A twin/update is decoded and checked (twin.DecodeUpdate), applied to the device's
+// twin (twin.ApplyReport, typed by its DeviceModel), and, if it changed anything, the new twin
+// and a report of it are written in one store transaction (edgestore.WriteTwin, which the
+// store's single writer commits together with everything else queued, many devices per fsync).
+// Only then is the success result published, followed by the document and, if some expected
+// value still differs from its actual, the delta. Any error is answered on the result topic with
+// its code (400 bad input, 404 unknown device, 500 storage or device limit) and changes nothing.
+// state/update follows the same path. twin/get and membership/get are answered from memory,
+// which mirrors the store (it changes only after a commit).
+//
+// Cloud → edge: the engine subscribes to the store's commits and notes which Devices and
+// DeviceModels changed (a set of keys, so a burst costs one pass per key). Its Run goroutine
+// reads each key's current form from the store and applies the Device's desired values
+// (twin.ApplyDesired with the Device's cloud revision as version), stores the twin with a report
+// (the cloud sees observedDesired), and publishes document and delta. A Device that appears or
+// disappears publishes membership/updated. At start, Run reconciles every stored Device with its
+// stored twin, so a crash between the hub's commit and the engine's write loses nothing.
+//
+// Reports are snapshots (twin.TwinReport: the whole twin; twin.StateReport), so the store may
+// replace a device's unsent report with the newer one in place (counted in
+// tether_edge_twin_outbox_coalesced_total): the latest value of every property wins, and one
+// device costs the outbox at most one unsent entry of each kind. Uploads are never replaced: each
+// is appended and sent in order.
+//
+// # Concurrency
+//
+// Handlers run on many connection goroutines; Run on one. Engine.mu guards the device and model
+// maps; each device has its own mu, held while one change of it is applied, stored and answered,
+// so one device's changes are ordered and different devices' proceed in parallel (and share
+// commits). Lock order: Engine.mu before device.mu, and Engine.mu is never held while waiting for
+// a device's mu or the store.
+//
+// A handler blocks its publisher (no PUBACK) until the store has committed: that is the
+// backpressure MQTT offers, and it is what makes a success result, or for uploads the PUBACK,
+// mean "durable". Until Run has loaded the stored devices, handlers wait.
+//
+// # Decisions where the SPEC is silent
+//
+//   - Results, deltas, documents and membership messages are published at QoS 1 (Config.QoS).
+//   - A device beyond Config.MaxDevices is not served: its messages are answered 500 with a
+//     reason, and it is served once a device leaves and it changes again.
+//   - membership/get for another node's name is not answered (this broker serves one node).
+//   - A Device's description for membership messages is its annotation
+//     devices.kubeedge.io/description (v1beta1 Devices have no description field).
+//   - An upload refused by a full outbox is retried, holding the publisher, not dropped.
+//   - A desired state older than the twin's (possible only when the cloud's store was replaced)
+//     is taken as it is: the edge store, which orders versions itself, holds the cloud's word.
+package engine

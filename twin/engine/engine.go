@@ -1,0 +1,537 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/edgestore"
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/twin"
+)
+
+// Config configures the engine.
+type Config struct {
+	// Node is this node's name: the {node} of the membership topics.
+	Node string
+	// Limits bound what a device may send (SPEC §10).
+	Limits twin.Limits
+	// MaxDevices bounds the devices the engine serves. Devices routed to the node beyond it are
+	// not served (their topics are answered with 500, and the condition is logged and counted).
+	MaxDevices int
+	// QoS is the QoS of every message the engine publishes to devices.
+	QoS byte
+	// UploadRetry is the longest wait between attempts to queue an upload while the outbox is
+	// full. The publisher gets no PUBACK meanwhile (backpressure), so nothing is dropped.
+	UploadRetry time.Duration
+}
+
+// DefaultConfig returns the defaults for node.
+func DefaultConfig(node string) Config {
+	return Config{
+		Node:        node,
+		Limits:      twin.DefaultLimits(),
+		MaxDevices:  10_000,
+		QoS:         1,
+		UploadRetry: time.Second,
+	}
+}
+
+// Validate reports the first unusable setting, naming it as a config key.
+func (c Config) Validate() error {
+	switch {
+	case c.Node == "" || strings.ContainsAny(c.Node, "/+#"):
+		return fmt.Errorf("twin: node name %q cannot be a topic level", c.Node)
+	case c.MaxDevices < 1:
+		return fmt.Errorf("twin: maxDevices must be at least 1, got %d", c.MaxDevices)
+	case c.QoS > 2:
+		return fmt.Errorf("twin: qos must be 0, 1 or 2, got %d", c.QoS)
+	case c.UploadRetry <= 0:
+		return fmt.Errorf("twin: uploadRetry must be positive, got %s", c.UploadRetry)
+	}
+	return c.Limits.Validate()
+}
+
+// Store is what the engine needs of the edge store (*edgestore.Store).
+type Store interface {
+	// Subscribe registers fn for every commit's changes; called before the first write.
+	Subscribe(fn func([]edgestore.Change))
+	Get(storeKey string) (*edgestore.Record, error)
+	List(prefix string) ([]*edgestore.Record, uint64, error)
+	Twins() (map[string][]byte, error)
+	WriteTwin(ctx context.Context, id string, state []byte, reports ...edgestore.Entry) (int, error)
+	Enqueue(ctx context.Context, entries ...edgestore.Entry) error
+}
+
+// Broker is what the engine needs of the MQTT broker (*broker.Broker).
+type Broker interface {
+	Handle(filter string, h func(topic string, payload []byte)) error
+	Publish(topic string, payload []byte, qos byte) error
+}
+
+// Deps are the engine's collaborators.
+type Deps struct {
+	Store   Store
+	Broker  Broker
+	Log     zerolog.Logger
+	Metrics prometheus.Registerer // nil: not registered
+	Now     func() time.Time      // nil: time.Now
+	EventID func() string         // ids of unsolicited messages; nil: random UUIDs
+}
+
+// Engine keeps the twins of the node's devices. Create it with New before the store's first
+// write, then Run it.
+type Engine struct {
+	cfg     Config
+	store   Store
+	broker  Broker
+	log     zerolog.Logger
+	sampled zerolog.Logger // for events a device can provoke at will
+	m       *metrics
+	now     func() time.Time
+	eventID func() string
+
+	ready chan struct{}   // closed by Run once the stored devices are loaded
+	done  chan struct{}   // closed when Run returns
+	ctx   context.Context // Run's context; written before ready is closed, read after
+
+	mu      sync.RWMutex                 // guards devices, models and device.refused; taken before a device's mu, never while waiting on one
+	devices map[string]*device           // id (namespace/name) → device
+	models  map[string]map[string]string // namespace/name → property → type
+
+	pmu     sync.Mutex          // guards pending
+	pending map[string]struct{} // store keys of Devices and DeviceModels changed since last looked at
+	wake    chan struct{}       // capacity 1: pending has keys
+}
+
+// device is one served device.
+type device struct {
+	id, ns, name string
+
+	refused bool // guarded by Engine.mu: beyond MaxDevices, known but not served
+
+	// mu guards everything below. It is held across the store write of a change, so one
+	// device's changes are stored, answered and published in the order they were accepted.
+	mu    sync.Mutex
+	gone  bool // removed from the node; its topics answer 404
+	spec  deviceSpec
+	types map[string]string // the DeviceModel's property types
+	tw    twin.Twin
+	state twin.DeviceState
+}
+
+// stored is a device's state in the edge store.
+type stored struct {
+	Twin  twin.Twin        `json:"twin"`
+	State twin.DeviceState `json:"state"`
+}
+
+// New builds the engine: it subscribes to the store's changes and registers the MQTT handlers,
+// so it must be called before the store's first write and the broker's Run.
+func New(cfg Config, d Deps) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Store == nil || d.Broker == nil {
+		return nil, errors.New("twin: engine needs a store and a broker")
+	}
+	e := &Engine{
+		cfg: cfg, store: d.Store, broker: d.Broker, now: d.Now, eventID: d.EventID,
+		log:     d.Log.With().Str("component", "twin").Logger(),
+		ready:   make(chan struct{}),
+		done:    make(chan struct{}),
+		devices: map[string]*device{},
+		models:  map[string]map[string]string{},
+		pending: map[string]struct{}{},
+		wake:    make(chan struct{}, 1),
+	}
+	e.sampled = e.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second})
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.eventID == nil {
+		e.eventID = twin.NewEventID(rand.Reader)
+	}
+	e.m = newMetrics(d.Metrics, e)
+	d.Store.Subscribe(e.onStoreChanges)
+	for filter, h := range map[string]func(string, []byte){
+		filterTwinUpdate:    e.onTwinUpdate,
+		filterTwinGet:       e.onTwinGet,
+		filterStateUpdate:   e.onStateUpdate,
+		filterMembershipGet: e.onMembershipGet,
+		filterUpload:        e.onUpload,
+		topicUploadRecords:  e.onUpload,
+	} {
+		if err := d.Broker.Handle(filter, h); err != nil {
+			return nil, fmt.Errorf("twin: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// Ready is closed once the engine has loaded the stored devices and answers devices.
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
+
+var (
+	devicesPrefix = resource.Prefix(resource.Devices, "")
+	modelsPrefix  = resource.Prefix(resource.DeviceModels, "")
+)
+
+// onStoreChanges runs on the store's writer goroutine: it only notes which keys changed.
+func (e *Engine) onStoreChanges(changes []edgestore.Change) {
+	noted := false
+	e.pmu.Lock()
+	for _, c := range changes {
+		if strings.HasPrefix(c.Key, devicesPrefix) || strings.HasPrefix(c.Key, modelsPrefix) {
+			e.pending[c.Key] = struct{}{}
+			noted = true
+		}
+	}
+	e.pmu.Unlock()
+	if noted {
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run loads the devices the store holds, then follows the store's changes to them until ctx
+// ends. Messages from devices wait (without a PUBACK) until the load is done.
+func (e *Engine) Run(ctx context.Context) error {
+	defer close(e.done)
+	e.ctx = ctx
+	if err := e.load(ctx); err != nil {
+		return err
+	}
+	close(e.ready)
+	e.log.Info().Int("devices", e.deviceCount()).Msg("twins loaded")
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-e.wake:
+		}
+		e.pmu.Lock()
+		keys := slices.Collect(maps.Keys(e.pending))
+		clear(e.pending)
+		e.pmu.Unlock()
+		// Models first, so a Device arriving with its model is typed by it at once.
+		slices.SortFunc(keys, func(a, b string) int {
+			am, bm := strings.HasPrefix(a, modelsPrefix), strings.HasPrefix(b, modelsPrefix)
+			switch {
+			case am && !bm:
+				return -1
+			case bm && !am:
+				return 1
+			}
+			return strings.Compare(a, b)
+		})
+		for _, k := range keys {
+			if ctx.Err() != nil {
+				return nil
+			}
+			e.sync(ctx, k)
+		}
+	}
+}
+
+// load reads the stored twins, DeviceModels and Devices, and brings every twin in line with
+// its Device: after a crash between a Device's commit and the engine's own write, this is
+// where the expected values and the delta catch up.
+func (e *Engine) load(ctx context.Context) error {
+	states, err := e.store.Twins()
+	if err != nil {
+		return fmt.Errorf("twin: load twins: %w", err)
+	}
+	models, _, err := e.store.List(modelsPrefix)
+	if err != nil {
+		return fmt.Errorf("twin: load device models: %w", err)
+	}
+	for _, rec := range models {
+		e.syncModel(ctx, rec.Key.Namespace+"/"+rec.Key.Name, rec, false)
+	}
+	devs, _, err := e.store.List(devicesPrefix)
+	if err != nil {
+		return fmt.Errorf("twin: load devices: %w", err)
+	}
+	for _, rec := range devs {
+		id := rec.Key.Namespace + "/" + rec.Key.Name
+		var st stored
+		if b, ok := states[id]; ok {
+			if err := json.Unmarshal(b, &st); err != nil {
+				// Only this engine writes these bytes; a damaged record costs the device its
+				// actual values (the devices report them again), not the whole node.
+				e.log.Error().Err(err).Str("device", id).Msg("stored twin is damaged; starting it empty")
+				st = stored{}
+			}
+		}
+		delete(states, id)
+		e.upsert(ctx, id, rec, &st, false)
+	}
+	for id := range states {
+		if _, err := e.store.WriteTwin(ctx, id, nil); err != nil {
+			return fmt.Errorf("twin: drop the twin of removed device %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// sync brings the engine in line with the store's current form of one key.
+func (e *Engine) sync(ctx context.Context, key string) {
+	rec, err := e.store.Get(key)
+	if err != nil {
+		e.log.Error().Err(err).Str("key", key).Msg("cannot read a changed object; it is retried on its next change")
+		return
+	}
+	if strings.HasPrefix(key, modelsPrefix) {
+		ns, name := splitKey(strings.TrimPrefix(key, modelsPrefix))
+		e.syncModel(ctx, ns+"/"+name, rec, true)
+		return
+	}
+	ns, name := splitKey(strings.TrimPrefix(key, devicesPrefix))
+	id := ns + "/" + name
+	if rec == nil {
+		e.remove(ctx, id)
+		return
+	}
+	e.upsert(ctx, id, rec, nil, true)
+}
+
+func splitKey(s string) (ns, name string) {
+	ns, name, _ = strings.Cut(s, "/")
+	return ns, name
+}
+
+// syncModel records a DeviceModel's types and, when live, re-types the devices that use it.
+func (e *Engine) syncModel(ctx context.Context, id string, rec *edgestore.Record, live bool) {
+	var types map[string]string
+	if rec != nil {
+		var err error
+		if types, err = parseModel(rec.Object); err != nil {
+			e.log.Warn().Err(err).Str("model", id).Msg("ignoring a device model that cannot be read")
+			return
+		}
+	}
+	e.mu.Lock()
+	if types == nil {
+		delete(e.models, id)
+	} else {
+		e.models[id] = types
+	}
+	var users []*device
+	for _, d := range e.devices {
+		if !d.refused {
+			users = append(users, d)
+		}
+	}
+	e.mu.Unlock()
+	if !live {
+		return
+	}
+	for _, d := range users {
+		d.mu.Lock()
+		if !d.gone && d.spec.Model == id {
+			d.types = types
+			e.applyDesired(ctx, d)
+		}
+		d.mu.Unlock()
+	}
+}
+
+// upsert adds or updates a device from its stored Device. loaded is its stored twin at start.
+func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, loaded *stored, live bool) {
+	spec, err := parseDevice(rec.Object, rec.Rev)
+	if err != nil {
+		e.m.desired.WithLabelValues("unreadable").Inc()
+		e.log.Warn().Err(err).Str("device", id).Msg("ignoring a device that cannot be read")
+		return
+	}
+	e.mu.Lock()
+	d, exists := e.devices[id]
+	admitted := false
+	if !exists {
+		d = &device{id: id, ns: spec.Namespace, name: spec.Name}
+		if loaded != nil {
+			d.tw, d.state = loaded.Twin, loaded.State
+		}
+		d.refused = e.served() >= e.cfg.MaxDevices
+		e.devices[id] = d
+		admitted = !d.refused
+		// Handlers find the device now but wait on its mu until it is set up.
+		d.mu.Lock()
+	} else if d.refused && e.served() < e.cfg.MaxDevices {
+		d.refused, admitted = false, true // room was made since it was refused
+	}
+	refused := d.refused
+	types := e.models[spec.Model]
+	e.mu.Unlock()
+	if exists {
+		d.mu.Lock()
+	}
+	defer d.mu.Unlock()
+	if refused {
+		if !exists {
+			e.m.rejected.WithLabelValues("device_limit").Inc()
+			e.log.Error().Str("device", id).Int("limit", e.cfg.MaxDevices).
+				Msg("the node serves its limit of devices; this device is not served until one leaves and it changes")
+		}
+		return
+	}
+	d.spec, d.types = spec, types
+	e.applyDesired(ctx, d)
+	if admitted && live {
+		e.publish(membershipUpdatedTopic(e.cfg.Node), "membership_updated",
+			twin.EncodeMembershipUpdated(e.eventID(), []twin.Member{d.member()}, nil, e.nowMs()))
+	}
+}
+
+// served counts the devices that are served; the caller holds e.mu.
+func (e *Engine) served() int {
+	n := 0
+	for _, d := range e.devices {
+		if !d.refused {
+			n++
+		}
+	}
+	return n
+}
+
+// applyDesired applies the device's current spec to its twin, stores the result and tells the
+// device. The caller holds d.mu.
+func (e *Engine) applyDesired(ctx context.Context, d *device) {
+	now := e.nowMs()
+	des := d.spec.desired(d.types)
+	next, changed, err := twin.ApplyDesired(d.tw, des, now)
+	if errors.Is(err, twin.ErrStale) {
+		// The edge store orders a Device's versions already and its copy is the cloud's word,
+		// so an older version here means the cloud's history was reset (a new cluster): the
+		// stored copy wins, and the versions start again from it.
+		e.m.desired.WithLabelValues("reset").Inc()
+		e.log.Warn().Str("device", d.id).Err(err).Msg("desired state is older than the twin's; the cloud was reset, taking it as is")
+		base := d.tw.Clone()
+		base.DesiredVersion = twin.Version{}
+		for name, p := range base.Props {
+			p.ExpectedVersion = twin.Version{}
+			base.Props[name] = p
+		}
+		next, changed, err = twin.ApplyDesired(base, des, now)
+	}
+	if err != nil {
+		e.m.desired.WithLabelValues("invalid").Inc()
+		e.log.Warn().Str("device", d.id).Err(err).Msg("the device's desired state is refused whole; the twin keeps the previous one")
+		return
+	}
+	if next.DesiredVersion == d.tw.DesiredVersion && len(changed) == 0 {
+		e.m.desired.WithLabelValues("unchanged").Inc()
+		return
+	}
+	var reports []edgestore.Entry
+	if len(changed) > 0 {
+		reports = append(reports, twinReport(d.id, next))
+	}
+	if err := e.write(ctx, d, next, d.state, reports); err != nil {
+		e.m.desired.WithLabelValues("failed").Inc()
+		e.log.Error().Err(err).Str("device", d.id).Msg("cannot store the device's desired state; retried on its next change or restart")
+		return
+	}
+	d.tw = next
+	if len(changed) == 0 {
+		e.m.desired.WithLabelValues("unchanged").Inc()
+		return
+	}
+	e.m.desired.WithLabelValues("applied").Inc()
+	e.publish(deviceTopic(d.id, suffixDocument), "document", twin.EncodeDocument(e.eventID(), changed, now))
+	if b, ok := twin.EncodeDelta(e.eventID(), next, now); ok {
+		e.publish(deviceTopic(d.id, suffixDelta), "delta", b)
+	}
+}
+
+// remove forgets a device that left the node and tells the mappers.
+func (e *Engine) remove(ctx context.Context, id string) {
+	e.mu.Lock()
+	d := e.devices[id]
+	delete(e.devices, id)
+	refused := d != nil && d.refused
+	e.mu.Unlock()
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gone = true
+	if _, err := e.store.WriteTwin(ctx, id, nil); err != nil {
+		// Left behind, it is dropped at the next start (load).
+		e.log.Warn().Err(err).Str("device", id).Msg("cannot drop the twin of a removed device")
+	}
+	if refused {
+		return
+	}
+	e.publish(membershipUpdatedTopic(e.cfg.Node), "membership_updated",
+		twin.EncodeMembershipUpdated(e.eventID(), nil, []twin.Member{d.member()}, e.nowMs()))
+}
+
+// write makes a device's new state durable with its reports. The caller holds d.mu.
+func (e *Engine) write(ctx context.Context, d *device, tw twin.Twin, st twin.DeviceState, reports []edgestore.Entry) error {
+	b, err := json.Marshal(stored{Twin: tw, State: st})
+	if err != nil {
+		return err
+	}
+	// No deadline of its own: the store answers every operation (committed or failed), and a
+	// caller that stopped waiting could not tell whether the change became durable.
+	n, err := e.store.WriteTwin(ctx, d.id, b, reports...)
+	if n > 0 {
+		e.m.coalesced.Add(float64(n))
+	}
+	return err
+}
+
+func twinReport(id string, t twin.Twin) edgestore.Entry {
+	return edgestore.Entry{Kind: protocol.ReportTwin, Subject: id, Payload: twin.EncodeTwinReport(t)}
+}
+
+func stateReport(id string, s twin.DeviceState) edgestore.Entry {
+	return edgestore.Entry{Kind: protocol.ReportDeviceState, Subject: id, Payload: twin.EncodeStateReport(s)}
+}
+
+// member describes the device for membership messages. The caller holds d.mu.
+func (d *device) member() twin.Member {
+	return twin.Member{Namespace: d.ns, Name: d.name, Description: d.spec.Description, State: d.state, Twin: d.tw}
+}
+
+// lookup returns device id and whether it is served; nil if the node has no such device.
+func (e *Engine) lookup(id string) (d *device, served bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	d = e.devices[id]
+	return d, d != nil && !d.refused
+}
+
+func (e *Engine) deviceCount() int {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.served()
+}
+
+func (e *Engine) nowMs() int64 { return e.now().UnixMilli() }
+
+// publish sends a message to devices; the broker never blocks on a client.
+func (e *Engine) publish(topic, what string, payload []byte) {
+	if err := e.broker.Publish(topic, payload, e.cfg.QoS); err != nil {
+		e.m.publishErrors.Inc()
+		e.sampled.Warn().Err(err).Str("topic", topic).Msg("cannot publish to devices")
+		return
+	}
+	e.m.published.WithLabelValues(what).Inc()
+}

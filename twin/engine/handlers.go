@@ -1,0 +1,312 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tetherhub/tether/edgestore"
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/twin"
+)
+
+// Sentinel errors of the engine, carried in the reason of an error result.
+var (
+	// ErrUnknownDevice: a device topic names a device this node does not have. Code 404.
+	ErrUnknownDevice = errors.New("twin: no such device on this node")
+	// ErrDeviceLimit: the device exists but is beyond Config.MaxDevices. Code 500.
+	ErrDeviceLimit = errors.New("twin: device not served, the node's device limit is reached")
+	// ErrStore: the change could not be made durable (outbox full, storage failure, stopping).
+	// Code 500; nothing the device sent was accepted.
+	ErrStore = errors.New("twin: the edge could not store the change")
+)
+
+func (e *Engine) unknown(id string) error {
+	return &twin.Error{Code: twin.CodeNotFound, Err: ErrUnknownDevice,
+		Reason: fmt.Sprintf("device %q is not on node %q", cut(id), e.cfg.Node)}
+}
+
+func (e *Engine) limited(id string) error {
+	return &twin.Error{Code: twin.CodeInternal, Err: ErrDeviceLimit,
+		Reason: fmt.Sprintf("device %q is not served: node %q serves its limit of %d devices", cut(id), e.cfg.Node, e.cfg.MaxDevices)}
+}
+
+func storeError(err error) error {
+	reason := "the edge could not store the change; nothing was accepted, send it again"
+	if errors.Is(err, edgestore.ErrOutboxFull) {
+		reason = "the edge's outbox is full; nothing was accepted, send it again later"
+	}
+	return &twin.Error{Code: twin.CodeInternal, Err: ErrStore, Reason: reason}
+}
+
+// cut bounds a device-chosen string quoted back in a reason.
+func cut(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// wait blocks a device's message until the engine has loaded its devices; false if the engine
+// stopped. The publisher gets no PUBACK meanwhile.
+func (e *Engine) wait() bool {
+	select {
+	case <-e.ready:
+		return true
+	case <-e.done:
+		return false
+	}
+}
+
+// answerError publishes an error result and counts it.
+func (e *Engine) answerError(topic, what, eventID string, err error, counter interface{ inc(string) }) {
+	code := twin.CodeOf(err)
+	e.m.rejected.WithLabelValues(reasonOf(err)).Inc()
+	counter.inc(fmt.Sprint(code))
+	e.sampled.Debug().Str("topic", topic).Int("code", code).Err(err).Msg("refused a device's message")
+	e.publish(topic, what, twin.EncodeError(eventID, code, err.Error(), e.nowMs()))
+}
+
+// resolve finds the served device of a device topic, or the error to answer with.
+func (e *Engine) resolve(topic string) (*device, error) {
+	id, ok := deviceOf(topic)
+	if !ok {
+		return nil, e.unknown(topic)
+	}
+	d, served := e.lookup(id)
+	switch {
+	case d == nil:
+		return nil, e.unknown(id)
+	case !served:
+		return nil, e.limited(id)
+	}
+	return d, nil
+}
+
+// onTwinUpdate handles $hw/events/device/{id}/twin/update. It runs on the publisher's
+// connection goroutine before the PUBACK: the success result is published only once the change
+// and its report are durable.
+func (e *Engine) onTwinUpdate(topic string, payload []byte) {
+	start := time.Now()
+	if !e.wait() {
+		return
+	}
+	res := topic + suffixResult
+	upd, err := twin.DecodeUpdate(payload, e.cfg.Limits)
+	if err != nil {
+		e.answerError(res, "result", upd.EventID, err, e.m.updates)
+		return
+	}
+	d, err := e.resolve(topic)
+	if err != nil {
+		e.answerError(res, "result", upd.EventID, err, e.m.updates)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gone {
+		e.answerError(res, "result", upd.EventID, e.unknown(d.id), e.m.updates)
+		return
+	}
+	now := e.nowMs()
+	next, changed, err := twin.ApplyReport(d.tw, upd, d.types, now)
+	if err != nil {
+		e.answerError(res, "result", upd.EventID, err, e.m.updates)
+		return
+	}
+	if len(changed) > 0 {
+		if err := e.write(e.ctx, d, next, d.state, []edgestore.Entry{twinReport(d.id, next)}); err != nil {
+			if e.ctx.Err() != nil {
+				return // stopping: whether it was stored is unknown, so no answer
+			}
+			e.log.Warn().Err(err).Str("device", d.id).Msg("cannot store a twin update; the device is answered 500")
+			e.answerError(res, "result", upd.EventID, storeError(err), e.m.updates)
+			return
+		}
+		d.tw = next
+	}
+	e.publish(res, "result", twin.EncodeResult(upd, next, now))
+	if len(changed) == 0 {
+		e.m.updates.inc("unchanged")
+	} else {
+		e.m.updates.inc("ok")
+		e.publish(deviceTopic(d.id, suffixDocument), "document", twin.EncodeDocument(upd.EventID, changed, now))
+		if b, ok := twin.EncodeDelta(e.eventID(), next, now); ok {
+			e.publish(deviceTopic(d.id, suffixDelta), "delta", b)
+		}
+	}
+	e.m.updateSeconds.Observe(time.Since(start).Seconds())
+}
+
+// onTwinGet handles $hw/events/device/{id}/twin/get.
+func (e *Engine) onTwinGet(topic string, payload []byte) {
+	if !e.wait() {
+		return
+	}
+	res := topic + suffixResult
+	g, err := twin.DecodeGet(payload, e.cfg.Limits)
+	if err != nil {
+		e.answerError(res, "get_result", g.EventID, err, e.m.gets)
+		return
+	}
+	d, err := e.resolve(topic)
+	if err != nil {
+		e.answerError(res, "get_result", g.EventID, err, e.m.gets)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gone {
+		e.answerError(res, "get_result", g.EventID, e.unknown(d.id), e.m.gets)
+		return
+	}
+	e.m.gets.inc("ok")
+	e.publish(res, "get_result", twin.EncodeGetResult(g.EventID, d.tw, e.nowMs()))
+}
+
+// onStateUpdate handles $hw/events/device/{id}/state/update. A changed state is durable (with
+// its report) before the result is published, as for twins.
+func (e *Engine) onStateUpdate(topic string, payload []byte) {
+	if !e.wait() {
+		return
+	}
+	res := topic + suffixResult
+	su, err := twin.DecodeStateUpdate(payload, e.cfg.Limits)
+	if err != nil {
+		e.answerError(res, "state_result", su.EventID, err, e.m.states)
+		return
+	}
+	d, err := e.resolve(topic)
+	if err != nil {
+		e.answerError(res, "state_result", su.EventID, err, e.m.states)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gone {
+		e.answerError(res, "state_result", su.EventID, e.unknown(d.id), e.m.states)
+		return
+	}
+	now := e.nowMs()
+	next := twin.ApplyState(d.state, su, now)
+	if next != d.state {
+		if err := e.write(e.ctx, d, d.tw, next, []edgestore.Entry{stateReport(d.id, next)}); err != nil {
+			if e.ctx.Err() != nil {
+				return
+			}
+			e.log.Warn().Err(err).Str("device", d.id).Msg("cannot store a device state; the device is answered 500")
+			e.answerError(res, "state_result", su.EventID, storeError(err), e.m.states)
+			return
+		}
+		d.state = next
+		e.m.states.inc("ok")
+	} else {
+		e.m.states.inc("unchanged")
+	}
+	e.publish(res, "state_result", twin.EncodeStateResult(su.EventID, d.name, next, now))
+}
+
+// onMembershipGet handles $hw/events/node/{node}/membership/get: the node's served devices,
+// sorted by id, as the engine holds them from the edge store.
+func (e *Engine) onMembershipGet(topic string, payload []byte) {
+	if !e.wait() {
+		return
+	}
+	if nodeOf(topic) != e.cfg.Node {
+		// Another node's devices are not here; answering would claim they are none.
+		e.m.membershipGets.inc("other_node")
+		return
+	}
+	res := topic + suffixResult
+	g, err := twin.DecodeMembershipGet(payload, e.cfg.Limits)
+	if err != nil {
+		e.answerError(res, "membership_result", g.EventID, err, e.m.membershipGets)
+		return
+	}
+	e.mu.RLock()
+	devs := make([]*device, 0, len(e.devices))
+	for _, d := range e.devices {
+		if !d.refused {
+			devs = append(devs, d)
+		}
+	}
+	e.mu.RUnlock()
+	slices.SortFunc(devs, func(a, b *device) int { return strings.Compare(a.id, b.id) })
+	members := make([]twin.Member, 0, len(devs))
+	for _, d := range devs {
+		d.mu.Lock()
+		if !d.gone {
+			members = append(members, d.member())
+		}
+		d.mu.Unlock()
+	}
+	e.m.membershipGets.inc("ok")
+	e.publish(res, "membership_result", twin.EncodeMembershipGetResult(g.EventID, members, e.nowMs()))
+}
+
+// onUpload handles $hw/events/upload/# and SYS/dis/upload_records: the payload goes into the
+// outbox as it is, and the callback returns (the device gets its PUBACK) only once it is
+// durable. A full outbox or a failing store is retried, not dropped: the publisher waits.
+func (e *Engine) onUpload(topic string, payload []byte) {
+	if !e.wait() {
+		return
+	}
+	entry := edgestore.Entry{Kind: protocol.ReportUpload, Subject: topic, Payload: bytes.Clone(payload)}
+	backoff := 10 * time.Millisecond
+	for {
+		err := e.store.Enqueue(e.ctx, entry)
+		if err == nil {
+			e.m.uploads.WithLabelValues("queued").Inc()
+			e.m.uploadBytes.Add(float64(len(payload)))
+			return
+		}
+		if e.ctx.Err() != nil {
+			e.m.uploads.WithLabelValues("stopped").Inc()
+			return
+		}
+		reason := "store"
+		if errors.Is(err, edgestore.ErrOutboxFull) {
+			reason = "outbox_full"
+		}
+		e.m.uploads.WithLabelValues(reason).Inc()
+		e.sampled.Warn().Err(err).Str("topic", topic).Dur("retry_in", backoff).
+			Msg("cannot queue an upload; the device is held without a PUBACK until it is stored")
+		select {
+		case <-time.After(backoff):
+		case <-e.done:
+			return
+		}
+		backoff = min(2*backoff, e.cfg.UploadRetry)
+	}
+}
+
+// reasonOf names an error's sentinel for the rejected-inputs counter.
+func reasonOf(err error) string {
+	for _, r := range []struct {
+		err  error
+		name string
+	}{
+		{twin.ErrTooLarge, "too_large"},
+		{twin.ErrMalformed, "malformed"},
+		{twin.ErrKey, "key"},
+		{twin.ErrValueTooLong, "value_too_long"},
+		{twin.ErrTooMany, "too_many"},
+		{twin.ErrType, "type"},
+		{twin.ErrModelType, "model_type"},
+		{twin.ErrUnknownProperty, "unknown_property"},
+		{twin.ErrNotOptional, "not_optional"},
+		{twin.ErrState, "state"},
+		{twin.ErrStale, "stale"},
+		{ErrUnknownDevice, "unknown_device"},
+		{ErrDeviceLimit, "device_limit"},
+		{ErrStore, "store"},
+	} {
+		if errors.Is(err, r.err) {
+			return r.name
+		}
+	}
+	return "other"
+}
