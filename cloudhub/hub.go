@@ -356,7 +356,9 @@ func (h *Hub) watchGrace() {
 func (h *Hub) tick(ctx context.Context) {
 	progress := time.NewTicker(h.cfg.Progress)
 	defer progress.Stop()
-	status := time.NewTicker(h.cfg.StatusInterval)
+	// Heartbeat writes are checked every second and made per node when its last one is older
+	// than StatusInterval, so they spread over the interval instead of landing all at once.
+	status := time.NewTicker(min(time.Second, h.cfg.StatusInterval))
 	defer status.Stop()
 	for {
 		select {
@@ -368,8 +370,11 @@ func (h *Hub) tick(ctx context.Context) {
 				s.progress(now)
 			}
 		case <-status.C:
+			now := h.now()
 			for _, s := range h.snapshotSessions() {
-				s.heartbeat()
+				if now.Sub(time.Unix(0, s.statusAt.Load())) >= h.cfg.StatusInterval {
+					s.heartbeat()
+				}
 			}
 		}
 	}

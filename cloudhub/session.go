@@ -29,6 +29,7 @@ type session struct {
 	sent      atomic.Uint64 // seq of the last data message written; written by the writer
 	lastSeen  atomic.Int64  // unix nanos of the last frame or ping from the edge
 	failing   atomic.Bool   // fail was called: the reader ignores further messages
+	statusAt  atomic.Int64  // unix nanos of the last heartbeat write asked for
 	batchLeft atomic.Int64  // keys of the current batch not yet sent, for metrics
 
 	mu          sync.Mutex          // guards the fields below
@@ -217,6 +218,7 @@ func (s *session) progress(now time.Time) {
 
 // heartbeat writes the node's last heartbeat if the edge was heard from recently.
 func (s *session) heartbeat() {
+	s.statusAt.Store(s.hub.now().UnixNano())
 	seen := time.Unix(0, s.lastSeen.Load())
 	if s.hub.now().Sub(seen) > 2*s.hub.cfg.Heartbeat {
 		return

@@ -1,0 +1,470 @@
+package hubbench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/edgehub"
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/sim"
+)
+
+// Options configure a run.
+type Options struct {
+	Bin        string // directory holding tether-cloud
+	Self       string // this program, started with -baseline-server for the baseline process
+	FanoutN    int    // nodes for the fan-out and restart measurements
+	MemoryN    []int  // node counts for the memory measurement
+	Trials     int    // fan-out changes measured
+	ObjectSize int    // bytes of the changed object
+	Log        zerolog.Logger
+}
+
+// Result is one measured figure beside its baseline.
+type Result struct {
+	Name     string
+	Unit     string
+	Value    float64
+	Baseline float64 // 0 when there is none
+	Goal     string
+	Note     string
+}
+
+// Run measures the hub and prints each figure as it is found.
+func Run(ctx context.Context, o Options, w io.Writer) ([]Result, error) {
+	var out []Result
+	emit := func(r Result) {
+		out = append(out, r)
+		fmt.Fprintln(w, Format(r))
+	}
+	if err := fanoutAndRestart(ctx, o, emit); err != nil {
+		return out, fmt.Errorf("fan-out: %w", err)
+	}
+	for _, n := range o.MemoryN {
+		if err := memory(ctx, o, n, emit); err != nil {
+			return out, fmt.Errorf("memory at %d: %w", n, err)
+		}
+	}
+	return out, nil
+}
+
+// Format renders a result as one line.
+func Format(r Result) string {
+	s := fmt.Sprintf("%-58s %10.2f %-6s", r.Name, r.Value, r.Unit)
+	if r.Baseline > 0 {
+		s += fmt.Sprintf(" baseline %10.2f %-6s ratio %5.2f", r.Baseline, r.Unit, r.Value/r.Baseline)
+	}
+	if r.Goal != "" {
+		s += "  goal " + r.Goal
+	}
+	if r.Note != "" {
+		s += "  (" + r.Note + ")"
+	}
+	return s
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// fleet joins n simulated edges to c and runs them until the returned stop is called.
+func fleet(ctx context.Context, o Options, c *cloudProc, n int) (*sim.Fleet, func(), error) {
+	tok, err := c.token()
+	if err != nil {
+		return nil, nil, err
+	}
+	hc := edgehub.DefaultConfig()
+	hc.Agent = "bench"
+	var addrs []string
+	for i := 1; i <= 8; i++ {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.%d", i))
+	}
+	f, err := sim.JoinFleet(ctx, sim.FleetConfig{Cloud: []string{c.hub}, Join: "https://" + c.join, Token: tok, Nodes: n,
+		Prefix: "bench-", LocalAddrs: addrs, Hub: hc, JoinConcurrency: 32}, o.Log, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); f.Run(fctx) }()
+	stop := func() { cancel(); wg.Wait() }
+	if err := waitUntil(ctx, 2*time.Minute, func() bool { return f.Connected() == n }); err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("connecting %d edges: %w (%d connected)", n, err, f.Connected())
+	}
+	return f, stop, nil
+}
+
+// fanoutAndRestart measures fan-out latency against the baseline broadcast, then restarts the
+// cloud under the same nodes.
+func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
+	n := o.FanoutN
+	base, err := baselineFanout(ctx, o, n)
+	if err != nil {
+		return fmt.Errorf("baseline: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "hubbench")
+	if err != nil {
+		return err
+	}
+	if os.Getenv("HUBBENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	} else {
+		fmt.Fprintln(os.Stderr, "keeping", dir)
+	}
+	c, err := startCloud(o.Bin, dir, "--progress-interval", "1s")
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	f, stop, err := fleet(ctx, o, c, n)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	type seen struct {
+		at  time.Time
+		rev uint64
+	}
+	var mu sync.Mutex
+	got := make([][]seen, n)
+	for i, e := range f.Edges {
+		i := i
+		e.Store.OnApply = func(msgs []protocol.Message) {
+			now := time.Now()
+			for _, m := range msgs {
+				if u, ok := m.(*protocol.Upsert); ok && u.Key.Resource == "services" && u.Key.Name == "fanout" {
+					mu.Lock()
+					got[i] = append(got[i], seen{now, u.Rev})
+					mu.Unlock()
+				}
+			}
+		}
+	}
+	pad := strings.Repeat("x", max(0, o.ObjectSize-200))
+	svc := func(trial int) []byte {
+		b, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Service",
+			"metadata": map[string]any{"name": "fanout", "namespace": "bench", "annotations": map[string]string{"trial": fmt.Sprint(trial), "pad": pad}},
+			"spec":     map[string]any{"ports": []any{map[string]any{"port": 80}}}})
+		return b
+	}
+	if _, err := c.request(http.MethodPost, "/api/v1/namespaces/bench/services", "application/json", svc(0)); err != nil {
+		return err
+	}
+	if path := os.Getenv("HUBBENCH_CPUPROFILE"); path != "" {
+		// A CPU profile of tether-cloud during the trials, for whoever is tuning the hub.
+		go func() {
+			resp, err := http.Get(c.url("/debug/pprof/profile?seconds=8"))
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(path)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			io.Copy(f, resp.Body)
+		}()
+	}
+	var all, each []float64
+	for trial := 1; trial <= o.Trials; trial++ {
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"trial": fmt.Sprint(trial)}}})
+		t0 := time.Now()
+		resp, err := c.request(http.MethodPatch, "/api/v1/namespaces/bench/services/fanout", "application/merge-patch+json", patch)
+		if err != nil {
+			return err
+		}
+		apiTook := time.Since(t0)
+		var obj struct {
+			Metadata struct{ ResourceVersion string }
+		}
+		json.Unmarshal(resp, &obj)
+		var rev uint64
+		fmt.Sscan(obj.Metadata.ResourceVersion, &rev)
+		var lat []time.Duration
+		err = waitUntil(ctx, 30*time.Second, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			lat = lat[:0]
+			for i := range got {
+				ok := false
+				for _, s := range got[i] {
+					if s.rev >= rev {
+						lat = append(lat, s.at.Sub(t0))
+						ok = true
+						break
+					}
+				}
+				if !ok {
+					return false
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return fmt.Errorf("trial %d: not every edge got rev %d: %w", trial, rev, err)
+		}
+		worst, best := time.Duration(0), time.Hour
+		for _, d := range lat {
+			each = append(each, ms(d))
+			worst, best = max(worst, d), min(best, d)
+		}
+		all = append(all, ms(worst))
+		if os.Getenv("HUBBENCH_VERBOSE") != "" {
+			var slow []string
+			for i, d := range lat {
+				if d > 200*time.Millisecond {
+					slow = append(slow, fmt.Sprintf("%d:%.0f", i, ms(d)))
+				}
+			}
+			fmt.Fprintf(os.Stderr, "trial %d: API answered in %.1f ms, first edge %.1f ms, all acked in %.1f ms; slow %v\n", trial, ms(apiTook), ms(best), ms(worst), slow)
+		}
+		mu.Lock()
+		for i := range got {
+			got[i] = got[i][:0]
+		}
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+	}
+	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p50", n), Unit: "ms", Value: percentile(all, 0.5), Baseline: percentile(base.all, 0.5)})
+	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p99", n), Unit: "ms", Value: percentile(all, 0.99), Baseline: percentile(base.all, 0.99), Goal: "≤ 2× baseline"})
+	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, per node, p99", n), Unit: "ms", Value: percentile(each, 0.99), Baseline: percentile(base.each, 0.99)})
+
+	// Restart the cloud under the same, up-to-date nodes.
+	time.Sleep(3 * time.Second) // progress marks bring every cursor to the head
+	cluster, err := c.clusterID()
+	if err != nil {
+		return err
+	}
+	if err := c.stop(); err != nil {
+		return err
+	}
+	restart := time.Now()
+	if err := c.start(); err != nil {
+		return err
+	}
+	body, err := c.request(http.MethodGet, "/api/v1/nodes?limit=1", "", nil)
+	if err != nil {
+		return err
+	}
+	var list struct {
+		Metadata struct{ ResourceVersion string }
+	}
+	json.Unmarshal(body, &list)
+	var head uint64
+	fmt.Sscan(list.Metadata.ResourceVersion, &head)
+	if err := waitUntil(ctx, time.Minute, func() bool { return f.Connected() == n && f.Synced(cluster, head) == n }); err != nil {
+		return fmt.Errorf("after restart: %d connected, %d synced: %w", f.Connected(), f.Synced(cluster, head), err)
+	}
+	took := time.Since(restart)
+	time.Sleep(500 * time.Millisecond)
+	m, err := scrape(c.url("/metrics"), "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_catchup_messages_total")
+	if err != nil {
+		return err
+	}
+	notReady, err := countNotReady(c)
+	if err != nil {
+		return err
+	}
+	emit(Result{Name: fmt.Sprintf("cloud restart, %d up-to-date nodes: all connected and in sync", n), Unit: "s", Value: took.Seconds(), Goal: "≤ 10 s",
+		Note: fmt.Sprintf("%d catch-up objects, %d nodes NotReady", int(m["tether_cloud_hub_catchup_messages_total"]), notReady)})
+	emit(Result{Name: fmt.Sprintf("cloud restart, %d up-to-date nodes: hub bytes per node", n), Unit: "B", Value: m["tether_cloud_hub_sent_bytes_total"] / float64(n), Goal: "≤ 1024 B"})
+	return nil
+}
+
+func countNotReady(c *cloudProc) (int, error) {
+	body, err := c.request(http.MethodGet, "/api/v1/nodes", "", nil)
+	if err != nil {
+		return 0, err
+	}
+	var list struct {
+		Items []struct {
+			Status struct {
+				Conditions []struct{ Type, Status string }
+			}
+		}
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, it := range list.Items {
+		for _, cond := range it.Status.Conditions {
+			if cond.Type == "Ready" && cond.Status != "True" {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+type baseFigures struct{ all, each []float64 }
+
+// startBaseline runs the baseline server process.
+func startBaseline(o Options) (ws, ctl string, stop func(), err error) {
+	if ws, err = freeAddr(); err != nil {
+		return
+	}
+	if ctl, err = freeAddr(); err != nil {
+		return
+	}
+	cmd := exec.Command(o.Self, "-baseline-server", "-ws", ws, "-ctl", ctl)
+	cmd.Stderr = os.Stderr
+	if err = cmd.Start(); err != nil {
+		return
+	}
+	stop = func() { cmd.Process.Kill(); cmd.Wait() }
+	err = waitUntil(context.Background(), 20*time.Second, func() bool {
+		resp, err := http.Get("http://" + ctl + "/mem")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
+	if err != nil {
+		stop()
+	}
+	return
+}
+
+func baselineFanout(ctx context.Context, o Options, n int) (baseFigures, error) {
+	var out baseFigures
+	ws, ctl, stop, err := startBaseline(o)
+	if err != nil {
+		return out, err
+	}
+	defer stop()
+	bc, err := dialBaseline(ctx, ws, n)
+	if err != nil {
+		return out, err
+	}
+	defer bc.close()
+	time.Sleep(500 * time.Millisecond)
+	for trial := 1; trial <= o.Trials; trial++ {
+		t0 := time.Now()
+		resp, err := http.Post(fmt.Sprintf("http://%s/broadcast?trial=%d&size=%d", ctl, trial, o.ObjectSize), "", nil)
+		if err != nil {
+			return out, err
+		}
+		resp.Body.Close()
+		var recv []time.Time
+		err = waitUntil(ctx, 30*time.Second, func() bool { recv = bc.received(uint64(trial)); return len(recv) == n })
+		if err != nil {
+			return out, fmt.Errorf("baseline trial %d: %d of %d received", trial, len(recv), n)
+		}
+		worst := time.Duration(0)
+		for _, r := range recv {
+			out.each = append(out.each, ms(r.Sub(t0)))
+			worst = max(worst, r.Sub(t0))
+		}
+		out.all = append(out.all, ms(worst))
+		time.Sleep(50 * time.Millisecond)
+	}
+	return out, nil
+}
+
+// memory measures the hub's memory per connected idle node at n nodes, beside a bare gorilla
+// connection's.
+func memory(ctx context.Context, o Options, n int, emit func(Result)) error {
+	// Baseline: bare gorilla connections, default buffers.
+	ws, ctl, stopBase, err := startBaseline(o)
+	if err != nil {
+		return err
+	}
+	mem := func() (float64, float64, error) {
+		resp, err := http.Get("http://" + ctl + "/mem")
+		if err != nil {
+			return 0, 0, err
+		}
+		defer resp.Body.Close()
+		var m map[string]float64
+		json.NewDecoder(resp.Body).Decode(&m)
+		return m["live"], m["rss"], nil
+	}
+	b0, _, err := mem()
+	if err != nil {
+		stopBase()
+		return err
+	}
+	bc, err := dialBaseline(ctx, ws, n)
+	if err != nil {
+		stopBase()
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	b1, _, err := mem()
+	bc.close()
+	stopBase()
+	if err != nil {
+		return err
+	}
+	basePer := (b1 - b0) / float64(n)
+
+	dir, err := os.MkdirTemp("", "hubbench-mem")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	c, err := startCloud(o.Bin, dir)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	f, stop, err := fleet(ctx, o, c, n)
+	if err != nil {
+		return err
+	}
+	// Measure with the nodes joined (their Node objects stored) but disconnected, then connected.
+	stop()
+	if err := waitUntil(ctx, time.Minute, func() bool {
+		m, err := scrape(c.url("/metrics"), "tether_cloud_hub_connected_nodes")
+		return err == nil && m["tether_cloud_hub_connected_nodes"] == 0
+	}); err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	live0, rss0, err := goMemory(c.url(""))
+	if err != nil {
+		return err
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); f.Run(fctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	if err := waitUntil(ctx, 2*time.Minute, func() bool { return f.Connected() == n }); err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second) // idle: catch-up done, writers gone
+	live1, rss1, err := goMemory(c.url(""))
+	if err != nil {
+		return err
+	}
+	per := (live1 - live0) / float64(n)
+	emit(Result{Name: fmt.Sprintf("hub memory per idle node at %d nodes (Go heap+stacks)", n), Unit: "KB", Value: per / 1024, Baseline: basePer / 1024, Goal: "≤ 16 KB",
+		Note: fmt.Sprintf("RSS %.1f KB/node", (rss1-rss0)/float64(n)/1024)})
+	return nil
+}

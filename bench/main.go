@@ -1,0 +1,80 @@
+// Command bench runs tether's benchmarks, each beside a baseline measured in the same run, and
+// prints a table (make bench; make bench-full for the largest sizes).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/bench/hubbench"
+)
+
+func main() {
+	size := flag.String("size", "default", "default (fits a 2-core machine in minutes) or full")
+	bin := flag.String("bin", "bin", "directory holding the tether binaries")
+	only := flag.String("only", "", "run only this suite (hub)")
+	baseline := flag.Bool("baseline-server", false, "internal: run the bare gorilla baseline server")
+	ws := flag.String("ws", "", "internal: baseline websocket address")
+	ctl := flag.String("ctl", "", "internal: baseline control address")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *baseline {
+		if err := hubbench.ServeBaseline(ctx, *ws, *ctl); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	raiseFileLimit()
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir, _ := filepath.Abs(*bin)
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.ErrorLevel)
+	fmt.Printf("tether benchmarks (%s), %s\n", *size, time.Now().Format(time.RFC3339))
+	failed := false
+	if *only == "" || *only == "hub" {
+		o := hubbench.Options{Bin: binDir, Self: self, FanoutN: 1000, MemoryN: []int{1000, 5000}, Trials: 50, ObjectSize: 1024, Log: log}
+		if os.Getenv("HUBBENCH_QUICK") != "" {
+			o.MemoryN = nil // fan-out and restart only, for tuning
+		}
+		if *size == "full" {
+			o.FanoutN, o.MemoryN = 5000, []int{1000, 5000, 10000}
+		}
+		fmt.Println("== hub")
+		if _, err := hubbench.Run(ctx, o, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "hub:", err)
+			failed = true
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+func raiseFileLimit() {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
+		lim.Cur = lim.Max
+		if lim.Max < 1<<20 {
+			// Root may raise the hard limit too; if that fails the soft limit still rose.
+			want := lim
+			want.Cur, want.Max = 1<<20, 1<<20
+			if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) == nil {
+				return
+			}
+		}
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+}
