@@ -1,0 +1,251 @@
+package cloudapi
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/kubeapi"
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store/boltstore"
+)
+
+// cloud is a cloud API over a real bbolt store and index, as tether-cloud wires it.
+type cloud struct {
+	t       *testing.T
+	objects *Objects
+	api     *kubeapi.Handler
+	srv     *httptest.Server
+	fwd     *Forwarder
+}
+
+func newCloud(t *testing.T, cacheSize int) *cloud {
+	t.Helper()
+	b, err := boltstore.Open(boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db")), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := resource.New()
+	ix, err := index.New(index.DefaultConfig(), b, reg, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects := NewObjects(b, ix, reg, cacheSize, 1000, time.Now)
+	api, err := kubeapi.New(kubeapi.DefaultConfig(), reg, objects, zerolog.Nop(), nil, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ix.Run(ctx) }()
+	c := &cloud{t: t, objects: objects, api: api, srv: httptest.NewServer(api), fwd: NewForwarder(api, objects)}
+	t.Cleanup(func() {
+		c.srv.CloseClientConnections()
+		c.srv.Close()
+		cancel()
+		<-done
+		b.Close()
+	})
+	return c
+}
+
+func (c *cloud) do(method, path, ct, body string) (int, string) {
+	c.t.Helper()
+	req, _ := http.NewRequest(method, c.srv.URL+path, strings.NewReader(body))
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (c *cloud) must(method, path, body string) string {
+	c.t.Helper()
+	ct := "application/json"
+	if method == http.MethodPatch {
+		ct = "application/merge-patch+json"
+	}
+	code, out := c.do(method, path, ct, body)
+	if code/100 != 2 {
+		c.t.Fatalf("%s %s: %d %s", method, path, code, out)
+	}
+	return out
+}
+
+const (
+	podsPath  = "/api/v1/namespaces/ns/pods"
+	devsPath  = "/apis/devices.kubeedge.io/v1beta1/namespaces/ns/devices"
+	nodesPath = "/api/v1/nodes"
+)
+
+func podJSON(name, node string) string {
+	return `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"` + name + `","namespace":"ns"},"spec":{"nodeName":"` + node + `","containers":[{"name":"c","image":"x"}]}}`
+}
+
+func deviceJSON(name, node string) string {
+	return `{"apiVersion":"devices.kubeedge.io/v1beta1","kind":"Device","metadata":{"name":"` + name + `","namespace":"ns"},"spec":{"nodeName":"` + node + `","deviceModelRef":{"name":"m"}}}`
+}
+
+// TestForwarderRules: a node changes the status of its own Node, Pods and Devices and deletes
+// its own Pods; everything else is a 403 that names the rule, and changes nothing.
+func TestForwarderRules(t *testing.T) {
+	c := newCloud(t, 1000)
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-2"}}`)
+	c.must(http.MethodPost, podsPath, podJSON("mine", "edge-1"))
+	c.must(http.MethodPost, podsPath, podJSON("theirs", "edge-2"))
+	c.must(http.MethodPost, devsPath, deviceJSON("dev-mine", "edge-1"))
+	c.must(http.MethodPost, devsPath, deviceJSON("dev-theirs", "edge-2"))
+	c.must(http.MethodPost, "/api/v1/namespaces/ns/configmaps", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg"}}`)
+
+	status := `{"status":{"phase":"Running","state":"online","conditions":[]}}`
+	cases := []struct {
+		method, path, ct, body string
+		code                   int
+	}{
+		{http.MethodPatch, nodesPath + "/edge-1/status", "application/merge-patch+json", status, 200},
+		{http.MethodPatch, nodesPath + "/edge-2/status", "application/merge-patch+json", status, 403},
+		{http.MethodPatch, nodesPath + "/edge-1", "application/merge-patch+json", `{"metadata":{"labels":{"x":"y"}}}`, 403},
+		{http.MethodPatch, podsPath + "/mine/status", "application/merge-patch+json", status, 200},
+		{http.MethodPatch, podsPath + "/theirs/status", "application/merge-patch+json", status, 403},
+		{http.MethodPatch, podsPath + "/mine", "application/merge-patch+json", `{"spec":{"nodeName":"edge-2"}}`, 403},
+		{http.MethodPost, podsPath, "application/json", podJSON("new", "edge-1"), 403},
+		{http.MethodPatch, devsPath + "/dev-mine/status", "application/merge-patch+json", status, 200},
+		{http.MethodPatch, devsPath + "/dev-theirs/status", "application/merge-patch+json", status, 403},
+		{http.MethodDelete, devsPath + "/dev-mine", "", "", 403},
+		{http.MethodDelete, "/api/v1/namespaces/ns/configmaps/cfg", "", "", 403},
+		{http.MethodGet, podsPath + "/theirs", "", "", 403},
+		{http.MethodGet, podsPath + "?watch=true", "", "", 403},
+		{http.MethodDelete, podsPath + "/theirs", "", "", 403},
+		{http.MethodDelete, podsPath + "/mine", "", "", 200},
+		{http.MethodPatch, podsPath + "/nonexistent/status", "application/merge-patch+json", status, 403},
+		{http.MethodPatch, "/api/v1/namespaces/ns/widgets/x/status", "application/merge-patch+json", status, 404},
+		{http.MethodPatch, "::bad", "", "", 400},
+	}
+	for _, tc := range cases {
+		resp := c.fwd.Forward(context.Background(), "edge-1", &protocol.Request{ID: 7, Method: tc.method, Path: tc.path, ContentType: tc.ct, Body: []byte(tc.body)})
+		if int(resp.Code) != tc.code {
+			t.Errorf("%s %s: %d %s, want %d", tc.method, tc.path, resp.Code, resp.Body, tc.code)
+			continue
+		}
+		var st struct{ Kind, Reason, Message string }
+		json.Unmarshal(resp.Body, &st)
+		if tc.code == 403 && (st.Kind != "Status" || st.Reason != "Forbidden" || !strings.Contains(st.Message, `node "edge-1" may only change`)) {
+			t.Errorf("%s %s: %s", tc.method, tc.path, resp.Body)
+		}
+	}
+	// Nothing refused was changed.
+	if _, out := c.do(http.MethodGet, podsPath+"/theirs", "", ""); strings.Contains(out, "Running") {
+		t.Fatalf("another node's pod changed: %s", out)
+	}
+	if code, _ := c.do(http.MethodGet, podsPath+"/new", "", ""); code != 404 {
+		t.Fatal("a node created a pod")
+	}
+	if code, _ := c.do(http.MethodGet, podsPath+"/mine", "", ""); code != 404 {
+		t.Fatal("the node's own pod was not deleted")
+	}
+	if _, out := c.do(http.MethodGet, devsPath+"/dev-mine", "", ""); !strings.Contains(out, `"state":"online"`) {
+		t.Fatalf("the device status was not written: %s", out)
+	}
+}
+
+// TestListPagesAndExpiredContinue: pages carry the first page's version; a continue token from
+// a version the watch cache has forgotten is a 410.
+func TestListPagesAndExpiredContinue(t *testing.T) {
+	c := newCloud(t, 3)
+	for _, n := range []string{"a", "b", "c", "d"} {
+		c.must(http.MethodPost, "/api/v1/namespaces/ns/configmaps", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"`+n+`"}}`)
+	}
+	var page struct {
+		Metadata struct{ ResourceVersion, Continue string }
+		Items    []struct{ Metadata struct{ Name string } }
+	}
+	json.Unmarshal([]byte(c.must(http.MethodGet, "/api/v1/namespaces/ns/configmaps?limit=2", "")), &page)
+	rv, cont := page.Metadata.ResourceVersion, page.Metadata.Continue
+	if len(page.Items) != 2 || cont == "" {
+		t.Fatalf("first page %+v", page)
+	}
+	c.must(http.MethodPost, "/api/v1/namespaces/ns/configmaps", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"e"}}`)
+	json.Unmarshal([]byte(c.must(http.MethodGet, "/api/v1/namespaces/ns/configmaps?limit=2&continue="+cont, "")), &page)
+	if page.Metadata.ResourceVersion != rv || len(page.Items) != 2 || page.Items[0].Metadata.Name != "c" {
+		t.Fatalf("second page %+v (first at %s)", page, rv)
+	}
+	for _, n := range []string{"f", "g", "h", "i"} {
+		c.must(http.MethodPost, "/api/v1/namespaces/ns/configmaps", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"`+n+`"}}`)
+	}
+	if code, out := c.do(http.MethodGet, "/api/v1/namespaces/ns/configmaps?limit=2&continue="+cont, "", ""); code != http.StatusGone || !strings.Contains(out, `"reason":"Expired"`) {
+		t.Fatalf("expired continue: %d %s", code, out)
+	}
+	// And a watch from that version too.
+	if code, out := c.do(http.MethodGet, "/api/v1/namespaces/ns/configmaps?watch=true&resourceVersion="+rv, "", ""); code != http.StatusGone {
+		t.Fatalf("watch from a compacted version: %d %s", code, out)
+	}
+}
+
+// TestHostileBodies: each bad request gets a clear Status with the Kubernetes code and stores
+// nothing.
+func TestHostileBodies(t *testing.T) {
+	c := newCloud(t, 1000)
+	cms := "/api/v1/namespaces/ns/configmaps"
+	cases := []struct {
+		name, method, path, ct, body string
+		code                         int
+		says                         string
+	}{
+		{"malformed JSON", http.MethodPost, cms, "application/json", `{"apiVersion":"v1",`, 400, "not valid JSON"},
+		{"null", http.MethodPost, cms, "application/json", `null`, 400, "must be one object"},
+		{"array", http.MethodPost, cms, "application/json", `[{}]`, 400, "must be one object"},
+		{"two objects", http.MethodPost, cms, "application/json", `{"kind":"ConfigMap"} {"kind":"ConfigMap"}`, 400, "more than one"},
+		{"wrong kind", http.MethodPost, cms, "application/json", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"}}`, 400, "the body is a Secret"},
+		{"wrong apiVersion", http.MethodPost, cms, "application/json", `{"apiVersion":"v2","kind":"ConfigMap","metadata":{"name":"s"}}`, 400, "apiVersion"},
+		{"wrong field type", http.MethodPost, cms, "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"s"},"data":5}`, 400, "not a valid ConfigMap"},
+		{"bad name", http.MethodPost, cms, "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Not_OK"}}`, 422, "is invalid"},
+		{"unknown field, strict", http.MethodPost, cms + "?fieldValidation=Strict", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"s"},"datta":{}}`, 400, `unknown field \"datta\"`},
+		{"duplicate field, strict", http.MethodPost, cms + "?fieldValidation=Strict", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"s"},"data":{},"data":{}}`, 400, `duplicate field \"data\"`},
+		{"bad fieldValidation", http.MethodPost, cms + "?fieldValidation=Maybe", "application/json", `{}`, 400, "fieldValidation"},
+		{"bad YAML", http.MethodPost, cms, "application/yaml", "a: [", 400, "not valid YAML"},
+		{"unknown media type", http.MethodPost, cms, "text/plain", `{}`, 415, "unknown format"},
+		{"unknown resource", http.MethodPost, "/api/v1/namespaces/ns/widgets", "application/json", `{}`, 404, "could not find the requested resource"},
+		{"unknown group", http.MethodGet, "/apis/example.com/v1/things", "", "", 404, "could not find"},
+		{"oversize", http.MethodPost, cms, "application/json", `{"data":{"x":"` + strings.Repeat("x", 3<<20) + `"}}`, 413, "exceeds the limit"},
+		{"bad label selector", http.MethodGet, cms + "?labelSelector=a%20in%20(", "", "", 400, "unable to parse labelSelector"},
+		{"unsupported field selector", http.MethodGet, cms + "?fieldSelector=data.x%3D1", "", "", 400, "field label not supported"},
+		{"dry run", http.MethodPost, cms + "?dryRun=All", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"s"}}`, 400, "dry runs"},
+		{"stale update", http.MethodPut, cms + "/keep", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"keep","resourceVersion":"1"}}`, 409, "has been modified"},
+		{"create existing", http.MethodPost, cms, "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"keep"}}`, 409, "already exists"},
+		{"delete missing", http.MethodDelete, cms + "/nope", "", "", 404, "not found"},
+		{"collection delete", http.MethodDelete, cms, "", "", 405, "not supported"},
+	}
+	c.must(http.MethodPost, cms, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"keep"}}`)
+	c.must(http.MethodPatch, cms+"/keep", `{"data":{"x":"1"}}`)
+	before := c.must(http.MethodGet, cms, "")
+	for _, tc := range cases {
+		code, out := c.do(tc.method, tc.path, tc.ct, tc.body)
+		if code != tc.code || !strings.Contains(out, tc.says) || !strings.Contains(out, `"kind":"Status"`) {
+			t.Errorf("%s: %d %.300s; want %d saying %q", tc.name, code, out, tc.code, tc.says)
+		}
+	}
+	if after := c.must(http.MethodGet, cms, ""); after != before {
+		t.Fatalf("stored objects changed:\n%s\n%s", before, after)
+	}
+	// YAML is accepted (the demo POSTs YAML files with curl).
+	code, out := c.do(http.MethodPost, cms+"?fieldValidation=Strict", "application/yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  count: \"1\"\n")
+	if code != http.StatusCreated || !strings.Contains(out, `"data":{"count":"1"}`) {
+		t.Fatalf("YAML create: %d %s", code, out)
+	}
+}

@@ -1,0 +1,314 @@
+package kubeapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	openapiv2 "github.com/google/gnostic-models/openapiv2"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/openapi3"
+	"k8s.io/client-go/rest"
+	kproto "k8s.io/kube-openapi/pkg/util/proto"
+
+	"github.com/tetherhub/tether/resource"
+)
+
+// memStore is an in-memory Storage for the Handler's own tests: the Handler's job (paths,
+// media types, tables, documents) does not depend on how objects are kept.
+type memStore struct {
+	objs  map[string][]byte
+	cache *Cache
+}
+
+func (m *memStore) Get(_ context.Context, info resource.Info, ns, name string) ([]byte, error) {
+	if b, ok := m.objs[ns+"/"+name]; ok {
+		return b, nil
+	}
+	return nil, NotFound(info.Group, info.Resource, name)
+}
+
+func (m *memStore) List(_ context.Context, _ resource.Info, _ string, _ ListOptions) (*ListResult, error) {
+	res := &ListResult{ResourceVersion: "7"}
+	for _, b := range m.objs {
+		res.Items = append(res.Items, b)
+	}
+	return res, nil
+}
+
+func (m *memStore) Watch(_ context.Context, info resource.Info, ns string, opts ListOptions) (*Watch, error) {
+	return m.cache.Watch(info.GroupResource(), ns, opts, 7, nil)
+}
+
+func (m *memStore) Create(_ context.Context, _ resource.Info, _ string, obj []byte) ([]byte, error) {
+	return obj, nil
+}
+
+func (m *memStore) Update(context.Context, resource.Info, string, string, string, []byte) ([]byte, error) {
+	return nil, MethodNotAllowed("x", "no")
+}
+
+func (m *memStore) Patch(context.Context, resource.Info, string, string, string, PatchType, []byte) ([]byte, error) {
+	return nil, MethodNotAllowed("x", "no")
+}
+
+func (m *memStore) Delete(context.Context, resource.Info, string, string, DeleteOptions) ([]byte, error) {
+	return nil, MethodNotAllowed("x", "no")
+}
+
+func newTestServer(t *testing.T, objs map[string][]byte) (*httptest.Server, *memStore) {
+	t.Helper()
+	m := &memStore{objs: objs, cache: NewCache(100, 100)}
+	h, err := New(DefaultConfig(), resource.New(), m, zerolog.Nop(), nil, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, m
+}
+
+// TestOpenAPIAsClientsReadIt: the v2 document parses as client-go's discovery and kubectl's
+// openapi package parse it, with a schema for each KubeEdge kind and none for the built-in
+// ones; the v3 documents announce fieldValidation on every kind's PATCH, as kubectl checks.
+func TestOpenAPIAsClientsReadIt(t *testing.T) {
+	srv, _ := newTestServer(t, nil)
+	dc, err := discovery.NewDiscoveryClientForConfig(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := dc.OpenAPISchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	models, err := kproto.NewOpenAPIData(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]bool{}
+	for _, name := range models.ListModels() {
+		for _, ext := range models.LookupModel(name).GetExtensions()[gvkExtension].([]any) {
+			m := ext.(map[any]any)
+			kinds[fmt.Sprint(m["kind"])] = true
+		}
+	}
+	if !kinds["Device"] || !kinds["DeviceModel"] || !kinds["NodeGroup"] || kinds["Pod"] {
+		t.Fatalf("kinds with schemas: %v", kinds)
+	}
+	var raw openapiv2.Document
+	resp, _ := http.Get(srv.URL + "/openapi/v2")
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("v2 without Accept: %s", ct)
+	}
+	resp.Body.Close()
+	if err := proto.Unmarshal(mustProto(t, srv.URL), &raw); err != nil || raw.Swagger != "2.0" {
+		t.Fatalf("v2 protobuf: %v %q", err, raw.Swagger)
+	}
+
+	root := openapi3.NewRoot(dc.OpenAPIV3())
+	for _, info := range resource.New().All() {
+		gv := schema.GroupVersion{Group: info.Group, Version: info.Version}
+		spec, err := root.GVSpec(gv)
+		if err != nil {
+			t.Fatalf("%s: %v", gv, err)
+		}
+		found := false
+		for _, p := range spec.Paths.Paths {
+			if p.Patch == nil {
+				continue
+			}
+			var g map[string]string
+			if err := p.Patch.Extensions.GetObject(gvkExtension, &g); err != nil || g["kind"] != info.Kind {
+				continue
+			}
+			for _, prm := range p.Patch.Parameters {
+				found = found || (prm.Name == "fieldValidation" && prm.In == "query")
+			}
+		}
+		if !found {
+			t.Errorf("%s: no PATCH with fieldValidation in the v3 document", info.Kind)
+		}
+	}
+}
+
+func mustProto(t *testing.T, base string) []byte {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/openapi/v2", nil)
+	req.Header.Set("Accept", mimeOpenAPIV2ProtoOld)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != mimeOpenAPIV2Proto {
+		t.Fatalf("content type %q", ct)
+	}
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return []byte(b.String())
+}
+
+// TestTables: the columns people look for, for list, get and watch.
+func TestTables(t *testing.T) {
+	created := time.Now().Add(-3 * time.Hour).UTC().Format(time.RFC3339)
+	dev := `{"apiVersion":"devices.kubeedge.io/v1beta1","kind":"Device","metadata":{"name":"d1","namespace":"ns","creationTimestamp":"` + created + `","resourceVersion":"5"},
+		"spec":{"nodeName":"edge-1","deviceModelRef":{"name":"thermo"}},"status":{"state":"online"}}`
+	srv, m := newTestServer(t, map[string][]byte{"ns/d1": []byte(dev)})
+	get := func(path, accept string) (int, metav1.Table) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var tbl metav1.Table
+		json.NewDecoder(resp.Body).Decode(&tbl)
+		return resp.StatusCode, tbl
+	}
+	const kubectlAccept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+	devs := "/apis/devices.kubeedge.io/v1beta1/namespaces/ns/devices"
+	code, tbl := get(devs, kubectlAccept)
+	if code != 200 || tbl.Kind != "Table" || tbl.APIVersion != "meta.k8s.io/v1" || tbl.ResourceVersion != "7" {
+		t.Fatalf("list table: %d %+v", code, tbl)
+	}
+	var names []string
+	for _, c := range tbl.ColumnDefinitions {
+		names = append(names, c.Name)
+	}
+	if strings.Join(names, ",") != "Name,Model,Node,State,Age,Last-Online" || len(tbl.Rows) != 1 {
+		t.Fatalf("columns %v rows %d", names, len(tbl.Rows))
+	}
+	if cells := fmt.Sprint(tbl.Rows[0].Cells[:5]); cells != "[d1 thermo edge-1 online 3h]" {
+		t.Fatalf("cells %s", cells)
+	}
+	if !strings.Contains(string(tbl.Rows[0].Object.Raw), `"kind":"PartialObjectMetadata"`) {
+		t.Fatalf("row object %s", tbl.Rows[0].Object.Raw)
+	}
+	if _, tbl := get(devs+"?includeObject=Object", kubectlAccept); !strings.Contains(string(tbl.Rows[0].Object.Raw), `"deviceModelRef"`) {
+		t.Fatalf("includeObject=Object: %s", tbl.Rows[0].Object.Raw)
+	}
+	if code, tbl := get(devs+"/d1", "application/json;as=Table;v=v1beta1;g=meta.k8s.io"); code != 200 || tbl.APIVersion != "meta.k8s.io/v1beta1" || len(tbl.Rows) != 1 {
+		t.Fatalf("get table: %d %+v", code, tbl)
+	}
+	if code, _ := get(devs+"?includeObject=All", kubectlAccept); code != http.StatusBadRequest {
+		t.Fatalf("bad includeObject: %d", code)
+	}
+	// Without the table clause: the list itself.
+	resp, _ := http.Get(srv.URL + devs)
+	var l struct{ Kind string }
+	json.NewDecoder(resp.Body).Decode(&l)
+	resp.Body.Close()
+	if l.Kind != "DeviceList" {
+		t.Fatalf("plain list kind %q", l.Kind)
+	}
+
+	// A watch in table form: one row per event.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+devs+"?watch=true&resourceVersion=7", nil)
+	req.Header.Set("Accept", kubectlAccept)
+	wresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wresp.Body.Close()
+	m.cache.Add(Event{Type: Modified, Rev: 8, Resource: "devices.devices.kubeedge.io", Meta: Meta{Namespace: "ns", Name: "d1"},
+		Object: []byte(strings.Replace(dev, `"online"`, `"offline"`, 1))})
+	var ev struct {
+		Type   string
+		Object metav1.Table
+	}
+	if err := json.NewDecoder(wresp.Body).Decode(&ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != "MODIFIED" || ev.Object.Kind != "Table" || fmt.Sprint(ev.Object.Rows[0].Cells[3]) != "offline" {
+		t.Fatalf("table event %+v", ev)
+	}
+}
+
+// TestCacheWatch: exact replay after a version, 410 before the ring, and a slow watcher ended
+// instead of buffered.
+func TestCacheWatch(t *testing.T) {
+	c := NewCache(4, 3)
+	c.Reset(10)
+	add := func(rev int64, name string) {
+		c.Add(Event{Type: Added, Rev: rev, Resource: "pods", Meta: Meta{Namespace: "ns", Name: name}, Object: []byte(`{}`)})
+	}
+	for i := int64(11); i <= 14; i++ {
+		add(i, fmt.Sprint("p", i))
+	}
+	w, err := c.Watch("pods", "", ListOptions{}, 12, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := w.Next(context.Background())
+	if len(evs) != 2 || evs[0].Rev != 13 || evs[1].Rev != 14 {
+		t.Fatalf("replay %+v", evs)
+	}
+	add(15, "p15") // the ring drops 11: a watch from 10 has a gap
+	if _, err := c.Watch("pods", "", ListOptions{}, 10, nil); err == nil || !strings.Contains(err.Error(), "too old") {
+		t.Fatalf("watch from a forgotten version: %v", err)
+	}
+	if !c.Knows(11) || c.Knows(10) {
+		t.Fatal("Knows disagrees with the ring")
+	}
+	// w has 15 pending; three more undelivered past its buffer end it.
+	for i := int64(16); i <= 20; i++ {
+		add(i, fmt.Sprint("p", i))
+	}
+	if _, err := w.Next(context.Background()); err != ErrWatchEnded {
+		t.Fatalf("slow watcher: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if !c.WaitRev(ctx, 20) {
+		t.Fatal("WaitRev for a known version")
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	if c.WaitRev(short, 21) {
+		t.Fatal("WaitRev for a future version returned true")
+	}
+}
+
+func TestDecodeBody(t *testing.T) {
+	cases := []struct {
+		ct, body, want, err string
+	}{
+		{"", `{"a":1}`, `{"a":1}`, ""},
+		{"application/json; charset=utf-8", ` {"a":1} `, `{"a":1}`, ""},
+		{"application/yaml", "a: 1\nb: [x]\n", `{"a":1,"b":["x"]}`, ""},
+		{"application/yaml", "null", "", "must be one object"},
+		{"application/json", `null`, "", "must be one object"},
+		{"application/json", `{"a":1}{"b":2}`, "", "more than one"},
+		{"application/json", `{"a":`, "", "not valid JSON"},
+		{"application/xml", `<a/>`, "", "unknown format"},
+		{"application/yaml", "a: [", "", "not valid YAML"},
+	}
+	for _, tc := range cases {
+		got, err := DecodeBody(tc.ct, []byte(tc.body))
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q %q: error %v, want %q", tc.ct, tc.body, err, tc.err)
+		case tc.err == "" && (err != nil || string(got) != tc.want):
+			t.Errorf("%q %q: %s %v, want %s", tc.ct, tc.body, got, err, tc.want)
+		}
+	}
+}
