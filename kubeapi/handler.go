@@ -93,6 +93,9 @@ type request struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	verb, code := h.serve(w, r)
+	if code == watchCounted {
+		return
+	}
 	h.metrics.requests.WithLabelValues(verb, strconv.Itoa(code)).Inc()
 	if verb != "watch" {
 		h.metrics.latency.WithLabelValues(verb).Observe(time.Since(start).Seconds())
@@ -223,6 +226,8 @@ func (h *Handler) parse(method string, q map[string][]string, parts []string) (r
 	if rest[0] == "namespaces" && len(rest) >= 3 {
 		if _, ok := h.reg.ByURL(group, version, rest[2]); ok {
 			req.namespace, rest = rest[1], rest[2:]
+		} else if rest[2] != "status" {
+			return req, notFoundPath() // a resource this server does not serve
 		}
 	}
 	info, ok := h.reg.ByURL(group, version, rest[0])
@@ -492,6 +497,9 @@ func (h *Handler) writeTable(w http.ResponseWriter, t tableRequest, info resourc
 	return h.writeRaw(w, http.StatusOK, body)
 }
 
+// watchCounted is the code a served watch returns: it counted itself when it started.
+const watchCounted = -1
+
 // watch serves a watch. Its verb is "watchlist" when it starts with the current state (a
 // watch from "" or "0", or with sendInitialEvents): that costs what a list costs, and clients
 // that stream their lists (client-go's WatchListClient) never send a LIST.
@@ -532,6 +540,9 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	w.Header().Set("Transfer-Encoding", "chunked")
 	w.WriteHeader(http.StatusOK)
 	rc.Flush()
+	// Counted when it starts, not when it ends minutes later: the count of full-state
+	// requests is how a relist storm shows.
+	h.metrics.requests.WithLabelValues(verb, "200").Inc()
 	var bookmarks <-chan time.Time
 	if opts.AllowWatchBookmarks {
 		t := time.NewTicker(h.cfg.BookmarkInterval)
@@ -569,7 +580,7 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 				if tw != nil && ev.Type != Bookmark {
 					if obj, err = tw.table([][]byte{ev.Object}, strconv.FormatInt(ev.Rev, 10), "", nil); err != nil {
 						h.log.Error().Err(err).Msg("watch: table row")
-						return verb, http.StatusOK
+						return verb, watchCounted
 					}
 				}
 				writeEvent(&buf, ev.Type, obj)
@@ -581,15 +592,15 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			}
 			writeEvent(&buf, Bookmark, bookmarkObject(req.info, rev, false))
 		case <-errc:
-			return verb, http.StatusOK // the client re-watches from the last version it saw
+			return verb, watchCounted // the client re-watches from the last version it saw
 		}
 		// A client that stops reading is cut off here rather than holding the connection.
 		rc.SetWriteDeadline(time.Now().Add(h.cfg.WatchWriteTimeout))
 		if _, err := w.Write(buf.Bytes()); err != nil {
-			return verb, http.StatusOK
+			return verb, watchCounted
 		}
 		if err := rc.Flush(); err != nil {
-			return verb, http.StatusOK
+			return verb, watchCounted
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package metaserver
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"strconv"
 	"time"
 
@@ -50,7 +52,9 @@ func (s *Storage) onChanges(changes []edgestore.Change) {
 			ev.Type, ev.Resource, ev.Meta = kubeapi.Deleted, c.Old.Key.Resource, metaOf(c.Old)
 			prev := ev.Meta
 			ev.Prev = &prev
-			ev.Object = c.Old.Object
+			// The object as it was, at the version of its deletion, as Kubernetes sends it:
+			// a client's last seen version must not move backwards.
+			ev.Object = stampVersion(c.Old.Object, c.Rev)
 		default:
 			ev.Type, ev.Resource, ev.Meta, ev.Object = kubeapi.Modified, c.New.Key.Resource, metaOf(c.New), c.New.Object
 			prev := metaOf(c.Old)
@@ -58,6 +62,25 @@ func (s *Storage) onChanges(changes []edgestore.Change) {
 		}
 		s.cache.Add(ev)
 	}
+}
+
+func stampVersion(obj []byte, rev uint64) []byte {
+	d := json.NewDecoder(bytes.NewReader(obj))
+	d.UseNumber()
+	var m map[string]any
+	if d.Decode(&m) != nil {
+		return obj
+	}
+	md, ok := m["metadata"].(map[string]any)
+	if !ok {
+		return obj
+	}
+	md["resourceVersion"] = strconv.FormatUint(rev, 10)
+	out, err := json.Marshal(m)
+	if err != nil {
+		return obj
+	}
+	return out
 }
 
 func metaOf(r *edgestore.Record) kubeapi.Meta {
