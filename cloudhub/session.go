@@ -452,6 +452,9 @@ func (s *session) writeLoop() {
 			return
 		}
 		if len(frame) > 0 {
+			// The edge may ack before WriteMessage returns: publish the seqs first, or the
+			// reader would take a fast ack for one of a seq never sent.
+			s.sent.Store(s.seq)
 			s.conn.SetWriteDeadline(s.hub.now().Add(s.hub.cfg.WriteTimeout))
 			if err := s.conn.WriteMessage(websocket.BinaryMessage, frame); err != nil {
 				s.log.Debug().Err(err).Msg("write failed")
@@ -461,7 +464,6 @@ func (s *session) writeLoop() {
 			}
 			s.hub.metrics.bytesOut.Add(float64(len(frame)))
 			s.hub.metrics.frames.Inc()
-			s.sent.Store(s.seq)
 		}
 		if closing != nil {
 			s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, closing.Code.String()), s.hub.now().Add(time.Second))
