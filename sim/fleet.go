@@ -36,6 +36,37 @@ type Edge struct {
 	Store  *MemStore
 	Client *edgehub.Client
 	id     *memIdentity
+
+	mu     sync.Mutex // guards cancel and done
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Start runs the edge's hub client until Stop or ctx ends. Starting a running edge does nothing.
+func (e *Edge) Start(ctx context.Context) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cancel != nil {
+		return
+	}
+	ctx, e.cancel = context.WithCancel(ctx)
+	e.done = make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		e.Client.Run(ctx)
+	}(e.done)
+}
+
+// Stop ends the edge's session (its store is kept, as a real edge's would be) and waits.
+func (e *Edge) Stop() {
+	e.mu.Lock()
+	cancel, done := e.cancel, e.done
+	e.cancel, e.done = nil, nil
+	e.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
 }
 
 // Fleet is a set of simulated edges.
@@ -149,17 +180,15 @@ func joinOne(ctx context.Context, cfg FleetConfig, i int, log zerolog.Logger) (*
 	return &Edge{Name: name, Store: st, Client: client, id: id}, nil
 }
 
-// Run runs every edge's hub client until ctx ends.
+// Run runs every edge's hub client until ctx ends, then stops them all.
 func (f *Fleet) Run(ctx context.Context) {
-	var wg sync.WaitGroup
 	for _, e := range f.Edges {
-		wg.Add(1)
-		go func(e *Edge) {
-			defer wg.Done()
-			e.Client.Run(ctx)
-		}(e)
+		e.Start(ctx)
 	}
-	wg.Wait()
+	<-ctx.Done()
+	for _, e := range f.Edges {
+		e.Stop()
+	}
 }
 
 // Connected counts edges whose session is up.

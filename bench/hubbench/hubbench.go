@@ -87,8 +87,8 @@ func percentile(xs []float64, p float64) float64 {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // fleet joins n simulated edges to c and runs them until the returned stop is called.
-func fleet(ctx context.Context, o Options, c *cloudProc, n int) (*sim.Fleet, func(), error) {
-	tok, err := c.token()
+func fleet(ctx context.Context, o Options, c *sim.Cloud, n int) (*sim.Fleet, func(), error) {
+	tok, err := c.Token(2 * time.Hour)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -98,7 +98,7 @@ func fleet(ctx context.Context, o Options, c *cloudProc, n int) (*sim.Fleet, fun
 	for i := 1; i <= 8; i++ {
 		addrs = append(addrs, fmt.Sprintf("127.0.0.%d", i))
 	}
-	f, err := sim.JoinFleet(ctx, sim.FleetConfig{Cloud: []string{c.hub}, Join: "https://" + c.join, Token: tok, Nodes: n,
+	f, err := sim.JoinFleet(ctx, sim.FleetConfig{Cloud: []string{c.Hub}, Join: "https://" + c.Join, Token: tok, Nodes: n,
 		Prefix: "bench-", LocalAddrs: addrs, Hub: hc, JoinConcurrency: 32}, o.Log, nil)
 	if err != nil {
 		return nil, nil, err
@@ -108,7 +108,7 @@ func fleet(ctx context.Context, o Options, c *cloudProc, n int) (*sim.Fleet, fun
 	wg.Add(1)
 	go func() { defer wg.Done(); f.Run(fctx) }()
 	stop := func() { cancel(); wg.Wait() }
-	if err := waitUntil(ctx, 2*time.Minute, func() bool { return f.Connected() == n }); err != nil {
+	if err := sim.WaitUntil(ctx, 2*time.Minute, func() bool { return f.Connected() == n }); err != nil {
 		stop()
 		return nil, nil, fmt.Errorf("connecting %d edges: %w (%d connected)", n, err, f.Connected())
 	}
@@ -132,11 +132,11 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	} else {
 		fmt.Fprintln(os.Stderr, "keeping", dir)
 	}
-	c, err := startCloud(o.Bin, dir, "--progress-interval", "1s")
+	c, err := sim.StartCloud(o.Bin, dir, "--progress-interval", "1s")
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	f, stop, err := fleet(ctx, o, c, n)
 	if err != nil {
 		return err
@@ -169,13 +169,13 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 			"spec":     map[string]any{"ports": []any{map[string]any{"port": 80}}}})
 		return b
 	}
-	if _, err := c.request(http.MethodPost, "/api/v1/namespaces/bench/services", "application/json", svc(0)); err != nil {
+	if _, err := sim.Request(c.URL(""), http.MethodPost, "/api/v1/namespaces/bench/services", "application/json", svc(0)); err != nil {
 		return err
 	}
 	if path := os.Getenv("HUBBENCH_CPUPROFILE"); path != "" {
 		// A CPU profile of tether-cloud during the trials, for whoever is tuning the hub.
 		go func() {
-			resp, err := http.Get(c.url("/debug/pprof/profile?seconds=8"))
+			resp, err := http.Get(c.URL("/debug/pprof/profile?seconds=8"))
 			if err != nil {
 				return
 			}
@@ -192,7 +192,7 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	for trial := 1; trial <= o.Trials; trial++ {
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"trial": fmt.Sprint(trial)}}})
 		t0 := time.Now()
-		resp, err := c.request(http.MethodPatch, "/api/v1/namespaces/bench/services/fanout", "application/merge-patch+json", patch)
+		resp, err := sim.Request(c.URL(""), http.MethodPatch, "/api/v1/namespaces/bench/services/fanout", "application/merge-patch+json", patch)
 		if err != nil {
 			return err
 		}
@@ -204,7 +204,7 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 		var rev uint64
 		fmt.Sscan(obj.Metadata.ResourceVersion, &rev)
 		var lat []time.Duration
-		err = waitUntil(ctx, 30*time.Second, func() bool {
+		err = sim.WaitUntil(ctx, 30*time.Second, func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			lat = lat[:0]
@@ -254,18 +254,19 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 
 	// Restart the cloud under the same, up-to-date nodes.
 	time.Sleep(3 * time.Second) // progress marks bring every cursor to the head
-	cluster, err := c.clusterID()
+	info, err := sim.GetInfo(c.URL(""))
 	if err != nil {
 		return err
 	}
-	if err := c.stop(); err != nil {
+	cluster := info.Cluster
+	if err := c.Stop(); err != nil {
 		return err
 	}
 	restart := time.Now()
-	if err := c.start(); err != nil {
+	if err := c.Start(); err != nil {
 		return err
 	}
-	body, err := c.request(http.MethodGet, "/api/v1/nodes?limit=1", "", nil)
+	body, err := sim.Request(c.URL(""), http.MethodGet, "/api/v1/nodes?limit=1", "", nil)
 	if err != nil {
 		return err
 	}
@@ -275,12 +276,12 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	json.Unmarshal(body, &list)
 	var head uint64
 	fmt.Sscan(list.Metadata.ResourceVersion, &head)
-	if err := waitUntil(ctx, time.Minute, func() bool { return f.Connected() == n && f.Synced(cluster, head) == n }); err != nil {
+	if err := sim.WaitUntil(ctx, time.Minute, func() bool { return f.Connected() == n && f.Synced(cluster, head) == n }); err != nil {
 		return fmt.Errorf("after restart: %d connected, %d synced: %w", f.Connected(), f.Synced(cluster, head), err)
 	}
 	took := time.Since(restart)
 	time.Sleep(500 * time.Millisecond)
-	m, err := scrape(c.url("/metrics"), "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_catchup_messages_total")
+	m, err := sim.Scrape(c.URL("/metrics"), "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_catchup_messages_total")
 	if err != nil {
 		return err
 	}
@@ -294,8 +295,8 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	return nil
 }
 
-func countNotReady(c *cloudProc) (int, error) {
-	body, err := c.request(http.MethodGet, "/api/v1/nodes", "", nil)
+func countNotReady(c *sim.Cloud) (int, error) {
+	body, err := sim.Request(c.URL(""), http.MethodGet, "/api/v1/nodes", "", nil)
 	if err != nil {
 		return 0, err
 	}
@@ -324,10 +325,10 @@ type baseFigures struct{ all, each []float64 }
 
 // startBaseline runs the baseline server process.
 func startBaseline(o Options) (ws, ctl string, stop func(), err error) {
-	if ws, err = freeAddr(); err != nil {
+	if ws, err = sim.FreeAddr(); err != nil {
 		return
 	}
-	if ctl, err = freeAddr(); err != nil {
+	if ctl, err = sim.FreeAddr(); err != nil {
 		return
 	}
 	cmd := exec.Command(o.Self, "-baseline-server", "-ws", ws, "-ctl", ctl)
@@ -336,7 +337,7 @@ func startBaseline(o Options) (ws, ctl string, stop func(), err error) {
 		return
 	}
 	stop = func() { cmd.Process.Kill(); cmd.Wait() }
-	err = waitUntil(context.Background(), 20*time.Second, func() bool {
+	err = sim.WaitUntil(context.Background(), 20*time.Second, func() bool {
 		resp, err := http.Get("http://" + ctl + "/mem")
 		if err != nil {
 			return false
@@ -371,7 +372,7 @@ func baselineFanout(ctx context.Context, o Options, n int) (baseFigures, error) 
 		}
 		resp.Body.Close()
 		var recv []time.Time
-		err = waitUntil(ctx, 30*time.Second, func() bool { recv = bc.received(uint64(trial)); return len(recv) == n })
+		err = sim.WaitUntil(ctx, 30*time.Second, func() bool { recv = bc.received(uint64(trial)); return len(recv) == n })
 		if err != nil {
 			return out, fmt.Errorf("baseline trial %d: %d of %d received", trial, len(recv), n)
 		}
@@ -428,25 +429,25 @@ func memory(ctx context.Context, o Options, n int, emit func(Result)) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	c, err := startCloud(o.Bin, dir)
+	c, err := sim.StartCloud(o.Bin, dir)
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	f, stop, err := fleet(ctx, o, c, n)
 	if err != nil {
 		return err
 	}
 	// Measure with the nodes joined (their Node objects stored) but disconnected, then connected.
 	stop()
-	if err := waitUntil(ctx, time.Minute, func() bool {
-		m, err := scrape(c.url("/metrics"), "tether_cloud_hub_connected_nodes")
+	if err := sim.WaitUntil(ctx, time.Minute, func() bool {
+		m, err := sim.Scrape(c.URL("/metrics"), "tether_cloud_hub_connected_nodes")
 		return err == nil && m["tether_cloud_hub_connected_nodes"] == 0
 	}); err != nil {
 		return err
 	}
 	time.Sleep(time.Second)
-	live0, rss0, err := goMemory(c.url(""))
+	live0, rss0, err := sim.GoMemory(c.URL(""))
 	if err != nil {
 		return err
 	}
@@ -455,11 +456,11 @@ func memory(ctx context.Context, o Options, n int, emit func(Result)) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); f.Run(fctx) }()
 	defer func() { cancel(); wg.Wait() }()
-	if err := waitUntil(ctx, 2*time.Minute, func() bool { return f.Connected() == n }); err != nil {
+	if err := sim.WaitUntil(ctx, 2*time.Minute, func() bool { return f.Connected() == n }); err != nil {
 		return err
 	}
 	time.Sleep(3 * time.Second) // idle: catch-up done, writers gone
-	live1, rss1, err := goMemory(c.url(""))
+	live1, rss1, err := sim.GoMemory(c.URL(""))
 	if err != nil {
 		return err
 	}

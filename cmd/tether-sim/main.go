@@ -1,0 +1,51 @@
+// Command tether-sim simulates edge nodes and their devices against a real tether-cloud and
+// reports what it measured; `tether-sim mapper` runs one simulated device mapper against a real
+// tether-edge.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/tetherhub/tether/cli"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "run":
+		err = runScenario(args, stdout, stderr)
+	case "mapper":
+		err = mapperCmd(args, stdout)
+	case "version":
+		fmt.Fprintln(stdout, "tether-sim", version)
+	default:
+		err = cli.Usagef("unknown command %q (run, mapper, version)", cmd)
+	}
+	switch {
+	case err == nil, errors.Is(err, pflag.ErrHelp):
+		return 0
+	case cli.IsUsage(err):
+		fmt.Fprintln(stderr, "tether-sim:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "tether-sim:", err)
+		return 1
+	}
+}

@@ -1,0 +1,213 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tetherhub/tether/pki"
+)
+
+// Cloud is a tether-cloud process the simulator started (for scenarios that restart the cloud,
+// and for benchmarks), or one it only talks to (API set, no process).
+type Cloud struct {
+	Bin            string // directory holding tether-cloud
+	Dir            string // its data dir
+	Hub, Join, API string // addresses
+	Args           []string
+	cmd            *exec.Cmd
+	logf           *os.File
+	done           chan error
+}
+
+// FreeAddr returns a loopback address nobody listens on right now.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// StartCloud starts tether-cloud from bin on free loopback ports with its data in dir.
+func StartCloud(bin, dir string, extra ...string) (*Cloud, error) {
+	c := &Cloud{Bin: bin, Dir: dir, Args: extra}
+	var err error
+	for _, p := range []*string{&c.Hub, &c.Join, &c.API} {
+		if *p, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	return c, c.Start()
+}
+
+// Start (re)starts the process on the same ports and data dir and waits until it is ready.
+func (c *Cloud) Start() error {
+	args := append([]string{"serve", "--data-dir", c.Dir, "--hub-listen", c.Hub, "--join-listen", c.Join,
+		"--api-listen", c.API, "--advertise-address", "127.0.0.1", "--log-level", "warn"}, c.Args...)
+	c.cmd = exec.Command(filepath.Join(c.Bin, "tether-cloud"), args...)
+	f, err := os.OpenFile(filepath.Join(c.Dir, "cloud.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	c.logf = f
+	c.cmd.Stdout, c.cmd.Stderr = f, f
+	if err := c.cmd.Start(); err != nil {
+		return err
+	}
+	c.done = make(chan error, 1)
+	go func() { c.done <- c.cmd.Wait() }()
+	return c.WaitReady(30 * time.Second)
+}
+
+// WaitReady waits until /readyz answers 200.
+func (c *Cloud) WaitReady(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(c.URL("/readyz")); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("tether-cloud did not become ready; see %s", filepath.Join(c.Dir, "cloud.log"))
+}
+
+// Stop sends SIGTERM and waits for the exit.
+func (c *Cloud) Stop() error { return c.end(syscall.SIGTERM) }
+
+// Kill is kill -9.
+func (c *Cloud) Kill() error { return c.end(syscall.SIGKILL) }
+
+func (c *Cloud) end(sig syscall.Signal) error {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return nil
+	}
+	c.cmd.Process.Signal(sig)
+	defer c.logf.Close()
+	select {
+	case err := <-c.done:
+		if sig == syscall.SIGKILL {
+			return nil
+		}
+		return err
+	case <-time.After(15 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+		return fmt.Errorf("tether-cloud did not stop within 15s")
+	}
+}
+
+// URL is a URL on the cloud API.
+func (c *Cloud) URL(p string) string { return "http://" + c.API + p }
+
+// Token makes a fleet token through the real CLI.
+func (c *Cloud) Token(ttl time.Duration) (pki.Token, error) {
+	out, err := exec.Command(filepath.Join(c.Bin, "tether-cloud"), "token", "create", "--server", "http://"+c.API, "--any-node", "--ttl", ttl.String()).Output()
+	if err != nil {
+		return pki.Token{}, fmt.Errorf("token create: %w", err)
+	}
+	return pki.ParseToken(strings.TrimSpace(string(out)))
+}
+
+// Request sends a request to the cloud API and returns the body of a 2xx answer.
+func Request(base, method, path, contentType string, body []byte) ([]byte, error) {
+	req, err := http.NewRequest(method, base+path, strings.NewReader(string(body)))
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, out)
+	}
+	return out, nil
+}
+
+// Info is what /tether/v1/info says.
+type Info struct {
+	Version, Cluster, CAHash, Replica string
+}
+
+// GetInfo asks a cloud API for its identity.
+func GetInfo(base string) (Info, error) {
+	body, err := Request(base, http.MethodGet, "/tether/v1/info", "", nil)
+	if err != nil {
+		return Info{}, err
+	}
+	var i Info
+	err = json.Unmarshal(body, &i)
+	return i, err
+}
+
+// Scrape reads the named samples (summing label sets) from a /metrics page.
+func Scrape(url string, names ...string) (map[string]float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, n := range names {
+		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(n) + `(\{[^}]*\})? ([0-9.e+-]+)$`)
+		for _, m := range re.FindAllStringSubmatch(string(body), -1) {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			out[n] += v
+		}
+	}
+	return out, nil
+}
+
+// GoMemory collects garbage in the process behind base (its pprof heap endpoint with gc=1)
+// and returns heap-in-use plus stacks-in-use and the resident set size.
+func GoMemory(base string) (live, rss float64, err error) {
+	resp, err := http.Get(base + "/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		return 0, 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	m, err := Scrape(base+"/metrics", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "process_resident_memory_bytes")
+	if err != nil {
+		return 0, 0, err
+	}
+	return m["go_memstats_heap_inuse_bytes"] + m["go_memstats_stack_inuse_bytes"], m["process_resident_memory_bytes"], nil
+}
+
+// WaitUntil polls ok every 20 ms until it holds, d passes or ctx ends.
+func WaitUntil(ctx context.Context, d time.Duration, ok func() bool) error {
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s", d)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}

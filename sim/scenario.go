@@ -1,0 +1,771 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/edgehub"
+	"github.com/tetherhub/tether/pki"
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/twin"
+)
+
+// Scenarios tether-sim runs.
+var scenarioNames = []string{"connect", "steady", "fanout", "twin", "restart", "churn"}
+
+// Scenarios lists the scenario names.
+func Scenarios() []string { return append([]string(nil), scenarioNames...) }
+
+// Config is one simulation.
+type Config struct {
+	Cloud []string // hub addresses
+	Join  string   // join URL
+	API   string   // cloud API base URL (setup, metrics)
+	Token string   // fleet token; made through the API when empty and the API is on loopback
+	// StartCloud, if set, is a directory holding tether-cloud: the simulator starts (and for
+	// restart, kills and restarts) its own cloud with its data in DataDir.
+	StartCloud string
+	DataDir    string
+
+	Nodes          int
+	DevicesPerNode int
+	Scenario       string
+	Duration       time.Duration
+	ReportInterval time.Duration // steady: how often each device reports (0: idle)
+	Changes        int           // fanout: changes measured
+	ChurnShare     float64       // churn: share of nodes that reconnect each period
+	ChurnEvery     time.Duration
+	LocalAddrs     int // spread edges over 127.0.0.1 … 127.0.0.N
+	Hub            edgehub.Config
+}
+
+// DefaultConfig returns defaults for a local run.
+func DefaultConfig() Config {
+	h := edgehub.DefaultConfig()
+	h.Agent = "tether-sim"
+	return Config{
+		Cloud: []string{"127.0.0.1:10000"}, Join: "https://127.0.0.1:10002", API: "http://127.0.0.1:10080",
+		Nodes: 100, DevicesPerNode: 1, Scenario: "connect", Duration: 30 * time.Second,
+		ReportInterval: 10 * time.Second, Changes: 50, ChurnShare: 0.1, ChurnEvery: time.Minute, LocalAddrs: 8, Hub: h,
+	}
+}
+
+// Validate reports the first unusable setting.
+func (c Config) Validate() error {
+	ok := false
+	for _, s := range scenarioNames {
+		ok = ok || s == c.Scenario
+	}
+	switch {
+	case !ok:
+		return fmt.Errorf("scenario: %q is not one of %s", c.Scenario, strings.Join(scenarioNames, ", "))
+	case c.Nodes < 1:
+		return fmt.Errorf("nodes: must be at least 1, got %d", c.Nodes)
+	case c.DevicesPerNode < 0:
+		return fmt.Errorf("devices-per-node: must not be negative, got %d", c.DevicesPerNode)
+	case c.Duration <= 0:
+		return fmt.Errorf("duration: must be positive, got %s", c.Duration)
+	case c.Scenario == "restart" && c.StartCloud == "":
+		return errors.New("scenario restart: the simulator must own the cloud to kill it; give --start-cloud")
+	case c.ChurnShare <= 0 || c.ChurnShare > 1:
+		return fmt.Errorf("churn-share: must be in (0, 1], got %g", c.ChurnShare)
+	case c.LocalAddrs < 1 || c.LocalAddrs > 254:
+		return fmt.Errorf("local-addrs: must be 1..254, got %d", c.LocalAddrs)
+	}
+	if c.StartCloud == "" {
+		if len(c.Cloud) == 0 || c.Join == "" || c.API == "" {
+			return errors.New("cloud, join and api are required unless --start-cloud is given")
+		}
+		for _, a := range c.Cloud {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("cloud: %q: %v", a, err)
+			}
+		}
+	}
+	h := c.Hub
+	h.Cloud = []string{"127.0.0.1:1"} // the fleet fills in the real addresses
+	return h.Validate()
+}
+
+// run is the state of one simulation.
+type run struct {
+	cfg     Config
+	log     zerolog.Logger
+	out     io.Writer
+	rep     *Report
+	cloud   *Cloud // when the simulator owns it
+	fleet   *Fleet
+	ctx     context.Context
+	start   time.Time
+	cluster string
+	errs    atomic.Int64
+	phase   atomic.Pointer[string]
+}
+
+// Run runs the configured scenario and returns its report. Progress lines go to out.
+func Run(ctx context.Context, cfg Config, log zerolog.Logger, out io.Writer) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &run{cfg: cfg, log: log, out: out, ctx: ctx, start: time.Now(),
+		rep: &Report{Scenario: cfg.Scenario, Started: time.Now().UTC(), Nodes: cfg.Nodes, DevicesPerNode: cfg.DevicesPerNode, Latency: map[string][]float64{}}}
+	defer func() { r.rep.Errors = int(r.errs.Load()) }()
+	if err := r.setup(); err != nil {
+		return r.rep, err
+	}
+	if r.cloud != nil {
+		defer r.cloud.Stop()
+	}
+	sctx, stopSampler := context.WithCancel(ctx)
+	samplerDone := make(chan struct{})
+	go func() { defer close(samplerDone); r.sample(sctx) }()
+	defer func() { stopSampler(); <-samplerDone }()
+
+	if err := r.joinAndConnect(); err != nil {
+		return r.rep, err
+	}
+	fctx, stopFleet := context.WithCancel(ctx)
+	defer stopFleet()
+	var err error
+	switch cfg.Scenario {
+	case "connect":
+	case "steady":
+		err = r.steady(fctx)
+	case "fanout":
+		err = r.fanout(fctx)
+	case "twin":
+		err = r.twin(fctx)
+	case "restart":
+		err = r.restart(fctx)
+	case "churn":
+		err = r.churn(fctx)
+	}
+	if err == nil {
+		err = r.converge()
+	}
+	r.rep.Seconds = time.Since(r.start).Seconds()
+	return r.rep, err
+}
+
+func (r *run) setPhase(p string) {
+	r.phase.Store(&p)
+	r.say("%s", p)
+}
+
+func (r *run) say(format string, a ...any) {
+	fmt.Fprintf(r.out, "[%6.1fs] %s\n", time.Since(r.start).Seconds(), fmt.Sprintf(format, a...))
+}
+
+func (r *run) api() string {
+	if r.cloud != nil {
+		return r.cloud.URL("")
+	}
+	return strings.TrimSuffix(r.cfg.API, "/")
+}
+
+func (r *run) setup() error {
+	if r.cfg.StartCloud != "" {
+		dir := r.cfg.DataDir
+		if dir == "" {
+			d, err := os.MkdirTemp("", "tether-sim-cloud")
+			if err != nil {
+				return err
+			}
+			dir = d
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		c, err := StartCloud(r.cfg.StartCloud, dir, "--progress-interval", "2s")
+		if err != nil {
+			return err
+		}
+		r.cloud = c
+		r.cfg.Cloud, r.cfg.Join = []string{c.Hub}, "https://"+c.Join
+		r.say("started tether-cloud (hub %s, API %s, data %s)", c.Hub, c.API, dir)
+	}
+	info, err := GetInfo(r.api())
+	if err != nil {
+		return fmt.Errorf("the cloud API at %s: %w", r.api(), err)
+	}
+	r.cluster = info.Cluster
+	r.rep.CloudVersion = info.Version
+	return nil
+}
+
+func (r *run) token() (pki.Token, error) {
+	if r.cfg.Token != "" {
+		return pki.ParseToken(r.cfg.Token)
+	}
+	body, err := Request(r.api(), http.MethodPost, "/tether/v1/tokens", "application/json", []byte(`{"anyNode":true,"ttl":"2h"}`))
+	if err != nil {
+		return pki.Token{}, fmt.Errorf("no --token given and none could be made: %w", err)
+	}
+	var tr struct{ Token string }
+	json.Unmarshal(body, &tr)
+	return pki.ParseToken(tr.Token)
+}
+
+func (r *run) joinAndConnect() error {
+	tok, err := r.token()
+	if err != nil {
+		return err
+	}
+	var addrs []string
+	for i := 1; i <= r.cfg.LocalAddrs; i++ {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.%d", i))
+	}
+	r.setPhase(fmt.Sprintf("joining %d nodes", r.cfg.Nodes))
+	t0 := time.Now()
+	var joined atomic.Int64
+	f, err := JoinFleet(r.ctx, FleetConfig{Cloud: r.cfg.Cloud, Join: r.cfg.Join, Token: tok, Nodes: r.cfg.Nodes,
+		Prefix: "sim-", LocalAddrs: addrs, Hub: r.cfg.Hub, JoinConcurrency: 32}, r.log, func(n int) { joined.Store(int64(n)) })
+	if err != nil {
+		return err
+	}
+	r.fleet = f
+	joinTook := time.Since(t0)
+	r.rep.figure("join rate", float64(r.cfg.Nodes)/joinTook.Seconds(), "nodes/s", "")
+	r.setPhase(fmt.Sprintf("connecting %d nodes", r.cfg.Nodes))
+	t1 := time.Now()
+	for _, e := range f.Edges {
+		e.Start(r.ctx)
+	}
+	head, err := r.head()
+	if err != nil {
+		return err
+	}
+	if err := WaitUntil(r.ctx, 10*time.Minute, func() bool { return f.Connected() == r.cfg.Nodes && f.Synced(r.cluster, head) == r.cfg.Nodes }); err != nil {
+		return fmt.Errorf("connecting: %d of %d connected, %d synced: %w", f.Connected(), r.cfg.Nodes, f.Synced(r.cluster, head), err)
+	}
+	took := time.Since(t1)
+	r.rep.figure("connect: all nodes connected and synced", took.Seconds(), "s", "")
+	r.rep.figure("connect rate", float64(r.cfg.Nodes)/took.Seconds(), "nodes/s", "")
+	return nil
+}
+
+// head is the cloud's current revision.
+func (r *run) head() (uint64, error) {
+	body, err := Request(r.api(), http.MethodGet, "/api/v1/namespaces?limit=1", "", nil)
+	if err != nil {
+		return 0, err
+	}
+	var l struct {
+		Metadata struct{ ResourceVersion string }
+	}
+	json.Unmarshal(body, &l)
+	var rev uint64
+	fmt.Sscan(l.Metadata.ResourceVersion, &rev)
+	return rev, nil
+}
+
+// converge checks the end state: every node connected, at the cloud's head, its outbox empty.
+func (r *run) converge() error {
+	r.setPhase("checking convergence")
+	head, err := r.head()
+	if err != nil {
+		return err
+	}
+	err = WaitUntil(r.ctx, 2*time.Minute, func() bool {
+		if r.fleet.Connected() != r.cfg.Nodes || r.fleet.Synced(r.cluster, head) != r.cfg.Nodes {
+			return false
+		}
+		for _, e := range r.fleet.Edges {
+			if e.Store.OutboxLen() > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	r.rep.Converged = err == nil
+	if err != nil {
+		return fmt.Errorf("not converged: %d connected, %d synced to %d: %w", r.fleet.Connected(), r.fleet.Synced(r.cluster, head), head, err)
+	}
+	return nil
+}
+
+// sample records the cloud's figures and the fleet's connections every second.
+func (r *run) sample(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var lastCPU float64
+	var lastAt time.Time
+	progress := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := Sample{T: time.Since(r.start).Seconds()}
+		if r.fleet != nil {
+			s.Connected = r.fleet.Connected()
+		}
+		m, err := Scrape(r.api()+"/metrics", "process_resident_memory_bytes", "process_cpu_seconds_total", "go_goroutines",
+			"go_memstats_heap_inuse_bytes", "tether_cloud_hub_connected_nodes")
+		if err == nil && len(m) > 0 {
+			s.CloudRSS = m["process_resident_memory_bytes"]
+			s.CloudHeap = m["go_memstats_heap_inuse_bytes"]
+			s.Goroutines = m["go_goroutines"]
+			cpu := m["process_cpu_seconds_total"]
+			if !lastAt.IsZero() && cpu >= lastCPU {
+				s.CloudCPU = (cpu - lastCPU) / time.Since(lastAt).Seconds() / float64(runtime.NumCPU()) * 100
+			}
+			lastCPU, lastAt = cpu, time.Now()
+			s.HubConnected = m["tether_cloud_hub_connected_nodes"]
+		}
+		r.rep.add(s)
+		if progress++; progress%5 == 0 {
+			phase := ""
+			if p := r.phase.Load(); p != nil {
+				phase = *p
+			}
+			r.say("%s — %d/%d connected, cloud RSS %.0f MB, CPU %.0f%% of %d cores, %d errors",
+				phase, s.Connected, r.cfg.Nodes, s.CloudRSS/1e6, s.CloudCPU, runtime.NumCPU(), r.errs.Load())
+		}
+	}
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+// ensureDevices creates a DeviceModel and DevicesPerNode devices on every node.
+func (r *run) ensureDevices() error {
+	if r.cfg.DevicesPerNode == 0 {
+		return nil
+	}
+	r.setPhase(fmt.Sprintf("creating %d devices", r.cfg.Nodes*r.cfg.DevicesPerNode))
+	model := map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
+		"metadata": map[string]any{"name": "sim-model", "namespace": "sim"},
+		"spec":     map[string]any{"properties": []any{map[string]any{"name": "temperature", "type": "INT", "accessMode": "ReadWrite"}}}}
+	body, _ := json.Marshal(model)
+	if _, err := Request(r.api(), http.MethodPost, "/apis/devices.kubeedge.io/v1beta1/namespaces/sim/devicemodels", "application/json", body); err != nil && !strings.Contains(err.Error(), "409") {
+		return err
+	}
+	jobs := make(chan [2]string)
+	var wg sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				dev := map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+					"metadata": map[string]any{"name": j[1], "namespace": "sim"},
+					"spec": map[string]any{"nodeName": j[0], "deviceModelRef": map[string]any{"name": "sim-model"},
+						"properties": []any{map[string]any{"name": "temperature", "desired": map[string]any{"value": "20"}}}}}
+				b, _ := json.Marshal(dev)
+				if _, err := Request(r.api(), http.MethodPost, "/apis/devices.kubeedge.io/v1beta1/namespaces/sim/devices", "application/json", b); err != nil && !strings.Contains(err.Error(), "409") {
+					firstErr.CompareAndSwap(nil, &err)
+				}
+			}
+		}()
+	}
+	for _, e := range r.fleet.Edges {
+		for d := 0; d < r.cfg.DevicesPerNode; d++ {
+			jobs <- [2]string{e.Name, fmt.Sprintf("%s-d%d", e.Name, d)}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return *p
+	}
+	head, err := r.head()
+	if err != nil {
+		return err
+	}
+	return WaitUntil(r.ctx, 5*time.Minute, func() bool { return r.fleet.Synced(r.cluster, head) == r.cfg.Nodes })
+}
+
+// report queues one twin report for a device of edge e, as the edge's twin engine would after
+// a device's twin/update.
+func report(e *Edge, device string, value string) {
+	t := twin.Twin{Props: map[string]twin.Property{"temperature": {
+		Type:   "int",
+		Actual: &twin.Value{Value: value, Timestamp: time.Now().UnixMilli()},
+	}}}
+	e.Store.Enqueue(protocol.Report{Kind: protocol.ReportTwin, Subject: "sim/" + device, Time: time.Now().UnixMilli(), Payload: twin.EncodeTwinReport(t)})
+}
+
+// steady keeps the fleet connected for Duration, devices reporting every ReportInterval, and
+// measures the cloud's CPU, memory and the traffic per node.
+func (r *run) steady(ctx context.Context) error {
+	if r.cfg.ReportInterval > 0 {
+		if err := r.ensureDevices(); err != nil {
+			return err
+		}
+	}
+	time.Sleep(2 * time.Second) // let catch-up and device fan-out settle
+	live0, _, _ := GoMemory(r.api())
+	m0, err := Scrape(r.api()+"/metrics", "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_received_bytes_total", "process_cpu_seconds_total", "tether_cloud_hub_reports_total")
+	if err != nil {
+		return err
+	}
+	r.setPhase(fmt.Sprintf("steady for %s (reports every %s per device)", r.cfg.Duration, r.cfg.ReportInterval))
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	if r.cfg.ReportInterval > 0 && r.cfg.DevicesPerNode > 0 {
+		for _, e := range r.fleet.Edges {
+			wg.Add(1)
+			go func(e *Edge) {
+				defer wg.Done()
+				// Spread the first report over the interval so reports do not arrive in waves.
+				select {
+				case <-time.After(time.Duration(rand.Int64N(int64(r.cfg.ReportInterval)))):
+				case <-ctx.Done():
+					return
+				}
+				t := time.NewTicker(r.cfg.ReportInterval)
+				defer t.Stop()
+				for i := 0; ; i++ {
+					for d := 0; d < r.cfg.DevicesPerNode; d++ {
+						report(e, fmt.Sprintf("%s-d%d", e.Name, d), fmt.Sprint(20+i%10))
+					}
+					select {
+					case <-t.C:
+					case <-ctx.Done():
+						return
+					}
+					if time.Since(t0) >= r.cfg.Duration {
+						return
+					}
+				}
+			}(e)
+		}
+	}
+	select {
+	case <-time.After(r.cfg.Duration):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	wg.Wait()
+	took := time.Since(t0).Seconds()
+	m1, err := Scrape(r.api()+"/metrics", "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_received_bytes_total", "process_cpu_seconds_total", "tether_cloud_hub_reports_total")
+	if err != nil {
+		return err
+	}
+	live1, _, _ := GoMemory(r.api())
+	n := float64(r.cfg.Nodes)
+	traffic := (m1["tether_cloud_hub_sent_bytes_total"] - m0["tether_cloud_hub_sent_bytes_total"] + m1["tether_cloud_hub_received_bytes_total"] - m0["tether_cloud_hub_received_bytes_total"]) / n / took
+	name := "traffic per node (hub payload both ways)"
+	goal := ""
+	if r.cfg.ReportInterval == 0 {
+		name, goal = "idle traffic per node (hub payload both ways)", "≤ 30 B/s"
+	}
+	r.rep.figure(name, traffic, "B/s", goal)
+	r.rep.figure("cloud CPU (share of all cores)", (m1["process_cpu_seconds_total"]-m0["process_cpu_seconds_total"])/took/float64(runtime.NumCPU())*100, "%", "< 50% at 10k nodes")
+	r.rep.figure("reports applied", (m1["tether_cloud_hub_reports_total"]-m0["tether_cloud_hub_reports_total"])/took, "reports/s", "")
+	r.rep.figure("cloud Go memory change during the run", (live1-live0)/1e6, "MB", "")
+	return nil
+}
+
+// fanout changes one 1 KB Service Changes times and measures how long until every node has it.
+func (r *run) fanout(ctx context.Context) error {
+	r.setPhase(fmt.Sprintf("fan-out of %d changes to %d nodes", r.cfg.Changes, r.cfg.Nodes))
+	type seen struct {
+		at  time.Time
+		rev uint64
+	}
+	var mu sync.Mutex
+	got := make([][]seen, len(r.fleet.Edges))
+	for i, e := range r.fleet.Edges {
+		i := i
+		e.Store.OnApply = func(msgs []protocol.Message) {
+			now := time.Now()
+			for _, m := range msgs {
+				if u, ok := m.(*protocol.Upsert); ok && u.Key.Resource == "services" && u.Key.Name == "sim-fanout" {
+					mu.Lock()
+					got[i] = append(got[i], seen{now, u.Rev})
+					mu.Unlock()
+				}
+			}
+		}
+	}
+	defer func() {
+		for _, e := range r.fleet.Edges {
+			e.Store.OnApply = nil
+		}
+	}()
+	pad := strings.Repeat("x", 800)
+	svc, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Service",
+		"metadata": map[string]any{"name": "sim-fanout", "namespace": "sim", "annotations": map[string]string{"change": "0", "pad": pad}},
+		"spec":     map[string]any{"ports": []any{map[string]any{"port": 80}}}})
+	if _, err := Request(r.api(), http.MethodPost, "/api/v1/namespaces/sim/services", "application/json", svc); err != nil && !strings.Contains(err.Error(), "409") {
+		return err
+	}
+	var all, each []float64
+	for change := 1; change <= r.cfg.Changes; change++ {
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{"change":"%d"}}}`, change)
+		t0 := time.Now()
+		resp, err := Request(r.api(), http.MethodPatch, "/api/v1/namespaces/sim/services/sim-fanout", "application/merge-patch+json", []byte(patch))
+		if err != nil {
+			return err
+		}
+		var obj struct {
+			Metadata struct{ ResourceVersion string }
+		}
+		json.Unmarshal(resp, &obj)
+		var rev uint64
+		fmt.Sscan(obj.Metadata.ResourceVersion, &rev)
+		var lat []float64
+		err = WaitUntil(ctx, time.Minute, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			lat = lat[:0]
+			for i := range got {
+				found := false
+				for _, s := range got[i] {
+					if s.rev >= rev {
+						lat = append(lat, float64(s.at.Sub(t0))/float64(time.Millisecond))
+						found = true
+						break
+					}
+				}
+				if !found {
+					return false
+				}
+			}
+			return true
+		})
+		if err != nil {
+			r.errs.Add(1)
+			return fmt.Errorf("change %d did not reach every node: %w", change, err)
+		}
+		worst := 0.0
+		for _, l := range lat {
+			worst = max(worst, l)
+		}
+		all = append(all, worst)
+		each = append(each, lat...)
+		mu.Lock()
+		for i := range got {
+			got[i] = got[i][:0]
+		}
+		mu.Unlock()
+	}
+	r.rep.Latency["fan-out, every node has it (ms)"] = all
+	r.rep.Latency["fan-out, per node (ms)"] = each
+	r.rep.figure("fan-out to all nodes p50", percentile(all, 0.5), "ms", "")
+	r.rep.figure("fan-out to all nodes p99", percentile(all, 0.99), "ms", "≤ 15 ms at 1k, ≤ 150 ms at 10k")
+	r.rep.figure("fan-out per node p99", percentile(each, 0.99), "ms", "")
+	return nil
+}
+
+// twin sends a report from every device and waits for the cloud's Device.status, then changes
+// the desired value of the devices and measures desired → arrival at the edge.
+func (r *run) twin(ctx context.Context) error {
+	if r.cfg.DevicesPerNode == 0 {
+		return errors.New("scenario twin needs --devices-per-node ≥ 1")
+	}
+	if err := r.ensureDevices(); err != nil {
+		return err
+	}
+	r.setPhase("every device reports once")
+	value := fmt.Sprint(rand.IntN(1000) + 100)
+	t0 := time.Now()
+	for _, e := range r.fleet.Edges {
+		for d := 0; d < r.cfg.DevicesPerNode; d++ {
+			report(e, fmt.Sprintf("%s-d%d", e.Name, d), value)
+		}
+	}
+	total := r.cfg.Nodes * r.cfg.DevicesPerNode
+	err := WaitUntil(ctx, 5*time.Minute, func() bool {
+		body, err := Request(r.api(), http.MethodGet, "/apis/devices.kubeedge.io/v1beta1/namespaces/sim/devices", "", nil)
+		return err == nil && strings.Count(string(body), `"value":"`+value+`"`) >= total
+	})
+	if err != nil {
+		return fmt.Errorf("device reports did not all reach Device.status: %w", err)
+	}
+	r.rep.figure("every device's report in Device.status", time.Since(t0).Seconds(), "s", "")
+
+	r.setPhase("the cloud changes every device's desired value")
+	var mu sync.Mutex
+	arrived := map[string]time.Time{}
+	for _, e := range r.fleet.Edges {
+		e.Store.OnApply = func(msgs []protocol.Message) {
+			now := time.Now()
+			for _, m := range msgs {
+				if u, ok := m.(*protocol.Upsert); ok && u.Key.Resource == "devices.devices.kubeedge.io" && strings.Contains(string(u.Object), `"value":"42"`) {
+					mu.Lock()
+					if _, ok := arrived[u.Key.Name]; !ok {
+						arrived[u.Key.Name] = now
+					}
+					mu.Unlock()
+				}
+			}
+		}
+	}
+	defer func() {
+		for _, e := range r.fleet.Edges {
+			e.Store.OnApply = nil
+		}
+	}()
+	sent := map[string]time.Time{}
+	patch := []byte(`{"spec":{"properties":[{"name":"temperature","desired":{"value":"42"}}]}}`)
+	for _, e := range r.fleet.Edges {
+		for d := 0; d < r.cfg.DevicesPerNode; d++ {
+			name := fmt.Sprintf("%s-d%d", e.Name, d)
+			sent[name] = time.Now()
+			if _, err := Request(r.api(), http.MethodPatch, "/apis/devices.kubeedge.io/v1beta1/namespaces/sim/devices/"+name, "application/merge-patch+json", patch); err != nil {
+				r.errs.Add(1)
+				return err
+			}
+		}
+	}
+	if err := WaitUntil(ctx, 5*time.Minute, func() bool { mu.Lock(); defer mu.Unlock(); return len(arrived) == total }); err != nil {
+		return fmt.Errorf("desired values reached %d of %d devices' nodes: %w", len(arrived), total, err)
+	}
+	var lat []float64
+	for name, at := range arrived {
+		lat = append(lat, float64(at.Sub(sent[name]))/float64(time.Millisecond))
+	}
+	r.rep.Latency["desired → edge (ms)"] = lat
+	r.rep.figure("desired change → edge p50", percentile(lat, 0.5), "ms", "")
+	r.rep.figure("desired change → edge p99", percentile(lat, 0.99), "ms", "")
+	return nil
+}
+
+// restart kills the cloud under the connected nodes and restarts it.
+func (r *run) restart(ctx context.Context) error {
+	time.Sleep(5 * time.Second) // progress marks bring every cursor to the head
+	r.setPhase("kill -9 of the cloud, then restart")
+	if err := r.cloud.Kill(); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := r.cloud.Start(); err != nil {
+		return err
+	}
+	head, err := r.head()
+	if err != nil {
+		return err
+	}
+	if err := WaitUntil(ctx, 5*time.Minute, func() bool {
+		return r.fleet.Connected() == r.cfg.Nodes && r.fleet.Synced(r.cluster, head) == r.cfg.Nodes
+	}); err != nil {
+		return fmt.Errorf("after the restart: %d connected, %d synced: %w", r.fleet.Connected(), r.fleet.Synced(r.cluster, head), err)
+	}
+	r.rep.figure("restart: all nodes connected and in sync", time.Since(t0).Seconds(), "s", "≤ 30 s at 10k")
+	time.Sleep(time.Second)
+	m, err := Scrape(r.api()+"/metrics", "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_catchup_bytes_total", "tether_cloud_hub_catchup_messages_total")
+	if err != nil {
+		return err
+	}
+	r.rep.figure("restart: hub bytes sent per node", m["tether_cloud_hub_sent_bytes_total"]/float64(r.cfg.Nodes), "B", "≤ 1024 B")
+	r.rep.figure("restart: catch-up objects sent", m["tether_cloud_hub_catchup_messages_total"], "objects", "0")
+	notReady, err := r.notReady()
+	if err != nil {
+		return err
+	}
+	r.rep.figure("restart: nodes the cloud reports NotReady", float64(notReady), "nodes", "0")
+	return nil
+}
+
+func (r *run) notReady() (int, error) {
+	body, err := Request(r.api(), http.MethodGet, "/api/v1/nodes", "", nil)
+	if err != nil {
+		return 0, err
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Status   struct {
+				Conditions []struct{ Type, Status string }
+			}
+		}
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, it := range list.Items {
+		if !strings.HasPrefix(it.Metadata.Name, "sim-") {
+			continue
+		}
+		for _, c := range it.Status.Conditions {
+			if c.Type == "Ready" && c.Status != "True" {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// churn disconnects and reconnects a share of the nodes every ChurnEvery for Duration, and
+// compares the cloud's memory and goroutines at the end with the start.
+func (r *run) churn(ctx context.Context) error {
+	time.Sleep(2 * time.Second)
+	live0, _, err := GoMemory(r.api())
+	if err != nil {
+		return err
+	}
+	g0, err := Scrape(r.api()+"/metrics", "go_goroutines")
+	if err != nil {
+		return err
+	}
+	r.setPhase(fmt.Sprintf("churn: %.0f%% of nodes reconnect every %s for %s", r.cfg.ChurnShare*100, r.cfg.ChurnEvery, r.cfg.Duration))
+	end := time.Now().Add(r.cfg.Duration)
+	k := int(float64(r.cfg.Nodes) * r.cfg.ChurnShare)
+	rounds := 0
+	for time.Now().Before(end) {
+		perm := rand.Perm(len(r.fleet.Edges))[:k]
+		for _, i := range perm {
+			r.fleet.Edges[i].Stop()
+		}
+		select {
+		case <-time.After(min(5*time.Second, r.cfg.ChurnEvery/4)):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		for _, i := range perm {
+			r.fleet.Edges[i].Start(r.ctx)
+		}
+		rounds++
+		select {
+		case <-time.After(time.Until(end.Add(-r.cfg.Duration).Add(time.Duration(rounds) * r.cfg.ChurnEvery))):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	head, _ := r.head()
+	if err := WaitUntil(ctx, 5*time.Minute, func() bool {
+		return r.fleet.Connected() == r.cfg.Nodes && r.fleet.Synced(r.cluster, head) == r.cfg.Nodes
+	}); err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second)
+	live1, _, err := GoMemory(r.api())
+	if err != nil {
+		return err
+	}
+	g1, err := Scrape(r.api()+"/metrics", "go_goroutines")
+	if err != nil {
+		return err
+	}
+	r.rep.figure("churn rounds", float64(rounds), "rounds", "")
+	r.rep.figure("churn: hub memory growth", (live1-live0)/live0*100, "%", "≤ 5%")
+	r.rep.figure("churn: goroutines at the end minus at the start", g1["go_goroutines"]-g0["go_goroutines"], "goroutines", "≈ 0")
+	return nil
+}
