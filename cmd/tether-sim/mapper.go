@@ -66,6 +66,7 @@ func mapperCmd(args []string, stdout io.Writer) error {
 		say("state update refused: %v", err)
 	}
 	value := *start
+	failures := 0
 	tick := time.NewTicker(*every)
 	defer tick.Stop()
 	for {
@@ -81,10 +82,13 @@ func mapperCmd(args []string, stdout io.Writer) error {
 				return nil
 			}
 			say("report %s=%s: %v", *property, v, err)
-			if err == mapper.ErrConnectionLost || err == mapper.ErrClosed {
+			// A mapper does not reconnect by itself; several failures in a row mean the
+			// broker is gone, and the caller (a script, a supervisor) starts it again.
+			if failures++; failures == 3 {
 				return fmt.Errorf("lost the broker: %w", err)
 			}
 		} else if res != nil {
+			failures = 0
 			say("reported %s=%s; the edge stored it (twin/update/result)", *property, v)
 		}
 		select {
