@@ -1,6 +1,8 @@
 // Package cloudapi is the cloud's side of the Kubernetes-style API: the kubeapi.Storage over the
-// cloud store and index (Objects), join tokens (Tokens, POST /tether/v1/tokens) and the
-// registration of joining nodes (Nodes).
+// cloud store and index (Objects), join tokens (Tokens, POST /tether/v1/tokens), the
+// registration of joining nodes (Nodes), and the writes edges relay from their metaserver
+// (Forwarder: a node may change the status of its own Node, Pods and Devices and delete its own
+// Pods; the rest is 403).
 //
 // Writes go straight to the store with optimistic concurrency on the stored revision; a write
 // answers once the index has applied it, so a client reads its own writes. Reads are served from

@@ -12,6 +12,17 @@
 // ring gets 410 Gone (reason Expired), as from a compacted etcd. A watcher that does not keep up
 // is cut off rather than buffered without bound; client-go then re-lists.
 //
-// Concurrency: Handler is safe for concurrent use; each request runs on its own goroutine.
+// What kubectl and client-go need beyond that is here too: table output (Accept
+// ...;as=Table;g=meta.k8s.io, built from the stored JSON on the way out, with per-kind columns),
+// the OpenAPI documents kubectl reads before it writes (/openapi/v2 as protobuf, /openapi/v3 per
+// group version; permissive schemas, see openapi.go), YAML request bodies, and server-side field
+// validation (fieldValidation=Strict|Warn|Ignore: unknown and duplicate fields, decoded strictly
+// against the Go types of the built-in kinds). A watch that starts with the current state is
+// counted as verb "watchlist" when it starts, so a relist storm shows in the request metrics
+// whether clients list or stream their lists.
+//
+// Concurrency: Handler is safe for concurrent use; each request runs on its own goroutine. A
+// watch has one more goroutine waiting for events; a client that does not read for
+// Config.WatchWriteTimeout is disconnected, so neither goroutine outlives it.
 // Cache.Add must be called from one goroutine at a time, in revision order.
 package kubeapi

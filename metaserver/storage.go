@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	iradix "github.com/hashicorp/go-immutable-radix"
 
 	"github.com/tetherhub/tether/edgestore"
 	"github.com/tetherhub/tether/kubeapi"
@@ -30,6 +33,9 @@ type Storage struct {
 	waitVersion time.Duration
 	// forwardTimeout bounds a forwarded write: the link may hang without being known dead.
 	forwardTimeout time.Duration
+
+	cur     atomic.Pointer[view] // replaced by onChanges, on the store's writer goroutine
+	loadErr error                // set at construction: the store could not be read
 }
 
 // New returns the storage and subscribes its watch cache to the store. Call before the store's
@@ -37,12 +43,27 @@ type Storage struct {
 func New(store *edgestore.Store, reg *resource.Registry, cacheSize, watchBuffer int, fwd Forwarder) *Storage {
 	s := &Storage{store: store, reg: reg, cache: kubeapi.NewCache(cacheSize, watchBuffer), fwd: fwd,
 		waitVersion: 3 * time.Second, forwardTimeout: 20 * time.Second}
-	s.cache.Reset(int64(store.LocalRev()))
+	v, err := loadView(store)
+	if err != nil {
+		s.loadErr = err
+		v = &view{tree: iradix.New(), rev: int64(store.LocalRev())}
+	}
+	s.cur.Store(v)
+	s.cache.Reset(v.rev)
 	store.Subscribe(s.onChanges)
 	return s
 }
 
+// readable fails if the store could not be loaded: then nothing it holds can be answered.
+func (s *Storage) readable() error {
+	if s.loadErr != nil {
+		return kubeapi.Unavailable("the edge store cannot be read: %v", s.loadErr)
+	}
+	return nil
+}
+
 func (s *Storage) onChanges(changes []edgestore.Change) {
+	s.cur.Store(s.cur.Load().apply(changes))
 	for _, c := range changes {
 		ev := kubeapi.Event{Rev: int64(c.Rev)}
 		switch {
@@ -105,10 +126,10 @@ func storeKey(info resource.Info, ns, name string) string {
 
 // Get implements kubeapi.Storage.
 func (s *Storage) Get(_ context.Context, info resource.Info, ns, name string) ([]byte, error) {
-	rec, err := s.store.Get(storeKey(info, ns, name))
-	if err != nil {
-		return nil, kubeapi.Unavailable("the edge store cannot be read: %v", err)
+	if err := s.readable(); err != nil {
+		return nil, err
 	}
+	rec := s.cur.Load().get(storeKey(info, ns, name))
 	if rec == nil {
 		if err := s.synced(); err != nil {
 			return nil, err
@@ -123,6 +144,9 @@ func (s *Storage) Get(_ context.Context, info resource.Info, ns, name string) ([
 // reached N; Exact is served only for the current version. Pages after the first report the
 // first page's version, so a client that watches from it sees every change made while it paged.
 func (s *Storage) List(ctx context.Context, info resource.Info, ns string, opts kubeapi.ListOptions) (*kubeapi.ListResult, error) {
+	if err := s.readable(); err != nil {
+		return nil, err
+	}
 	if err := s.synced(); err != nil {
 		return nil, err
 	}
@@ -140,32 +164,33 @@ func (s *Storage) List(ctx context.Context, info resource.Info, ns string, opts 
 	} else if err := s.atVersion(ctx, opts); err != nil {
 		return nil, err
 	}
-	recs, rev, err := s.store.List(resource.Prefix(info.GroupResource(), ns))
-	if err != nil {
-		return nil, kubeapi.Unavailable("the edge store cannot be read: %v", err)
-	}
+	v := s.cur.Load()
 	if listRV < 0 {
-		listRV = int64(rev)
+		listRV = v.rev
 	}
 	if opts.ResourceVersionMatch == "Exact" && opts.Continue == "" {
-		if want, _ := strconv.ParseInt(opts.ResourceVersion, 10, 64); want != int64(rev) {
-			return nil, kubeapi.Gone("resource version %d is not available for an exact read: the edge keeps only its current state (%d)", want, rev)
+		if want, _ := strconv.ParseInt(opts.ResourceVersion, 10, 64); want != v.rev {
+			return nil, kubeapi.Gone("resource version %d is not available for an exact read: the edge keeps only its current state (%d)", want, v.rev)
 		}
 	}
-	res := &kubeapi.ListResult{ResourceVersion: strconv.FormatInt(listRV, 10), Items: make([][]byte, 0, len(recs))}
-	for i, r := range recs {
+	res := &kubeapi.ListResult{ResourceVersion: strconv.FormatInt(listRV, 10), Items: [][]byte{}}
+	selective := (opts.Labels != nil && !opts.Labels.Empty()) || (opts.Fields != nil && !opts.Fields.Empty())
+	last := ""
+	v.each(resource.Prefix(info.GroupResource(), ns), func(r *edgestore.Record) bool {
 		if after != "" && r.StoreKey <= after {
-			continue
+			return true
 		}
-		if !opts.Matches(metaOf(r)) {
-			continue
+		if selective && !opts.Matches(metaOf(r)) {
+			return true
 		}
 		if opts.Limit > 0 && int64(len(res.Items)) == opts.Limit {
-			res.Continue = kubeapi.EncodeContinue(listRV, recs[i-1].StoreKey)
-			break
+			res.Continue = kubeapi.EncodeContinue(listRV, last)
+			return false
 		}
 		res.Items = append(res.Items, r.Object)
-	}
+		last = r.StoreKey
+		return true
+	})
 	return res, nil
 }
 
@@ -188,22 +213,23 @@ func (s *Storage) Watch(ctx context.Context, info resource.Info, ns string, opts
 	var from int64
 	var initial []kubeapi.Event
 	if opts.ResourceVersion == "" || opts.ResourceVersion == "0" || opts.SendInitialEvents {
+		if err := s.readable(); err != nil {
+			return nil, err
+		}
 		if err := s.synced(); err != nil {
 			return nil, err
 		}
 		if err := s.atVersion(ctx, opts); err != nil {
 			return nil, err
 		}
-		recs, rev, err := s.store.List(resource.Prefix(info.GroupResource(), ns))
-		if err != nil {
-			return nil, kubeapi.Unavailable("the edge store cannot be read: %v", err)
-		}
-		from = int64(rev)
-		for _, r := range recs {
+		v := s.cur.Load()
+		from = v.rev
+		v.each(resource.Prefix(info.GroupResource(), ns), func(r *edgestore.Record) bool {
 			if m := metaOf(r); opts.Matches(m) {
 				initial = append(initial, kubeapi.Event{Type: kubeapi.Added, Rev: int64(r.LocalRev), Resource: r.Key.Resource, Meta: m, Object: r.Object})
 			}
-		}
+			return true
+		})
 		if opts.SendInitialEvents && opts.AllowWatchBookmarks {
 			initial = append(initial, kubeapi.Event{Type: kubeapi.Bookmark, Rev: from, Resource: info.GroupResource(), Object: kubeapi.BookmarkObject(info, from, true)})
 		}
