@@ -21,6 +21,7 @@ type NodeStatus struct {
 	info    resource.Info
 	replica string
 	now     func() time.Time
+	devices cloudhub.Reports // device twins, state and uploads (devices.go); nil refuses them
 }
 
 // NewNodeStatus returns the writer; replica names this cloud process in the Ready condition.
@@ -105,6 +106,10 @@ func (n *NodeStatus) Apply(ctx context.Context, node string, r *protocol.Report)
 	switch r.Kind {
 	case protocol.ReportNodeStatus:
 		return n.applyNodeStatus(ctx, node, r.Payload)
+	case protocol.ReportTwin, protocol.ReportDeviceState, protocol.ReportUpload:
+		if n.devices != nil {
+			return n.devices.Apply(ctx, node, r)
+		}
 	}
 	return fmt.Errorf("%w: report kind %d is not handled by this cloud", cloudhub.ErrBadReport, r.Kind)
 }

@@ -227,6 +227,8 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	tokens := cloudapi.NewTokens(backend, ca.Hash(), now, log)
 	nodes := cloudapi.NewNodes(objects, reg)
 	status := cloudapi.NewNodeStatus(objects, reg, c.replica, now)
+	uploads := cloudapi.NewUploads(backend, cloudapi.DefaultUploadsConfig(), now, log, promReg)
+	status.RouteDeviceReports(cloudapi.NewDeviceReports(objects, reg, uploads, promReg))
 	api, err := kubeapi.New(c.api, reg, objects, log.With().Str("component", "api").Logger(), promReg, "tether_cloud_api")
 	if err != nil {
 		return err
@@ -257,6 +259,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 		}},
 	)
 	mux.Handle(cloudapi.TokensPath, tokens)
+	mux.Handle(cloudapi.UploadsPath, uploads)
 	info, _ := json.Marshal(map[string]string{"version": version, "cluster": backend.ClusterID(), "caHash": ca.Hash(), "replica": c.replica})
 	mux.HandleFunc("/tether/v1/info", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -279,6 +282,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ix.Run(gctx) })
 	g.Go(func() error { return hub.Run(gctx) })
+	g.Go(func() error { return uploads.Run(gctx) })
 	joinHTTP := joinSrv.HTTPServer(serverCert)
 	joinHTTP.Addr = c.joinListen
 	g.Go(func() error { return serveHTTP(gctx, joinHTTP, c.joinListen, true, "join", log) })

@@ -36,6 +36,7 @@ import (
 	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/twin/engine"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -80,12 +81,14 @@ type config struct {
 	hub                               edgehub.Config
 	api                               kubeapi.Config
 	mqtt                              broker.Config
+	twin                              engine.Config
 	printConfig                       bool
 }
 
 func flags(c *config) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("tether-edge run", pflag.ContinueOnError)
 	c.hub, c.api, c.mqtt = edgehub.DefaultConfig(), kubeapi.DefaultConfig(), broker.DefaultConfig()
+	c.twin = engine.DefaultConfig("")
 	fs.String("config", "", "YAML file whose keys are these flags' names")
 	fs.BoolVar(&c.printConfig, "print-config", false, "print the effective configuration and exit")
 	fs.StringVar(&c.nodeName, "node-name", "", "this node's name (required to join)")
@@ -104,6 +107,8 @@ func flags(c *config) *pflag.FlagSet {
 	fs.IntVar(&c.hub.ReportWindow, "report-window", c.hub.ReportWindow, "reports in flight to the cloud")
 	fs.Uint32Var(&c.mqtt.MaxPacketSize, "mqtt-max-packet-bytes", c.mqtt.MaxPacketSize, "largest MQTT packet accepted")
 	fs.IntVar(&c.mqtt.MaxClients, "mqtt-max-clients", c.mqtt.MaxClients, "most MQTT clients at once")
+	fs.IntVar(&c.twin.MaxDevices, "max-devices", c.twin.MaxDevices, "most devices whose twins the node serves")
+	fs.IntVar(&c.twin.Limits.MaxValueLen, "twin-max-value-length", c.twin.Limits.MaxValueLen, "longest twin value accepted, in characters")
 	return fs
 }
 
@@ -129,6 +134,12 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := c.mqtt.Validate(); err != nil {
 		return cli.Usagef("mqtt: %v", err)
+	}
+	if c.twin.MaxDevices < 1 {
+		return cli.Usagef("max-devices: must be at least 1, got %d", c.twin.MaxDevices)
+	}
+	if c.twin.Limits.MaxValueLen < 1 {
+		return cli.Usagef("twin-max-value-length: must be at least 1, got %d", c.twin.Limits.MaxValueLen)
 	}
 	if err := join.ValidateLabels(c.labels); err != nil {
 		return cli.Usagef("node-labels: %v", err)
@@ -220,6 +231,12 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The twin engine subscribes to the store's commits, so it is built before the first write.
+	c.twin.Node = node
+	twins, err := engine.New(c.twin, engine.Deps{Store: st, Broker: mqtt, Log: log, Metrics: promReg})
+	if err != nil {
+		return err
+	}
 	if err := reportNodeStatus(ctx, st); err != nil {
 		return err
 	}
@@ -246,6 +263,7 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return hub.Run(gctx) })
 	g.Go(func() error { return mqtt.Run(gctx) })
+	g.Go(func() error { return twins.Run(gctx) })
 	g.Go(func() error {
 		ln, err := net.Listen("tcp", c.metaListen)
 		if err != nil {

@@ -62,8 +62,14 @@ type ResultError struct {
 
 func (e *ResultError) Error() string { return fmt.Sprintf("edge answered %d: %s", e.Code, e.Reason) }
 
-// ErrClosed is returned by requests made after Close, or interrupted by it.
-var ErrClosed = errors.New("mapper: closed")
+// Sentinel errors of requests.
+var (
+	// ErrClosed is returned by requests made after Close, or interrupted by it.
+	ErrClosed = errors.New("mapper: closed")
+	// ErrConnectionLost is returned by requests waiting for an answer when the connection to the
+	// broker is lost; the mapper does not reconnect.
+	ErrConnectionLost = errors.New("mapper: connection lost")
+)
 
 // Mapper is a connected simulated mapper. Its methods are safe for concurrent use.
 type Mapper struct {
@@ -80,8 +86,11 @@ type Mapper struct {
 	deltaMu sync.Mutex
 	deltas  map[string]Delta // device → newest delta not yet handled (a real mapper acts on the latest)
 	wake    chan struct{}
-	done    chan struct{}
+	done    chan struct{} // closed by Close
 	worker  sync.WaitGroup
+
+	lost     chan struct{} // closed when the connection is lost
+	lostOnce sync.Once
 }
 
 // Connect connects a mapper and subscribes to its devices' answer topics.
@@ -101,10 +110,12 @@ func Connect(ctx context.Context, cfg Config) (*Mapper, error) {
 		cfg: cfg, prefix: cfg.ClientID + "-" + hex.EncodeToString(rnd[:3]) + "-",
 		pending: map[string]chan []byte{}, actual: map[string]map[string]string{},
 		deltas: map[string]Delta{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		lost: make(chan struct{}),
 	}
 	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(cfg.ClientID).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(cfg.Timeout).
-		SetKeepAlive(30 * time.Second).SetOrderMatters(true).SetWriteTimeout(cfg.Timeout)
+		SetKeepAlive(30 * time.Second).SetOrderMatters(true).SetWriteTimeout(cfg.Timeout).
+		SetConnectionLostHandler(func(paho.Client, error) { m.lostOnce.Do(func() { close(m.lost) }) })
 	m.client = paho.NewClient(opts)
 	if err := wait(ctx, m.client.Connect(), cfg.Timeout); err != nil {
 		return nil, fmt.Errorf("mapper: connect %s: %w", cfg.Broker, err)
@@ -307,7 +318,7 @@ func (m *Mapper) Membership(ctx context.Context) (*twin.MembershipMsg, error) {
 // Upload publishes payload on topic ($hw/events/upload/... or SYS/dis/upload_records) and
 // returns once the broker acknowledged it: at QoS 1, once the edge has made it durable.
 func (m *Mapper) Upload(ctx context.Context, topic string, payload []byte) error {
-	return wait(ctx, m.client.Publish(topic, m.cfg.QoS, false, payload), m.cfg.Timeout)
+	return m.wait(ctx, m.client.Publish(topic, m.cfg.QoS, false, payload))
 }
 
 // Actual returns the values this mapper last reported successfully for device.
@@ -335,7 +346,7 @@ func (m *Mapper) request(ctx context.Context, topic, eventID string, payload []b
 	}()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
-	if err := wait(ctx, m.client.Publish(topic, m.cfg.QoS, false, payload), m.cfg.Timeout); err != nil {
+	if err := m.wait(ctx, m.client.Publish(topic, m.cfg.QoS, false, payload)); err != nil {
 		return fmt.Errorf("mapper: publish %s: %w", topic, err)
 	}
 	select {
@@ -349,10 +360,29 @@ func (m *Mapper) request(ctx context.Context, topic, eventID string, payload []b
 		return fmt.Errorf("mapper: no answer to %s: %w", topic, ctx.Err())
 	case <-m.done:
 		return ErrClosed
+	case <-m.lost:
+		return ErrConnectionLost
 	}
 }
 
 func (m *Mapper) nextID() string { return fmt.Sprint(m.prefix, m.ids.Add(1)) }
+
+// wait waits for a paho token within ctx and the mapper's timeout, failing at once if the
+// connection is lost (paho keeps a QoS 1 token open until a reconnect that never comes).
+func (m *Mapper) wait(ctx context.Context, t paho.Token) error {
+	timer := time.NewTimer(m.cfg.Timeout)
+	defer timer.Stop()
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.lost:
+		return ErrConnectionLost
+	case <-timer.C:
+		return errors.New("timed out")
+	}
+}
 
 // wait waits for a paho token within ctx and d.
 func wait(ctx context.Context, t paho.Token, d time.Duration) error {
