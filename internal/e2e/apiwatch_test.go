@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readEvents reads n events of a watch as "TYPE name", or returns the refusal.
+func readEvents(t *testing.T, url string, n int) ([]string, int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var st struct{ Reason, Message string }
+		json.NewDecoder(resp.Body).Decode(&st)
+		return nil, resp.StatusCode, st.Reason + ": " + st.Message
+	}
+	var out []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
+	for len(out) < n && sc.Scan() {
+		var ev struct {
+			Type   string
+			Object struct{ Metadata struct{ Name string } }
+		}
+		json.Unmarshal(sc.Bytes(), &ev)
+		out = append(out, ev.Type+" "+ev.Object.Metadata.Name)
+	}
+	return out, http.StatusOK, ""
+}
+
+// TestEdgeWatchVersions: a watch on the metaserver from an old but known version gets exactly
+// the changes since, in order, and nothing twice; after the edge restarts, a version from
+// before the restart is no longer known and gets 410 Expired, so the client lists again.
+func TestEdgeWatchVersions(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-w")
+	mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj("a"))
+	waitNames(t, e.url(paths["services"]), q("a")...)
+	var l struct {
+		Metadata struct{ ResourceVersion string }
+	}
+	json.Unmarshal(mustDo(t, http.MethodGet, e.url(paths["services"]), nil), &l)
+	from := l.Metadata.ResourceVersion
+
+	mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj("b"))
+	mustDo(t, http.MethodPatch, c.url(paths["services"]+"/a"), `{"metadata":{"labels":{"x":"1"}}}`)
+	mustDo(t, http.MethodDelete, c.url(paths["services"]+"/b"), nil)
+	mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj("c"))
+	waitNames(t, e.url(paths["services"]), q("a", "c")...)
+
+	got, code, msg := readEvents(t, e.url(paths["services"]+"?watch=true&resourceVersion="+from), 4)
+	if code != http.StatusOK {
+		t.Fatalf("watch from %s: %d %s", from, code, msg)
+	}
+	if want := "[ADDED b MODIFIED a DELETED b ADDED c]"; fmt.Sprint(got) != want {
+		t.Fatalf("events since %s: %v, want %s", from, got, want)
+	}
+	// One object, by a field selector on its name, from the same version.
+	got, _, _ = readEvents(t, e.url(paths["services"]+"?watch=true&fieldSelector=metadata.name%3Dc&resourceVersion="+from), 1)
+	if fmt.Sprint(got) != "[ADDED c]" {
+		t.Fatalf("watch of one object: %v", got)
+	}
+
+	e.stop()
+	e.restart(t)
+	e.waitSynced(t)
+	_, code, msg = readEvents(t, e.url(paths["services"]+"?watch=true&resourceVersion="+from), 1)
+	if code != http.StatusGone || !strings.HasPrefix(msg, "Expired") {
+		t.Fatalf("watch from before the restart: %d %s", code, msg)
+	}
+}
+
+// TestHostileAPIRequests: bad requests to the cloud API and the metaserver each get a clear
+// Status with the Kubernetes code, and nothing is stored.
+func TestHostileAPIRequests(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-h")
+	mustDo(t, http.MethodPost, c.url(paths["configmaps"]), configMapObj("keep", map[string]string{"v": "1"}))
+	mustDo(t, http.MethodPost, c.url(paths["pods"]), podObj("user", "edge-h", []string{"keep"}, nil))
+	waitNames(t, e.url(paths["configmaps"]), q("keep")...)
+	before := fingerprint(t, c, "edge-h")
+	big := `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"x":"` + strings.Repeat("x", 4<<20) + `"}}`
+	for _, srv := range []struct {
+		name string
+		url  func(string) string
+	}{{"cloud", c.url}, {"metaserver", e.url}} {
+		cases := []struct {
+			name, method, path, ct, body string
+			code                         int
+		}{
+			{"malformed JSON", http.MethodPost, paths["configmaps"], "application/json", `{"kind":`, 400},
+			{"null body", http.MethodPost, paths["configmaps"], "application/json", `null`, 400},
+			{"wrong kind", http.MethodPost, paths["configmaps"], "application/json", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}`, 400},
+			{"unknown resource", http.MethodGet, "/api/v1/namespaces/" + ns + "/gadgets", "", "", 404},
+			{"oversize body", http.MethodPost, paths["configmaps"], "application/json", big, 413},
+			{"bad selector", http.MethodGet, paths["configmaps"] + "?labelSelector=%3D%3D%3D", "", "", 400},
+			{"bad field selector", http.MethodGet, paths["pods"] + "?fieldSelector=status.phase%3DRunning", "", "", 400},
+			{"bad YAML", http.MethodPost, paths["configmaps"], "application/yaml", "metadata: [", 400},
+		}
+		for _, tc := range cases {
+			code, body := do(t, tc.method, srv.url(tc.path), tc.ct, []byte(tc.body))
+			var st struct{ Kind, Status, Message string }
+			if code != tc.code || json.Unmarshal(body, &st) != nil || st.Kind != "Status" || st.Status != "Failure" || st.Message == "" {
+				t.Errorf("%s %s: %d %.200s, want %d and a Status", srv.name, tc.name, code, body, tc.code)
+			}
+		}
+	}
+	if after := fingerprint(t, c, "edge-h"); after != before {
+		t.Fatalf("stored objects changed:\n%s\n%s", before, after)
+	}
+	if got := names(t, e.url(paths["configmaps"])); fmt.Sprint(got) != fmt.Sprint(q("keep")) {
+		t.Fatalf("edge configmaps = %v", got)
+	}
+	// YAML, as the demo script sends it, is a create like any other.
+	code, body := do(t, http.MethodPost, c.url(paths["configmaps"]), "application/yaml", []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n"))
+	if code != http.StatusCreated {
+		t.Fatalf("YAML create: %d %s", code, body)
+	}
+	waitNames(t, c.url(paths["configmaps"]), q("from-yaml", "keep")...)
+}
