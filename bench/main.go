@@ -46,8 +46,11 @@ func main() {
 	failed := false
 	if *only == "" || *only == "hub" {
 		o := hubbench.Options{Bin: binDir, Self: self, FanoutN: 1000, MemoryN: []int{1000, 5000}, Trials: 50, ObjectSize: 1024, Log: log}
-		if os.Getenv("HUBBENCH_QUICK") != "" {
+		switch os.Getenv("HUBBENCH") {
+		case "fanout":
 			o.MemoryN = nil // fan-out and restart only, for tuning
+		case "memory":
+			o.Trials = 0
 		}
 		if *size == "full" {
 			o.FanoutN, o.MemoryN = 5000, []int{1000, 5000, 10000}

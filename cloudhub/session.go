@@ -17,20 +17,21 @@ import (
 	"github.com/tetherhub/tether/view"
 )
 
-// session is one node's connection. The reader runs on the goroutine serveConn was started on;
-// a writer goroutine exists only while there is something to send (so an idle node costs one
-// goroutine), and a reporter goroutine only while reports wait for the store.
+// session is one node's connection. The reader (run) lives as long as the connection; a writer
+// goroutine exists only while there is something to send (so an idle node costs one goroutine),
+// and a reporter goroutine only while reports wait for the store.
 type session struct {
 	hub       *Hub
 	conn      *websocket.Conn // set at construction; writes only by the writer (and WriteControl)
 	node      string          // set at construction
-	log       zerolog.Logger
-	done      chan struct{} // closed when the session has ended
-	sent      atomic.Uint64 // seq of the last data message written; written by the writer
-	lastSeen  atomic.Int64  // unix nanos of the last frame or ping from the edge
-	failing   atomic.Bool   // fail was called: the reader ignores further messages
-	statusAt  atomic.Int64  // unix nanos of the last heartbeat write asked for
-	batchLeft atomic.Int64  // keys of the current batch not yet sent, for metrics
+	remote    string          // set at construction
+	done      chan struct{}   // closed when the session has ended
+	sent      atomic.Uint64   // seq of the last data message written; written by the writer
+	lastSeen  atomic.Int64    // unix nanos of the last frame or ping from the edge
+	failing   atomic.Bool     // fail was called: the reader ignores further messages
+	statusAt  atomic.Int64    // unix nanos of the last heartbeat write asked for
+	batchLeft atomic.Int64    // keys of the current batch not yet sent, for metrics
+	through   atomic.Int64    // the last Through sent (lastThrough, published for the progress tick)
 
 	mu          sync.Mutex          // guards the fields below
 	pending     map[string]struct{} // keys to send; nil when none
@@ -41,6 +42,7 @@ type session struct {
 	progressDue bool                // the periodic progress tick asked for a mark
 	acked       uint64              // highest seq the edge acknowledged
 	fullSince   time.Time           // when the window filled while work waited; zero if not
+	windowWait  bool                // the writer stopped on a full window with work left
 	catchup     bool                // the next batch is the catch-up after Hello
 	ended       bool
 	reports     []*protocol.Report // waiting for the store
@@ -62,27 +64,43 @@ type session struct {
 func (h *Hub) serveConn(conn *websocket.Conn, node string, certNotBefore time.Time, remote string) {
 	s := &session{
 		hub: h, conn: conn, node: node, done: make(chan struct{}),
-		log: h.log.With().Str("node", node).Str("remote", remote).Logger(),
+		remote: remote,
 	}
-	defer close(s.done)
-	defer conn.Close()
 	h.metrics.connects.Inc()
 	if err := s.handshake(certNotBefore); err != nil {
+		defer close(s.done)
+		defer conn.Close()
 		var perr *protocol.Error
 		if errors.As(err, &perr) {
 			s.writeError(perr)
 			h.metrics.rejected.WithLabelValues(perr.Code.String()).Inc()
-			s.log.Warn().Str("code", perr.Code.String()).Msg(perr.Message)
+			s.log().Warn().Str("code", perr.Code.String()).Msg(perr.Message)
 		} else {
 			h.metrics.rejected.WithLabelValues("handshake").Inc()
-			s.log.Warn().Err(err).Msg("handshake failed")
+			s.log().Warn().Err(err).Msg("handshake failed")
 		}
 		return
 	}
-	defer h.detach(s)
+	// The handshake and the catch-up computation grew this goroutine's stack; the read loop,
+	// which is what an idle node costs, starts on a fresh one.
+	go s.run()
+}
+
+// run is the session's read loop; it lives as long as the connection.
+func (s *session) run() {
+	defer close(s.done)
+	defer s.conn.Close()
+	defer s.hub.detach(s)
 	err := s.readLoop()
 	s.end()
-	s.log.Info().Err(err).Msg("node disconnected")
+	s.log().Info().Err(err).Msg("node disconnected")
+}
+
+// log returns the session's logger. It is built on demand: an idle session logs nothing, and a
+// logger with fields is half a kilobyte per node kept for nothing.
+func (s *session) log() *zerolog.Logger {
+	l := s.hub.log.With().Str("node", s.node).Str("remote", s.remote).Logger()
+	return &l
 }
 
 // handshake reads and checks Hello, then attaches the session.
@@ -120,7 +138,7 @@ func (s *session) handshake(certNotBefore time.Time) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info().Uint64("cursor", hello.Cursor).Str("agent", hello.Agent).Str("mode", modeName(mode)).Msg("node connected")
+	s.log().Info().Uint64("cursor", hello.Cursor).Str("agent", hello.Agent).Str("mode", modeName(mode)).Msg("node connected")
 	s.heartbeat()
 	return nil
 }
@@ -160,6 +178,7 @@ func (s *session) start(mode protocol.Mode, head, cursor uint64) {
 	s.catchup = true
 	s.progressDue = true
 	s.lastThrough = int64(cursor)
+	s.through.Store(int64(cursor))
 	s.lastSeen.Store(s.hub.now().UnixNano())
 }
 
@@ -212,6 +231,10 @@ func (s *session) progress(now time.Time) {
 		s.fail(protocol.CodeTooSlow, "the node did not acknowledge in time; reconnect and catch up")
 		return
 	}
+	if s.hub.processed.Load() <= s.through.Load() {
+		s.mu.Unlock() // nothing new to announce: do not wake a writer for nothing
+		return
+	}
 	s.progressDue = true
 	s.unlockAndKick()
 }
@@ -227,7 +250,7 @@ func (s *session) heartbeat() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
 		defer cancel()
 		if err := s.hub.status.SetReady(ctx, s.node, true, "EdgeConnected", seen, s.hub.cfg.StatusInterval); err != nil {
-			s.log.Warn().Err(err).Msg("could not record heartbeat")
+			s.log().Warn().Err(err).Msg("could not record heartbeat")
 		}
 	}()
 }
@@ -300,7 +323,7 @@ func (s *session) readLoop() error {
 		msgs, err := protocol.Decode(frame)
 		if err != nil {
 			h.metrics.rejected.WithLabelValues(protocol.CodeBadFrame.String()).Inc()
-			s.log.Warn().Err(err).Msg("bad frame from edge")
+			s.log().Warn().Err(err).Msg("bad frame from edge")
 			s.fail(protocol.CodeBadFrame, err.Error())
 			continue
 		}
@@ -309,7 +332,7 @@ func (s *session) readLoop() error {
 				var perr *protocol.Error
 				if errors.As(err, &perr) {
 					h.metrics.rejected.WithLabelValues(perr.Code.String()).Inc()
-					s.log.Warn().Str("code", perr.Code.String()).Msg(perr.Message)
+					s.log().Warn().Str("code", perr.Code.String()).Msg(perr.Message)
 					s.fail(perr.Code, perr.Message)
 					break
 				}
@@ -330,7 +353,12 @@ func (s *session) handle(m protocol.Message) error {
 			s.acked = m.Seq
 			s.fullSince = time.Time{}
 		}
-		s.unlockAndKick()
+		if s.windowWait {
+			s.windowWait = false
+			s.unlockAndKick()
+		} else {
+			s.mu.Unlock() // nothing waits for room in the window
+		}
 	case *protocol.Report:
 		s.mu.Lock()
 		if len(s.reports) >= s.hub.cfg.ReportQueue {
@@ -361,7 +389,7 @@ func (s *session) handle(m protocol.Message) error {
 		}
 		go s.forward(m)
 	case *protocol.Error:
-		s.log.Warn().Str("code", m.Code.String()).Msg("edge reported an error: " + m.Message)
+		s.log().Warn().Str("code", m.Code.String()).Msg("edge reported an error: " + m.Message)
 		return fmt.Errorf("edge error %s: %s", m.Code, m.Message)
 	default:
 		return &protocol.Error{Code: protocol.CodeProtocol, Message: fmt.Sprintf("an edge may not send %s", m.Type())}
@@ -389,10 +417,10 @@ func (s *session) reportLoop() {
 			s.hub.metrics.reports.WithLabelValues("applied").Inc()
 		case errors.Is(err, ErrBadReport):
 			s.hub.metrics.reports.WithLabelValues("bad").Inc()
-			s.log.Warn().Err(err).Uint64("seq", r.Seq).Msg("dropping a malformed report")
+			s.log().Warn().Err(err).Uint64("seq", r.Seq).Msg("dropping a malformed report")
 		default:
 			s.hub.metrics.reports.WithLabelValues("failed").Inc()
-			s.log.Warn().Err(err).Uint64("seq", r.Seq).Msg("could not store a report; the edge will resend it")
+			s.log().Warn().Err(err).Uint64("seq", r.Seq).Msg("could not store a report; the edge will resend it")
 			s.fail(protocol.CodeInternal, "the cloud could not store a report; it will be resent")
 			s.mu.Lock()
 			s.reports, s.reporting = nil, false
@@ -429,11 +457,11 @@ func (s *session) forward(m *protocol.Request) {
 func (s *session) renew(m *protocol.Renew) {
 	cert, err := s.hub.signer.SignCSR(m.CSR, s.node, s.hub.certValidity, s.hub.now())
 	if err != nil {
-		s.log.Warn().Err(err).Msg("certificate renewal refused")
+		s.log().Warn().Err(err).Msg("certificate renewal refused")
 		s.send(&protocol.Renewed{Message: err.Error()})
 		return
 	}
-	s.log.Info().Msg("certificate renewed")
+	s.log().Info().Msg("certificate renewed")
 	s.send(&protocol.Renewed{Certificate: cert})
 }
 
@@ -457,7 +485,7 @@ func (s *session) writeLoop() {
 			s.sent.Store(s.seq)
 			s.conn.SetWriteDeadline(s.hub.now().Add(s.hub.cfg.WriteTimeout))
 			if err := s.conn.WriteMessage(websocket.BinaryMessage, frame); err != nil {
-				s.log.Debug().Err(err).Msg("write failed")
+				s.log().Debug().Err(err).Msg("write failed")
 				s.stopWriting()
 				s.conn.Close()
 				return
@@ -523,6 +551,7 @@ func (s *session) nextFrame() (frame []byte, closing *protocol.Error, ok bool) {
 	}
 	workWaits := s.inBatch || s.reset || len(s.pending) > 0
 	if room <= 0 && workWaits {
+		s.windowWait = true
 		if s.fullSince.IsZero() {
 			s.fullSince = h.now()
 		}
@@ -540,6 +569,7 @@ func (s *session) nextFrame() (frame []byte, closing *protocol.Error, ok bool) {
 		s.seq++
 		buf = protocol.Append(buf, &protocol.Progress{Seq: s.seq, Through: uint64(loneProgress)})
 		s.lastThrough = loneProgress
+		s.through.Store(loneProgress)
 		h.metrics.messages.WithLabelValues("progress").Inc()
 	}
 	if s.inBatch && room > 0 && closing == nil {
@@ -610,6 +640,7 @@ func (s *session) fillBatch(buf []byte, room int) []byte {
 			h.metrics.messages.WithLabelValues("progress").Inc()
 		}
 		s.lastThrough = s.batchThrough
+		s.through.Store(s.batchThrough)
 		s.inBatch, s.batch = false, nil
 	}
 	return buf

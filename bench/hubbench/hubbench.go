@@ -26,7 +26,7 @@ type Options struct {
 	Self       string // this program, started with -baseline-server for the baseline process
 	FanoutN    int    // nodes for the fan-out and restart measurements
 	MemoryN    []int  // node counts for the memory measurement
-	Trials     int    // fan-out changes measured
+	Trials     int    // fan-out changes measured (0 skips fan-out and restart)
 	ObjectSize int    // bytes of the changed object
 	Log        zerolog.Logger
 }
@@ -48,8 +48,10 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Result, error) {
 		out = append(out, r)
 		fmt.Fprintln(w, Format(r))
 	}
-	if err := fanoutAndRestart(ctx, o, emit); err != nil {
-		return out, fmt.Errorf("fan-out: %w", err)
+	if o.Trials > 0 {
+		if err := fanoutAndRestart(ctx, o, emit); err != nil {
+			return out, fmt.Errorf("fan-out: %w", err)
+		}
 	}
 	for _, n := range o.MemoryN {
 		if err := memory(ctx, o, n, emit); err != nil {
