@@ -199,6 +199,14 @@ func (o *Objects) Watch(ctx context.Context, info resource.Info, ns string, opts
 		}
 	} else {
 		from, _ = strconv.ParseInt(opts.ResourceVersion, 10, 64)
+		// A version the cloud has not reached yet is waited for (briefly), as Kubernetes does:
+		// starting after it would skip every change up to it.
+		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := o.ix.WaitFor(wctx, from)
+		cancel()
+		if err != nil {
+			return nil, kubeapi.TooLargeVersion(from, o.ix.Snapshot().Rev)
+		}
 	}
 	return o.cache.Watch(info.GroupResource(), ns, opts, from, initial)
 }

@@ -15,10 +15,13 @@ import (
 	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/openapi3"
 	"k8s.io/client-go/rest"
 	kproto "k8s.io/kube-openapi/pkg/util/proto"
+	"k8s.io/kube-openapi/pkg/util/proto/validation"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tetherhub/tether/resource"
 )
@@ -96,13 +99,61 @@ func TestOpenAPIAsClientsReadIt(t *testing.T) {
 	}
 	kinds := map[string]bool{}
 	for _, name := range models.ListModels() {
-		for _, ext := range models.LookupModel(name).GetExtensions()[gvkExtension].([]any) {
+		exts, _ := models.LookupModel(name).GetExtensions()[gvkExtension].([]any)
+		for _, ext := range exts {
 			m := ext.(map[any]any)
 			kinds[fmt.Sprint(m["kind"])] = true
 		}
 	}
-	if !kinds["Device"] || !kinds["DeviceModel"] || !kinds["NodeGroup"] || kinds["Pod"] {
-		t.Fatalf("kinds with schemas: %v", kinds)
+	for _, k := range []string{"Device", "DeviceModel", "NodeGroup", "Pod", "Node", "ConfigMap", "Secret", "Service", "Namespace", "EndpointSlice"} {
+		if !kinds[k] {
+			t.Fatalf("no schema for %s among %v", k, kinds)
+		}
+	}
+	// kubectl 1.20 validates with these schemas: a typo deep in a Pod is found, a valid Pod
+	// (with an integer where a quantity or int-or-string goes) passes, and KubeEdge kinds keep
+	// whatever their spec holds.
+	lookup := func(gvk schema.GroupVersionKind) kproto.Schema {
+		for _, name := range models.ListModels() {
+			m := models.LookupModel(name)
+			exts, _ := m.GetExtensions()[gvkExtension].([]any)
+			for _, ext := range exts {
+				e := ext.(map[any]any)
+				if e["group"] == gvk.Group && e["version"] == gvk.Version && e["kind"] == gvk.Kind {
+					return m
+				}
+			}
+		}
+		t.Fatalf("no schema for %s", gvk)
+		return nil
+	}
+	check := func(gvk schema.GroupVersionKind, y string) []error {
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(y), &obj); err != nil {
+			t.Fatal(err)
+		}
+		return validation.ValidateModel(obj, lookup(gvk), gvk.Kind)
+	}
+	pod := schema.GroupVersionKind{Version: "v1", Kind: "Pod"}
+	good := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  creationTimestamp: null\n  labels: {a: b}\nspec:\n  containers:\n  - name: c\n    image: x\n    ports: [{containerPort: 80}]\n    resources: {limits: {cpu: 1, memory: 1Gi}}\n    livenessProbe: {httpGet: {port: 8080, path: /}}\n"
+	if errs := check(pod, good); len(errs) != 0 {
+		t.Fatalf("a valid pod: %v", errs)
+	}
+	if errs := check(pod, strings.Replace(good, "image: x", "imag: x", 1)); len(errs) != 1 || !strings.Contains(errs[0].Error(), `unknown field "imag"`) {
+		t.Fatalf("a typo in a container: %v", errs)
+	}
+	dev := schema.GroupVersionKind{Group: "devices.kubeedge.io", Version: "v1beta1", Kind: "Device"}
+	if errs := check(dev, "apiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata: {name: d}\nspec: {anything: [1, {x: y}]}\n"); len(errs) != 0 {
+		t.Fatalf("a device: %v", errs)
+	}
+	// Strategic merge patches from the schema merge containers by name, as from the Go type.
+	meta, _, err := strategicpatch.NewPatchMetaFromOpenAPI(lookup(pod)).LookupPatchMetadataForStruct("spec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pm, err := meta.LookupPatchMetadataForSlice("containers")
+	if err != nil || pm.GetPatchMergeKey() != "name" || fmt.Sprint(pm.GetPatchStrategies()) != "[merge]" {
+		t.Fatalf("containers patch meta: %+v %v", pm, err)
 	}
 	var raw openapiv2.Document
 	resp, _ := http.Get(srv.URL + "/openapi/v2")

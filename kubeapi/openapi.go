@@ -5,25 +5,30 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"sort"
 	"strings"
 
 	openapiv2 "github.com/google/gnostic-models/openapiv2"
 	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tetherhub/tether/resource"
 )
 
 // The OpenAPI documents are what kubectl reads before it writes: `kubectl apply` (1.20) fetches
-// /openapi/v2 as protobuf to validate manifests, and current kubectl reads /openapi/v3 to learn
-// whether the server validates fields itself (fieldValidation) and how to patch each kind.
+// /openapi/v2 as protobuf to validate manifests and to compute strategic merge patches, and
+// current kubectl reads /openapi/v3 to learn whether the server validates fields itself
+// (fieldValidation) and how to patch each kind.
 //
-// tether publishes permissive schemas: a kind's top level is checked (apiVersion, kind, metadata,
-// spec, status and, for built-in kinds, their other top-level fields) and everything below it is
-// left to the server. Current kubectl then leaves validation to the server (which decodes
-// built-in kinds strictly when asked, see FieldChecker); kubectl 1.20 validates the KubeEdge
-// kinds' top level and, for built-in kinds, finds no schema and falls back to its compiled-in
-// types, so strategic merge patches keep their list-merge semantics.
+// Which schemas: the built-in kinds' v2 definitions are derived from their Go types (see
+// openapi_types.go), so kubectl 1.20 checks every field and merges lists by their keys; the
+// KubeEdge kinds, which have no Go types here, get a permissive schema (the top level is
+// checked, spec and status are kept as given), as a CRD with x-kubernetes-preserve-unknown-fields
+// would. The v3 documents are permissive for every kind and announce fieldValidation, so current
+// kubectl leaves validation to the server (strict decoding of the built-in kinds, see body.go),
+// and they do not announce strategic merge patch, so current kubectl computes it from its own
+// compiled-in types for the built-in kinds and sends a merge patch for the others.
 //
 // The documents depend only on the registry, so they are built once per Handler.
 
@@ -52,20 +57,33 @@ func buildOpenAPI(reg *resource.Registry, version string) (*openAPI, error) {
 		Paths:       &openapiv2.Paths{},
 		Definitions: &openapiv2.Definitions{},
 	}
-	v2JSON := map[string]any{}
+	types := &typeSchemas{defs: map[string]*openapiv2.Schema{}}
 	for _, info := range reg.All() {
-		if isBuiltin(info) {
-			continue // see the package comment above: kubectl's compiled-in types serve better
+		if typ, ok := BuiltinType(info); ok {
+			name := types.definitionFor(reflect.TypeOf(typ).Elem())
+			ext, _ := json.Marshal([]map[string]string{gvk(info)}) // JSON is YAML
+			types.defs[name].VendorExtension = append(types.defs[name].VendorExtension, &openapiv2.NamedAny{Name: gvkExtension, Value: &openapiv2.Any{Yaml: string(ext) + "\n"}})
+			continue
 		}
-		name := definitionName(info)
-		doc.Definitions.AdditionalProperties = append(doc.Definitions.AdditionalProperties, &openapiv2.NamedSchema{Name: name, Value: v2Schema(info)})
-		v2JSON[name] = v3Schema(info, false)
+		types.defs[definitionName(info)] = v2Schema(info)
+	}
+	names := make([]string, 0, len(types.defs))
+	for n := range types.defs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		doc.Definitions.AdditionalProperties = append(doc.Definitions.AdditionalProperties, &openapiv2.NamedSchema{Name: n, Value: types.defs[n]})
 	}
 	var err error
 	if o.v2Proto, err = proto.Marshal(doc); err != nil {
 		return nil, err
 	}
-	if o.v2JSON, err = json.Marshal(map[string]any{"swagger": "2.0", "info": map[string]string{"title": "tether", "version": version}, "paths": map[string]any{}, "definitions": v2JSON}); err != nil {
+	y, err := doc.YAMLValue("")
+	if err != nil {
+		return nil, err
+	}
+	if o.v2JSON, err = yaml.YAMLToJSON(y); err != nil {
 		return nil, err
 	}
 
@@ -92,11 +110,6 @@ func buildOpenAPI(reg *resource.Registry, version string) (*openAPI, error) {
 		return nil, err
 	}
 	return o, nil
-}
-
-// isBuiltin says whether kubectl has the kind compiled in (the core and discovery.k8s.io kinds).
-func isBuiltin(info resource.Info) bool {
-	return info.Group == "" || info.Group == resource.GroupDiscovery
 }
 
 func gvPath(info resource.Info) string {
@@ -162,7 +175,7 @@ func v2Schema(info resource.Info) *openapiv2.Schema {
 }
 
 // v3Schema is the permissive component schema of a kind.
-func v3Schema(info resource.Info, v3 bool) map[string]any {
+func v3Schema(info resource.Info) map[string]any {
 	obj := map[string]any{"type": "object", preserveUnknown: true}
 	props := map[string]any{
 		"apiVersion": map[string]any{"type": "string"},
@@ -177,9 +190,7 @@ func v3Schema(info resource.Info, v3 bool) map[string]any {
 		"type":        "object", "properties": props,
 		gvkExtension: []map[string]string{gvk(info)},
 	}
-	if v3 {
-		s[preserveUnknown] = true
-	}
+	s[preserveUnknown] = true
 	return s
 }
 
@@ -194,7 +205,7 @@ func v3Document(infos []resource.Info, version string) map[string]any {
 	ok := map[string]any{"200": map[string]any{"description": "OK"}}
 	for _, info := range infos {
 		name := definitionName(info)
-		schemas[name] = v3Schema(info, true)
+		schemas[name] = v3Schema(info)
 		ref := map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/" + name}}
 		op := func(action string, params ...string) map[string]any {
 			o := map[string]any{"operationId": action + info.Kind, "x-kubernetes-action": action, gvkExtension: gvk(info), "responses": ok}

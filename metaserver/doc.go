@@ -1,11 +1,13 @@
 // Package metaserver is the edge's Kubernetes-style API: kubeapi served over the edge store, so
 // kubectl and client-go work on the edge host with or without the cloud.
 //
-// Reads come from the store and never wait on the cloud. Versions are the edge store's local
-// revisions (see edgestore), so list and watch form one consistent sequence: a watch from a
-// version the edge still remembers gets exactly the changes after it, and one it has forgotten
-// gets 410 Gone. A store that has never completed a sync answers lists with 503, never with an
-// empty list, which would tell a client to delete everything it has.
+// Reads come from the store and never wait on the cloud: from an in-memory view of it (an
+// immutable radix tree of the stored records, replaced after every commit from the store's
+// change feed), so that a list neither reads bbolt nor decodes a record. Versions are the edge
+// store's local revisions (see edgestore), so list and watch form one consistent sequence: a
+// watch from a version the edge still remembers gets exactly the changes after it, and one it
+// has forgotten gets 410 Gone. A store that has never completed a sync answers lists with 503,
+// never with an empty list, which would tell a client to delete everything it has.
 //
 // Writes are forwarded to the cloud over the hub session (a Forwarder, which edgehub.Client
 // implements) and the cloud decides what the node may change. While the edge is not connected a

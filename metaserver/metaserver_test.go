@@ -310,6 +310,11 @@ func TestWatchFromVersions(t *testing.T) {
 	if code != http.StatusGone || !strings.Contains(body, `"reason":"Expired"`) {
 		t.Fatalf("watch from a forgotten version: %d %s", code, body)
 	}
+	// A version the edge has not reached: 504 after a short wait, not a watch that skips.
+	_, code, body = watchLines(t, e.srv.URL+cms+"?watch=true&resourceVersion=999999", 1)
+	if code != http.StatusGatewayTimeout {
+		t.Fatalf("watch from a future version: %d %s", code, body)
+	}
 	// A single object by name.
 	got, _, _ = watchLines(t, e.srv.URL+cms+"?watch=true&fieldSelector=metadata.name%3Da", 1)
 	if len(got) != 1 || !strings.HasPrefix(got[0], "ADDED a@") {

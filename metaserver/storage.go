@@ -234,6 +234,11 @@ func (s *Storage) Watch(ctx context.Context, info resource.Info, ns string, opts
 			initial = append(initial, kubeapi.Event{Type: kubeapi.Bookmark, Rev: from, Resource: info.GroupResource(), Object: kubeapi.BookmarkObject(info, from, true)})
 		}
 	} else {
+		// A version the edge has not reached yet is waited for (briefly), as Kubernetes does:
+		// starting after it would skip every change up to it.
+		if err := s.atVersion(ctx, opts); err != nil {
+			return nil, err
+		}
 		from, _ = strconv.ParseInt(opts.ResourceVersion, 10, 64)
 	}
 	return s.cache.Watch(info.GroupResource(), ns, opts, from, initial)
