@@ -3,13 +3,9 @@ package cloudapi
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/protocol"
@@ -112,14 +108,8 @@ func (o *Objects) boundNode(ctx context.Context, info resource.Info, ns, name st
 }
 
 func statusResponse(err error) *protocol.Response {
-	st := apierrors.NewInternalError(err).Status()
-	var se apierrors.APIStatus
-	if errors.As(err, &se) {
-		st = se.Status()
-	}
-	st.Kind, st.APIVersion = "Status", "v1"
-	body, _ := json.Marshal(st)
-	return &protocol.Response{Code: uint16(st.Code), ContentType: "application/json", Body: body}
+	code, body := kubeapi.StatusBody(err)
+	return &protocol.Response{Code: uint16(code), ContentType: "application/json", Body: body}
 }
 
 // recorder is the in-memory http.ResponseWriter a forwarded request is served into.

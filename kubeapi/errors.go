@@ -94,15 +94,22 @@ func statusOf(err error) metav1.Status {
 
 // writeStatus writes err as a metav1.Status with its code.
 func writeStatus(w http.ResponseWriter, err error) {
+	code, body := StatusBody(err)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+// StatusBody is the HTTP code and the metav1.Status JSON that answer err, for answers that are
+// not written to an http.ResponseWriter (a forwarded request's).
+func StatusBody(err error) (int, []byte) {
 	st := statusOf(err)
 	st.Kind, st.APIVersion = "Status", "v1"
 	if st.Code == 0 {
 		st.Code = http.StatusInternalServerError
 	}
 	body, _ := json.Marshal(st)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(int(st.Code))
-	w.Write(body)
+	return int(st.Code), body
 }
 
 // MethodNotAllowed is a 405 with a message saying what to do instead.

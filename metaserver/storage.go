@@ -75,7 +75,7 @@ func (s *Storage) onChanges(changes []edgestore.Change) {
 			ev.Prev = &prev
 			// The object as it was, at the version of its deletion, as Kubernetes sends it:
 			// a client's last seen version must not move backwards.
-			ev.Object = stampVersion(c.Old.Object, c.Rev)
+			ev.Object = setVersion(c.Old.Object, strconv.FormatUint(c.Rev, 10))
 		default:
 			ev.Type, ev.Resource, ev.Meta, ev.Object = kubeapi.Modified, c.New.Key.Resource, metaOf(c.New), c.New.Object
 			prev := metaOf(c.Old)
@@ -85,7 +85,9 @@ func (s *Storage) onChanges(changes []edgestore.Change) {
 	}
 }
 
-func stampVersion(obj []byte, rev uint64) []byte {
+// setVersion returns obj with metadata.resourceVersion set to rv, or removed if rv is "". An
+// object that does not decode is returned as it is.
+func setVersion(obj []byte, rv string) []byte {
 	d := json.NewDecoder(bytes.NewReader(obj))
 	d.UseNumber()
 	var m map[string]any
@@ -96,7 +98,11 @@ func stampVersion(obj []byte, rev uint64) []byte {
 	if !ok {
 		return obj
 	}
-	md["resourceVersion"] = strconv.FormatUint(rev, 10)
+	if rv == "" {
+		delete(md, "resourceVersion")
+	} else {
+		md["resourceVersion"] = rv
+	}
 	out, err := json.Marshal(m)
 	if err != nil {
 		return obj

@@ -240,26 +240,9 @@ func (s *Storage) applyAnswer(ctx context.Context, info resource.Info, resp *pro
 	if rec == nil {
 		// Not kept at the edge (a reset is under way): the cloud's object, without a version
 		// the client could confuse with the edge's.
-		return withoutVersion(resp.Body), nil
+		return setVersion(resp.Body, ""), nil
 	}
 	return rec.Object, nil
-}
-
-func withoutVersion(obj []byte) []byte {
-	d := json.NewDecoder(bytes.NewReader(obj))
-	d.UseNumber()
-	var m map[string]any
-	if d.Decode(&m) != nil {
-		return obj
-	}
-	if md, ok := m["metadata"].(map[string]any); ok {
-		delete(md, "resourceVersion")
-	}
-	out, err := json.Marshal(m)
-	if err != nil {
-		return obj
-	}
-	return out
 }
 
 // path is the API path of a collection, an object or its subresource.
