@@ -68,9 +68,12 @@ func Load(fs *pflag.FlagSet, args []string) error {
 		if fl.Changed {
 			continue // the command line wins
 		}
-		v, err := scalar(doc[k])
+		v, err := scalar(doc[k], true)
 		if err != nil {
 			return Usagef("config %s: key %q: %v", path, k, err)
+		}
+		if v == "" && isContainer(doc[k]) {
+			continue // an empty list or map: leave the default
 		}
 		if err := fl.Value.Set(v); err != nil {
 			return Usagef("config %s: key %q: %v", path, k, err)
@@ -79,8 +82,20 @@ func Load(fs *pflag.FlagSet, args []string) error {
 	return nil
 }
 
-// scalar renders a YAML value the way the flag would be written on the command line.
-func scalar(v any) (string, error) {
+func isContainer(v any) bool {
+	switch v.(type) {
+	case []any, map[string]any:
+		return true
+	}
+	return false
+}
+
+// scalar renders a YAML value the way the flag would be written on the command line. Lists and
+// maps (labels) are allowed at the top level only, holding scalars.
+func scalar(v any, top bool) (string, error) {
+	if !top && isContainer(v) {
+		return "", fmt.Errorf("nested lists and maps are not supported")
+	}
 	switch v := v.(type) {
 	case nil:
 		return "", nil
@@ -91,7 +106,7 @@ func scalar(v any) (string, error) {
 	case []any:
 		parts := make([]string, len(v))
 		for i, e := range v {
-			s, err := scalar(e)
+			s, err := scalar(e, false)
 			if err != nil {
 				return "", err
 			}
@@ -106,7 +121,7 @@ func scalar(v any) (string, error) {
 		sort.Strings(keys)
 		parts := make([]string, len(keys))
 		for i, k := range keys {
-			s, err := scalar(v[k])
+			s, err := scalar(v[k], false)
 			if err != nil {
 				return "", err
 			}
@@ -127,6 +142,15 @@ func Print(fs *pflag.FlagSet, w io.Writer) error {
 		var v any = f.Value.String()
 		if sv, ok := f.Value.(pflag.SliceValue); ok {
 			v = sv.GetSlice()
+		}
+		if f.Value.Type() == "stringToString" {
+			m := map[string]string{}
+			for _, kv := range strings.Split(strings.Trim(f.Value.String(), "[]"), ",") {
+				if k, val, ok := strings.Cut(kv, "="); ok {
+					m[k] = val
+				}
+			}
+			v = m
 		}
 		if a := f.Annotations[SecretAnnotation]; len(a) > 0 && f.Value.String() != "" {
 			v = "<redacted>"

@@ -356,6 +356,10 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A read blocked on the socket does not see ctx; closing the connection ends it at once, so
+	// the agent stops within its shutdown budget instead of waiting out the read deadline.
+	stopClose := context.AfterFunc(sctx, func() { ws.Close() })
+	defer stopClose()
 	werr := make(chan error, 1)
 	go func() { werr <- k.writeLoop(sctx, heartbeat) }()
 	rerr := k.readLoop(sctx, heartbeat, rest)

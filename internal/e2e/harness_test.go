@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	// The programs are built with the race detector, so a race in a real process fails the test
 	// that started it (see proc.stop).
-	cmd := exec.Command("go", "build", "-race", "-o", dir+"/", "../../cmd/tether-cloud", "../../cmd/tether-edge")
+	cmd := exec.Command("go", "build", "-race", "-o", dir+"/", "../../cmd/tether-cloud", "../../cmd/tether-edge", "../../cmd/tether-sim")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)

@@ -35,6 +35,10 @@ func TestNodeLifecycle(t *testing.T) {
 	e := newEdge(t, c, "edge-1")
 	waitFor(t, 10*time.Second, "node Ready", func() bool { s, hb := readyCondition(t, c, "edge-1"); return s == "True" && hb != "" })
 	_, body := do(t, http.MethodGet, c.url("/api/v1/nodes/edge-1"), "", nil)
+	waitFor(t, 10*time.Second, "node status report", func() bool {
+		_, body = do(t, http.MethodGet, c.url("/api/v1/nodes/edge-1"), "", nil)
+		return strings.Contains(string(body), `"kubeletVersion"`)
+	})
 	if !strings.Contains(string(body), `"kubeletVersion"`) {
 		t.Errorf("the edge's node status report did not arrive: %s", body)
 	}
@@ -59,5 +63,18 @@ func TestNodeLifecycle(t *testing.T) {
 	// The edge keeps serving what it has.
 	if !httpOK(e.url(paths["nodes"])) {
 		t.Fatal("the revoked edge stopped serving its store")
+	}
+}
+
+// TestEdgeStopsPromptly: SIGTERM stops a connected edge at once, not after its read deadline
+// (two heartbeats: 30 s with the default heartbeat).
+func TestEdgeStopsPromptly(t *testing.T) {
+	c := newCloud(t, "--heartbeat", "15s")
+	e := newEdge(t, c, "edge-1")
+	waitFor(t, 10*time.Second, "connected", func() bool { return metric(t, c.url("/metrics"), "tether_cloud_hub_connected_nodes") == 1 })
+	start := time.Now()
+	e.stop()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the edge took %s to stop", d)
 	}
 }
