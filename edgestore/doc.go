@@ -17,4 +17,13 @@
 //
 // Subscribers (the metaserver's watch cache, the twin engine) are called on the writer goroutine
 // after each commit with what changed, in order, and must not block.
+//
+// Device twins (twins.go): the twin engine keeps each device's state here as opaque bytes, and
+// WriteTwin stores a device's state and the reports describing it in one transaction. A report
+// replaces the same device's previous report of its kind in place while nobody has read it for
+// sending (ReadOutbox marks what it returns under a lock the replacing transaction holds until it
+// commits), so the outbox keeps one entry per device and kind with the latest values, in the
+// position of the first unsent change. Concurrent WriteTwin calls are grouped into one
+// operation, lingering up to a millisecond while updates keep coming, so a commit's fixed cost
+// is shared by many devices.
 package edgestore

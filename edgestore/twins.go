@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -36,7 +37,38 @@ type replacer struct {
 	// Owned by the writer goroutine.
 	held   bool              // mu is held until the current transaction ends
 	latest map[string]uint64 // kind+subject → seq of the newest replaceable entry appended
+
+	group groupCommit // WriteTwin's batching
 }
+
+// groupCommit gathers concurrent WriteTwin calls into one operation of the writer. The writer
+// already shares a commit among whatever is queued, but under a steady stream of device updates
+// a commit's fixed cost (two fsyncs, meta and freelist pages) is paid every few updates; waiting
+// up to twinLinger for more, while updates keep coming, pays it once for many.
+type groupCommit struct {
+	mu       sync.Mutex
+	pending  []*twinWrite
+	flushing bool          // a flush goroutine is running
+	more     chan struct{} // capacity 1: pending grew
+	lastSize int           // writes in the previous batch; owned by the flush goroutine
+}
+
+// twinWrite is one WriteTwin call in a batch.
+type twinWrite struct {
+	id       string
+	state    []byte
+	reports  []Entry
+	replaced int
+	err      error
+	done     chan struct{}
+}
+
+// Group commit bounds: a batch waits at most twinLinger for company, and only when the previous
+// batch had company (so a lone update is never delayed), and carries at most twinBatchMax writes.
+const (
+	twinLinger   = time.Millisecond
+	twinBatchMax = 1024
+)
 
 // noteRead records what a ReadOutbox returned; the caller holds mu.
 func (r *replacer) noteRead(out []Entry) {
@@ -56,13 +88,98 @@ func replaceKey(kind protocol.ReportKind, subject string) string {
 // must carry everything its reader needs (a snapshot), never a difference. replaced says how
 // many reports replaced an entry. When the outbox has no room for what would be appended,
 // nothing is written and the error is ErrOutboxFull.
+//
+// Concurrent calls are committed together (see groupCommit); each succeeds or fails on its own.
 func (s *Store) WriteTwin(ctx context.Context, id string, state []byte, reports ...Entry) (replaced int, err error) {
 	if id == "" {
 		return 0, ErrEmptyID
 	}
-	return s.doTwin(ctx, func(tx *bolt.Tx, st *txState) (int, error) {
-		return s.writeTwin(tx, st, id, state, reports)
+	w := &twinWrite{id: id, state: state, reports: reports, done: make(chan struct{})}
+	g := &s.rep.group
+	g.mu.Lock()
+	g.pending = append(g.pending, w)
+	start := !g.flushing
+	g.flushing = true
+	if g.more == nil {
+		g.more = make(chan struct{}, 1)
+	}
+	more := g.more
+	g.mu.Unlock()
+	if start {
+		go s.flushTwins()
+	} else {
+		select {
+		case more <- struct{}{}:
+		default:
+		}
+	}
+	select {
+	case <-w.done:
+		return w.replaced, w.err
+	case <-ctx.Done():
+		return 0, ctx.Err() // it may still be committed: the caller cannot know
+	}
+}
+
+// flushTwins commits pending WriteTwin calls, a batch at a time, until none are left.
+func (s *Store) flushTwins() {
+	g := &s.rep.group
+	timer := time.NewTimer(twinLinger)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		g.mu.Lock()
+		n := len(g.pending)
+		if n == 0 {
+			g.flushing = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		if g.lastSize > 1 && n < twinBatchMax {
+			timer.Reset(twinLinger)
+		linger:
+			for {
+				select {
+				case <-timer.C:
+					break linger
+				case <-g.more:
+					g.mu.Lock()
+					n = len(g.pending)
+					g.mu.Unlock()
+					if n >= twinBatchMax {
+						timer.Stop() // no stale tick to drain: timers are synchronous since Go 1.23
+						break linger
+					}
+				}
+			}
+		}
+		g.mu.Lock()
+		batch := g.pending
+		if len(batch) > twinBatchMax {
+			batch = batch[:twinBatchMax]
+		}
+		g.pending = append([]*twinWrite(nil), g.pending[len(batch):]...)
+		g.mu.Unlock()
+		g.lastSize = len(batch)
+		s.commitTwins(batch)
+	}
+}
+
+// commitTwins runs a batch as one operation of the writer and tells each write its outcome.
+func (s *Store) commitTwins(batch []*twinWrite) {
+	_, err := s.doTwin(context.Background(), func(tx *bolt.Tx, st *txState) (int, error) {
+		for _, w := range batch {
+			w.replaced, w.err = s.writeTwin(tx, st, w.id, w.state, w.reports)
+		}
+		return 0, nil
 	})
+	for _, w := range batch {
+		if err != nil {
+			w.replaced, w.err = 0, err // the commit failed: nothing of the batch is stored
+		}
+		close(w.done)
+	}
 }
 
 // doTwin is do for operations that may take replacer.mu: the lock is released once the

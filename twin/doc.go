@@ -15,7 +15,12 @@
 //     ApplyReport (device → edge), ApplyDesired (cloud spec → edge), Delta,
 //     ApplyState, and on the cloud side Reported and MergeStatus.
 //   - Encoders for everything the edge sends, producing KubeEdge's JSON shapes
-//     so existing mappers work unchanged, and NewEventID.
+//     so existing mappers work unchanged, and NewEventID. The ones sent on every
+//     update (result, document, the report) are hand-written appenders that
+//     produce encoding/json's exact bytes (append.go, checked against it).
+//   - The payloads of device reports going up (report.go): TwinReport and
+//     StateReport are snapshots of a device, so the latest one alone says what
+//     the cloud should hold; MergeSnapshot applies one to Device.status.twins.
 //
 // # How a handler uses it
 //

@@ -33,7 +33,7 @@ func EncodeResult(upd Update, t Twin, now int64) []byte {
 			echo[name] = e
 		}
 	}
-	return mustMarshal(ResultMsg{Header: Header{upd.EventID, now}, Twin: echo})
+	return appendResultMsg(nil, ResultMsg{Header: Header{upd.EventID, now}, Twin: echo})
 }
 
 // EncodeError encodes an error result {event_id, timestamp, code, reason}. For
@@ -80,7 +80,7 @@ func Document(changes []Change) map[string]Doc {
 // EncodeDocument encodes twin/update/document for changes. KubeEdge uses the
 // event_id of the update that caused the changes.
 func EncodeDocument(eventID string, changes []Change, now int64) []byte {
-	return mustMarshal(DocumentMsg{Header: Header{eventID, now}, Twin: Document(changes)})
+	return appendDocumentMsg(nil, DocumentMsg{Header: Header{eventID, now}, Twin: Document(changes)})
 }
 
 // EncodeGetResult encodes twin/get/result: every property of t, without versions.
@@ -89,7 +89,7 @@ func EncodeGetResult(eventID string, t Twin, now int64) []byte {
 	for name, p := range t.Props {
 		tw[name] = toEntry(p, false)
 	}
-	return mustMarshal(ResultMsg{Header: Header{eventID, now}, Twin: tw})
+	return appendResultMsg(nil, ResultMsg{Header: Header{eventID, now}, Twin: tw})
 }
 
 // EncodeStateResult encodes state/update/result for the device called name

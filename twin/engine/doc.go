@@ -35,7 +35,11 @@
 //
 // # Concurrency
 //
-// Handlers run on many connection goroutines; Run on one. Engine.mu guards the device and model
+// The broker calls the handlers on many connection goroutines; twin/update, twin/get,
+// state/update and membership/get are handed to a pool of Config.Workers goroutines while the
+// connection goroutine waits (no PUBACK meanwhile): JSON work grows a goroutine's stack to tens
+// of KiB, and a connection goroutine keeps its stack for its connection's life, so doing the
+// work on a few workers keeps a node with thousands of connections small. Run is one goroutine. Engine.mu guards the device and model
 // maps; each device has its own mu, held while one change of it is applied, stored and answered,
 // so one device's changes are ordered and different devices' proceed in parallel (and share
 // commits). Lock order: Engine.mu before device.mu, and Engine.mu is never held while waiting for

@@ -35,6 +35,10 @@ type Config struct {
 	// UploadRetry is the longest wait between attempts to queue an upload while the outbox is
 	// full. The publisher gets no PUBACK meanwhile (backpressure), so nothing is dropped.
 	UploadRetry time.Duration
+	// Workers is how many device messages are handled at once. Each waits for the store's
+	// commit, so it bounds how many changes one commit can carry; their goroutines, not the
+	// connections', grow the stacks JSON work needs, which bounds memory (see doc.go).
+	Workers int
 }
 
 // DefaultConfig returns the defaults for node.
@@ -45,6 +49,7 @@ func DefaultConfig(node string) Config {
 		MaxDevices:  10_000,
 		QoS:         1,
 		UploadRetry: time.Second,
+		Workers:     128,
 	}
 }
 
@@ -57,6 +62,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("twin: maxDevices must be at least 1, got %d", c.MaxDevices)
 	case c.QoS > 2:
 		return fmt.Errorf("twin: qos must be 0, 1 or 2, got %d", c.QoS)
+	case c.Workers < 1:
+		return fmt.Errorf("twin: workers must be at least 1, got %d", c.Workers)
 	case c.UploadRetry <= 0:
 		return fmt.Errorf("twin: uploadRetry must be positive, got %s", c.UploadRetry)
 	}
@@ -103,8 +110,9 @@ type Engine struct {
 	eventID func() string
 
 	ready chan struct{}   // closed by Run once the stored devices are loaded
-	done  chan struct{}   // closed when Run returns
+	done  chan struct{}   // closed when Run returns (after every worker has)
 	ctx   context.Context // Run's context; written before ready is closed, read after
+	jobs  chan job        // device messages for the workers
 
 	mu      sync.RWMutex                 // guards devices, models and device.refused; taken before a device's mu, never while waiting on one
 	devices map[string]*device           // id (namespace/name) → device
@@ -155,6 +163,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		models:  map[string]map[string]string{},
 		pending: map[string]struct{}{},
 		wake:    make(chan struct{}, 1),
+		jobs:    make(chan job, cfg.Workers),
 	}
 	e.sampled = e.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second})
 	if e.now == nil {
@@ -166,10 +175,10 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	e.m = newMetrics(d.Metrics, e)
 	d.Store.Subscribe(e.onStoreChanges)
 	for filter, h := range map[string]func(string, []byte){
-		filterTwinUpdate:    e.onTwinUpdate,
-		filterTwinGet:       e.onTwinGet,
-		filterStateUpdate:   e.onStateUpdate,
-		filterMembershipGet: e.onMembershipGet,
+		filterTwinUpdate:    e.onWorker(e.onTwinUpdate),
+		filterTwinGet:       e.onWorker(e.onTwinGet),
+		filterStateUpdate:   e.onWorker(e.onStateUpdate),
+		filterMembershipGet: e.onWorker(e.onMembershipGet),
 		filterUpload:        e.onUpload,
 		topicUploadRecords:  e.onUpload,
 	} {
@@ -214,6 +223,23 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.ctx = ctx
 	if err := e.load(ctx); err != nil {
 		return err
+	}
+	var workers sync.WaitGroup
+	defer workers.Wait() // before done: a message being handled is answered first
+	for range e.cfg.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for {
+				select {
+				case j := <-e.jobs:
+					j.fn()
+					close(j.done)
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
 	}
 	close(e.ready)
 	e.log.Info().Int("devices", e.deviceCount()).Msg("twins loaded")
@@ -453,9 +479,7 @@ func (e *Engine) applyDesired(ctx context.Context, d *device) {
 	}
 	e.m.desired.WithLabelValues("applied").Inc()
 	e.publish(deviceTopic(d.id, suffixDocument), "document", twin.EncodeDocument(e.eventID(), changed, now))
-	if b, ok := twin.EncodeDelta(e.eventID(), next, now); ok {
-		e.publish(deviceTopic(d.id, suffixDelta), "delta", b)
-	}
+	e.publishDelta(d.id, next, now)
 }
 
 // remove forgets a device that left the node and tells the mappers.
@@ -484,10 +508,13 @@ func (e *Engine) remove(ctx context.Context, id string) {
 
 // write makes a device's new state durable with its reports. The caller holds d.mu.
 func (e *Engine) write(ctx context.Context, d *device, tw twin.Twin, st twin.DeviceState, reports []edgestore.Entry) error {
-	b, err := json.Marshal(stored{Twin: tw, State: st})
-	if err != nil {
-		return err
-	}
+	// The stored form is stored's JSON, appended by hand: it is written on every change.
+	b := make([]byte, 0, 256)
+	b = append(b, `{"twin":`...)
+	b = tw.AppendJSON(b)
+	b = append(b, `,"state":`...)
+	b = st.AppendJSON(b)
+	b = append(b, '}')
 	// No deadline of its own: the store answers every operation (committed or failed), and a
 	// caller that stopped waiting could not tell whether the change became durable.
 	n, err := e.store.WriteTwin(ctx, d.id, b, reports...)
@@ -525,6 +552,16 @@ func (e *Engine) deviceCount() int {
 }
 
 func (e *Engine) nowMs() int64 { return e.now().UnixMilli() }
+
+// publishDelta publishes the delta of t if some expected value differs from its actual.
+func (e *Engine) publishDelta(id string, t twin.Twin, now int64) {
+	if len(twin.Delta(t)) == 0 {
+		return // no event id spent on a delta that is not sent
+	}
+	if b, ok := twin.EncodeDelta(e.eventID(), t, now); ok {
+		e.publish(deviceTopic(id, suffixDelta), "delta", b)
+	}
+}
 
 // publish sends a message to devices; the broker never blocks on a client.
 func (e *Engine) publish(topic, what string, payload []byte) {

@@ -61,6 +61,35 @@ func (e *Engine) wait() bool {
 	}
 }
 
+// job is one device message for a worker; done is closed once fn has returned.
+type job struct {
+	fn   func()
+	done chan struct{}
+}
+
+// onWorker runs fn on a worker and waits for it, holding the publisher's PUBACK. The JSON work
+// and the wait for the commit happen on a worker's stack: a connection goroutine that did them
+// itself would keep a stack grown to tens of KiB for its connection's life, and a node has
+// thousands of connections.
+func (e *Engine) onWorker(h func(topic string, payload []byte, arrived time.Time)) func(string, []byte) {
+	return func(topic string, payload []byte) {
+		arrived := time.Now()
+		if !e.wait() {
+			return
+		}
+		j := job{fn: func() { h(topic, payload, arrived) }, done: make(chan struct{})}
+		select {
+		case e.jobs <- j:
+		case <-e.done:
+			return
+		}
+		select {
+		case <-j.done:
+		case <-e.done: // stopped before a worker took it: nothing of it was applied
+		}
+	}
+}
+
 // answerError publishes an error result and counts it.
 func (e *Engine) answerError(topic, what, eventID string, err error, counter interface{ inc(string) }) {
 	code := twin.CodeOf(err)
@@ -89,11 +118,7 @@ func (e *Engine) resolve(topic string) (*device, error) {
 // onTwinUpdate handles $hw/events/device/{id}/twin/update. It runs on the publisher's
 // connection goroutine before the PUBACK: the success result is published only once the change
 // and its report are durable.
-func (e *Engine) onTwinUpdate(topic string, payload []byte) {
-	start := time.Now()
-	if !e.wait() {
-		return
-	}
+func (e *Engine) onTwinUpdate(topic string, payload []byte, arrived time.Time) {
 	res := topic + suffixResult
 	upd, err := twin.DecodeUpdate(payload, e.cfg.Limits)
 	if err != nil {
@@ -134,18 +159,13 @@ func (e *Engine) onTwinUpdate(topic string, payload []byte) {
 	} else {
 		e.m.updates.inc("ok")
 		e.publish(deviceTopic(d.id, suffixDocument), "document", twin.EncodeDocument(upd.EventID, changed, now))
-		if b, ok := twin.EncodeDelta(e.eventID(), next, now); ok {
-			e.publish(deviceTopic(d.id, suffixDelta), "delta", b)
-		}
+		e.publishDelta(d.id, next, now)
 	}
-	e.m.updateSeconds.Observe(time.Since(start).Seconds())
+	e.m.updateSeconds.Observe(time.Since(arrived).Seconds())
 }
 
 // onTwinGet handles $hw/events/device/{id}/twin/get.
-func (e *Engine) onTwinGet(topic string, payload []byte) {
-	if !e.wait() {
-		return
-	}
+func (e *Engine) onTwinGet(topic string, payload []byte, _ time.Time) {
 	res := topic + suffixResult
 	g, err := twin.DecodeGet(payload, e.cfg.Limits)
 	if err != nil {
@@ -169,10 +189,7 @@ func (e *Engine) onTwinGet(topic string, payload []byte) {
 
 // onStateUpdate handles $hw/events/device/{id}/state/update. A changed state is durable (with
 // its report) before the result is published, as for twins.
-func (e *Engine) onStateUpdate(topic string, payload []byte) {
-	if !e.wait() {
-		return
-	}
+func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) {
 	res := topic + suffixResult
 	su, err := twin.DecodeStateUpdate(payload, e.cfg.Limits)
 	if err != nil {
@@ -211,10 +228,7 @@ func (e *Engine) onStateUpdate(topic string, payload []byte) {
 
 // onMembershipGet handles $hw/events/node/{node}/membership/get: the node's served devices,
 // sorted by id, as the engine holds them from the edge store.
-func (e *Engine) onMembershipGet(topic string, payload []byte) {
-	if !e.wait() {
-		return
-	}
+func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) {
 	if nodeOf(topic) != e.cfg.Node {
 		// Another node's devices are not here; answering would claim they are none.
 		e.m.membershipGets.inc("other_node")
