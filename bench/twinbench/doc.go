@@ -1,0 +1,15 @@
+// Package twinbench measures tether's device twin path on a real tether-edge joined to a real
+// tether-cloud: durable twin/update throughput and publish → result latency from many device
+// clients beside bare mochi-mqtt QoS 1 ingest measured with the same clients in the same run,
+// cloud desired change → delta at the device, and the agent's resident memory idle and under
+// load. Run(ctx, size, w) prints one table; make bench calls it.
+//
+// The device clients are a minimal MQTT 3.1.1 client of this package, the same for tether and
+// the baseline, so the difference between the two rows is the server: a paho client per
+// device would spend more CPU than the broker it measures on a 2-core machine.
+//
+// Binaries come from $TETHER_BIN, ./bin (make build), or a fresh go build. While the edge is
+// loaded the cloud process is paused (SIGSTOP): in a deployment it runs on another machine,
+// and here it would take the CPU the agent is measured on; the edge's reports wait, coalesced,
+// in its outbox, and are drained before the desired → delta measurement, which needs the cloud.
+package twinbench
