@@ -105,6 +105,7 @@ func flags(c *config) *pflag.FlagSet {
 	fs.DurationVar(&c.hub.WriteTimeout, "write-timeout", c.hub.WriteTimeout, "deadline of every write to the cloud")
 	fs.DurationVar(&c.hub.BackoffMax, "reconnect-max", c.hub.BackoffMax, "longest wait between reconnect attempts")
 	fs.IntVar(&c.hub.ReportWindow, "report-window", c.hub.ReportWindow, "reports in flight to the cloud")
+	fs.Float64Var(&c.hub.RenewAt, "cert-renew-at", c.hub.RenewAt, "share of the certificate's lifetime after which it is renewed over the hub session")
 	fs.Uint32Var(&c.mqtt.MaxPacketSize, "mqtt-max-packet-bytes", c.mqtt.MaxPacketSize, "largest MQTT packet accepted")
 	fs.IntVar(&c.mqtt.MaxClients, "mqtt-max-clients", c.mqtt.MaxClients, "most MQTT clients at once")
 	fs.IntVar(&c.twin.MaxDevices, "max-devices", c.twin.MaxDevices, "most devices whose twins the node serves")

@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -77,4 +80,29 @@ func TestEdgeStopsPromptly(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("the edge took %s to stop", d)
 	}
+}
+
+// TestCertificateRotation: past the renewal point of its certificate's life the edge asks the
+// hub for a new one over its authenticated session, stores it, and uses it from then on.
+func TestCertificateRotation(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-1", "--cert-renew-at", "0.000001") // 8 s of 90 days: past already (certificates start a minute early)
+	certPath := filepath.Join(e.dir, "node.crt")
+	before, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "certificate renewed", func() bool {
+		after, _ := os.ReadFile(certPath)
+		return len(after) > 0 && !bytes.Equal(after, before)
+	})
+	if !strings.Contains(e.log.String(), "certificate renewed") {
+		t.Fatal("the edge did not log the renewal")
+	}
+	// The renewed certificate admits the node.
+	e.stop()
+	e.restart(t)
+	waitFor(t, 15*time.Second, "reconnected with the new certificate", func() bool {
+		return metric(t, c.url("/metrics"), "tether_cloud_hub_connected_nodes") == 1
+	})
 }
