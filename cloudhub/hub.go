@@ -75,6 +75,8 @@ type Hub struct {
 	// processed is the last index revision whose marks are all placed. A writer that reads it
 	// before taking a session's pending keys knows every change up to it is among them.
 	processed atomic.Int64
+	// routed is the revision of the last change any node's view could see.
+	routed atomic.Int64
 
 	mu       sync.Mutex // guards the fields below; lock order: Hub.mu before session.mu
 	sessions map[string]*session
@@ -236,6 +238,7 @@ func (h *Hub) onUpdate(u index.Update) {
 	}
 	c := view.ChangeOf(u)
 	h.ring.add(c)
+	h.routed.Store(u.Rev())
 	if u.Historical {
 		return
 	}

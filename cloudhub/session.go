@@ -231,8 +231,14 @@ func (s *session) progress(now time.Time) {
 		s.fail(protocol.CodeTooSlow, "the node did not acknowledge in time; reconnect and catch up")
 		return
 	}
-	if s.hub.processed.Load() <= s.through.Load() {
-		s.mu.Unlock() // nothing new to announce: do not wake a writer for nothing
+	// A mark is due when a routed change happened since the node's cursor (the cursor keeps the
+	// node's catch-up small), or when the cursor has fallen a quarter of the history behind in
+	// revisions (so a cloud restart, which remembers History revisions, can still catch it up
+	// incrementally). Changes no node sees (status writes) do not, on their own, cost the fleet
+	// a message each.
+	th := s.through.Load()
+	if s.hub.routed.Load() <= th && s.hub.processed.Load()-th < int64(s.hub.cfg.History/4) {
+		s.mu.Unlock()
 		return
 	}
 	s.progressDue = true
