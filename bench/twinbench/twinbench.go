@@ -57,7 +57,7 @@ const (
 // publish → result latency through a real tether-edge (with its cloud) beside bare mochi QoS 1
 // ingest with the same clients, cloud desired change → delta at the device, and the agent's
 // RSS idle and under load. size is "default", "full" or "quick" (a smoke run).
-func Run(ctx context.Context, size string, w io.Writer) error {
+func Run(ctx context.Context, size string, w io.Writer) (err error) {
 	p, err := sizeParams(size)
 	if err != nil {
 		return err
@@ -66,7 +66,11 @@ func Run(ctx context.Context, size string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() {
+		if err == nil {
+			os.RemoveAll(tmp) // kept on failure: it holds the processes' logs
+		}
+	}()
 	bin, err := binaries(ctx, tmp)
 	if err != nil {
 		return err
@@ -316,12 +320,14 @@ func (r *rig) edgeMetric(name string) float64 {
 
 // drained waits until the edge is connected and its outbox is empty.
 func (r *rig) drained(ctx context.Context) error {
+	var seen map[string]float64
+	var serr error
 	err := waitUntil(ctx, 120*time.Second, func() bool {
-		m, err := sim.Scrape(r.meta+"/metrics", "tether_edge_hub_connected", "tether_edge_outbox_depth")
-		return err == nil && m["tether_edge_hub_connected"] == 1 && m["tether_edge_outbox_depth"] == 0
+		seen, serr = sim.Scrape(r.meta+"/metrics", "tether_edge_hub_connected", "tether_edge_outbox_depth")
+		return serr == nil && seen["tether_edge_hub_connected"] == 1 && seen["tether_edge_outbox_depth"] == 0
 	})
 	if err != nil {
-		return fmt.Errorf("edge outbox did not drain: %w", err)
+		return fmt.Errorf("edge outbox did not drain: %w (last seen %v %v; edge log %s)", err, seen, serr, filepath.Join(r.tmp, "edge.log"))
 	}
 	return nil
 }
