@@ -21,6 +21,7 @@
 // OnMembership must not block for long: OnMembership runs on paho's goroutine and holds up
 // every answer behind it.
 //
-// A mapper does not reconnect: a lost connection fails its requests, and the caller decides
-// whether to Connect again, as tests of outages want.
+// A mapper does not reconnect: a lost connection fails the requests waiting for an answer with
+// ErrConnectionLost (at once, not at their timeout), and the caller decides whether to Connect
+// again, as tests of outages want.
 package mapper
