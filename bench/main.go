@@ -16,12 +16,13 @@ import (
 
 	"github.com/tetherhub/tether/bench/apibench"
 	"github.com/tetherhub/tether/bench/hubbench"
+	"github.com/tetherhub/tether/bench/twinbench"
 )
 
 func main() {
 	size := flag.String("size", "default", "default (fits a 2-core machine in minutes) or full")
 	bin := flag.String("bin", "bin", "directory holding the tether binaries")
-	only := flag.String("only", "", "run only this suite (hub, api)")
+	only := flag.String("only", "", "run only this suite (hub, api, twin)")
 	baseline := flag.Bool("baseline-server", false, "internal: run the bare gorilla baseline server")
 	ws := flag.String("ws", "", "internal: baseline websocket address")
 	ctl := flag.String("ctl", "", "internal: baseline control address")
@@ -67,6 +68,13 @@ func main() {
 		fmt.Println("== api (cloud API and edge metaserver)")
 		if _, err := apibench.Run(ctx, *size, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "api:", err)
+			failed = true
+		}
+	}
+	if *only == "" || *only == "twin" {
+		fmt.Println("== twin (device twins over MQTT)")
+		if err := twinbench.Run(ctx, *size, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "twin:", err)
 			failed = true
 		}
 	}

@@ -55,10 +55,12 @@ var (
 	descReportsQ  = prometheus.NewDesc("tether_cloud_hub_queued_reports", "Reports from edges waiting for the store, over all nodes.", nil, nil)
 	descNodeQueue = prometheus.NewDesc("tether_cloud_hub_node_queue_depth", "Keys waiting to be sent to one node (only nodes with a non-empty queue).", []string{"node"}, nil)
 	descNodeIn    = prometheus.NewDesc("tether_cloud_hub_node_inflight", "Unacknowledged data messages of one node (only nodes with some in flight).", []string{"node"}, nil)
+	descProcessed = prometheus.NewDesc("tether_cloud_hub_processed_revision", "Store revision up to which the hub has routed every change.", nil, nil)
+	descRouted    = prometheus.NewDesc("tether_cloud_hub_routed_revision", "Revision of the last change any node could see. A node whose sync cursor (tether_edge_sync_cursor) is at or past it is up to date.", nil, nil)
 )
 
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnected, descPending, descInflight, descReportsQ, descNodeQueue, descNodeIn} {
+	for _, d := range []*prometheus.Desc{descConnected, descPending, descInflight, descReportsQ, descNodeQueue, descNodeIn, descProcessed, descRouted} {
 		ch <- d
 	}
 }
@@ -86,6 +88,8 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, pending)
 	ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, inflight)
 	ch <- prometheus.MustNewConstMetric(descReportsQ, prometheus.GaugeValue, reports)
+	ch <- prometheus.MustNewConstMetric(descProcessed, prometheus.GaugeValue, float64(c.h.processed.Load()))
+	ch <- prometheus.MustNewConstMetric(descRouted, prometheus.GaugeValue, float64(c.h.routed.Load()))
 }
 
 // newErrorLog routes net/http's own messages (TLS handshake failures: a certificate from

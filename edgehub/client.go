@@ -47,6 +47,9 @@ type Config struct {
 	// LocalAddr, if set, is the local IP to dial from (the simulator spreads thousands of
 	// edges over 127.0.0.x so one address's ports do not cap the count).
 	LocalAddr string
+	// WrapConn, if set, wraps every TCP connection before TLS (the simulator counts the bytes
+	// on the wire with it).
+	WrapConn func(net.Conn) net.Conn
 }
 
 // DefaultConfig returns the defaults.
@@ -285,7 +288,7 @@ func (c *Client) dial(ctx context.Context, addr string) (*websocket.Conn, error)
 		HandshakeTimeout: c.cfg.DialTimeout,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,
-		NetDialContext:   c.dialer().DialContext,
+		NetDialContext:   c.dialTCP,
 	}
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
@@ -300,12 +303,17 @@ func (c *Client) dial(ctx context.Context, addr string) (*websocket.Conn, error)
 	return ws, nil
 }
 
-func (c *Client) dialer() *net.Dialer {
+// dialTCP opens the TCP connection under the websocket.
+func (c *Client) dialTCP(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: -1}
 	if c.cfg.LocalAddr != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(c.cfg.LocalAddr)}
 	}
-	return d
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil || c.cfg.WrapConn == nil {
+		return conn, err
+	}
+	return c.cfg.WrapConn(conn), nil
 }
 
 // session runs one connection until it fails or ctx ends.

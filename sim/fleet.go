@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,8 @@ type FleetConfig struct {
 	Hub edgehub.Config
 	// JoinConcurrency bounds joins in flight.
 	JoinConcurrency int
+	// Wire, if set, counts every edge's bytes on the wire.
+	Wire *Wire
 }
 
 // Edge is one simulated edge node.
@@ -172,6 +175,9 @@ func joinOne(ctx context.Context, cfg FleetConfig, i int, log zerolog.Logger) (*
 	if len(cfg.LocalAddrs) > 0 {
 		hc.LocalAddr = cfg.LocalAddrs[i%len(cfg.LocalAddrs)]
 	}
+	if cfg.Wire != nil {
+		hc.WrapConn = cfg.Wire.Wrap
+	}
 	st := NewMemStore()
 	client, err := edgehub.New(hc, id, st, log.With().Str("node", name).Logger(), nil)
 	if err != nil {
@@ -211,4 +217,30 @@ func (f *Fleet) Synced(cluster string, rev uint64) int {
 		}
 	}
 	return n
+}
+
+// Wire counts the bytes the simulated edges send and receive on their TCP connections (TLS
+// records, websocket frames and control frames included), for traffic figures.
+type Wire struct {
+	In, Out atomic.Int64
+}
+
+// Wrap returns conn counting into w.
+func (w *Wire) Wrap(conn net.Conn) net.Conn { return &countingConn{Conn: conn, w: w} }
+
+type countingConn struct {
+	net.Conn
+	w *Wire
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.w.In.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.w.Out.Add(int64(n))
+	return n, err
 }

@@ -268,16 +268,10 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	if err := c.Start(); err != nil {
 		return err
 	}
-	body, err := sim.Request(c.URL(""), http.MethodGet, "/api/v1/nodes?limit=1", "", nil)
+	head, err := sim.SyncTarget(ctx, c.URL(""))
 	if err != nil {
 		return err
 	}
-	var list struct {
-		Metadata struct{ ResourceVersion string }
-	}
-	json.Unmarshal(body, &list)
-	var head uint64
-	fmt.Sscan(list.Metadata.ResourceVersion, &head)
 	if err := sim.WaitUntil(ctx, time.Minute, func() bool { return f.Connected() == n && f.Synced(cluster, head) == n }); err != nil {
 		return fmt.Errorf("after restart: %d connected, %d synced: %w", f.Connected(), f.Synced(cluster, head), err)
 	}
