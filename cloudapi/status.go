@@ -99,6 +99,8 @@ type nodeReport struct {
 	} `json:"addresses"`
 	Capacity    map[string]string `json:"capacity"`
 	Allocatable map[string]string `json:"allocatable"`
+	// Conditions the edge owns (OutboxFull); Ready is the hub's and is ignored here.
+	Conditions []condition `json:"conditions"`
 }
 
 // Apply implements cloudhub.Reports.
@@ -138,6 +140,27 @@ func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, payload [
 		}
 		if rep.Allocatable != nil {
 			status["allocatable"] = rep.Allocatable
+		}
+		if len(rep.Conditions) > 0 {
+			var conds []condition
+			if raw, err := json.Marshal(status["conditions"]); err == nil {
+				json.Unmarshal(raw, &conds)
+			}
+			for _, c := range rep.Conditions {
+				if c.Type == "" || c.Type == "Ready" {
+					continue
+				}
+				replaced := false
+				for i := range conds {
+					if conds[i].Type == c.Type {
+						conds[i], replaced = c, true
+					}
+				}
+				if !replaced {
+					conds = append(conds, c)
+				}
+			}
+			status["conditions"] = conds
 		}
 		if after, _ := json.Marshal(status); string(after) == string(before) {
 			return nil, errUnchanged

@@ -57,8 +57,21 @@ func (s *Store) Enqueue(ctx context.Context, entries ...Entry) error {
 
 // EnqueueWith appends reports in the same transaction as fn's changes to the view of local
 // state (so a report exists exactly when the state it describes does). fn may be nil.
+// outboxReserve is room kept beyond the limit for the node's own status reports, so that an
+// outbox full of device reports can still carry the condition that says so.
+const outboxReserve = 64
+
 func (s *Store) enqueue(tx *bolt.Tx, st *txState, entries []Entry) error {
-	if st.c.outCount+len(entries) > s.cfg.OutboxLimit {
+	limit := s.cfg.OutboxLimit
+	status := true
+	for _, e := range entries {
+		status = status && e.Kind == protocol.ReportNodeStatus
+	}
+	if status {
+		limit += outboxReserve
+	}
+	if st.c.outCount+len(entries) > limit {
+		s.refused.Add(1)
 		s.metrics.outboxFull.Inc()
 		return ErrOutboxFull
 	}
@@ -122,6 +135,15 @@ func (s *Store) AckOutbox(ctx context.Context, seq uint64) error {
 		}
 		return nil
 	})
+}
+
+// OutboxFull reports whether the outbox is at its limit, and how many reports it has refused
+// since the store was opened (a caller watching for refusals compares the count over time).
+func (s *Store) OutboxFull() (full bool, refused int64) {
+	s.mu.Lock()
+	full = s.outCount >= s.cfg.OutboxLimit
+	s.mu.Unlock()
+	return full, s.refused.Load()
 }
 
 // OutboxDepth returns how many reports wait and the time the oldest was recorded (zero if none).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,7 @@ type Store struct {
 
 	ops       chan *op
 	outboxSig chan struct{} // signalled after a commit that appended to the outbox
+	refused   atomic.Int64  // reports refused because the outbox was full
 	stop      chan struct{}
 	stopped   chan struct{}
 	subs      []func([]Change) // set before the first write; called on the writer goroutine

@@ -255,6 +255,7 @@ func (s *Store) writeTwin(tx *bolt.Tx, st *txState, id string, state []byte, rep
 		appends++
 	}
 	if st.c.outCount+appends > s.cfg.OutboxLimit {
+		s.refused.Add(1)
 		s.metrics.outboxFull.Inc()
 		return 0, ErrOutboxFull
 	}

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -33,8 +30,8 @@ import (
 	"github.com/tetherhub/tether/join"
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/metaserver"
+	"github.com/tetherhub/tether/nodestatus"
 	"github.com/tetherhub/tether/pki"
-	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/twin/engine"
 )
@@ -82,6 +79,7 @@ type config struct {
 	api                               kubeapi.Config
 	mqtt                              broker.Config
 	twin                              engine.Config
+	outboxLimit                       int
 	printConfig                       bool
 }
 
@@ -105,6 +103,7 @@ func flags(c *config) *pflag.FlagSet {
 	fs.DurationVar(&c.hub.WriteTimeout, "write-timeout", c.hub.WriteTimeout, "deadline of every write to the cloud")
 	fs.DurationVar(&c.hub.BackoffMax, "reconnect-max", c.hub.BackoffMax, "longest wait between reconnect attempts")
 	fs.IntVar(&c.hub.ReportWindow, "report-window", c.hub.ReportWindow, "reports in flight to the cloud")
+	fs.IntVar(&c.outboxLimit, "outbox-limit", edgestore.DefaultConfig("").OutboxLimit, "reports the durable outbox holds before devices get errors (a full outbox shows as the Node condition OutboxFull)")
 	fs.Float64Var(&c.hub.RenewAt, "cert-renew-at", c.hub.RenewAt, "share of the certificate's lifetime after which it is renewed over the hub session")
 	fs.Uint32Var(&c.mqtt.MaxPacketSize, "mqtt-max-packet-bytes", c.mqtt.MaxPacketSize, "largest MQTT packet accepted")
 	fs.IntVar(&c.mqtt.MaxClients, "mqtt-max-clients", c.mqtt.MaxClients, "most MQTT clients at once")
@@ -141,6 +140,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if c.twin.Limits.MaxValueLen < 1 {
 		return cli.Usagef("twin-max-value-length: must be at least 1, got %d", c.twin.Limits.MaxValueLen)
+	}
+	if c.outboxLimit < 1 {
+		return cli.Usagef("outbox-limit: must be at least 1, got %d", c.outboxLimit)
 	}
 	if err := join.ValidateLabels(c.labels); err != nil {
 		return cli.Usagef("node-labels: %v", err)
@@ -208,7 +210,9 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg := resource.New()
 	// Open the store before joining: a second agent on the same data dir must fail at once.
-	st, err := edgestore.Open(edgestore.DefaultConfig(filepath.Join(c.dataDir, "edge.db")), reg, log, promReg)
+	scfg := edgestore.DefaultConfig(filepath.Join(c.dataDir, "edge.db"))
+	scfg.OutboxLimit = c.outboxLimit
+	st, err := edgestore.Open(scfg, reg, log, promReg)
 	if err != nil {
 		return err
 	}
@@ -238,9 +242,6 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := reportNodeStatus(ctx, st); err != nil {
-		return err
-	}
 	mux := http.NewServeMux()
 	cli.OpsHandlers(mux, promReg,
 		cli.Check{Name: "store", Run: func(context.Context) error { _, _, err := st.List("/nodes/"); return err }},
@@ -265,6 +266,7 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 	g.Go(func() error { return hub.Run(gctx) })
 	g.Go(func() error { return mqtt.Run(gctx) })
 	g.Go(func() error { return twins.Run(gctx) })
+	g.Go(func() error { return nodestatus.New(st, version, 2*time.Second, log).Run(gctx) })
 	g.Go(func() error {
 		ln, err := net.Listen("tcp", c.metaListen)
 		if err != nil {
@@ -292,31 +294,4 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 		return nil
 	}
 	return err
-}
-
-// reportNodeStatus queues what the edge knows about its host for the Node's status.
-func reportNodeStatus(ctx context.Context, st *edgestore.Store) error {
-	host, _ := os.Hostname()
-	addrs := []map[string]string{{"type": "Hostname", "address": host}}
-	if ifaces, err := net.InterfaceAddrs(); err == nil {
-		var ips []string
-		for _, a := range ifaces {
-			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
-				ips = append(ips, ipn.IP.String())
-			}
-		}
-		sort.Strings(ips)
-		for _, ip := range ips {
-			addrs = append(addrs, map[string]string{"type": "InternalIP", "address": ip})
-		}
-	}
-	payload, _ := json.Marshal(map[string]any{
-		"nodeInfo": map[string]string{
-			"architecture": runtime.GOARCH, "operatingSystem": runtime.GOOS,
-			"kubeletVersion": "tether-" + version, "containerRuntimeVersion": "",
-		},
-		"addresses": addrs,
-		"capacity":  map[string]string{"cpu": fmt.Sprint(runtime.NumCPU())},
-	})
-	return st.Enqueue(ctx, edgestore.Entry{Kind: protocol.ReportNodeStatus, Subject: "node", Payload: payload})
 }
