@@ -164,3 +164,19 @@ func Print(fs *pflag.FlagSet, w io.Writer) error {
 	_, err = w.Write(b)
 	return err
 }
+
+// Exit maps the error a program's command returned to its exit code, printing it as one line
+// prefixed with the program's name: 0 for success or --help, 2 for a UsageError (bad flags or
+// configuration: nothing was started), 1 for anything else.
+func Exit(prog string, err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, pflag.ErrHelp):
+		return 0
+	case IsUsage(err):
+		fmt.Fprintln(stderr, prog+":", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, prog+":", err)
+		return 1
+	}
+}

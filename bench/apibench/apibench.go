@@ -22,7 +22,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +30,7 @@ import (
 	"github.com/rs/zerolog"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/tetherhub/tether/bench/figure"
 	"github.com/tetherhub/tether/cloudapi"
 	"github.com/tetherhub/tether/edgestore"
 	"github.com/tetherhub/tether/index"
@@ -42,14 +42,7 @@ import (
 )
 
 // Result is one measured figure beside its baseline (the same shape as hubbench's).
-type Result struct {
-	Name     string
-	Unit     string
-	Value    float64
-	Baseline float64 // 0 when there is none
-	Goal     string
-	Note     string
-}
+type Result = figure.Result
 
 // sizes are the run lengths: "default" fits a 2-core machine in well under a minute.
 type sizes struct {
@@ -92,30 +85,7 @@ func Run(ctx context.Context, size string, w io.Writer) ([]Result, error) {
 }
 
 // Format renders a result as one line.
-func Format(r Result) string {
-	s := fmt.Sprintf("%-58s %10.3f %-6s", r.Name, r.Value, r.Unit)
-	if r.Baseline > 0 {
-		s += fmt.Sprintf(" baseline %10.3f %-6s ratio %5.2f", r.Baseline, r.Unit, r.Value/r.Baseline)
-	}
-	if r.Goal != "" {
-		s += "  goal " + r.Goal
-	}
-	if r.Note != "" {
-		s += "  (" + r.Note + ")"
-	}
-	return s
-}
-
-func percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	return s[int(float64(len(s)-1)*p)]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func Format(r Result) string { return figure.Format(r) }
 
 // podJSON is a pod of about 1 KB, as the cloud would send it.
 func podJSON(i int, rv uint64) []byte {
@@ -198,18 +168,18 @@ func edgeFigures(ctx context.Context, path string, sz sizes, emit func(Result)) 
 		if err != nil {
 			return err
 		}
-		lists = append(lists, ms(time.Since(start)))
+		lists = append(lists, figure.Ms(time.Since(start)))
 		bodyLen = n
 		start = time.Now()
 		if _, err := json.Marshal(&list); err != nil {
 			return err
 		}
-		encodes = append(encodes, ms(time.Since(start)))
+		encodes = append(encodes, figure.Ms(time.Since(start)))
 	}
-	enc := percentile(encodes, 0.5)
+	enc := figure.Percentile(encodes, 0.5)
 	note := fmt.Sprintf("%d objects, %d KB per list", sz.objects, bodyLen/1024)
-	emit(Result{Name: "edge metaserver list of 1,000 objects p50", Unit: "ms", Value: percentile(lists, 0.5), Baseline: enc, Note: note + "; baseline: json.Marshal of the same objects, p50"})
-	emit(Result{Name: "edge metaserver list of 1,000 objects p99", Unit: "ms", Value: percentile(lists, 0.99), Baseline: enc, Goal: "≤ 5 ms and ≤ 2× encoding", Note: note})
+	emit(Result{Name: "edge metaserver list of 1,000 objects p50", Unit: "ms", Value: figure.Percentile(lists, 0.5), Baseline: enc, Note: note + "; baseline: json.Marshal of the same objects, p50"})
+	emit(Result{Name: "edge metaserver list of 1,000 objects p99", Unit: "ms", Value: figure.Percentile(lists, 0.99), Baseline: enc, Goal: "≤ 5 ms and ≤ 2× encoding", Note: note})
 
 	// Watch: one HTTP watch from the current version; each change is committed alone.
 	wctx, cancel := context.WithCancel(ctx)
@@ -260,13 +230,13 @@ func edgeFigures(ctx context.Context, path string, sz sizes, emit func(Result)) 
 			if !ok {
 				return fmt.Errorf("event at %d has no commit", s.rev)
 			}
-			lat = append(lat, ms(s.at.Sub(t.(time.Time))))
+			lat = append(lat, figure.Ms(s.at.Sub(t.(time.Time))))
 		case <-time.After(10 * time.Second):
 			return fmt.Errorf("no watch event within 10s")
 		}
 	}
-	emit(Result{Name: "edge watch latency, store commit to client event, p50", Unit: "ms", Value: percentile(lat, 0.5), Note: fmt.Sprintf("%d events", len(lat))})
-	emit(Result{Name: "edge watch latency, store commit to client event, p99", Unit: "ms", Value: percentile(lat, 0.99), Goal: "≤ 10 ms"})
+	emit(Result{Name: "edge watch latency, store commit to client event, p50", Unit: "ms", Value: figure.Percentile(lat, 0.5), Note: fmt.Sprintf("%d events", len(lat))})
+	emit(Result{Name: "edge watch latency, store commit to client event, p99", Unit: "ms", Value: figure.Percentile(lat, 0.99), Goal: "≤ 10 ms"})
 	return nil
 }
 

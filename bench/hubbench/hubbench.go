@@ -8,13 +8,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherhub/tether/bench/figure"
 	"github.com/tetherhub/tether/edgehub"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/sim"
@@ -32,14 +32,7 @@ type Options struct {
 }
 
 // Result is one measured figure beside its baseline.
-type Result struct {
-	Name     string
-	Unit     string
-	Value    float64
-	Baseline float64 // 0 when there is none
-	Goal     string
-	Note     string
-}
+type Result = figure.Result
 
 // Run measures the hub and prints each figure as it is found.
 func Run(ctx context.Context, o Options, w io.Writer) ([]Result, error) {
@@ -62,31 +55,7 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Result, error) {
 }
 
 // Format renders a result as one line.
-func Format(r Result) string {
-	s := fmt.Sprintf("%-58s %10.2f %-6s", r.Name, r.Value, r.Unit)
-	if r.Baseline > 0 {
-		s += fmt.Sprintf(" baseline %10.2f %-6s ratio %5.2f", r.Baseline, r.Unit, r.Value/r.Baseline)
-	}
-	if r.Goal != "" {
-		s += "  goal " + r.Goal
-	}
-	if r.Note != "" {
-		s += "  (" + r.Note + ")"
-	}
-	return s
-}
-
-func percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	i := int(float64(len(s)-1) * p)
-	return s[i]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func Format(r Result) string { return figure.Format(r) }
 
 // fleet joins n simulated edges to c and runs them until the returned stop is called.
 func fleet(ctx context.Context, o Options, c *sim.Cloud, n int) (*sim.Fleet, func(), error) {
@@ -230,18 +199,18 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 		}
 		worst, best := time.Duration(0), time.Hour
 		for _, d := range lat {
-			each = append(each, ms(d))
+			each = append(each, figure.Ms(d))
 			worst, best = max(worst, d), min(best, d)
 		}
-		all = append(all, ms(worst))
+		all = append(all, figure.Ms(worst))
 		if os.Getenv("HUBBENCH_VERBOSE") != "" {
 			var slow []string
 			for i, d := range lat {
 				if d > 200*time.Millisecond {
-					slow = append(slow, fmt.Sprintf("%d:%.0f", i, ms(d)))
+					slow = append(slow, fmt.Sprintf("%d:%.0f", i, figure.Ms(d)))
 				}
 			}
-			fmt.Fprintf(os.Stderr, "trial %d: API answered in %.1f ms, first edge %.1f ms, all acked in %.1f ms; slow %v\n", trial, ms(apiTook), ms(best), ms(worst), slow)
+			fmt.Fprintf(os.Stderr, "trial %d: API answered in %.1f ms, first edge %.1f ms, all acked in %.1f ms; slow %v\n", trial, figure.Ms(apiTook), figure.Ms(best), figure.Ms(worst), slow)
 		}
 		mu.Lock()
 		for i := range got {
@@ -250,9 +219,9 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 		mu.Unlock()
 		time.Sleep(50 * time.Millisecond)
 	}
-	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p50", n), Unit: "ms", Value: percentile(all, 0.5), Baseline: percentile(base.all, 0.5)})
-	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p99", n), Unit: "ms", Value: percentile(all, 0.99), Baseline: percentile(base.all, 0.99), Goal: "≤ 2× baseline"})
-	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, per node, p99", n), Unit: "ms", Value: percentile(each, 0.99), Baseline: percentile(base.each, 0.99)})
+	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p50", n), Unit: "ms", Value: figure.Percentile(all, 0.5), Baseline: figure.Percentile(base.all, 0.5)})
+	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p99", n), Unit: "ms", Value: figure.Percentile(all, 0.99), Baseline: figure.Percentile(base.all, 0.99), Goal: "≤ 2× baseline"})
+	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, per node, p99", n), Unit: "ms", Value: figure.Percentile(each, 0.99), Baseline: figure.Percentile(base.each, 0.99)})
 
 	// Restart the cloud under the same, up-to-date nodes.
 	time.Sleep(3 * time.Second) // progress marks bring every cursor to the head
@@ -374,10 +343,10 @@ func baselineFanout(ctx context.Context, o Options, n int) (baseFigures, error) 
 		}
 		worst := time.Duration(0)
 		for _, r := range recv {
-			out.each = append(out.each, ms(r.Sub(t0)))
+			out.each = append(out.each, figure.Ms(r.Sub(t0)))
 			worst = max(worst, r.Sub(t0))
 		}
-		out.all = append(out.all, ms(worst))
+		out.all = append(out.all, figure.Ms(worst))
 		time.Sleep(50 * time.Millisecond)
 	}
 	return out, nil

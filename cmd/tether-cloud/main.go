@@ -65,18 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	default:
 		err = cli.Usagef("unknown command %q (serve, token create, version)", cmd)
 	}
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, pflag.ErrHelp):
-		return 0
-	case cli.IsUsage(err):
-		fmt.Fprintln(stderr, "tether-cloud:", err)
-		return 2
-	default:
-		fmt.Fprintln(stderr, "tether-cloud:", err)
-		return 1
-	}
+	return cli.Exit("tether-cloud", err, stderr)
 }
 
 type config struct {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -57,16 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	default:
 		err = cli.Usagef("unknown command %q (run, version)", cmd)
 	}
-	switch {
-	case err == nil, errors.Is(err, pflag.ErrHelp):
-		return 0
-	case cli.IsUsage(err):
-		fmt.Fprintln(stderr, "tether-edge:", err)
-		return 2
-	default:
-		fmt.Fprintln(stderr, "tether-edge:", err)
-		return 1
-	}
+	return cli.Exit("tether-edge", err, stderr)
 }
 
 type config struct {
@@ -202,6 +194,15 @@ func identity(ctx context.Context, c *config, log zerolog.Logger) (*edgehub.File
 	}
 }
 
+func isLoopback(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -259,6 +260,12 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 			return fmt.Errorf("%s for %s: %s", s, d.Round(time.Second), last)
 		}},
 	)
+	if isLoopback(c.metaListen) {
+		// Profiles for operators and the twin benchmark; the metaserver has no authentication,
+		// so only on loopback.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	mux.Handle("/", api)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 

@@ -4,13 +4,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-
-	"github.com/spf13/pflag"
 
 	"github.com/tetherhub/tether/cli"
 )
@@ -38,14 +35,5 @@ func run(args []string, stdout, stderr io.Writer) int {
 	default:
 		err = cli.Usagef("unknown command %q (run, mapper, version)", cmd)
 	}
-	switch {
-	case err == nil, errors.Is(err, pflag.ErrHelp):
-		return 0
-	case cli.IsUsage(err):
-		fmt.Fprintln(stderr, "tether-sim:", err)
-		return 2
-	default:
-		fmt.Fprintln(stderr, "tether-sim:", err)
-		return 1
-	}
+	return cli.Exit("tether-sim", err, stderr)
 }
