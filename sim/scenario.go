@@ -701,8 +701,12 @@ func (r *run) restart(ctx context.Context) error {
 	return nil
 }
 
-func (r *run) notReady() (int, error) {
-	body, err := Request(r.api(), http.MethodGet, "/api/v1/nodes", "", nil)
+func (r *run) notReady() (int, error) { return NotReady(r.api(), "sim-") }
+
+// NotReady counts the nodes whose names start with prefix and whose Ready condition the cloud
+// at api reports other than True.
+func NotReady(api, prefix string) (int, error) {
+	body, err := Request(api, http.MethodGet, "/api/v1/nodes", "", nil)
 	if err != nil {
 		return 0, err
 	}
@@ -719,7 +723,7 @@ func (r *run) notReady() (int, error) {
 	}
 	n := 0
 	for _, it := range list.Items {
-		if !strings.HasPrefix(it.Metadata.Name, "sim-") {
+		if !strings.HasPrefix(it.Metadata.Name, prefix) {
 			continue
 		}
 		for _, c := range it.Status.Conditions {

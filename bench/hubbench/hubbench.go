@@ -250,7 +250,7 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	if err != nil {
 		return err
 	}
-	notReady, err := countNotReady(c)
+	notReady, err := sim.NotReady(c.URL(""), "bench-")
 	if err != nil {
 		return err
 	}
@@ -260,31 +260,6 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	return nil
 }
 
-func countNotReady(c *sim.Cloud) (int, error) {
-	body, err := sim.Request(c.URL(""), http.MethodGet, "/api/v1/nodes", "", nil)
-	if err != nil {
-		return 0, err
-	}
-	var list struct {
-		Items []struct {
-			Status struct {
-				Conditions []struct{ Type, Status string }
-			}
-		}
-	}
-	if err := json.Unmarshal(body, &list); err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, it := range list.Items {
-		for _, cond := range it.Status.Conditions {
-			if cond.Type == "Ready" && cond.Status != "True" {
-				n++
-			}
-		}
-	}
-	return n, nil
-}
 
 type baseFigures struct{ all, each []float64 }
 
