@@ -260,7 +260,6 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	return nil
 }
 
-
 type baseFigures struct{ all, each []float64 }
 
 // startBaseline runs the baseline server process.
