@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -362,6 +364,7 @@ func tokenCreate(args []string, stdout io.Writer) error {
 	anyNode := fs.Bool("any-node", false, "make a fleet token, valid for any node name")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
 	bearerFile := fs.String("token-file", "", "file holding a bearer token for the API (when it is not on loopback)")
+	caFile := fs.String("ca-file", "", "the cloud CA (its data dir's ca.crt) to trust an HTTPS --server")
 	fs.String("config", "", "YAML file whose keys are these flags' names")
 	if err := cli.Load(fs, args); err != nil {
 		return err
@@ -386,6 +389,17 @@ func tokenCreate(args []string, stdout io.Writer) error {
 		req.Header.Set("Authorization", "Bearer "+toks[0])
 	}
 	client := &http.Client{Timeout: 15 * time.Second}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return cli.Usagef("ca-file: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return cli.Usagef("ca-file: %s holds no PEM certificate", *caFile)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the cloud API at %s: %w", *server, err)

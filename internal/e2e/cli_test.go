@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,4 +81,56 @@ func TestConfigFileAndPrintConfig(t *testing.T) {
 	p := start(t, "tether-cloud", "--config", cfg)
 	waitFor(t, 20*time.Second, "cloud from a config file", func() bool { return httpOK("http://" + api + "/readyz") })
 	p.stop()
+}
+
+// TestAPIBeyondLoopback: an API bound beyond loopback is HTTPS with the cloud CA and requires a
+// bearer token from --api-token-file (probes excepted); token create reaches it with the token
+// and the CA.
+func TestAPIBeyondLoopback(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("# operators\nopen-sesame\n"), 0o600)
+	_, port, _ := net.SplitHostPort(freePort(t))
+	c := &cloud{dir: filepath.Join(dir, "cloud"), hub: freePort(t), join: freePort(t), api: "0.0.0.0:" + port}
+	c.proc = start(t, "tether-cloud", "--data-dir", c.dir, "--hub-listen", c.hub, "--join-listen", c.join,
+		"--api-listen", c.api, "--api-token-file", tokens, "--advertise-address", "127.0.0.1")
+	caPEM := func() []byte { b, _ := os.ReadFile(filepath.Join(c.dir, "ca.crt")); return b }
+	waitFor(t, 20*time.Second, "CA written", func() bool { return len(caPEM()) > 0 })
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM())
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
+	get := func(path, token string) int {
+		req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1:"+port+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, 20*time.Second, "HTTPS API ready", func() bool { return get("/readyz", "") == http.StatusOK })
+	if code := get("/api/v1/nodes", ""); code != http.StatusUnauthorized {
+		t.Fatalf("no token: %d, want 401", code)
+	}
+	if code := get("/api/v1/nodes", "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %d, want 401", code)
+	}
+	if code := get("/api/v1/nodes", "open-sesame"); code != http.StatusOK {
+		t.Fatalf("good token: %d, want 200", code)
+	}
+	if resp, err := http.Get("http://127.0.0.1:" + port + "/api/v1/nodes"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("the API answered plain HTTP beyond loopback")
+		}
+	}
+	out, err := exec.Command(filepath.Join(binDir, "tether-cloud"), "token", "create", "--server", "https://127.0.0.1:"+port,
+		"--ca-file", filepath.Join(c.dir, "ca.crt"), "--token-file", tokens, "--node", "edge-9").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "tether1.") {
+		t.Fatalf("token create over HTTPS: %v: %s", err, out)
+	}
+	c.stop()
 }
