@@ -9,7 +9,8 @@
 // Sync (see ../docs/architecture.md): the hub subscribes to the index. For each change, in
 // revision order, it asks the view rules which (node, key) pairs the change may alter, and marks
 // those keys pending in each affected, connected node's session. A session's writer later sends
-// the current form of every pending key (an Upsert, or a Delete if the key left the view) and
+// the current form of every pending key (an Upsert of the bytes view.Visible gives for that node,
+// shared with every node that holds the same form, or a Delete if the key left the view) and
 // then a Progress saying the view is complete through the revision that was processed when the
 // keys were taken. The edge's cursor moves only on Progress, so it never claims more than it has.
 // Catch-up after a reconnect is the same mechanism: the hub remembers the last History changes,

@@ -611,12 +611,12 @@ func (s *session) fillBatch(buf []byte, room int) []byte {
 	for room > 0 && len(s.batch) > 0 && len(buf) < h.cfg.MaxFrame {
 		key := s.batch[0]
 		s.batch = s.batch[1:]
-		o := view.Visible(snap, s.node, key)
+		o, raw := view.Visible(snap, s.node, key)
 		start := len(buf)
 		switch {
 		case o != nil:
 			s.seq++
-			buf = protocol.Append(buf, &protocol.Upsert{Seq: s.seq, Rev: uint64(snap.Rev), Key: o.Key, Object: o.Raw})
+			buf = protocol.Append(buf, &protocol.Upsert{Seq: s.seq, Rev: uint64(snap.Rev), Key: o.Key, Object: raw})
 			h.metrics.messages.WithLabelValues("upsert").Inc()
 		case s.batchReset:
 			continue // gone since the reset began; the edge sweeps what the reset did not name

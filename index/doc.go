@@ -13,5 +13,11 @@
 // restart does not forget what changed recently and nodes can still catch up incrementally.
 //
 // Objects are immutable once indexed; their Raw bytes (the JSON served to clients and edges,
-// with metadata.resourceVersion set) are shared by every reader and must not be modified.
+// with metadata.resourceVersion set) are shared by every reader and must not be modified. The one
+// exception is an EndpointSlice's memo of filtered forms (Slice.Form), filled on demand under its
+// own lock.
+//
+// For node groups (SPEC §7, topology.go) the index also keeps Nodes by their belonging-to label,
+// EndpointSlices by their Service and by the nodes of their endpoints, and Services by their
+// service-topology annotation.
 package index

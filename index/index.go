@@ -25,15 +25,17 @@ const (
 )
 
 func schema() *memdb.DBSchema {
+	indexes := map[string]*memdb.IndexSchema{
+		idxID:   {Name: idxID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "StoreKey"}},
+		idxNode: {Name: idxNode, AllowMissing: true, Indexer: nodeIndexer{}},
+		idxRefs: {Name: idxRefs, AllowMissing: true, Indexer: refsIndexer{}},
+	}
+	// Node groups and range-nodegroup Services (topology.go).
+	for name, ix := range topologyIndexes() {
+		indexes[name] = ix
+	}
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
-		table: {
-			Name: table,
-			Indexes: map[string]*memdb.IndexSchema{
-				idxID:   {Name: idxID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "StoreKey"}},
-				idxNode: {Name: idxNode, AllowMissing: true, Indexer: nodeIndexer{}},
-				idxRefs: {Name: idxRefs, AllowMissing: true, Indexer: refsIndexer{}},
-			},
-		},
+		table: {Name: table, Indexes: indexes},
 	}}
 }
 

@@ -28,6 +28,8 @@ type Object struct {
 	Content uint64
 	Meta
 	Route
+	// Slice is the routing part of an EndpointSlice (topology.go); nil for other kinds.
+	Slice *Slice
 }
 
 // Meta is the part of metadata selectors and the hub need.
@@ -79,6 +81,11 @@ func Decode(reg *resource.Registry, kv store.KV) (*Object, error) {
 	o.Annotations = head.Metadata.Annotations
 	if o.Route, err = routeOf(key, head.Spec); err != nil {
 		return nil, fmt.Errorf("index: %s: spec: %w", kv.Key, err)
+	}
+	if key.Resource == resource.EndpointSlices {
+		if o.Slice, err = decodeSlice(key, o.Labels, raw); err != nil {
+			return nil, fmt.Errorf("index: %s: %w", kv.Key, err)
+		}
 	}
 	return o, nil
 }

@@ -15,6 +15,9 @@ type Change struct {
 	Key      string // store key
 	Resource string // group-qualified resource
 	Old, New *index.Route
+	// Topo is what the node-group rules (topology.go) need beyond the routes; nil for most
+	// changes, so that remembering a change stays cheap.
+	Topo *Topology
 }
 
 // Routed reports whether an update can change any node's view. A change to an object's status
@@ -37,11 +40,13 @@ func ChangeOf(u index.Update) Change {
 		c.New = &r
 		c.Resource = u.New.Key.Resource
 	}
+	c.Topo = topologyOf(u, c.Resource)
 	return c
 }
 
 // Affected calls emit for every (node, key) pair the change may have altered. node may be
-// AllNodes.
+// AllNodes. snap must be the index right after the change: the node-group rules read the groups
+// and Services of that moment (see doc.go).
 func Affected(c Change, snap index.Snapshot, emit func(node, key string)) {
 	switch c.Resource {
 	case resource.Nodes, resource.Pods, resource.Devices:
@@ -54,18 +59,41 @@ func Affected(c Change, snap index.Snapshot, emit func(node, key string)) {
 				emit(r.Node, ref)
 			}
 		}
+		if c.Resource == resource.Nodes && c.Topo != nil {
+			groupMoved(c, snap, emit)
+		}
 	case resource.ConfigMaps, resource.Secrets, resource.DeviceModels:
 		for _, o := range snap.Referencing(c.Key) {
 			if o.Node != "" {
 				emit(o.Node, c.Key)
 			}
 		}
-	case resource.Services, resource.EndpointSlices:
+	case resource.Services:
 		emit(AllNodes, c.Key)
+		if c.Topo != nil { // the annotation came or went: every node's form of every slice changed
+			for o := range snap.SlicesOf(c.Key) {
+				emit(AllNodes, o.StoreKey)
+			}
+		}
+	case resource.EndpointSlices:
+		if c.Topo == nil {
+			emit(AllNodes, c.Key)
+			return
+		}
+		for _, g := range c.Topo.Groups {
+			for m := range snap.GroupMembers(g) {
+				emit(m.Key.Name, c.Key)
+			}
+		}
+		for _, n := range c.Topo.Nodes {
+			emit(n, c.Key)
+		}
 	}
 }
 
-// AffectedOn calls emit for every key on node that the change may have altered.
+// AffectedOn calls emit for every key on node that the change may have altered. snap may be
+// any later index than the change's (a node catching up): the rules then name a superset of what
+// the change and the changes after it altered, never fewer (see doc.go).
 func AffectedOn(c Change, snap index.Snapshot, node string, emit func(key string)) {
 	switch c.Resource {
 	case resource.Nodes, resource.Pods, resource.Devices:
@@ -78,34 +106,52 @@ func AffectedOn(c Change, snap index.Snapshot, node string, emit func(key string
 				emit(ref)
 			}
 		}
+		if c.Resource == resource.Nodes && c.Topo != nil {
+			groupMovedOn(c, snap, node, emit)
+		}
 	case resource.ConfigMaps, resource.Secrets, resource.DeviceModels:
 		if referencedOn(snap, c.Key, node) {
 			emit(c.Key)
 		}
-	case resource.Services, resource.EndpointSlices:
+	case resource.Services:
 		emit(c.Key)
+		if c.Topo != nil {
+			for o := range snap.SlicesOf(c.Key) {
+				emit(o.StoreKey)
+			}
+		}
+	case resource.EndpointSlices:
+		if c.Topo == nil || c.Topo.reaches(snap, node) {
+			emit(c.Key)
+		}
 	}
 }
 
-// Visible returns the object as node should hold it, or nil if key is not in node's view.
-func Visible(snap index.Snapshot, node, key string) *index.Object {
+// Visible returns the object at key if it is in node's view, with the bytes node should hold:
+// the object's Raw, or for an EndpointSlice of a range-nodegroup Service the form filtered for
+// node (SPEC §7). Forms are memoized per slice version and shared by every node that holds the
+// same one; neither the object nor the bytes may be modified. It returns nil, nil if key is not
+// in node's view.
+func Visible(snap index.Snapshot, node, key string) (*index.Object, []byte) {
 	o := snap.Get(key)
 	if o == nil {
-		return nil
+		return nil, nil
 	}
 	switch o.Key.Resource {
 	case resource.Nodes, resource.Pods, resource.Devices:
 		if o.Node == node {
-			return o
+			return o, o.Raw
 		}
 	case resource.ConfigMaps, resource.Secrets, resource.DeviceModels:
 		if referencedOn(snap, key, node) {
-			return o
+			return o, o.Raw
 		}
-	case resource.Services, resource.EndpointSlices:
-		return o
+	case resource.Services:
+		return o, o.Raw
+	case resource.EndpointSlices:
+		return o, sliceForm(snap, node, o)
 	}
-	return nil
+	return nil, nil
 }
 
 func referencedOn(snap index.Snapshot, key, node string) bool {

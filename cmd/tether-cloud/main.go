@@ -34,6 +34,7 @@ import (
 	"github.com/tetherhub/tether/index"
 	"github.com/tetherhub/tether/join"
 	"github.com/tetherhub/tether/kubeapi"
+	"github.com/tetherhub/tether/nodegroup"
 	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/store"
@@ -220,6 +221,10 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	status := cloudapi.NewNodeStatus(objects, reg, c.replica, now)
 	uploads := cloudapi.NewUploads(backend, cloudapi.DefaultUploadsConfig(), now, log, promReg)
 	status.RouteDeviceReports(cloudapi.NewDeviceReports(objects, reg, uploads, promReg))
+	groups, err := nodegroup.New(nodegroup.DefaultConfig(), ix, objects, reg, log, promReg)
+	if err != nil {
+		return err
+	}
 	api, err := kubeapi.New(c.api, reg, objects, log.With().Str("component", "api").Logger(), promReg, "tether_cloud_api")
 	if err != nil {
 		return err
@@ -274,6 +279,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	g.Go(func() error { return ix.Run(gctx) })
 	g.Go(func() error { return hub.Run(gctx) })
 	g.Go(func() error { return uploads.Run(gctx) })
+	g.Go(func() error { return groups.Run(gctx) })
 	joinHTTP := joinSrv.HTTPServer(serverCert)
 	joinHTTP.Addr = c.joinListen
 	g.Go(func() error { return serveHTTP(gctx, joinHTTP, c.joinListen, true, "join", log) })
