@@ -126,25 +126,34 @@ func Run(ctx context.Context, size string, w io.Writer) (err error) {
 	r.cloud.pause()
 	peak := &rssSampler{p: r.edge}
 	stopSampling := peak.run()
-	maxLoad := drive(ctx, clients, p.duration, 0)
+	prof := r.profiler(p.duration, "closed")
+	maxLoad := drive(ctx, clients, p.duration, 0, r.edge)
+	prof()
 	mem, _ := sim.Scrape(r.meta+"/metrics", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes")
 	var paced []load
 	for _, rate := range p.rates {
-		paced = append(paced, drive(ctx, clients, p.duration, rate))
+		prof := r.profiler(p.duration, fmt.Sprintf("paced-%.0f", rate))
+		paced = append(paced, drive(ctx, clients, p.duration, rate, r.edge))
+		prof()
 	}
 	stopSampling()
 	r.cloud.resume()
 	coalesced := r.edgeMetric("tether_edge_twin_outbox_coalesced_total")
 
-	t.row("bare mochi QoS 1 ingest, closed loop (1 in flight per client)", base.closed.rate(), "msg/s", 0, "", fmt.Sprintf("p99 %.2f ms", base.closed.p(0.99)))
+	t.row("bare mochi QoS 1 ingest, closed loop (1 in flight per client)", base.closed.rate(), "msg/s", 0, "",
+		fmt.Sprintf("p99 %.2f ms, %.1f µs server CPU/msg; %s", base.closed.p(0.99), base.closed.cpuPer(), base.closed.busy()))
+	t.row("bare mochi, publish answered by mochi on the result topic, closed loop", base.echo.rate(), "msg/s", 0, "",
+		fmt.Sprintf("p99 %.2f ms, %.1f µs server CPU/msg: the twin path's packets, none of its work; %s", base.echo.p(0.99), base.echo.cpuPer(), base.echo.busy()))
 	t.row("twin/update durable with success result, closed loop", maxLoad.rate(), "upd/s", base.closed.rate(), "≥ 30000",
-		fmt.Sprintf("p99 %.2f ms at saturation, %d errors", maxLoad.p(0.99), maxLoad.errors))
+		fmt.Sprintf("p99 %.2f ms at saturation, %d errors, %.1f µs agent CPU/upd; %s", maxLoad.p(0.99), maxLoad.errors, maxLoad.cpuPer(), maxLoad.busy()))
+	t.row(fmt.Sprintf("bare mochi, publish → result answered by mochi, p99 at %.0f msg/s offered", p.rates[0]), base.echoPaced.p(0.99), "ms", 0, "",
+		fmt.Sprintf("achieved %.0f msg/s, p50 %.2f ms, %.1f µs server CPU/msg; %s", base.echoPaced.rate(), base.echoPaced.p(0.5), base.echoPaced.cpuPer(), base.echoPaced.busy()))
 	for i, rate := range p.rates {
 		b, l := base.paced[i], paced[i]
 		t.row(fmt.Sprintf("bare mochi publish → PUBACK p99 at %.0f msg/s offered", rate), b.p(0.99), "ms", 0, "",
-			fmt.Sprintf("achieved %.0f msg/s, p50 %.2f ms", b.rate(), b.p(0.5)))
+			fmt.Sprintf("achieved %.0f msg/s, p50 %.2f ms, %.1f µs server CPU/msg; %s", b.rate(), b.p(0.5), b.cpuPer(), b.busy()))
 		t.row(fmt.Sprintf("twin/update publish → result p99 at %.0f upd/s offered", rate), l.p(0.99), "ms", b.p(0.99), "≤ 10 ms",
-			fmt.Sprintf("achieved %.0f upd/s, p50 %.2f ms, %d errors", l.rate(), l.p(0.5), l.errors))
+			fmt.Sprintf("achieved %.0f upd/s, p50 %.2f ms, %d errors, %.1f µs agent CPU/upd; %s", l.rate(), l.p(0.5), l.errors, l.cpuPer(), l.busy()))
 	}
 	t.row(fmt.Sprintf("edge RSS idle (%d devices, %d stored objects)", p.idleDevices, p.objects), idleRSS/(1<<20), "MiB", 0, "≤ 40 MB", "")
 	t.row(fmt.Sprintf("edge RSS under load (%d device clients), peak", p.devices), peak.max/(1<<20), "MiB", 0, "≤ 64 MB",
@@ -162,6 +171,43 @@ func Run(ctx context.Context, size string, w io.Writer) (err error) {
 	t.row(fmt.Sprintf("cloud desired change → delta at the device, %d devices", p.devices), percentile(lat, 0.99), "ms", 0, "",
 		fmt.Sprintf("p50 %.2f ms, %d changes", percentile(lat, 0.5), len(lat)))
 	return nil
+}
+
+// profiler, when $TWINBENCH_PPROF names a directory, takes a CPU profile of the edge over the
+// measured window of a load that starts now (drive warms up for a second), and returns a
+// function that waits for it and then takes heap and goroutine profiles into that directory as
+// <name>.cpu.pprof, <name>.heap.pprof and <name>.goroutine.pprof, with its metrics as
+// <name>.metrics.txt. Without it, it does nothing.
+func (r *rig) profiler(d time.Duration, name string) (wait func()) {
+	dir := os.Getenv("TWINBENCH_PPROF")
+	if dir == "" {
+		return func() {}
+	}
+	save := func(path, file string) {
+		resp, err := http.Get(r.meta + path)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "twinbench: profile %s: %v\n", file, err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(dir, file))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "twinbench: profile %s: %v\n", file, err)
+			return
+		}
+		defer f.Close()
+		io.Copy(f, resp.Body)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(time.Second)
+		save(fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(d/time.Second)-1)), name+".cpu.pprof")
+		save("/debug/pprof/heap", name+".heap.pprof")
+		save("/debug/pprof/goroutine", name+".goroutine.pprof")
+		save("/metrics", name+".metrics.txt")
+	}()
+	return func() { <-done }
 }
 
 // table prints result rows as they come.
@@ -215,7 +261,7 @@ func (r *rig) start(ctx context.Context) error {
 	cdir := filepath.Join(r.tmp, "cloud")
 	os.MkdirAll(cdir, 0o700)
 	var err error
-	r.cloud, err = startProc(r.bin, "tether-cloud", filepath.Join(r.tmp, "cloud.log"), "serve", "--data-dir", cdir,
+	r.cloud, err = startProc(r.bin, "tether-cloud", filepath.Join(r.tmp, "cloud.log"), nil, "serve", "--data-dir", cdir,
 		"--hub-listen", hub, "--join-listen", join, "--api-listen", api, "--advertise-address", "127.0.0.1", "--log-level", "warn")
 	if err != nil {
 		return err
@@ -229,9 +275,13 @@ func (r *rig) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.edge, err = startProc(r.bin, "tether-edge", filepath.Join(r.tmp, "edge.log"), "run", "--node-name", node,
-		"--cloud", hub, "--join", "https://"+join, "--token", tok.String(), "--data-dir", filepath.Join(r.tmp, "edge"),
-		"--metaserver-listen", meta, "--mqtt-listen", broker, "--log-level", "warn", "--reconnect-max", "1s")
+	args := []string{"run", "--node-name", node,
+		"--cloud", hub, "--join", "https://" + join, "--token", tok.String(), "--data-dir", filepath.Join(r.tmp, "edge"),
+		"--metaserver-listen", meta, "--mqtt-listen", broker, "--log-level", "warn", "--reconnect-max", "1s"}
+	// $TWINBENCH_EDGE_ARGS adds flags to the agent's command line, to measure its settings.
+	args = append(args, strings.Fields(os.Getenv("TWINBENCH_EDGE_ARGS"))...)
+	// $TWINBENCH_EDGE_ENV adds variables to its environment (GOGC=200, say).
+	r.edge, err = startProc(r.bin, "tether-edge", filepath.Join(r.tmp, "edge.log"), strings.Fields(os.Getenv("TWINBENCH_EDGE_ENV")), args...)
 	if err != nil {
 		return err
 	}
@@ -484,19 +534,53 @@ type load struct {
 	lat        []float64
 	ok, errors int
 	d          time.Duration
+	cpu        float64 // CPU seconds the server used in the window
+	others     float64 // CPU seconds the rest of the machine used, besides server and clients
 }
 
 func (l load) rate() float64       { return float64(l.ok) / l.d.Seconds() }
 func (l load) p(q float64) float64 { return percentile(l.lat, q) }
 
+// busy describes the CPU the server and the rest of the machine (other than this benchmark's
+// clients) used in the window, in CPUs: a figure taken while other programs took CPU is lower
+// than the server can do.
+func (l load) busy() string {
+	return fmt.Sprintf("server %.2f CPU, others %.2f CPU", l.cpu/l.d.Seconds(), l.others/l.d.Seconds())
+}
+
+// cpuPer is the server's CPU time per answered request, in µs: less sensitive to what else the
+// machine runs than the rate is.
+func (l load) cpuPer() float64 {
+	if l.ok == 0 {
+		return 0
+	}
+	return l.cpu / float64(l.ok) * 1e6
+}
+
 // drive runs the devices for d: closed loop when rate is 0 (each device keeps one request
 // outstanding, sending the next when the answer comes: the most the server sustains), open
 // loop at rate requests/s over all devices otherwise (each device on its own schedule, whether
 // answers come or not: latency at a given load).
-func drive(ctx context.Context, ds []*device, d time.Duration, rate float64) load {
+func drive(ctx context.Context, ds []*device, d time.Duration, rate float64, server *proc) load {
 	warm := time.Second
 	w := &window{start: time.Now().Add(warm)}
 	w.end = w.start.Add(d)
+	cpu := make(chan [3]float64, 1)
+	go func() {
+		time.Sleep(time.Until(w.start))
+		c0, err0 := server.cpu()
+		m0, err2 := machineCPU()
+		s0, err4 := selfCPU()
+		time.Sleep(time.Until(w.end))
+		c1, err1 := server.cpu()
+		m1, err3 := machineCPU()
+		s1, err5 := selfCPU()
+		if errors.Join(err0, err1, err2, err3, err4, err5) != nil {
+			cpu <- [3]float64{}
+			return
+		}
+		cpu <- [3]float64{c1 - c0, m1 - m0, s1 - s0}
+	}()
 	for _, dv := range ds {
 		dv.mu.Lock()
 		dv.measure, dv.lat, dv.ok, dv.errs = w, nil, 0, 0
@@ -546,6 +630,8 @@ func drive(ctx context.Context, ds []*device, d time.Duration, rate float64) loa
 	})
 	var out load
 	out.d = d
+	c := <-cpu
+	out.cpu, out.others = c[0], max(0, c[1]-c[0]-c[2])
 	for _, dv := range ds {
 		dv.mu.Lock()
 		out.lat = append(out.lat, dv.lat...)
@@ -564,6 +650,9 @@ func drive(ctx context.Context, ds []*device, d time.Duration, rate float64) loa
 type baselines struct {
 	closed load
 	paced  []load // one per offered rate
+	echo   load   // closed loop, each publish answered on its result topic (mochiserver's echo)
+	// echoPaced is echo at the first offered rate: the latency mochi alone allows the twin path.
+	echoPaced load
 }
 
 // baseline runs bare mochi (internal/mochiserver) as a process of its own and drives the same
@@ -577,7 +666,7 @@ func baseline(ctx context.Context, p params, tmp string) (baselines, error) {
 	if err != nil {
 		return baselines{}, err
 	}
-	srv, err := startProc(tmp, "mochiserver", filepath.Join(tmp, "mochi.log"), "--listen", addr)
+	srv, err := startProc(tmp, "mochiserver", filepath.Join(tmp, "mochi.log"), nil, "--listen", addr)
 	if err != nil {
 		return baselines{}, err
 	}
@@ -595,12 +684,21 @@ func baseline(ctx context.Context, p params, tmp string) (baselines, error) {
 	if err != nil {
 		return baselines{}, err
 	}
-	defer closeAll(ds)
 	var b baselines
-	b.closed = drive(ctx, ds, p.duration, 0)
+	b.closed = drive(ctx, ds, p.duration, 0, srv)
 	for _, rate := range p.rates {
-		b.paced = append(b.paced, drive(ctx, ds, p.duration, rate))
+		b.paced = append(b.paced, drive(ctx, ds, p.duration, rate, srv))
 	}
+	closeAll(ds)
+	// The twin path's packets without its work: the same clients as on the edge (subscribed to
+	// their result topics), each update answered by mochi itself with a result publish.
+	es, err := connectDevices(ctx, addr, 0, p.devices, true)
+	if err != nil {
+		return baselines{}, err
+	}
+	defer closeAll(es)
+	b.echo = drive(ctx, es, p.duration, 0, srv)
+	b.echoPaced = drive(ctx, es, p.duration, p.rates[0], srv)
 	return b, nil
 }
 

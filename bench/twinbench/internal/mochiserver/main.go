@@ -1,7 +1,7 @@
 // Command mochiserver is the benchmark's baseline: bare mochi-mqtt (its own TCP listener, every
 // client allowed, default capabilities, nothing else) in a process of its own, as tether-edge
-// is, so both are driven by the same clients under the same conditions. It serves until SIGINT
-// or SIGTERM.
+// is, so both are driven by the same clients under the same conditions. Publishes on twin/update
+// topics are echoed on their result topic (see echo). It serves until SIGINT or SIGTERM.
 package main
 
 import (
@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -29,11 +30,33 @@ func (*allowAll) Provides(b byte) bool {
 func (*allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 func (*allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
 
+// echo answers every client PUBLISH on a topic ending in /twin/update with a QoS 1 publish of
+// the same payload on that topic + /result, from OnPublish, before mochi's PUBACK: the packets
+// tether-edge exchanges for one durable twin update, with none of its work, so its rate is what
+// mochi alone allows the twin path.
+type echo struct {
+	mqtt.HookBase
+	srv *mqtt.Server
+}
+
+func (*echo) ID() string           { return "echo" }
+func (*echo) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (e *echo) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !cl.Net.Inline && strings.HasSuffix(pk.TopicName, "/twin/update") {
+		_ = e.srv.Publish(pk.TopicName+"/result", pk.Payload, false, 1)
+	}
+	return pk, nil
+}
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:1883", "address")
 	flag.Parse()
-	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), InlineClient: true})
 	if err := srv.AddHook(new(allowAll), nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := srv.AddHook(&echo{srv: srv}, nil); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
