@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -44,10 +44,13 @@ type Broker struct {
 	srv     *mqtt.Server   // set at construction; safe for concurrent use
 	m       *metrics       // set at construction
 
-	// handlers is a topic index of its own holding only Handle's consumers, matched from the
-	// OnPublish hook (see hook.OnPublish for why not mochi's inline subscriptions).
-	handlers  *mqtt.TopicsIndex
-	handlerID atomic.Int64 // last id given to a handler
+	// handlers are Handle's consumers in registration order, matched from the OnPublish hook
+	// (see hook.OnPublish for why not mochi's inline subscriptions). The slice is replaced, never
+	// modified, so dispatch reads it without a lock; hmu serialises the replacements.
+	hmu      sync.Mutex
+	handlers atomic.Pointer[[]handler]
+
+	subs subscribed // Subscribed's memory; its epoch is moved by hook
 
 	started atomic.Bool
 	ready   chan struct{} // closed by Run once listening
@@ -62,12 +65,11 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Broker, er
 	}
 	log = log.With().Str("component", "mqtt").Logger()
 	b := &Broker{
-		cfg:      cfg,
-		log:      log,
-		sampled:  log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second}),
-		m:        newMetrics(),
-		handlers: mqtt.NewTopicsIndex(),
-		ready:    make(chan struct{}),
+		cfg:     cfg,
+		log:     log,
+		sampled: log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second}),
+		m:       newMetrics(),
+		ready:   make(chan struct{}),
 	}
 	b.srv = newServer(cfg, log)
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
@@ -184,6 +186,68 @@ func (b *Broker) Publish(topic string, payload []byte, qos byte) error {
 	return nil
 }
 
+// subscribed reports whether some client holds a subscription matching topic (see the type
+// subscribed for how fresh the answer is).
+func (b *Broker) subscribed(topic string) bool {
+	return b.subs.get(topic, b.scanSubscribed)
+}
+
+// scanSubscribed asks mochi's topic index.
+func (b *Broker) scanSubscribed(topic string) bool {
+	s := b.srv.Topics.Subscribers(topic)
+	return len(s.Subscriptions) > 0 || len(s.Shared) > 0 || len(s.InlineSubscriptions) > 0
+}
+
+// Topic is a topic the agent publishes on again and again, a device's result topic say: its name
+// is checked once, and it remembers whether a client subscribed to it. Create it with
+// Broker.Topic; it is safe for concurrent use.
+type Topic struct {
+	b    *Broker
+	name string
+	memo atomic.Uint64 // (subscribed's epoch + 1) << 1 | the answer; 0 until first asked
+}
+
+// Topic returns the Topic called name, or ErrInvalidTopic for a name Publish would refuse.
+func (b *Broker) Topic(name string) (*Topic, error) {
+	if !validTopic(name) {
+		return nil, fmt.Errorf("%w: %q", ErrInvalidTopic, name)
+	}
+	return &Topic{b: b, name: name}, nil
+}
+
+// Name is the topic's name.
+func (t *Topic) Name() string { return t.name }
+
+// Subscribed reports whether some client holds a subscription matching the topic, so that the
+// caller can skip building a message nobody would receive. A client that has received its SUBACK
+// is counted by every call made after that; a "yes" may outlive the subscription for a moment
+// (the message then goes to nobody, as any publish to a topic without subscribers does). It costs
+// an atomic load unless the broker's subscriptions changed since the last call.
+func (t *Topic) Subscribed() bool {
+	e := t.b.subs.epoch.Load() + 1 // so that a memo of 0 is never current
+	if m := t.memo.Load(); m>>1 == e {
+		return m&1 == 1
+	}
+	yes := t.b.scanSubscribed(t.name)
+	m := e << 1
+	if yes {
+		m |= 1
+	}
+	t.memo.Store(m)
+	return yes
+}
+
+// Publish is Broker.Publish on the topic.
+func (t *Topic) Publish(payload []byte, qos byte) error {
+	if qos > 2 {
+		return fmt.Errorf("%w: %d", ErrInvalidQoS, qos)
+	}
+	if err := t.b.srv.Publish(t.name, payload, false, qos); err != nil {
+		return fmt.Errorf("broker: publish %q: %w", t.name, err)
+	}
+	return nil
+}
+
 // Handle registers h to receive every PUBLISH a client sends on a topic matching filter, and
 // every client's will message on such a topic. See the package documentation for the goroutine h
 // runs on, ordering, and what blocking in h does. There is no way to remove a handler: consumers
@@ -195,14 +259,21 @@ func (b *Broker) Handle(filter string, h func(topic string, payload []byte)) err
 	if !validFilter(filter) {
 		return fmt.Errorf("%w: %q", ErrInvalidFilter, filter)
 	}
-	id := int(b.handlerID.Add(1))
-	b.handlers.InlineSubscribe(mqtt.InlineSubscription{
-		Subscription: packets.Subscription{Filter: filter, Identifier: id},
-		Handler: func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-			h(pk.TopicName, pk.Payload)
-		},
-	})
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	var hs []handler
+	if cur := b.handlers.Load(); cur != nil {
+		hs = slices.Clone(*cur)
+	}
+	hs = append(hs, handler{filter: filter, fn: h})
+	b.handlers.Store(&hs)
 	return nil
+}
+
+// handler is one Handle consumer.
+type handler struct {
+	filter string
+	fn     func(topic string, payload []byte)
 }
 
 // disconnectAll sends every client connected through our listener a DISCONNECT "server shutting
@@ -216,16 +287,49 @@ func (b *Broker) disconnectAll() {
 }
 
 // dispatch hands a client's message to every matching handler, in registration order, on the
-// calling goroutine. A panicking handler is not recovered here: see hook.OnPublish.
-func (b *Broker) dispatch(topic string, payload []byte) {
-	subs := b.handlers.Subscribers(topic).InlineSubscriptions
-	if len(subs) == 0 {
-		return
+// calling goroutine, and reports whether one matched. A panicking handler is not recovered
+// here: see hook.OnPublish.
+//
+// It runs at the bottom of mochi's read path, whose frames pass 800-byte packets by value, and a
+// handler may block there for a store commit: nothing here copies a packet, so the connection's
+// stack stays in the smaller size class while it waits (see TestHandlerStack).
+func (b *Broker) dispatch(topic string, payload []byte) (matched bool) {
+	hs := b.handlers.Load()
+	if hs == nil {
+		return false
 	}
-	pk := packets.Packet{TopicName: topic, Payload: payload}
-	for _, id := range slices.Sorted(maps.Keys(subs)) {
-		s := subs[id]
-		s.Handler(nil, s.Subscription, pk)
+	for _, h := range *hs {
+		if matchFilter(h.filter, topic) {
+			matched = true
+			h.fn(topic, payload)
+		}
+	}
+	return matched
+}
+
+// matchFilter reports whether topic matches the valid topic filter filter as MQTT defines it: '+'
+// matches one whole level, '#' the rest of the levels including none ("a/#" matches "a"), and a
+// filter starting with a wildcard does not match a topic starting with '$' [MQTT-4.7.2-1].
+func matchFilter(filter, topic string) bool {
+	if topic != "" && topic[0] == '$' && filter != "" && (filter[0] == '+' || filter[0] == '#') {
+		return false
+	}
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
+		if f == "#" {
+			return true
+		}
+		t, trest, tmore := strings.Cut(topic, "/")
+		if f != "+" && f != t {
+			return false
+		}
+		switch {
+		case !fmore:
+			return !tmore
+		case !tmore:
+			return frest == "#"
+		}
+		filter, topic = frest, trest
 	}
 }
 

@@ -46,6 +46,15 @@
 // Publish and Handle are safe for concurrent use from any goroutine, before, during and after Run.
 // Publish never blocks on a client. Consumers never see the broker's own Publish.
 //
+// # Topics the agent publishes on often
+//
+// A Topic (Broker.Topic) is a topic name checked once, that remembers whether a client
+// subscribed to it, so a consumer can skip building messages nobody would receive: asking mochi's
+// topic index costs a walk and four maps per question. The answer is kept against an epoch that
+// moves whenever subscriptions may have been added (see subscribed); a client holding its SUBACK
+// is always seen. A client message on a consumer's topic nobody subscribed to is acknowledged as
+// usual but not handed to mochi's forwarding, which would walk the index only to find nobody.
+//
 // # Containing panics
 //
 // mochi has no recover in its serving code, and at least one malformed packet (an MQTT 5
@@ -72,9 +81,13 @@
 //   - ReadFixedHeader compares MaximumPacketSize with the remaining length plus one before the
 //     body is allocated (mochi-mqtt/server#502); mochiPacketLimit adjusts for the length bytes.
 //   - Hooks are called: OnSubscribe before the filters are validated and subscribed (an empty
-//     filter is refused in SUBACK), OnPacketEncode before every write, OnPublish before the
+//     filter is refused in SUBACK), OnSubscribed after they are in the index and before the
+//     SUBACK is written, OnSessionEstablish and OnSessionEstablished around the inheritance of
+//     a session's subscriptions, OnPacketEncode before every write, OnPublish before the
 //     PUBACK, OnClientExpired before an expired session is deleted (mochi leaves its
 //     subscriptions in the index; the hook removes them).
+//   - OnPublish returning packets.CodeSuccessIgnore makes mochi acknowledge the message (and
+//     retain it if asked) without forwarding it to subscribers.
 //   - With PassiveClientDisconnect, DisconnectClient writes DISCONNECT but does not close;
 //     OnPacketSent closes (MQTT 3.1.1) or closes after disconnectLinger (MQTT 5).
 //   - "inline" is mochi's own client id for Publish; clients may not use it.

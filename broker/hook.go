@@ -20,7 +20,9 @@ func (h *hook) ID() string { return "tether-broker" }
 func (h *hook) Provides(e byte) bool {
 	switch e {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnConnect, mqtt.OnSubscribe,
-		mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnClientExpired:
+		mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnClientExpired,
+		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -52,6 +54,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 // validation then refuses it in SUBACK (0x8F, or 0x80 for 3.1.1) without subscribing, and
 // OnPacketEncode turns 0x8F into the accurate 0x97 "quota exceeded" for MQTT 5.
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	h.b.subs.changed()
 	c := connOf(cl)
 	if c == nil {
 		return pk
@@ -92,6 +95,15 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		Int("refused", len(refused)).Int("limit", limit).Msg("mqtt: subscriptions refused")
 	return pk
 }
+
+// OnSubscribed, OnUnsubscribed, OnSessionEstablish, OnSessionEstablished and OnDisconnect move
+// Subscribed's epoch: mochi calls OnSubscribed after the filters are in its index and before it
+// writes the SUBACK, and a session being established may inherit subscriptions (see subscribed).
+func (h *hook) OnSubscribed(*mqtt.Client, packets.Packet, []byte) { h.b.subs.changed() }
+func (h *hook) OnUnsubscribed(*mqtt.Client, packets.Packet)       { h.b.subs.changed() }
+func (h *hook) OnSessionEstablish(*mqtt.Client, packets.Packet)   { h.b.subs.changed() }
+func (h *hook) OnSessionEstablished(*mqtt.Client, packets.Packet) { h.b.subs.changed() }
+func (h *hook) OnDisconnect(*mqtt.Client, error, bool)            { h.b.subs.changed() }
 
 // OnPacketEncode adjusts two packets mochi builds: the SUBACK of a SUBSCRIBE that OnSubscribe
 // trimmed, and a successful CONNACK, which mochi sends without the Maximum Packet Size and Topic
@@ -158,7 +170,15 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil // the broker's own Publish: consumers never see what the agent sends
 	}
-	h.b.dispatch(pk.TopicName, pk.Payload)
+	if !h.b.dispatch(pk.TopicName, pk.Payload) {
+		return pk, nil
+	}
+	if !pk.FixedHeader.Retain && !h.b.subscribed(pk.TopicName) {
+		// A consumer's topic nobody subscribed to (a device's twin/update, as a rule): mochi
+		// still acknowledges it but skips the walk of its index for subscribers. Only for
+		// consumers' topics, which repeat; any other topic could fill Subscribed's memory.
+		return pk, packets.CodeSuccessIgnore
+	}
 	return pk, nil
 }
 
