@@ -257,7 +257,8 @@ func (t Twin) AppendJSON(b []byte) []byte {
 	b = append(b, '{')
 	if len(t.Props) > 0 {
 		b = append(b, `"props":{`...)
-		for i, k := range slices.Sorted(maps.Keys(t.Props)) {
+		var buf [8]string
+		for i, k := range sortedKeys(buf[:0], t.Props) {
 			if i > 0 {
 				b = append(b, ',')
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"unicode/utf8"
 )
@@ -151,4 +152,76 @@ func FuzzAppendString(f *testing.F) {
 			t.Fatal("invalid UTF-8 out")
 		}
 	})
+}
+
+// TestEncodersFromState: the encoders that write straight from the state types write what the
+// wire types they stand for encode to (encoding/json), on random twins, updates and changes.
+func TestEncodersFromState(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	names := []string{"a", "b", "temp", "z9", "x-1", "é", "<&>"}
+	randProp := func() Property {
+		p := Property{Optional: r.IntN(2) == 0, Type: []string{"", "int", randString(r)}[r.IntN(3)],
+			ExpectedVersion: Version{Cloud: r.Uint64N(9)}, ActualVersion: Version{Edge: r.Uint64N(9)}}
+		if r.IntN(2) == 0 {
+			p.Expected = &Value{Value: randString(r), Timestamp: r.Int64N(3) * 1700000000000}
+		}
+		if r.IntN(3) > 0 {
+			p.Actual = &Value{Value: randString(r), Timestamp: r.Int64N(3) * 1700000000001}
+		}
+		return p
+	}
+	for range 5000 {
+		tw := Twin{Props: map[string]Property{}}
+		upd := Update{EventID: randString(r), Twin: map[string]*Report{}}
+		var changes []Change
+		for _, n := range names {
+			if r.IntN(3) == 0 {
+				continue
+			}
+			tw.Props[n] = randProp()
+			switch r.IntN(4) {
+			case 0:
+				upd.Twin[n] = nil
+			case 1:
+				v := randString(r)
+				upd.Twin[n] = &Report{Expected: &v}
+			default:
+				v := randString(r)
+				upd.Twin[n] = &Report{Actual: &v}
+			}
+			c := Change{Name: n}
+			if r.IntN(3) > 0 {
+				p := randProp()
+				c.Last = &p
+			}
+			if r.IntN(3) > 0 {
+				p := randProp()
+				c.Current = &p
+			}
+			changes = append(changes, c)
+		}
+		if r.IntN(10) == 0 {
+			tw.Props = nil
+		}
+		now := r.Int64N(1 << 42)
+
+		echo := map[string]*Entry{}
+		for name, rep := range upd.Twin {
+			switch {
+			case rep == nil:
+				echo[name] = nil
+			case rep.Actual != nil:
+				if p, ok := tw.Props[name]; ok && p.Actual != nil {
+					e := toEntry(p, false)
+					e.Expected = nil
+					echo[name] = e
+				}
+			}
+		}
+		same(t, "result", EncodeResult(upd, tw, now), ResultMsg{Header: Header{upd.EventID, now}, Twin: echo})
+		same(t, "document", EncodeDocument(upd.EventID, changes, now), DocumentMsg{Header: Header{upd.EventID, now}, Twin: Document(changes)})
+		same(t, "report", EncodeTwinReport(tw), TwinReport{Twins: Reported(tw)})
+		slices.Reverse(changes) // unsorted: the general route
+		same(t, "document, unsorted", EncodeDocument(upd.EventID, changes, now), DocumentMsg{Header: Header{upd.EventID, now}, Twin: Document(changes)})
+	}
 }

@@ -103,6 +103,14 @@ type (
 // never panics.
 func DecodeUpdate(b []byte, lim Limits) (Update, error) {
 	lim = lim.withDefaults()
+	if u, ok := decodeUpdateFast(b, lim); ok {
+		return u, nil
+	}
+	return decodeUpdateJSON(b, lim)
+}
+
+// decodeUpdateJSON is DecodeUpdate with encoding/json, for every input decodeUpdateFast leaves.
+func decodeUpdateJSON(b []byte, lim Limits) (Update, error) {
 	var in inUpdate
 	err := decodeObject(b, lim, "", &in)
 	if idErr := checkEventID(in.EventID, lim); idErr != nil {

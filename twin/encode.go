@@ -18,22 +18,7 @@ import (
 // expected, no versions, like KubeEdge's echo). Entries that only carried an
 // ignored expected are not echoed. The event_id is the update's.
 func EncodeResult(upd Update, t Twin, now int64) []byte {
-	echo := make(map[string]*Entry, len(upd.Twin))
-	for name, r := range upd.Twin {
-		switch {
-		case r == nil:
-			echo[name] = nil
-		case r.Actual != nil:
-			p, ok := t.Props[name]
-			if !ok || p.Actual == nil {
-				continue
-			}
-			e := toEntry(p, false)
-			e.Expected = nil
-			echo[name] = e
-		}
-	}
-	return appendResultMsg(nil, ResultMsg{Header: Header{upd.EventID, now}, Twin: echo})
+	return appendResult(make([]byte, 0, 256), upd, t, now)
 }
 
 // EncodeError encodes an error result {event_id, timestamp, code, reason}. For
@@ -80,6 +65,9 @@ func Document(changes []Change) map[string]Doc {
 // EncodeDocument encodes twin/update/document for changes. KubeEdge uses the
 // event_id of the update that caused the changes.
 func EncodeDocument(eventID string, changes []Change, now int64) []byte {
+	if changesSorted(changes) {
+		return appendDocument(make([]byte, 0, 512), eventID, changes, now)
+	}
 	return appendDocumentMsg(nil, DocumentMsg{Header: Header{eventID, now}, Twin: Document(changes)})
 }
 

@@ -115,3 +115,56 @@ func FuzzDecodeStateUpdate(f *testing.F) {
 		_ = EncodeStateResult(s.EventID, "d", st, now)
 	})
 }
+
+// FuzzDecodeUpdateFast checks that the fast reader, wherever it does not give up, returns
+// exactly what encoding/json's path returns, and that it does not give up on the plain shape.
+func FuzzDecodeUpdateFast(f *testing.F) {
+	for _, s := range []string{
+		`{"event_id":"1","timestamp":1700000000000,"twin":{"temperature":{"actual":{"value":"42"}}}}`,
+		` { "event_id" : "e" , "twin" : { "temp" : null , "on" : { "actual" : { "value" : "true" , "metadata" : { "timestamp" : 1 } } , "expected" : { "value" : "false" } , "optional" : false , "metadata" : { "type" : "boolean" } } } } `,
+		`{"twin":{},"x":[1,-2.5e+3,true,false,null,{"a":[]}],"timestamp":-0}`,
+		`{"Twin":{"a":{"actual":{"value":"1"}}}}`,
+		`{"twin":{"a":{"actual":{"value":"1"}},"a":null}}`,
+		`{"twin":{"a":{"Actual":{"value":"1"}}}}`,
+		`{"twin":{"a":{"actual":{"value":"\u00e9"}}}}`,
+		`{"twin":{"é":{"actual":{"value":"é"}}}}`,
+		`{"twin":{"a":{"actual":{"value":"1","value":"2"}}}}`,
+		`{"twin":{"a":{"actual":{}}}}`,
+		`{"event_id":null,"twin":{}}`,
+		`{"timestamp":1.0,"twin":{}}`,
+		`{"timestamp":99999999999999999999,"twin":{}}`,
+		`{"twin":{"a b":{"actual":{"value":"1"}}}}`,
+		`{"twin":{}} x`,
+		`{"twin":{"a":{"optional":true,"expected":{"metadata":{}}}}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		lim := DefaultLimits()
+		lim.MaxProperties, lim.MaxValueLen, lim.MaxEventIDLen = 4, 8, 8 // reach the limits too
+		fast, ok := decodeUpdateFast(b, lim)
+		slow, err := decodeUpdateJSON(b, lim)
+		if !ok {
+			return
+		}
+		if err != nil {
+			t.Fatalf("fast reader accepted what encoding/json refuses (%v): %s", err, b)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("fast reader disagrees on %s:\n fast %s\n json %s", b, dumpUpdate(fast), dumpUpdate(slow))
+		}
+	})
+}
+
+// TestDecodeUpdateFastTakesThePlainShape keeps the fast reader in use: a plain update from a
+// mapper must not fall back to encoding/json.
+func TestDecodeUpdateFastTakesThePlainShape(t *testing.T) {
+	for _, s := range []string{
+		`{"event_id":"1","timestamp":1700000000000,"twin":{"temperature":{"actual":{"value":"42"}}}}`,
+		`{"event_id":"","timestamp":1700000000000,"twin":{"temperature":{"actual":{"value":"19","metadata":{"timestamp":1700000000000}},"metadata":{"type":"int"}},"gone":null}}`,
+	} {
+		if _, ok := decodeUpdateFast([]byte(s), DefaultLimits()); !ok {
+			t.Errorf("fell back on %s", s)
+		}
+	}
+}

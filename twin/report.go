@@ -25,7 +25,7 @@ type StateReport = DeviceState
 
 // EncodeTwinReport encodes the report of twin t.
 func EncodeTwinReport(t Twin) []byte {
-	return appendTwinReport(nil, TwinReport{Twins: Reported(t)})
+	return appendReportOf(make([]byte, 0, 256), t)
 }
 
 // EncodeStateReport encodes the report of device state s.

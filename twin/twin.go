@@ -95,10 +95,12 @@ func (t Twin) Clone() Twin {
 // 500 for an unsupported model type), next is cur and changed is nil. Size
 // limits are DecodeUpdate's; ApplyReport rechecks only property names.
 func ApplyReport(cur Twin, upd Update, types map[string]string, now int64) (next Twin, changed []Change, err error) {
-	names := slices.Sorted(maps.Keys(upd.Twin))
+	var nbuf, kbuf [8]string
+	names := sortedKeys(nbuf[:0], upd.Twin)
 	// Validate everything first so a failure leaves nothing half-applied.
-	kinds := make(map[string]string, len(names)) // name → canonical type
+	kinds := kbuf[:0] // canonical type of names[i], "" where it reports no actual
 	for _, name := range names {
+		kinds = append(kinds, "")
 		if err := checkKey(name); err != nil {
 			return cur, nil, err
 		}
@@ -129,14 +131,14 @@ func ApplyReport(cur Twin, upd Update, types map[string]string, now int64) (next
 		if !validValue(nt, *r.Actual) {
 			return cur, nil, badRequest(ErrType, "twin %s: value %s is not a valid %s", quote(name), quote(*r.Actual), nt)
 		}
-		kinds[name] = nt
+		kinds[len(kinds)-1] = nt
 	}
 
 	next = cur.Clone()
 	if next.Props == nil {
 		next.Props = make(map[string]Property)
 	}
-	for _, name := range names {
+	for i, name := range names {
 		r := upd.Twin[name]
 		old, exists := cur.Props[name]
 		switch {
@@ -155,7 +157,7 @@ func ApplyReport(cur Twin, upd Update, types map[string]string, now int64) (next
 			next.Props[name] = p
 			changed = append(changed, Change{Name: name, Last: &old, Current: &p})
 		case r.Actual != nil:
-			nt := kinds[name]
+			nt := kinds[i]
 			if exists && old.Actual != nil && old.Actual.Value == *r.Actual && old.Type == nt {
 				continue
 			}
@@ -326,4 +328,14 @@ func Delta(t Twin) map[string]string {
 		}
 	}
 	return d
+}
+
+// HasDelta reports whether Delta(t) is non-empty, without building it.
+func HasDelta(t Twin) bool {
+	for _, p := range t.Props {
+		if p.Expected != nil && (p.Actual == nil || p.Actual.Value != p.Expected.Value) {
+			return true
+		}
+	}
+	return false
 }

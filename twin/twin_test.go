@@ -417,24 +417,34 @@ func TestApplyDesiredAllOrNothing(t *testing.T) {
 
 func TestDeltaAfterDesiredAndReport(t *testing.T) {
 	cur, _ := mustDesired(t, Twin{}, desired(3, "temp", "20", "on", "true"), now)
-	if d := Delta(cur); !reflect.DeepEqual(d, map[string]string{"temp": "20", "on": "true"}) {
+	if d := checkedDelta(t, cur); !reflect.DeepEqual(d, map[string]string{"temp": "20", "on": "true"}) {
 		t.Fatalf("delta with no actual = %v", d)
 	}
 	cur, _ = mustReport(t, cur, report("temp", "19", "on", "true", "label", "x"), now+1)
-	if d := Delta(cur); !reflect.DeepEqual(d, map[string]string{"temp": "20"}) {
+	if d := checkedDelta(t, cur); !reflect.DeepEqual(d, map[string]string{"temp": "20"}) {
 		t.Fatalf("delta after report = %v", d)
 	}
 	cur, _ = mustReport(t, cur, report("temp", "20"), now+2)
-	if d := Delta(cur); len(d) != 0 {
+	if d := checkedDelta(t, cur); len(d) != 0 {
 		t.Fatalf("delta after convergence = %v", d)
 	}
 	if _, ok := EncodeDelta("d", cur, now); ok {
 		t.Fatal("EncodeDelta says there is something to send")
 	}
 	cur, _ = mustDesired(t, cur, desired(4, "temp", "25", "on", "true"), now+3)
-	if d := Delta(cur); !reflect.DeepEqual(d, map[string]string{"temp": "25"}) {
+	if d := checkedDelta(t, cur); !reflect.DeepEqual(d, map[string]string{"temp": "25"}) {
 		t.Fatalf("delta after new desired = %v", d)
 	}
+}
+
+// checkedDelta is Delta, checking that HasDelta agrees with it.
+func checkedDelta(t *testing.T, cur Twin) map[string]string {
+	t.Helper()
+	d := Delta(cur)
+	if HasDelta(cur) != (len(d) > 0) {
+		t.Fatalf("HasDelta = %v with delta %v", HasDelta(cur), d)
+	}
+	return d
 }
 
 func TestApplyState(t *testing.T) {
