@@ -35,8 +35,8 @@ type replacer struct {
 	read uint64     // guarded by mu: the highest seq ReadOutbox has returned since Open
 
 	// Owned by the writer goroutine.
-	held   bool              // mu is held until the current transaction ends
-	latest map[string]uint64 // kind+subject → seq of the newest replaceable entry appended
+	held   bool                  // mu is held until the current transaction ends
+	latest map[replaceKey]uint64 // seq of the newest replaceable entry appended, by kind and subject
 
 	group groupCommit // WriteTwin's batching
 }
@@ -77,8 +77,25 @@ func (r *replacer) noteRead(out []Entry) {
 	}
 }
 
-func replaceKey(kind protocol.ReportKind, subject string) string {
-	return string(rune('0'+kind)) + subject
+// replaceKey names the entries a report may replace: the same kind about the same subject.
+type replaceKey struct {
+	kind    protocol.ReportKind
+	subject string
+}
+
+// entryIs reports whether the stored outbox entry v is of kind about subject, and when it was
+// first queued, reading only its header (encodeEntry's layout): the payload is not copied.
+func entryIs(v []byte, kind protocol.ReportKind, subject string) (time int64, ok bool) {
+	if len(v) < 1 || protocol.ReportKind(v[0]) != kind {
+		return 0, false
+	}
+	v = v[1:]
+	l, n := binary.Uvarint(v)
+	if n <= 0 || l > uint64(len(v)-n) || string(v[n:n+int(l)]) != subject {
+		return 0, false
+	}
+	t, m := binary.Varint(v[n+int(l):])
+	return t, m > 0
 }
 
 // WriteTwin stores the state of one device's twin (state nil deletes it) and, in the same
@@ -222,24 +239,29 @@ func (s *Store) doTwin(ctx context.Context, fn func(*bolt.Tx, *txState) (int, er
 func (s *Store) writeTwin(tx *bolt.Tx, st *txState, id string, state []byte, reports []Entry) (int, error) {
 	out := tx.Bucket(bucketOutbox)
 	if s.rep.latest == nil {
-		s.rep.latest = map[string]uint64{}
+		s.rep.latest = map[replaceKey]uint64{}
 	}
 	// Decide first, write after: an operation that fails must leave nothing behind, because the
 	// rest of its batch commits.
-	targets := make([]uint64, len(reports)) // 0: append
+	type target struct {
+		seq  uint64 // 0: append
+		time int64  // the replaced entry's
+	}
+	var tbuf [2]target
+	targets := tbuf[:0]
 	appends := 0
-	for i, e := range reports {
-		key := replaceKey(e.Kind, e.Subject)
+	for _, e := range reports {
+		key := replaceKey{e.Kind, e.Subject}
 		seq, ok := s.rep.latest[key]
+		var first int64
 		if ok {
 			v := out.Get(beUint(seq))
 			if v == nil {
 				delete(s.rep.latest, key) // acknowledged and trimmed
 				ok = false
-			} else if old, err := decodeEntry(seq, v); err != nil || old.Kind != e.Kind || old.Subject != e.Subject {
+			} else if first, ok = entryIs(v, e.Kind, e.Subject); !ok {
 				// The seq was reused after a failed commit: the map is only a hint.
 				delete(s.rep.latest, key)
-				ok = false
 			}
 		}
 		if ok {
@@ -248,10 +270,11 @@ func (s *Store) writeTwin(tx *bolt.Tx, st *txState, id string, state []byte, rep
 				s.rep.held = true
 			}
 			if seq > s.rep.read {
-				targets[i] = seq
+				targets = append(targets, target{seq, first})
 				continue
 			}
 		}
+		targets = append(targets, target{})
 		appends++
 	}
 	if st.c.outCount+appends > s.cfg.OutboxLimit {
@@ -273,10 +296,9 @@ func (s *Store) writeTwin(tx *bolt.Tx, st *txState, id string, state []byte, rep
 	}
 	replaced := 0
 	for i, e := range reports {
-		if seq := targets[i]; seq != 0 {
-			old, _ := decodeEntry(seq, out.Get(beUint(seq)))
-			e.Time = old.Time // the entry waits since its first change: keep the outbox age honest
-			if err := out.Put(beUint(seq), encodeEntry(e)); err != nil {
+		if tg := targets[i]; tg.seq != 0 {
+			e.Time = tg.time // the entry waits since its first change: keep the outbox age honest
+			if err := out.Put(beUint(tg.seq), encodeEntry(e)); err != nil {
 				return 0, err
 			}
 			replaced++
@@ -285,7 +307,7 @@ func (s *Store) writeTwin(tx *bolt.Tx, st *txState, id string, state []byte, rep
 		if err := s.enqueue(tx, st, []Entry{e}); err != nil {
 			return 0, err
 		}
-		s.rep.latest[replaceKey(e.Kind, e.Subject)] = st.c.outSeq
+		s.rep.latest[replaceKey{e.Kind, e.Subject}] = st.c.outSeq
 	}
 	return replaced, nil
 }
