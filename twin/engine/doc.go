@@ -14,7 +14,7 @@
 // and a report of it are written in one store transaction (edgestore.WriteTwin, which the
 // store's single writer commits together with everything else queued, many devices per fsync).
 // Only then is the success result published, followed by the document and, if some expected
-// value still differs from its actual, the delta. Any error is answered on the result topic with
+// value still differs from its actual, the delta (each only if a client subscribed to its topic). Any error is answered on the result topic with
 // its code (400 bad input, 404 unknown device, 500 storage or device limit) and changes nothing.
 // state/update follows the same path. twin/get and membership/get are answered from memory,
 // which mirrors the store (it changes only after a commit).
@@ -35,15 +35,22 @@
 //
 // # Concurrency
 //
-// The broker calls the handlers on many connection goroutines; twin/update, twin/get,
-// state/update and membership/get are handed to a pool of Config.Workers goroutines while the
-// connection goroutine waits (no PUBACK meanwhile): JSON work grows a goroutine's stack to tens
-// of KiB, and a connection goroutine keeps its stack for its connection's life, so doing the
-// work on a few workers keeps a node with thousands of connections small. Run is one goroutine. Engine.mu guards the device and model
-// maps; each device has its own mu, held while one change of it is applied, stored and answered,
-// so one device's changes are ordered and different devices' proceed in parallel (and share
-// commits). Lock order: Engine.mu before device.mu, and Engine.mu is never held while waiting for
-// a device's mu or the store.
+// The broker calls the handlers on many connection goroutines, and each handles its message
+// there: decoding, the twin rules, the store write and the encoding of the answers. A waiting
+// connection goroutine holds a 32 KiB stack whatever the handler does, because mochi's own frames
+// down to the handler take about 19 KiB; that work fits in what is left of those 32 KiB
+// (TestHandlerStack), so it costs no stack of its own, and as many changes as there are waiting
+// devices share each commit. Publishing an answer through mochi would not fit: it is queued to
+// one of a few publisher goroutines, the same one for every message of a device, so a device's
+// messages keep their order (a full queue holds the handler). Run is one goroutine. Engine.mu
+// guards the device and model maps; each device has its own mu, held while one change of it is
+// applied, stored and answered, so one device's changes are ordered and different devices'
+// proceed in parallel (and share commits). Lock order: Engine.mu before device.mu, and Engine.mu
+// is never held while waiting for a device's mu or the store.
+//
+// A message for a topic no client subscribed to (broker.Subscribed: often the document, which
+// few mappers read) is neither encoded nor published, and is counted in
+// tether_edge_twin_unsubscribed_total.
 //
 // A handler blocks its publisher (no PUBACK) until the store has committed: that is the
 // backpressure MQTT offers, and it is what makes a success result, or for uploads the PUBACK,

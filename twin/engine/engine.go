@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tetherhub/tether/broker"
 	"github.com/tetherhub/tether/edgestore"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
@@ -35,10 +37,6 @@ type Config struct {
 	// UploadRetry is the longest wait between attempts to queue an upload while the outbox is
 	// full. The publisher gets no PUBACK meanwhile (backpressure), so nothing is dropped.
 	UploadRetry time.Duration
-	// Workers is how many device messages are handled at once. Each waits for the store's
-	// commit, so it bounds how many changes one commit can carry; their goroutines, not the
-	// connections', grow the stacks JSON work needs, which bounds memory (see doc.go).
-	Workers int
 }
 
 // DefaultConfig returns the defaults for node.
@@ -49,7 +47,6 @@ func DefaultConfig(node string) Config {
 		MaxDevices:  10_000,
 		QoS:         1,
 		UploadRetry: time.Second,
-		Workers:     128,
 	}
 }
 
@@ -62,8 +59,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("twin: maxDevices must be at least 1, got %d", c.MaxDevices)
 	case c.QoS > 2:
 		return fmt.Errorf("twin: qos must be 0, 1 or 2, got %d", c.QoS)
-	case c.Workers < 1:
-		return fmt.Errorf("twin: workers must be at least 1, got %d", c.Workers)
 	case c.UploadRetry <= 0:
 		return fmt.Errorf("twin: uploadRetry must be positive, got %s", c.UploadRetry)
 	}
@@ -84,7 +79,9 @@ type Store interface {
 // Broker is what the engine needs of the MQTT broker (*broker.Broker).
 type Broker interface {
 	Handle(filter string, h func(topic string, payload []byte)) error
-	Publish(topic string, payload []byte, qos byte) error
+	// Topic returns the topic the engine publishes on; it remembers whether a client subscribed
+	// to it, and messages nobody would receive are neither encoded nor published.
+	Topic(name string) (*broker.Topic, error)
 }
 
 // Deps are the engine's collaborators.
@@ -109,10 +106,15 @@ type Engine struct {
 	now     func() time.Time
 	eventID func() string
 
+	membershipResult, membershipUpdated *broker.Topic // set at construction
+
+	// pubs are the publishers' queues (see publish); a device's messages all go through one.
+	pubs []chan pubJob // set at construction
+	seed maphash.Seed  // set at construction; picks a device's publisher
+
 	ready chan struct{}   // closed by Run once the stored devices are loaded
-	done  chan struct{}   // closed when Run returns (after every worker has)
+	done  chan struct{}   // closed when Run returns
 	ctx   context.Context // Run's context; written before ready is closed, read after
-	jobs  chan job        // device messages for the workers
 
 	mu      sync.RWMutex                 // guards devices, models and device.refused; taken before a device's mu, never while waiting on one
 	devices map[string]*device           // id (namespace/name) → device
@@ -126,6 +128,7 @@ type Engine struct {
 // device is one served device.
 type device struct {
 	id, ns, name string
+	topics       deviceTopics // set at construction
 
 	refused bool // guarded by Engine.mu: beyond MaxDevices, known but not served
 
@@ -163,9 +166,19 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		models:  map[string]map[string]string{},
 		pending: map[string]struct{}{},
 		wake:    make(chan struct{}, 1),
-		jobs:    make(chan job, cfg.Workers),
+		seed:    maphash.MakeSeed(),
+	}
+	for range publishers {
+		e.pubs = append(e.pubs, make(chan pubJob, publishQueue))
 	}
 	e.sampled = e.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second})
+	var err error
+	if e.membershipResult, err = d.Broker.Topic(nodePrefix + cfg.Node + suffixMembershipGet + suffixResult); err != nil {
+		return nil, fmt.Errorf("twin: %w", err)
+	}
+	if e.membershipUpdated, err = d.Broker.Topic(nodePrefix + cfg.Node + suffixMembershipUpd); err != nil {
+		return nil, fmt.Errorf("twin: %w", err)
+	}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -175,10 +188,10 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	e.m = newMetrics(d.Metrics, e)
 	d.Store.Subscribe(e.onStoreChanges)
 	for filter, h := range map[string]func(string, []byte){
-		filterTwinUpdate:    e.onWorker(e.onTwinUpdate),
-		filterTwinGet:       e.onWorker(e.onTwinGet),
-		filterStateUpdate:   e.onWorker(e.onStateUpdate),
-		filterMembershipGet: e.onWorker(e.onMembershipGet),
+		filterTwinUpdate:    e.onDevice(e.onTwinUpdate),
+		filterTwinGet:       e.onDevice(e.onTwinGet),
+		filterStateUpdate:   e.onDevice(e.onStateUpdate),
+		filterMembershipGet: e.onDevice(e.onMembershipGet),
 		filterUpload:        e.onUpload,
 		topicUploadRecords:  e.onUpload,
 	} {
@@ -221,25 +234,17 @@ func (e *Engine) onStoreChanges(changes []edgestore.Change) {
 func (e *Engine) Run(ctx context.Context) error {
 	defer close(e.done)
 	e.ctx = ctx
+	var pubs sync.WaitGroup
+	defer pubs.Wait() // before done: a handler's answer being queued is taken or given up
+	for _, q := range e.pubs {
+		pubs.Add(1)
+		go func() {
+			defer pubs.Done()
+			e.publisher(ctx, q)
+		}()
+	}
 	if err := e.load(ctx); err != nil {
 		return err
-	}
-	var workers sync.WaitGroup
-	defer workers.Wait() // before done: a message being handled is answered first
-	for range e.cfg.Workers {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			for {
-				select {
-				case j := <-e.jobs:
-					j.fn()
-					close(j.done)
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
 	}
 	close(e.ready)
 	e.log.Info().Int("devices", e.deviceCount()).Msg("twins loaded")
@@ -388,7 +393,14 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 	d, exists := e.devices[id]
 	admitted := false
 	if !exists {
-		d = &device{id: id, ns: spec.Namespace, name: spec.Name}
+		topics, err := e.topicsOf(id)
+		if err != nil {
+			e.mu.Unlock()
+			e.m.desired.WithLabelValues("unreadable").Inc()
+			e.log.Warn().Err(err).Str("device", id).Msg("ignoring a device whose name cannot be a topic level")
+			return
+		}
+		d = &device{id: id, ns: spec.Namespace, name: spec.Name, topics: topics}
 		if loaded != nil {
 			d.tw, d.state = loaded.Twin, loaded.State
 		}
@@ -418,8 +430,9 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 	d.spec, d.types = spec, types
 	e.applyDesired(ctx, d)
 	if admitted && live {
-		e.publish(membershipUpdatedTopic(e.cfg.Node), "membership_updated",
-			twin.EncodeMembershipUpdated(e.eventID(), []twin.Member{d.member()}, nil, e.nowMs()))
+		if t := e.membershipUpdated; e.subscribed(t, pubMembershipUpdated) {
+			e.publish(e.cfg.Node, t, pubMembershipUpdated, twin.EncodeMembershipUpdated(e.eventID(), []twin.Member{d.member()}, nil, e.nowMs()))
+		}
 	}
 }
 
@@ -478,8 +491,10 @@ func (e *Engine) applyDesired(ctx context.Context, d *device) {
 		return
 	}
 	e.m.desired.WithLabelValues("applied").Inc()
-	e.publish(deviceTopic(d.id, suffixDocument), "document", twin.EncodeDocument(e.eventID(), changed, now))
-	e.publishDelta(d.id, next, now)
+	if e.subscribed(d.topics.document, pubDocument) {
+		e.publish(d.id, d.topics.document, pubDocument, twin.EncodeDocument(e.eventID(), changed, now))
+	}
+	e.publishDelta(d, next, now)
 }
 
 // remove forgets a device that left the node and tells the mappers.
@@ -502,8 +517,9 @@ func (e *Engine) remove(ctx context.Context, id string) {
 	if refused {
 		return
 	}
-	e.publish(membershipUpdatedTopic(e.cfg.Node), "membership_updated",
-		twin.EncodeMembershipUpdated(e.eventID(), nil, []twin.Member{d.member()}, e.nowMs()))
+	if t := e.membershipUpdated; e.subscribed(t, pubMembershipUpdated) {
+		e.publish(e.cfg.Node, t, pubMembershipUpdated, twin.EncodeMembershipUpdated(e.eventID(), nil, []twin.Member{d.member()}, e.nowMs()))
+	}
 }
 
 // write makes a device's new state durable with its reports. The caller holds d.mu.
@@ -553,22 +569,74 @@ func (e *Engine) deviceCount() int {
 
 func (e *Engine) nowMs() int64 { return e.now().UnixMilli() }
 
-// publishDelta publishes the delta of t if some expected value differs from its actual.
-func (e *Engine) publishDelta(id string, t twin.Twin, now int64) {
-	if len(twin.Delta(t)) == 0 {
+// publishDelta publishes the delta of t if some expected value differs from its actual and the
+// device's delta topic has a subscriber.
+func (e *Engine) publishDelta(d *device, t twin.Twin, now int64) {
+	if !twin.HasDelta(t) || !e.subscribed(d.topics.delta, pubDelta) {
 		return // no event id spent on a delta that is not sent
 	}
 	if b, ok := twin.EncodeDelta(e.eventID(), t, now); ok {
-		e.publish(deviceTopic(id, suffixDelta), "delta", b)
+		e.publish(d.id, d.topics.delta, pubDelta, b)
 	}
 }
 
-// publish sends a message to devices; the broker never blocks on a client.
-func (e *Engine) publish(topic, what string, payload []byte) {
-	if err := e.broker.Publish(topic, payload, e.cfg.QoS); err != nil {
+// subscribed reports whether a message of kind what on topic would reach a client; one that
+// would not is counted and neither encoded nor published.
+func (e *Engine) subscribed(topic *broker.Topic, what pubKind) bool {
+	if topic.Subscribed() {
+		return true
+	}
+	e.m.unsubscribed[what].Inc()
+	return false
+}
+
+// Publishing. A handler publishes its answers from the publisher's connection goroutine, whose
+// stack mochi's frames already fill to within a few hundred bytes of 32 KiB once a publish
+// through mochi is added on top: an answer published there would, now and then, move the stack
+// to 64 KiB for that connection's life. So answers go through a few publisher goroutines with
+// stacks of their own. A device's messages all go through the same one, in the order they were
+// queued: its result, document and delta, and its next update's, keep their order.
+const (
+	publishers   = 4
+	publishQueue = 256 // per publisher; a full queue holds the handler (and its PUBACK) until there is room
+)
+
+// pubJob is one message for a publisher.
+type pubJob struct {
+	topic   *broker.Topic
+	what    pubKind
+	payload []byte
+}
+
+// publisher publishes the jobs of q until ctx ends.
+func (e *Engine) publisher(ctx context.Context, q chan pubJob) {
+	for {
+		select {
+		case j := <-q:
+			e.publishNow(j)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// publish queues a message to devices for the publisher of key (a device id, or the node's
+// name), waiting while that publisher's queue is full. The broker never blocks on a client,
+// so the wait is bounded by the publishers' own work.
+func (e *Engine) publish(key string, topic *broker.Topic, what pubKind, payload []byte) {
+	q := e.pubs[maphash.String(e.seed, key)%publishers]
+	select {
+	case q <- pubJob{topic: topic, what: what, payload: payload}:
+	case <-e.ctx.Done():
+	}
+}
+
+// publishNow sends a message to devices; the broker never blocks on a client.
+func (e *Engine) publishNow(j pubJob) {
+	if err := j.topic.Publish(j.payload, e.cfg.QoS); err != nil {
 		e.m.publishErrors.Inc()
-		e.sampled.Warn().Err(err).Str("topic", topic).Msg("cannot publish to devices")
+		e.sampled.Warn().Err(err).Str("topic", j.topic.Name()).Msg("cannot publish to devices")
 		return
 	}
-	e.m.published.WithLabelValues(what).Inc()
+	e.m.published[j.what].Inc()
 }

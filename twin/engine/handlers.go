@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tetherhub/tether/broker"
 	"github.com/tetherhub/tether/edgestore"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/twin"
@@ -61,42 +63,46 @@ func (e *Engine) wait() bool {
 	}
 }
 
-// job is one device message for a worker; done is closed once fn has returned.
-type job struct {
-	fn   func()
-	done chan struct{}
-}
-
-// onWorker runs fn on a worker and waits for it, holding the publisher's PUBACK. The JSON work
-// and the wait for the commit happen on a worker's stack: a connection goroutine that did them
-// itself would keep a stack grown to tens of KiB for its connection's life, and a node has
-// thousands of connections.
-func (e *Engine) onWorker(h func(topic string, payload []byte, arrived time.Time)) func(string, []byte) {
+// onDevice wraps a device-message handler for the broker: it runs on the publisher's connection
+// goroutine, inside mochi's read path, before the PUBACK.
+//
+// That goroutine's stack is already at 32 KiB there and cannot shrink while the handler waits for
+// the commit: mochi's frames down to the hook pass 800-byte packets by value and use about 19 KiB.
+// The handler's own work (decoding, the twin rules, encoding) fits in the rest of those 32 KiB
+// (TestHandlerStack checks it) and costs no stack of its own; a pool of workers would add their
+// stacks, two goroutine switches per message, and a bound on how many changes one commit can
+// carry. Only the publishes, which go through mochi again, are left to the publishers.
+func (e *Engine) onDevice(h func(topic string, payload []byte, arrived time.Time)) func(string, []byte) {
 	return func(topic string, payload []byte) {
 		arrived := time.Now()
 		if !e.wait() {
 			return
 		}
-		j := job{fn: func() { h(topic, payload, arrived) }, done: make(chan struct{})}
-		select {
-		case e.jobs <- j:
-		case <-e.done:
-			return
-		}
-		select {
-		case <-j.done:
-		case <-e.done: // stopped before a worker took it: nothing of it was applied
-		}
+		h(topic, payload, arrived)
 	}
 }
 
-// answerError publishes an error result and counts it.
-func (e *Engine) answerError(topic, what, eventID string, err error, counter interface{ inc(string) }) {
+// answerError publishes an error result on topic, or if it is nil on the result topic of the
+// device topic in, and counts it.
+func (e *Engine) answerError(topic *broker.Topic, in string, what pubKind, eventID string, err error, counter interface{ inc(string) }) {
 	code := twin.CodeOf(err)
 	e.m.rejected.WithLabelValues(reasonOf(err)).Inc()
-	counter.inc(fmt.Sprint(code))
-	e.sampled.Debug().Str("topic", topic).Int("code", code).Err(err).Msg("refused a device's message")
-	e.publish(topic, what, twin.EncodeError(eventID, code, err.Error(), e.nowMs()))
+	counter.inc(strconv.Itoa(code))
+	e.sampled.Debug().Str("topic", in).Int("code", code).Err(err).Msg("refused a device's message")
+	if topic == nil {
+		// A topic a client published on is a valid name; its result topic is too.
+		var terr error
+		if topic, terr = e.broker.Topic(in + suffixResult); terr != nil {
+			return
+		}
+	}
+	key, ok := deviceOf(in)
+	if !ok {
+		key = e.cfg.Node
+	}
+	if e.subscribed(topic, what) {
+		e.publish(key, topic, what, twin.EncodeError(eventID, code, err.Error(), e.nowMs()))
+	}
 }
 
 // resolve finds the served device of a device topic, or the error to answer with.
@@ -119,27 +125,27 @@ func (e *Engine) resolve(topic string) (*device, error) {
 // connection goroutine before the PUBACK: the success result is published only once the change
 // and its report are durable.
 func (e *Engine) onTwinUpdate(topic string, payload []byte, arrived time.Time) {
-	res := topic + suffixResult
 	upd, err := twin.DecodeUpdate(payload, e.cfg.Limits)
 	if err != nil {
-		e.answerError(res, "result", upd.EventID, err, e.m.updates)
+		e.answerError(nil, topic, pubResult, upd.EventID, err, e.m.updates)
 		return
 	}
 	d, err := e.resolve(topic)
 	if err != nil {
-		e.answerError(res, "result", upd.EventID, err, e.m.updates)
+		e.answerError(nil, topic, pubResult, upd.EventID, err, e.m.updates)
 		return
 	}
+	res := d.topics.updateResult
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gone {
-		e.answerError(res, "result", upd.EventID, e.unknown(d.id), e.m.updates)
+		e.answerError(res, topic, pubResult, upd.EventID, e.unknown(d.id), e.m.updates)
 		return
 	}
 	now := e.nowMs()
 	next, changed, err := twin.ApplyReport(d.tw, upd, d.types, now)
 	if err != nil {
-		e.answerError(res, "result", upd.EventID, err, e.m.updates)
+		e.answerError(res, topic, pubResult, upd.EventID, err, e.m.updates)
 		return
 	}
 	if len(changed) > 0 {
@@ -148,63 +154,69 @@ func (e *Engine) onTwinUpdate(topic string, payload []byte, arrived time.Time) {
 				return // stopping: whether it was stored is unknown, so no answer
 			}
 			e.log.Warn().Err(err).Str("device", d.id).Msg("cannot store a twin update; the device is answered 500")
-			e.answerError(res, "result", upd.EventID, storeError(err), e.m.updates)
+			e.answerError(res, topic, pubResult, upd.EventID, storeError(err), e.m.updates)
 			return
 		}
 		d.tw = next
 	}
-	e.publish(res, "result", twin.EncodeResult(upd, next, now))
+	if e.subscribed(res, pubResult) {
+		e.publish(d.id, res, pubResult, twin.EncodeResult(upd, next, now))
+	}
 	if len(changed) == 0 {
 		e.m.updates.inc("unchanged")
 	} else {
 		e.m.updates.inc("ok")
-		e.publish(deviceTopic(d.id, suffixDocument), "document", twin.EncodeDocument(upd.EventID, changed, now))
-		e.publishDelta(d.id, next, now)
+		if e.subscribed(d.topics.document, pubDocument) {
+			e.publish(d.id, d.topics.document, pubDocument, twin.EncodeDocument(upd.EventID, changed, now))
+		}
+		e.publishDelta(d, next, now)
 	}
 	e.m.updateSeconds.Observe(time.Since(arrived).Seconds())
 }
 
 // onTwinGet handles $hw/events/device/{id}/twin/get.
 func (e *Engine) onTwinGet(topic string, payload []byte, _ time.Time) {
-	res := topic + suffixResult
 	g, err := twin.DecodeGet(payload, e.cfg.Limits)
 	if err != nil {
-		e.answerError(res, "get_result", g.EventID, err, e.m.gets)
+		e.answerError(nil, topic, pubGetResult, g.EventID, err, e.m.gets)
 		return
 	}
 	d, err := e.resolve(topic)
 	if err != nil {
-		e.answerError(res, "get_result", g.EventID, err, e.m.gets)
+		e.answerError(nil, topic, pubGetResult, g.EventID, err, e.m.gets)
 		return
 	}
+	res := d.topics.getResult
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gone {
-		e.answerError(res, "get_result", g.EventID, e.unknown(d.id), e.m.gets)
+		e.answerError(res, topic, pubGetResult, g.EventID, e.unknown(d.id), e.m.gets)
 		return
 	}
 	e.m.gets.inc("ok")
-	e.publish(res, "get_result", twin.EncodeGetResult(g.EventID, d.tw, e.nowMs()))
+	if e.subscribed(res, pubGetResult) {
+		e.publish(d.id, res, pubGetResult, twin.EncodeGetResult(g.EventID, d.tw, e.nowMs()))
+	}
 }
 
 // onStateUpdate handles $hw/events/device/{id}/state/update. A changed state is durable (with
 // its report) before the result is published, as for twins.
 func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) {
-	res := topic + suffixResult
 	su, err := twin.DecodeStateUpdate(payload, e.cfg.Limits)
 	if err != nil {
-		e.answerError(res, "state_result", su.EventID, err, e.m.states)
+		e.answerError(nil, topic, pubStateResult, su.EventID, err, e.m.states)
 		return
 	}
 	d, err := e.resolve(topic)
 	if err != nil {
-		e.answerError(res, "state_result", su.EventID, err, e.m.states)
+		e.answerError(nil, topic, pubStateResult, su.EventID, err, e.m.states)
 		return
 	}
+	res := d.topics.stateResult
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gone {
-		e.answerError(res, "state_result", su.EventID, e.unknown(d.id), e.m.states)
+		e.answerError(res, topic, pubStateResult, su.EventID, e.unknown(d.id), e.m.states)
 		return
 	}
 	now := e.nowMs()
@@ -215,7 +227,7 @@ func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) {
 				return
 			}
 			e.log.Warn().Err(err).Str("device", d.id).Msg("cannot store a device state; the device is answered 500")
-			e.answerError(res, "state_result", su.EventID, storeError(err), e.m.states)
+			e.answerError(res, topic, pubStateResult, su.EventID, storeError(err), e.m.states)
 			return
 		}
 		d.state = next
@@ -223,7 +235,9 @@ func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) {
 	} else {
 		e.m.states.inc("unchanged")
 	}
-	e.publish(res, "state_result", twin.EncodeStateResult(su.EventID, d.name, next, now))
+	if e.subscribed(res, pubStateResult) {
+		e.publish(d.id, res, pubStateResult, twin.EncodeStateResult(su.EventID, d.name, next, now))
+	}
 }
 
 // onMembershipGet handles $hw/events/node/{node}/membership/get: the node's served devices,
@@ -234,10 +248,10 @@ func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) {
 		e.m.membershipGets.inc("other_node")
 		return
 	}
-	res := topic + suffixResult
+	res := e.membershipResult
 	g, err := twin.DecodeMembershipGet(payload, e.cfg.Limits)
 	if err != nil {
-		e.answerError(res, "membership_result", g.EventID, err, e.m.membershipGets)
+		e.answerError(res, topic, pubMembershipResult, g.EventID, err, e.m.membershipGets)
 		return
 	}
 	e.mu.RLock()
@@ -258,7 +272,9 @@ func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) {
 		d.mu.Unlock()
 	}
 	e.m.membershipGets.inc("ok")
-	e.publish(res, "membership_result", twin.EncodeMembershipGetResult(g.EventID, members, e.nowMs()))
+	if e.subscribed(res, pubMembershipResult) {
+		e.publish(e.cfg.Node, res, pubMembershipResult, twin.EncodeMembershipGetResult(g.EventID, members, e.nowMs()))
+	}
 }
 
 // onUpload handles $hw/events/upload/# and SYS/dis/upload_records: the payload goes into the

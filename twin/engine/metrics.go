@@ -4,6 +4,23 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type results struct{ *prometheus.CounterVec }
 
+// pubKind is a kind of message the engine publishes to devices: an index into the per-kind
+// counters, which are looked up once instead of by label on every message.
+type pubKind int
+
+const (
+	pubResult pubKind = iota
+	pubDocument
+	pubDelta
+	pubGetResult
+	pubStateResult
+	pubMembershipResult
+	pubMembershipUpdated
+	nPubKinds
+)
+
+var pubKindNames = [nPubKinds]string{"result", "document", "delta", "get_result", "state_result", "membership_result", "membership_updated"}
+
 func (r results) inc(result string) { r.WithLabelValues(result).Inc() }
 
 type metrics struct {
@@ -14,7 +31,8 @@ type metrics struct {
 	updateSeconds  prometheus.Histogram
 	desired        *prometheus.CounterVec
 	rejected       *prometheus.CounterVec
-	published      *prometheus.CounterVec
+	published      [nPubKinds]prometheus.Counter
+	unsubscribed   [nPubKinds]prometheus.Counter
 	publishErrors  prometheus.Counter
 	coalesced      prometheus.Counter
 	uploads        *prometheus.CounterVec
@@ -41,9 +59,6 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_edge_twin_rejected_total", Help: "Device messages refused, by reason.",
 		}, []string{"reason"}),
-		published: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tether_edge_twin_published_total", Help: "Messages published to devices, by kind.",
-		}, []string{"kind"}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tether_edge_twin_publish_errors_total", Help: "Messages to devices the broker refused.",
 		}),
@@ -57,12 +72,23 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 			Name: "tether_edge_twin_upload_bytes_total", Help: "Payload bytes of uploads queued.",
 		}),
 	}
+	published := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_edge_twin_published_total", Help: "Messages published to devices, by kind.",
+	}, []string{"kind"})
+	unsubscribed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_edge_twin_unsubscribed_total",
+		Help: "Messages to devices not built nor published because no client subscribed to their topic, by kind.",
+	}, []string{"kind"})
+	for k, name := range pubKindNames {
+		m.published[k] = published.WithLabelValues(name)
+		m.unsubscribed[k] = unsubscribed.WithLabelValues(name)
+	}
 	devices := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tether_edge_twin_devices", Help: "Devices whose twins the edge serves.",
 	}, func() float64 { return float64(e.deviceCount()) })
 	if reg != nil {
 		reg.MustRegister(m.updates, m.gets, m.states, m.membershipGets, m.updateSeconds, m.desired, m.rejected,
-			m.published, m.publishErrors, m.coalesced, m.uploads, m.uploadBytes, devices)
+			published, unsubscribed, m.publishErrors, m.coalesced, m.uploads, m.uploadBytes, devices)
 	}
 	return m
 }
