@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tetherhub/tether/bench/apibench"
+	"github.com/tetherhub/tether/bench/groupbench"
 	"github.com/tetherhub/tether/bench/hubbench"
 	"github.com/tetherhub/tether/bench/twinbench"
 )
@@ -22,7 +23,7 @@ import (
 func main() {
 	size := flag.String("size", "default", "default (fits a 2-core machine in minutes) or full")
 	bin := flag.String("bin", "bin", "directory holding the tether binaries")
-	only := flag.String("only", "", "run only this suite (hub, api, twin)")
+	only := flag.String("only", "", "run only this suite (hub, api, twin, groups)")
 	baseline := flag.Bool("baseline-server", false, "internal: run the bare gorilla baseline server")
 	ws := flag.String("ws", "", "internal: baseline websocket address")
 	ctl := flag.String("ctl", "", "internal: baseline control address")
@@ -75,6 +76,13 @@ func main() {
 		fmt.Println("== twin (device twins over MQTT)")
 		if err := twinbench.Run(ctx, *size, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "twin:", err)
+			failed = true
+		}
+	}
+	if *only == "" || *only == "groups" {
+		fmt.Println("== node groups (traffic closure)")
+		if err := groupbench.Run(ctx, binDir, *size, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "groups:", err)
 			failed = true
 		}
 	}
