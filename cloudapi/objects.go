@@ -39,6 +39,10 @@ type Objects struct {
 func NewObjects(backend store.Backend, ix *index.Index, reg *resource.Registry, cacheSize, watchBuffer int, now func() time.Time) *Objects {
 	o := &Objects{backend: backend, ix: ix, reg: reg, cache: kubeapi.NewCache(cacheSize, watchBuffer), now: now}
 	ix.Subscribe(o.onUpdate)
+	ix.OnProgress(func(rev int64) {
+		o.primeCache()
+		o.cache.Progress(rev)
+	})
 	return o
 }
 

@@ -134,6 +134,12 @@ func New(cfg Config, d Deps) (*Hub, error) {
 	}
 	h.metrics = newMetrics(d.Metrics, h)
 	d.Index.Subscribe(h.onUpdate)
+	d.Index.OnProgress(func(rev int64) {
+		h.mu.Lock()
+		h.initRing()
+		h.advance(rev)
+		h.mu.Unlock()
+	})
 	return h, nil
 }
 

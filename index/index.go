@@ -81,7 +81,8 @@ type Index struct {
 	log     zerolog.Logger
 	db      *memdb.MemDB // written only by Run
 
-	subs []func(Update) // set before Run, read by Run only
+	subs     []func(Update) // set before Run, read by Run only
+	progress []func(int64)  // set before Run, read by Run only
 
 	mu      sync.Mutex    // guards the fields below
 	rev     int64         // last applied revision
@@ -131,6 +132,12 @@ func New(cfg Config, backend store.Backend, reg *resource.Registry, log zerolog.
 
 // Subscribe adds fn to the subscribers. It must be called before Run.
 func (ix *Index) Subscribe(fn func(Update)) { ix.subs = append(ix.subs, fn) }
+
+// OnProgress adds fn, called on the index goroutine with the revision of every live change that
+// is not to a served object (join tokens, uploads): subscribers that track how far they have
+// processed the store learn that nothing of theirs happened at that revision. It must be called
+// before Run.
+func (ix *Index) OnProgress(fn func(rev int64)) { ix.progress = append(ix.progress, fn) }
 
 // Ready is closed once the index holds the store's state.
 func (ix *Index) Ready() <-chan struct{} { return ix.ready }
@@ -312,7 +319,11 @@ func (ix *Index) apply(ev store.Event) {
 	}
 	snap := ix.publish(ev.Rev())
 	if old == nil && new == nil {
-		return // not a served kind (tokens, internal keys)
+		// Not a served kind (tokens, uploads): no update, but the revision is behind us.
+		for _, fn := range ix.progress {
+			fn(ev.Rev())
+		}
+		return
 	}
 	u := Update{Event: ev, Old: old, New: new, Snap: snap}
 	for _, fn := range ix.subs {

@@ -116,6 +116,8 @@ type run struct {
 	errs    atomic.Int64
 	phase   atomic.Pointer[string]
 	wire    Wire // bytes on the simulated edges' connections
+	// joined is fleet, published for the sampler goroutine once the joins are done.
+	joined atomic.Pointer[Fleet]
 }
 
 // Run runs the configured scenario and returns its report. Progress lines go to out.
@@ -240,6 +242,7 @@ func (r *run) joinAndConnect() error {
 		return err
 	}
 	r.fleet = f
+	r.joined.Store(f)
 	joinTook := time.Since(t0)
 	r.rep.figure("join rate", float64(r.cfg.Nodes)/joinTook.Seconds(), "nodes/s", "")
 	r.setPhase(fmt.Sprintf("connecting %d nodes", r.cfg.Nodes))
@@ -329,8 +332,8 @@ func (r *run) sample(ctx context.Context) {
 		case <-t.C:
 		}
 		s := Sample{T: time.Since(r.start).Seconds()}
-		if r.fleet != nil {
-			s.Connected = r.fleet.Connected()
+		if f := r.joined.Load(); f != nil {
+			s.Connected = f.Connected()
 		}
 		m, err := Scrape(r.api()+"/metrics", "process_resident_memory_bytes", "process_cpu_seconds_total", "go_goroutines",
 			"go_memstats_heap_inuse_bytes", "tether_cloud_hub_connected_nodes")
