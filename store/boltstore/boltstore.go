@@ -262,6 +262,13 @@ func (s *Store) Delete(ctx context.Context, key string, rev int64) (int64, store
 // commit, as with any remote store.
 func (s *Store) submit(ctx context.Context, o *op) opResult {
 	o.done = make(chan opResult, 1)
+	// Checked first: a select would otherwise pick the queue, which has room after Close too,
+	// as often as the stop.
+	select {
+	case <-s.stop:
+		return opResult{err: store.ErrClosed}
+	default:
+	}
 	select {
 	case s.ops <- o:
 	case <-s.stop:
@@ -272,6 +279,15 @@ func (s *Store) submit(ctx context.Context, o *op) opResult {
 	select {
 	case r := <-o.done:
 		return r
+	case <-s.stopped:
+		// The writer is gone: it answered o before leaving, or never took it (queued after
+		// its last drain, when Close raced this call).
+		select {
+		case r := <-o.done:
+			return r
+		default:
+			return opResult{err: store.ErrClosed}
+		}
 	case <-ctx.Done():
 		return opResult{err: ctx.Err()}
 	}

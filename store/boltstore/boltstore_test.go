@@ -43,7 +43,21 @@ func checkFile(t *testing.T, path string) {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Backend { return openTest(t, nil) })
+	storetest.RunHarness(t, storetest.Harness{
+		Open: func(t *testing.T) store.Backend { return openTest(t, nil) },
+		OpenLimited: func(t *testing.T, history int64, watchBuffer int) store.Backend {
+			return openTest(t, func(c *Config) { c.History, c.WatchBuffer = history, watchBuffer })
+		},
+		Reopen: func(t *testing.T, b store.Backend) store.Backend {
+			path := b.(*Store).Path()
+			b.Close()
+			s, err := Open(DefaultConfig(path), zerolog.Nop(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+	})
 }
 
 func TestSecondOpenFailsFast(t *testing.T) {

@@ -12,10 +12,43 @@ import (
 
 // Run runs the conformance suite. open returns a fresh, empty backend; the suite closes it.
 func Run(t *testing.T, open func(t *testing.T) store.Backend) {
+	RunHarness(t, Harness{Open: open})
+}
+
+// Harness opens backends for RunHarness. Open is required; each other opener enables the tests
+// that need it.
+type Harness struct {
+	// Open returns a fresh, empty backend; the suite closes it.
+	Open func(t *testing.T) store.Backend
+	// OpenLimited returns a fresh, empty backend that keeps about history revisions of change
+	// history, compacting on its own within seconds of the writes, and ends a watch that has
+	// more than watchBuffer events undelivered with store.ErrSlowWatcher. The suite closes it.
+	OpenLimited func(t *testing.T, history int64, watchBuffer int) store.Backend
+	// Reopen closes b and opens the same store again, as a restarted process would.
+	Reopen func(t *testing.T, b store.Backend) store.Backend
+}
+
+// RunHarness runs the conformance suite with every test h makes possible.
+func RunHarness(t *testing.T, h Harness) {
+	open := h.Open
 	t.Run("CRUD", func(t *testing.T) { testCRUD(t, open(t)) })
+	t.Run("Values", func(t *testing.T) { testValues(t, open(t)) })
+	t.Run("RevIsLastChange", func(t *testing.T) { testRevIsLastChange(t, open(t)) })
+	t.Run("OptimisticConcurrency", func(t *testing.T) { testOptimistic(t, open(t)) })
 	t.Run("List", func(t *testing.T) { testList(t, open(t)) })
+	t.Run("ListEdges", func(t *testing.T) { testListEdges(t, open(t)) })
 	t.Run("WatchReplayThenLive", func(t *testing.T) { testWatch(t, open(t)) })
+	t.Run("WatchFromEveryRevision", func(t *testing.T) { testWatchFromEvery(t, open(t)) })
+	t.Run("WatchConcurrentWriters", func(t *testing.T) { testWatchConcurrent(t, open(t)) })
 	t.Run("WatchBounds", func(t *testing.T) { testWatchBounds(t, open(t)) })
+	t.Run("Close", func(t *testing.T) { testClose(t, open(t)) })
+	if h.OpenLimited != nil {
+		t.Run("Compaction", func(t *testing.T) { testCompaction(t, h.OpenLimited(t, 10, 100_000)) })
+		t.Run("SlowWatcher", func(t *testing.T) { testSlowWatcher(t, h.OpenLimited(t, 100_000, 5)) })
+	}
+	if h.Reopen != nil {
+		t.Run("Reopen", func(t *testing.T) { testReopen(t, open(t), h.Reopen) })
+	}
 }
 
 func ctx(t *testing.T) context.Context {
