@@ -39,6 +39,7 @@ import (
 	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/store"
 	"github.com/tetherhub/tether/store/boltstore"
+	"github.com/tetherhub/tether/store/etcdstore"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -76,6 +77,7 @@ type config struct {
 	advertise                                 []string
 	storeKind                                 string
 	etcdEndpoints                             []string
+	etcd                                      etcdstore.Config
 	apiTokenFile                              string
 	logFormat, logLevel                       string
 	replica                                   string
@@ -90,6 +92,7 @@ type config struct {
 func flags(c *config) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("tether-cloud serve", pflag.ContinueOnError)
 	c.hub, c.join, c.api = cloudhub.DefaultConfig(), join.DefaultConfig(), kubeapi.DefaultConfig()
+	c.etcd = etcdstore.DefaultConfig()
 	host, _ := os.Hostname()
 	fs.String("config", "", "YAML file whose keys are these flags' names")
 	fs.BoolVar(&c.printConfig, "print-config", false, "print the effective configuration and exit")
@@ -100,6 +103,11 @@ func flags(c *config) *pflag.FlagSet {
 	fs.StringSliceVar(&c.advertise, "advertise-address", []string{host}, "names and IPs edges use to reach this cloud (put in the hub certificate)")
 	fs.StringVar(&c.storeKind, "store", "embedded", "embedded (bbolt) or etcd")
 	fs.StringSliceVar(&c.etcdEndpoints, "etcd-endpoints", nil, "etcd endpoints for --store etcd")
+	fs.StringVar(&c.etcd.Prefix, "etcd-prefix", c.etcd.Prefix, "prefix of this cluster's keys in etcd (clusters sharing an etcd need different ones)")
+	fs.StringVar(&c.etcd.CAFile, "etcd-ca-file", "", "CA of etcd's serving certificate (turns TLS on)")
+	fs.StringVar(&c.etcd.CertFile, "etcd-cert-file", "", "client certificate for etcd")
+	fs.StringVar(&c.etcd.KeyFile, "etcd-key-file", "", "key of --etcd-cert-file")
+	fs.DurationVar(&c.etcd.CompactInterval, "etcd-compact-interval", c.etcd.CompactInterval, "how often etcd is compacted to --history revisions behind the last change; 0 leaves compaction to the operator")
 	fs.StringVar(&c.apiTokenFile, "api-token-file", "", "file of bearer tokens (one per line); required when the API listens beyond loopback")
 	fs.StringVar(&c.logFormat, "log-format", "json", "json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
@@ -151,7 +159,13 @@ func validate(c *config) error {
 	switch c.storeKind {
 	case "embedded":
 	case "etcd":
-		return cli.Usagef("store: etcd is not available in this build yet; use embedded")
+		if len(c.etcdEndpoints) == 0 {
+			return cli.Usagef("etcd-endpoints: required with --store etcd")
+		}
+		c.etcd.Endpoints, c.etcd.History = c.etcdEndpoints, c.history
+		if err := c.etcd.Validate(); err != nil {
+			return cli.Usagef("%v", err)
+		}
 	default:
 		return cli.Usagef("store: %q is not embedded or etcd", c.storeKind)
 	}
@@ -198,14 +212,23 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	bcfg := boltstore.DefaultConfig(filepath.Join(c.dataDir, "cloud.db"))
-	bcfg.History = c.history
 	var backend store.Backend
-	bs, err := boltstore.Open(bcfg, log, promReg)
-	if err != nil {
-		return err
+	switch c.storeKind {
+	case "etcd":
+		es, err := etcdstore.Open(ctx, c.etcd, log, promReg)
+		if err != nil {
+			return err
+		}
+		backend = es
+	default:
+		bcfg := boltstore.DefaultConfig(filepath.Join(c.dataDir, "cloud.db"))
+		bcfg.History = c.history
+		bs, err := boltstore.Open(bcfg, log, promReg)
+		if err != nil {
+			return err
+		}
+		backend = bs
 	}
-	backend = bs
 	defer backend.Close()
 
 	reg := resource.New()
