@@ -59,6 +59,8 @@
 // # Decisions where the SPEC is silent
 //
 //   - Results, deltas, documents and membership messages are published at QoS 1 (Config.QoS).
+//     A result is published after the commit and may reach the device before or after the
+//     PUBACK of the update it answers (MQTT orders neither against the other).
 //   - A device beyond Config.MaxDevices is not served: its messages are answered 500 with a
 //     reason, and it is served once a device leaves and it changes again.
 //   - membership/get for another node's name is not answered (this broker serves one node).

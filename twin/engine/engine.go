@@ -608,14 +608,21 @@ type pubJob struct {
 	payload []byte
 }
 
-// publisher publishes the jobs of q until ctx ends.
+// publisher publishes the jobs of q until ctx ends, then what is left in q.
 func (e *Engine) publisher(ctx context.Context, q chan pubJob) {
 	for {
 		select {
 		case j := <-q:
 			e.publishNow(j)
 		case <-ctx.Done():
-			return
+			for {
+				select {
+				case j := <-q:
+					e.publishNow(j)
+				default:
+					return
+				}
+			}
 		}
 	}
 }
