@@ -63,7 +63,9 @@ type Config struct {
 
 	// MaxPendingWrites is the per-client queue of messages waiting for that client's writer. When
 	// it is full, further messages to that client are dropped and counted; publishers never
-	// block on a slow subscriber. Each slot costs 8 bytes per client.
+	// block on a slow subscriber. Each slot costs 8 bytes per client, allocated at CONNECT. The
+	// default, 128, is ample for device traffic: the twin engine answers a client's messages one
+	// at a time, each after its commit; 1024 would cost a node with 1,000 clients 7 MiB more.
 	MaxPendingWrites int
 
 	// TopicAliasMaximum is the number of inbound topic aliases an MQTT 5 client may use (0
@@ -94,7 +96,7 @@ func DefaultConfig() Config {
 		MaxInflight:               1024,
 		MaxSubscriptionsPerClient: 100,
 		SessionExpiry:             time.Hour,
-		MaxPendingWrites:          1024,
+		MaxPendingWrites:          128,
 		TopicAliasMaximum:         64,
 		MaxMessageExpiry:          24 * time.Hour,
 		SysTopicInterval:          30 * time.Second,

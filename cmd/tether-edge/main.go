@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -72,6 +73,7 @@ type config struct {
 	mqtt                              broker.Config
 	twin                              engine.Config
 	outboxLimit                       int
+	memoryLimitMiB                    int
 	printConfig                       bool
 }
 
@@ -100,6 +102,7 @@ func flags(c *config) *pflag.FlagSet {
 	fs.Uint32Var(&c.mqtt.MaxPacketSize, "mqtt-max-packet-bytes", c.mqtt.MaxPacketSize, "largest MQTT packet accepted")
 	fs.IntVar(&c.mqtt.MaxClients, "mqtt-max-clients", c.mqtt.MaxClients, "most MQTT clients at once")
 	fs.IntVar(&c.twin.MaxDevices, "max-devices", c.twin.MaxDevices, "most devices whose twins the node serves")
+	fs.IntVar(&c.memoryLimitMiB, "memory-limit-mib", 0, "soft limit on the agent's Go memory (heap and goroutine stacks), in MiB: the garbage collector works harder near it, trading CPU for memory (0: none, or $GOMEMLIMIT)")
 	fs.IntVar(&c.twin.Limits.MaxValueLen, "twin-max-value-length", c.twin.Limits.MaxValueLen, "longest twin value accepted, in characters")
 	return fs
 }
@@ -135,6 +138,12 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if c.outboxLimit < 1 {
 		return cli.Usagef("outbox-limit: must be at least 1, got %d", c.outboxLimit)
+	}
+	if c.memoryLimitMiB < 0 {
+		return cli.Usagef("memory-limit-mib: must not be negative, got %d", c.memoryLimitMiB)
+	}
+	if c.memoryLimitMiB > 0 {
+		debug.SetMemoryLimit(int64(c.memoryLimitMiB) << 20)
 	}
 	if err := join.ValidateLabels(c.labels); err != nil {
 		return cli.Usagef("node-labels: %v", err)
