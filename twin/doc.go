@@ -10,14 +10,19 @@
 //   - Decoders for everything a device sends (DecodeUpdate, DecodeGet,
 //     DecodeStateUpdate, DecodeMembershipGet). Each is a network input: bounded
 //     by Limits, never panics, and fails with an *Error carrying the result code
-//     (400) and a one-line reason fit for the reason field.
+//     (400) and a one-line reason fit for the reason field. DecodeUpdate, run on
+//     every report, first tries a reader of the plain shape mappers send
+//     (decodefast.go), which gives up on anything else; encoding/json decodes
+//     the rest and produces every error (fuzzed against each other).
 //   - The twin state (Twin, Property, Value, Version) and its rules:
 //     ApplyReport (device → edge), ApplyDesired (cloud spec → edge), Delta,
 //     ApplyState, and on the cloud side Reported and MergeStatus.
 //   - Encoders for everything the edge sends, producing KubeEdge's JSON shapes
 //     so existing mappers work unchanged, and NewEventID. The ones sent on every
 //     update (result, document, the report) are hand-written appenders that
-//     produce encoding/json's exact bytes (append.go, checked against it).
+//     produce encoding/json's exact bytes (append.go, checked against it), and
+//     write straight from the state types, building no wire values
+//     (appendtwin.go, checked against the wire types).
 //   - The payloads of device reports going up (report.go): TwinReport and
 //     StateReport are snapshots of a device, so the latest one alone says what
 //     the cloud should hold; MergeSnapshot applies one to Device.status.twins.

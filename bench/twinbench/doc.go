@@ -8,6 +8,19 @@
 // the baseline, so the difference between the two rows is the server: a paho client per
 // device would spend more CPU than the broker it measures on a 2-core machine.
 //
+// Two baselines run on bare mochi: plain QoS 1 ingest, and mochi answering each publish on its
+// result topic from its own hook (internal/mochiserver's echo), which exchanges exactly the
+// packets of a twin update (PUBLISH in, result PUBLISH out, PUBACK) with none of the agent's
+// work: the most a twin path built on mochi can reach on the machine. Every load row also gives
+// the server's CPU time per message, and the CPU the rest of the machine (not the server, not
+// these clients) took during the window: on a shared machine, rates move with it, CPU per
+// message much less.
+//
+// Knobs for investigating: $TWINBENCH_PPROF names a directory for the edge's CPU profile (over
+// each load's window), heap and goroutine profiles and metrics after each load;
+// $TWINBENCH_EDGE_ARGS adds flags to tether-edge's command line and $TWINBENCH_EDGE_ENV variables
+// to its environment.
+//
 // Binaries come from $TETHER_BIN, ./bin (make build), or a fresh go build. While the edge is
 // loaded the cloud process is paused (SIGSTOP): in a deployment it runs on another machine,
 // and here it would take the CPU the agent is measured on; the edge's reports wait, coalesced,
