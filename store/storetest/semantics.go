@@ -451,14 +451,16 @@ func testCompaction(t *testing.T, b store.Backend) {
 			w.put(k, fmt.Sprint(i))
 		}
 	}
-	var compacted int64
+	// Wait for the history to be compacted well past the start, and to stay put (a backend
+	// compacting on a timer may still be catching up with the writes).
+	var compacted, before int64 = 0, -1
 	deadline := time.Now().Add(15 * time.Second)
-	for compacted < w.log[30].rev {
+	for compacted < w.log[30].rev || compacted != before {
 		if time.Now().After(deadline) {
-			t.Fatalf("compacted = %d after 60 changes with history 10; want at least %d", compacted, w.log[30].rev)
+			t.Fatalf("compacted = %d after 60 changes with history 10; want at least %d, and still", compacted, w.log[30].rev)
 		}
-		time.Sleep(20 * time.Millisecond)
-		compacted = (h{t}).rev(b.Compacted(c))
+		time.Sleep(200 * time.Millisecond)
+		before, compacted = compacted, (h{t}).rev(b.Compacted(c))
 	}
 	if head := (h{t}).rev(b.Rev(c)); compacted > head {
 		t.Fatalf("compacted %d is past the head %d", compacted, head)
