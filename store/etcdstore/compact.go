@@ -27,7 +27,7 @@ func (s *Store) Compacted(ctx context.Context) (int64, error) {
 // (an operator, etcd's auto-compaction, another cluster on the same etcd, another replica), and
 // the compaction revision is then found by bisection between the known one and the head.
 func (s *Store) history(ctx context.Context) (compact, last int64, err error) {
-	compact = max(s.compact.Load(), 1) // reads at revision 1 always work: nothing is older
+	compact = max(s.compact.Load(), 1) // the oldest revision there is (0 would mean the head)
 	last, err = s.revAt(ctx, compact)
 	if isCompacted(err) {
 		compact, last, err = s.findCompaction(ctx, compact)
