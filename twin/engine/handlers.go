@@ -82,6 +82,18 @@ func (e *Engine) onDevice(h func(topic string, payload []byte, arrived time.Time
 	}
 }
 
+// resultTopic returns the result topic of a topic a client published on, made for the one
+// message: twin/get and state/update are rare beside twin/update, whose result topic each
+// device keeps. A topic a client published on is a valid name, and so is its result topic; nil
+// never happens but is not published to.
+func (e *Engine) resultTopic(in string) *broker.Topic {
+	t, err := e.broker.Topic(in + suffixResult)
+	if err != nil {
+		return nil
+	}
+	return t
+}
+
 // answerError publishes an error result on topic, or if it is nil on the result topic of the
 // device topic in, and counts it.
 func (e *Engine) answerError(topic *broker.Topic, in string, what pubKind, eventID string, err error, counter interface{ inc(string) }) {
@@ -90,9 +102,7 @@ func (e *Engine) answerError(topic *broker.Topic, in string, what pubKind, event
 	counter.inc(strconv.Itoa(code))
 	e.sampled.Debug().Str("topic", in).Int("code", code).Err(err).Msg("refused a device's message")
 	if topic == nil {
-		// A topic a client published on is a valid name; its result topic is too.
-		var terr error
-		if topic, terr = e.broker.Topic(in + suffixResult); terr != nil {
+		if topic = e.resultTopic(in); topic == nil {
 			return
 		}
 	}
@@ -186,15 +196,14 @@ func (e *Engine) onTwinGet(topic string, payload []byte, _ time.Time) {
 		e.answerError(nil, topic, pubGetResult, g.EventID, err, e.m.gets)
 		return
 	}
-	res := d.topics.getResult
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gone {
-		e.answerError(res, topic, pubGetResult, g.EventID, e.unknown(d.id), e.m.gets)
+		e.answerError(nil, topic, pubGetResult, g.EventID, e.unknown(d.id), e.m.gets)
 		return
 	}
 	e.m.gets.inc("ok")
-	if e.subscribed(res, pubGetResult) {
+	if res := e.resultTopic(topic); res != nil && e.subscribed(res, pubGetResult) {
 		e.publish(d.id, res, pubGetResult, twin.EncodeGetResult(g.EventID, d.tw, e.nowMs()))
 	}
 }
@@ -212,7 +221,7 @@ func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) {
 		e.answerError(nil, topic, pubStateResult, su.EventID, err, e.m.states)
 		return
 	}
-	res := d.topics.stateResult
+	res := e.resultTopic(topic)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gone {
@@ -235,7 +244,7 @@ func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) {
 	} else {
 		e.m.states.inc("unchanged")
 	}
-	if e.subscribed(res, pubStateResult) {
+	if res != nil && e.subscribed(res, pubStateResult) {
 		e.publish(d.id, res, pubStateResult, twin.EncodeStateResult(su.EventID, d.name, next, now))
 	}
 }

@@ -18,8 +18,6 @@ const (
 	nodePrefix           = "$hw/events/node/"
 	suffixResult         = "/result"
 	suffixUpdateResult   = "/twin/update/result"
-	suffixGetResult      = "/twin/get/result"
-	suffixStateResult    = "/state/update/result"
 	suffixDelta          = "/twin/update/delta"
 	suffixDocument       = "/twin/update/document"
 	suffixMembershipUpd  = "/membership/updated"
@@ -42,10 +40,10 @@ func deviceOf(topic string) (id string, ok bool) {
 	return rest[:len(ns)+1+len(name)], true
 }
 
-// deviceTopics are the topics the engine publishes a device's messages on, made once per device:
-// each remembers whether a client subscribed to it (broker.Topic).
+// deviceTopics are the topics the engine publishes a device's messages on for every change, made
+// once per device: each remembers whether a client subscribed to it (broker.Topic).
 type deviceTopics struct {
-	updateResult, getResult, stateResult, document, delta *broker.Topic
+	updateResult, document, delta *broker.Topic
 }
 
 func (e *Engine) topicsOf(id string) (deviceTopics, error) {
@@ -54,8 +52,7 @@ func (e *Engine) topicsOf(id string) (deviceTopics, error) {
 		t      **broker.Topic
 		suffix string
 	}{
-		{&t.updateResult, suffixUpdateResult}, {&t.getResult, suffixGetResult}, {&t.stateResult, suffixStateResult},
-		{&t.document, suffixDocument}, {&t.delta, suffixDelta},
+		{&t.updateResult, suffixUpdateResult}, {&t.document, suffixDocument}, {&t.delta, suffixDelta},
 	} {
 		var err error
 		if *x.t, err = e.broker.Topic(devicePrefix + id + x.suffix); err != nil {
