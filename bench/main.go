@@ -15,13 +15,15 @@ import (
 	"github.com/tetherhub/tether/bench/apibench"
 	"github.com/tetherhub/tether/bench/groupbench"
 	"github.com/tetherhub/tether/bench/hubbench"
+	"github.com/tetherhub/tether/bench/simbench"
 	"github.com/tetherhub/tether/bench/twinbench"
 )
 
 func main() {
 	size := flag.String("size", "default", "default (fits a 2-core machine in minutes) or full")
 	bin := flag.String("bin", "bin", "directory holding the tether binaries")
-	only := flag.String("only", "", "run only this suite (hub, api, twin, groups)")
+	only := flag.String("only", "", "run only this suite (hub, api, twin, groups, sim)")
+	simNodes := flag.Int("sim-nodes", 0, "nodes for the sim suite (0: 1,000, or 10,000 with -size full)")
 	baseline := flag.Bool("baseline-server", false, "internal: run the bare gorilla baseline server")
 	ws := flag.String("ws", "", "internal: baseline websocket address")
 	ctl := flag.String("ctl", "", "internal: baseline control address")
@@ -46,6 +48,7 @@ func main() {
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.ErrorLevel)
 	fmt.Printf("tether benchmarks (%s), %s\n", *size, time.Now().Format(time.RFC3339))
 	failed := false
+	baselines := map[string]float64{} // figures later suites print beside theirs
 	if *only == "" || *only == "hub" {
 		o := hubbench.Options{Bin: binDir, Self: self, FanoutN: 1000, MemoryN: []int{1000, 5000}, Trials: 50, ObjectSize: 1024, Log: log}
 		switch os.Getenv("HUBBENCH") {
@@ -58,9 +61,17 @@ func main() {
 			o.FanoutN, o.MemoryN = 5000, []int{1000, 5000, 10000}
 		}
 		fmt.Println("== hub")
-		if _, err := hubbench.Run(ctx, o, os.Stdout); err != nil {
+		res, err := hubbench.Run(ctx, o, os.Stdout)
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "hub:", err)
 			failed = true
+		}
+		for _, r := range res {
+			for _, p := range []string{"p50", "p99"} {
+				if r.Name == fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, %s", o.FanoutN, p) {
+					baselines[fmt.Sprintf("fan-out %s %d", p, o.FanoutN)] = r.Baseline
+				}
+			}
 		}
 	}
 	if *only == "" || *only == "api" {
@@ -81,6 +92,13 @@ func main() {
 		fmt.Println("== node groups (traffic closure)")
 		if err := groupbench.Run(ctx, binDir, *size, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "groups:", err)
+			failed = true
+		}
+	}
+	if *only == "" || *only == "sim" {
+		fmt.Println("== sim (tether-sim scenarios against a real cloud)")
+		if err := simbench.Run(ctx, simbench.Options{Bin: binDir, Size: *size, Nodes: *simNodes, Baselines: baselines}, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "sim:", err)
 			failed = true
 		}
 	}

@@ -180,20 +180,28 @@ func Scrape(url string, names ...string) (map[string]float64, error) {
 	return out, nil
 }
 
+// Memory is a process's memory right after a garbage collection, in bytes.
+type Memory struct {
+	InUse float64 // heap spans in use plus goroutine stacks: what the process holds, fragmentation included
+	Live  float64 // live heap objects plus goroutine stacks: what it still references
+	RSS   float64 // resident set size
+}
+
 // GoMemory collects garbage in the process behind base (its pprof heap endpoint with gc=1)
-// and returns heap-in-use plus stacks-in-use and the resident set size.
-func GoMemory(base string) (live, rss float64, err error) {
+// and then reads its memory from its metrics.
+func GoMemory(base string) (Memory, error) {
 	resp, err := http.Get(base + "/debug/pprof/heap?gc=1&debug=1")
 	if err != nil {
-		return 0, 0, err
+		return Memory{}, err
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	m, err := Scrape(base+"/metrics", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "process_resident_memory_bytes")
+	m, err := Scrape(base+"/metrics", "go_memstats_heap_inuse_bytes", "go_memstats_heap_alloc_bytes", "go_memstats_stack_inuse_bytes", "process_resident_memory_bytes")
 	if err != nil {
-		return 0, 0, err
+		return Memory{}, err
 	}
-	return m["go_memstats_heap_inuse_bytes"] + m["go_memstats_stack_inuse_bytes"], m["process_resident_memory_bytes"], nil
+	stacks := m["go_memstats_stack_inuse_bytes"]
+	return Memory{InUse: m["go_memstats_heap_inuse_bytes"] + stacks, Live: m["go_memstats_heap_alloc_bytes"] + stacks, RSS: m["process_resident_memory_bytes"]}, nil
 }
 
 // WaitUntil polls ok every 20 ms until it holds, d passes or ctx ends.
