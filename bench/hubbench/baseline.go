@@ -96,7 +96,7 @@ func ServeBaseline(ctx context.Context, wsAddr, ctlAddr string) error {
 		mu.Lock()
 		n := len(clients)
 		mu.Unlock()
-		json.NewEncoder(w).Encode(map[string]float64{"live": float64(ms.HeapInuse + ms.StackInuse), "rss": rss(), "conns": float64(n)})
+		json.NewEncoder(w).Encode(map[string]float64{"live": float64(ms.HeapAlloc + ms.StackInuse), "rss": rss(), "conns": float64(n)})
 	})
 	wsLn, err := net.Listen("tcp", wsAddr)
 	if err != nil {
