@@ -64,6 +64,9 @@ func runScenario(args []string, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "report: %s and %s\n", *report, htmlPath(*report))
 		}
+		if runErr == nil && rep.Errors > 0 {
+			runErr = fmt.Errorf("%d errors during the run; the figures are suspect", rep.Errors)
+		}
 	}
 	return runErr
 }
