@@ -58,7 +58,7 @@ func main() {
 			o.Trials = 0
 		}
 		if *size == "full" {
-			o.FanoutN, o.MemoryN = 5000, []int{1000, 5000, 10000}
+			o.FanoutN, o.MemoryN = 10000, []int{1000, 5000, 10000}
 		}
 		fmt.Println("== hub")
 		res, err := hubbench.Run(ctx, o, os.Stdout)

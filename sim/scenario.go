@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -747,10 +748,36 @@ func NotReady(api, prefix string) (int, error) {
 	return n, nil
 }
 
+// settle waits until the cloud's goroutine count holds still for three seconds (connects and
+// reconnects leave writers, status writes and handshakes finishing for a while), at most a
+// minute, so that what is compared is the cloud at rest.
+func (r *run) settle(ctx context.Context) {
+	r.setPhase("waiting for the cloud to settle")
+	last, still := -1.0, 0
+	for end := time.Now().Add(time.Minute); time.Now().Before(end) && still < 3; {
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return
+		}
+		m, err := Scrape(r.api()+"/metrics", "go_goroutines")
+		if err != nil {
+			return
+		}
+		g := m["go_goroutines"]
+		if last >= 0 && math.Abs(g-last) <= 2 {
+			still++
+		} else {
+			still = 0
+		}
+		last = g
+	}
+}
+
 // churn disconnects and reconnects a share of the nodes every ChurnEvery for Duration, and
 // compares the cloud's memory and goroutines at the end with the start.
 func (r *run) churn(ctx context.Context) error {
-	time.Sleep(2 * time.Second)
+	r.settle(ctx)
 	mem0, err := GoMemory(r.api())
 	if err != nil {
 		return err
@@ -789,7 +816,7 @@ func (r *run) churn(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	time.Sleep(3 * time.Second)
+	r.settle(ctx)
 	mem1, err := GoMemory(r.api())
 	if err != nil {
 		return err
