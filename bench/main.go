@@ -51,14 +51,14 @@ func main() {
 	baselines := map[string]float64{} // figures later suites print beside theirs
 	if *only == "" || *only == "hub" {
 		o := hubbench.Options{Bin: binDir, Self: self, FanoutN: 1000, MemoryN: []int{1000, 5000}, Trials: 50, ObjectSize: 1024, Log: log}
+		if *size == "full" {
+			o.FanoutN, o.MemoryN = 10000, []int{1000, 5000, 10000}
+		}
 		switch os.Getenv("HUBBENCH") {
 		case "fanout":
 			o.MemoryN = nil // fan-out and restart only, for tuning
 		case "memory":
 			o.Trials = 0
-		}
-		if *size == "full" {
-			o.FanoutN, o.MemoryN = 10000, []int{1000, 5000, 10000}
 		}
 		fmt.Println("== hub")
 		res, err := hubbench.Run(ctx, o, os.Stdout)

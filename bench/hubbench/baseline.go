@@ -128,14 +128,15 @@ func rss() float64 {
 
 // baselineClients connects n bare gorilla clients and records, per trial, when each received it.
 type baselineClients struct {
+	ack   bool // answer every message with its first 8 bytes, as an edge acknowledges
 	conns []*websocket.Conn
 	mu    sync.Mutex
 	recv  map[uint64][]time.Time
 	count atomic.Int64
 }
 
-func dialBaseline(ctx context.Context, addr string, n int) (*baselineClients, error) {
-	bc := &baselineClients{recv: map[uint64][]time.Time{}}
+func dialBaseline(ctx context.Context, addr string, n int, ack bool) (*baselineClients, error) {
+	bc := &baselineClients{ack: ack, recv: map[uint64][]time.Time{}}
 	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, HandshakeTimeout: 10 * time.Second}
 	sem := make(chan struct{}, 32)
 	var wg sync.WaitGroup
@@ -176,6 +177,9 @@ func (bc *baselineClients) read(c *websocket.Conn) {
 			bc.mu.Lock()
 			bc.recv[trial] = append(bc.recv[trial], now)
 			bc.mu.Unlock()
+			if bc.ack && c.WriteMessage(websocket.BinaryMessage, msg[:8]) != nil {
+				return
+			}
 		}
 	}
 }

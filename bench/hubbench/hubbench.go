@@ -90,9 +90,15 @@ func fleet(ctx context.Context, o Options, c *sim.Cloud, n int) (*sim.Fleet, fun
 // cloud under the same nodes.
 func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	n := o.FanoutN
-	base, err := baselineFanout(ctx, o, n)
+	base, err := baselineFanout(ctx, o, n, false)
 	if err != nil {
 		return fmt.Errorf("baseline: %w", err)
+	}
+	// A second baseline whose clients acknowledge every message, as edges do: what delivery
+	// with acks costs on bare gorilla, without a store, an API or a protocol.
+	acked, err := baselineFanout(ctx, o, n, true)
+	if err != nil {
+		return fmt.Errorf("acked baseline: %w", err)
 	}
 	dir, err := os.MkdirTemp("", "hubbench")
 	if err != nil {
@@ -222,6 +228,10 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p50", n), Unit: "ms", Value: figure.Percentile(all, 0.5), Baseline: figure.Percentile(base.all, 0.5)})
 	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p99", n), Unit: "ms", Value: figure.Percentile(all, 0.99), Baseline: figure.Percentile(base.all, 0.99), Goal: "≤ 2× baseline"})
 	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, per node, p99", n), Unit: "ms", Value: figure.Percentile(each, 0.99), Baseline: figure.Percentile(base.each, 0.99)})
+	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p50, vs acked gorilla", n), Unit: "ms", Value: figure.Percentile(all, 0.5), Baseline: figure.Percentile(acked.all, 0.5),
+		Note: "baseline: bare gorilla broadcast whose clients ack every message"})
+	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p99, vs acked gorilla", n), Unit: "ms", Value: figure.Percentile(all, 0.99), Baseline: figure.Percentile(acked.all, 0.99),
+		Note: "baseline: bare gorilla broadcast whose clients ack every message"})
 
 	// Restart the cloud under the same, up-to-date nodes.
 	time.Sleep(3 * time.Second) // progress marks bring every cursor to the head
@@ -290,14 +300,14 @@ func startBaseline(o Options) (ws, ctl string, stop func(), err error) {
 	return
 }
 
-func baselineFanout(ctx context.Context, o Options, n int) (baseFigures, error) {
+func baselineFanout(ctx context.Context, o Options, n int, ack bool) (baseFigures, error) {
 	var out baseFigures
 	ws, ctl, stop, err := startBaseline(o)
 	if err != nil {
 		return out, err
 	}
 	defer stop()
-	bc, err := dialBaseline(ctx, ws, n)
+	bc, err := dialBaseline(ctx, ws, n, ack)
 	if err != nil {
 		return out, err
 	}
@@ -349,7 +359,7 @@ func memory(ctx context.Context, o Options, n int, emit func(Result)) error {
 		stopBase()
 		return err
 	}
-	bc, err := dialBaseline(ctx, ws, n)
+	bc, err := dialBaseline(ctx, ws, n, false)
 	if err != nil {
 		stopBase()
 		return err
