@@ -123,7 +123,16 @@ func TestCompaction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Compaction trails the writes; wait until it stops moving before watching around it.
 	compacted, _ := s.Compacted(ctx)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		now, _ := s.Compacted(ctx)
+		if now == compacted {
+			break
+		}
+		compacted = now
+	}
 	rev, _ := s.Rev(ctx)
 	if compacted == 0 || rev-compacted > 2*10 {
 		t.Fatalf("compacted = %d at rev %d with history 10", compacted, rev)
