@@ -95,28 +95,36 @@ func TestGroupRulesReachOnlyTheAffected(t *testing.T) {
 		return snap
 	}
 	// expect makes one change and checks the pairs it names (after the index handed it over).
-	expect := func(what, key string, value []byte, want ...string) index.Snapshot {
+	// handled waits until the subscriber has handled everything up to snap: it runs after the
+	// snapshot is published.
+	handled := func(what string, snap index.Snapshot) {
 		t.Helper()
-		mu.Lock()
-		emitted = nil
-		mu.Unlock()
-		put(key, value)
-		snap := settle()
-		// The subscriber runs after the snapshot is published: wait until it has handled the
-		// change, then compare once (so "nothing named" is checked after the fact, not before).
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			mu.Lock()
 			done := seen >= snap.Rev
 			mu.Unlock()
 			if done {
-				break
+				return
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: the subscriber never handled revision %d", what, snap.Rev)
 			}
 			time.Sleep(time.Millisecond)
 		}
+	}
+	expect := func(what, key string, value []byte, want ...string) index.Snapshot {
+		t.Helper()
+		// Earlier changes must be handled before the slate is wiped, or their pairs land on it.
+		handled(what+" (earlier changes)", settle())
+		mu.Lock()
+		emitted = nil
+		mu.Unlock()
+		put(key, value)
+		snap := settle()
+		// Then compare once, after the change was handled (so "nothing named" is checked after
+		// the fact, not before).
+		handled(what, snap)
 		mu.Lock()
 		got := append([]string(nil), emitted...)
 		mu.Unlock()
