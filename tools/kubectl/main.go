@@ -1,7 +1,3 @@
-// Command kubectl is upstream kubectl built from the k8s.io/kubectl module at the version in this
-// directory's go.mod. The end-to-end tests build it to run a current kubectl generation against
-// tether's APIs; it lives in its own module so that tether's go.mod does not carry kubectl's
-// dependency tree.
 package main
 
 import (
