@@ -48,7 +48,7 @@ func main() {
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.ErrorLevel)
 	fmt.Printf("tether benchmarks (%s), %s\n", *size, time.Now().Format(time.RFC3339))
 	failed := false
-	baselines := map[string]float64{} // figures later suites print beside theirs
+	var fanout simbench.Baseline // the hub suite's gorilla broadcast, for the sim suite's fan-out
 	if *only == "" || *only == "hub" {
 		o := hubbench.Options{Bin: binDir, Self: self, FanoutN: 1000, MemoryN: []int{1000, 5000}, Trials: 50, ObjectSize: 1024, Log: log}
 		if *size == "full" {
@@ -66,13 +66,8 @@ func main() {
 			fmt.Fprintln(os.Stderr, "hub:", err)
 			failed = true
 		}
-		for _, r := range res {
-			for _, p := range []string{"p50", "p99"} {
-				if r.Name == fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, %s", o.FanoutN, p) {
-					baselines[fmt.Sprintf("fan-out %s %d", p, o.FanoutN)] = r.Baseline
-				}
-			}
-		}
+		fanout.Nodes = o.FanoutN
+		fanout.P50, fanout.P99 = hubbench.FanoutBaseline(res, o.FanoutN)
 	}
 	if *only == "" || *only == "api" {
 		fmt.Println("== api (cloud API and edge metaserver)")
@@ -97,7 +92,7 @@ func main() {
 	}
 	if *only == "" || *only == "sim" {
 		fmt.Println("== sim (tether-sim scenarios against a real cloud)")
-		if err := simbench.Run(ctx, simbench.Options{Bin: binDir, Size: *size, Nodes: *simNodes, Baselines: baselines}, os.Stdout); err != nil {
+		if err := simbench.Run(ctx, simbench.Options{Bin: binDir, Size: *size, Nodes: *simNodes, Fanout: fanout}, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "sim:", err)
 			failed = true
 		}

@@ -29,6 +29,12 @@ type Report struct {
 	mu sync.Mutex
 }
 
+// Names of the figures other programs look for in a report.
+const (
+	FigureFanoutP50 = "fan-out to all nodes p50"
+	FigureFanoutP99 = "fan-out to all nodes p99"
+)
+
 // Figure is one measured number.
 type Figure struct {
 	Name  string  `json:"name"`

@@ -119,9 +119,10 @@ type run struct {
 	wire    Wire // bytes on the simulated edges' connections
 	// joined is fleet, published for the sampler goroutine once the joins are done.
 	joined atomic.Pointer[Fleet]
-	// idleLive is the cloud's Go memory (heap and stacks, after a GC) with every node joined
-	// and none connected: what connected nodes cost is measured from it. 0 when unknown.
-	idleLive float64
+	// joinedInUse is the cloud's Go memory in use (heap spans and stacks, after a GC) with
+	// every node joined and none connected, taken for an idle steady run: what connected
+	// nodes cost is measured from it. 0 when not taken.
+	joinedInUse float64
 }
 
 // Run runs the configured scenario and returns its report. Progress lines go to out.
@@ -249,8 +250,10 @@ func (r *run) joinAndConnect() error {
 	r.joined.Store(f)
 	joinTook := time.Since(t0)
 	r.rep.figure("join rate", float64(r.cfg.Nodes)/joinTook.Seconds(), "nodes/s", "")
-	if m, err := GoMemory(r.api()); err == nil {
-		r.idleLive = m.InUse
+	if r.cfg.Scenario == "steady" && r.cfg.ReportInterval == 0 {
+		if m, err := GoMemory(r.api()); err == nil {
+			r.joinedInUse = m.InUse
+		}
 	}
 	r.setPhase(fmt.Sprintf("connecting %d nodes", r.cfg.Nodes))
 	t1 := time.Now()
@@ -506,8 +509,8 @@ func (r *run) steady(ctx context.Context) error {
 	r.rep.figure("cloud CPU (share of all cores)", (m1["process_cpu_seconds_total"]-m0["process_cpu_seconds_total"])/took/float64(runtime.NumCPU())*100, "%", "< 50% at 10k nodes")
 	r.rep.figure("reports applied", (m1["tether_cloud_hub_reports_total"]-m0["tether_cloud_hub_reports_total"])/took, "reports/s", "")
 	r.rep.figure("cloud Go memory change during the run", (mem1.InUse-mem0.InUse)/1e6, "MB", "")
-	if r.cfg.ReportInterval == 0 && r.idleLive > 0 && mem1.InUse > 0 {
-		r.rep.figure("cloud Go memory per node, joined → connected (sessions, Node status)", (mem1.InUse-r.idleLive)/n/1024, "KB", "")
+	if r.joinedInUse > 0 && mem1.InUse > 0 {
+		r.rep.figure("cloud Go memory per node, joined → connected (sessions, Node status)", (mem1.InUse-r.joinedInUse)/n/1024, "KB", "")
 	}
 	return nil
 }
@@ -598,8 +601,8 @@ func (r *run) fanout(ctx context.Context) error {
 	}
 	r.rep.Latency["fan-out, every node has it (ms)"] = all
 	r.rep.Latency["fan-out, per node (ms)"] = each
-	r.rep.figure("fan-out to all nodes p50", percentile(all, 0.5), "ms", "")
-	r.rep.figure("fan-out to all nodes p99", percentile(all, 0.99), "ms", "≤ 15 ms at 1k, ≤ 150 ms at 10k")
+	r.rep.figure(FigureFanoutP50, percentile(all, 0.5), "ms", "")
+	r.rep.figure(FigureFanoutP99, percentile(all, 0.99), "ms", "≤ 15 ms at 1k, ≤ 150 ms at 10k")
 	r.rep.figure("fan-out per node p99", percentile(each, 0.99), "ms", "")
 	return nil
 }

@@ -54,6 +54,25 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Result, error) {
 	return out, nil
 }
 
+// fanoutName names the fan-out figure for n nodes and a percentile ("p50", "p99").
+func fanoutName(n int, p string) string {
+	return fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, %s", n, p)
+}
+
+// FanoutBaseline finds, among a run's results, the bare gorilla broadcast's p50 and p99 to n
+// nodes (zero when the run did not measure them), for other suites to print beside theirs.
+func FanoutBaseline(res []Result, n int) (p50, p99 float64) {
+	for _, r := range res {
+		switch r.Name {
+		case fanoutName(n, "p50"):
+			p50 = r.Baseline
+		case fanoutName(n, "p99"):
+			p99 = r.Baseline
+		}
+	}
+	return p50, p99
+}
+
 // Format renders a result as one line.
 func Format(r Result) string { return figure.Format(r) }
 
@@ -225,8 +244,8 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 		mu.Unlock()
 		time.Sleep(50 * time.Millisecond)
 	}
-	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p50", n), Unit: "ms", Value: figure.Percentile(all, 0.5), Baseline: figure.Percentile(base.all, 0.5)})
-	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p99", n), Unit: "ms", Value: figure.Percentile(all, 0.99), Baseline: figure.Percentile(base.all, 0.99), Goal: "≤ 2× baseline"})
+	emit(Result{Name: fanoutName(n, "p50"), Unit: "ms", Value: figure.Percentile(all, 0.5), Baseline: figure.Percentile(base.all, 0.5)})
+	emit(Result{Name: fanoutName(n, "p99"), Unit: "ms", Value: figure.Percentile(all, 0.99), Baseline: figure.Percentile(base.all, 0.99), Goal: "≤ 2× baseline"})
 	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, per node, p99", n), Unit: "ms", Value: figure.Percentile(each, 0.99), Baseline: figure.Percentile(base.each, 0.99)})
 	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, all acked, p50, vs acked gorilla", n), Unit: "ms", Value: figure.Percentile(all, 0.5), Baseline: figure.Percentile(acked.all, 0.5),
 		Note: "baseline: bare gorilla broadcast whose clients ack every message"})

@@ -21,9 +21,15 @@ type Options struct {
 	Bin   string // directory holding tether-sim and tether-cloud
 	Size  string // default or full
 	Nodes int    // overrides the size's node count when > 0
-	// Baselines are figures measured earlier in the same run, by name, to print beside the
-	// simulator's: "fan-out p50 N" and "fan-out p99 N" (the bare gorilla broadcast to N).
-	Baselines map[string]float64
+	// Fanout is the bare gorilla broadcast measured earlier in the same run, printed beside
+	// the simulator's fan-out when it was to as many nodes.
+	Fanout Baseline
+}
+
+// Baseline is a fan-out baseline: p50 and p99 in ms to Nodes connections (zero: none).
+type Baseline struct {
+	Nodes    int
+	P50, P99 float64
 }
 
 type scenario struct {
@@ -77,7 +83,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 			failed = append(failed, sc.name)
 			continue
 		}
-		for _, r := range results(rep, o.Baselines) {
+		for _, r := range results(rep, o.Fanout) {
 			fmt.Fprintln(w, figure.Format(r))
 		}
 	}
@@ -126,15 +132,17 @@ func readReport(path string) (*sim.Report, error) {
 }
 
 // results turns a report's figures into suite lines named by scenario and size.
-func results(rep *sim.Report, baselines map[string]float64) []figure.Result {
+func results(rep *sim.Report, base Baseline) []figure.Result {
 	var out []figure.Result
 	for _, f := range rep.Figures {
 		r := figure.Result{Name: fmt.Sprintf("sim %s %d nodes: %s", rep.Scenario, rep.Nodes, f.Name), Unit: f.Unit, Value: f.Value, Goal: f.Goal}
-		switch f.Name {
-		case "fan-out to all nodes p50":
-			r.Baseline = baselines[fmt.Sprintf("fan-out p50 %d", rep.Nodes)]
-		case "fan-out to all nodes p99":
-			r.Baseline = baselines[fmt.Sprintf("fan-out p99 %d", rep.Nodes)]
+		if base.Nodes == rep.Nodes {
+			switch f.Name {
+			case sim.FigureFanoutP50:
+				r.Baseline = base.P50
+			case sim.FigureFanoutP99:
+				r.Baseline = base.P99
+			}
 		}
 		if r.Baseline > 0 {
 			r.Note = "baseline: the hub suite's bare gorilla broadcast to as many connections, this run"

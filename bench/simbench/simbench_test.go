@@ -8,10 +8,10 @@ import (
 
 func TestResultsNameAndPairBaselines(t *testing.T) {
 	rep := &sim.Report{Scenario: "fanout", Nodes: 1000, Figures: []sim.Figure{
-		{Name: "fan-out to all nodes p99", Value: 30, Unit: "ms", Goal: "≤ 15 ms"},
+		{Name: sim.FigureFanoutP99, Value: 30, Unit: "ms", Goal: "≤ 15 ms"},
 		{Name: "join rate", Value: 200, Unit: "nodes/s"},
 	}}
-	got := results(rep, map[string]float64{"fan-out p99 1000": 20, "fan-out p99 5000": 99})
+	got := results(rep, Baseline{Nodes: 1000, P50: 10, P99: 20})
 	if len(got) != 2 {
 		t.Fatalf("got %d results", len(got))
 	}
@@ -20,6 +20,9 @@ func TestResultsNameAndPairBaselines(t *testing.T) {
 	}
 	if got[1].Baseline != 0 || got[1].Note != "" {
 		t.Fatalf("a figure without a baseline got one: %+v", got[1])
+	}
+	if other := results(rep, Baseline{Nodes: 5000, P50: 10, P99: 99}); other[0].Baseline != 0 {
+		t.Fatalf("a baseline to 5000 nodes was put beside a fan-out to 1000: %+v", other[0])
 	}
 }
 
