@@ -6,6 +6,6 @@
 //
 // Concurrency: none of its own; main hands the process to kubectl's command.
 //
-// Caveat: the first build downloads and compiles kubectl's dependency tree, which takes minutes
-// on a cold module and build cache; later builds come from the cache.
+// Caveat: the first build downloads and compiles kubectl's whole dependency tree, so a test run
+// on a cold module and build cache is slower; later builds come from the cache.
 package main
