@@ -48,6 +48,36 @@ func (e *events) has(s string) bool {
 	return false
 }
 
+func (e *events) snapshot() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.all...)
+}
+
+// wait waits until every event in want was delivered: a shared informer updates its
+// store before it hands the event to the handlers, so a store that shows an object does not
+// mean the handler has seen it yet.
+func (e *events) wait(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		missing := ""
+		for _, s := range want {
+			if !e.has(s) {
+				missing = s
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q among %v", missing, e.snapshot())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (e *events) handler(kind string, describe func(obj any) string) cache.ResourceEventHandlerFuncs {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { e.add("ADD " + kind + " " + describe(obj)) },
@@ -156,11 +186,7 @@ func TestInformersOnEdge(t *testing.T) {
 	waitStore(t, cms.GetStore(), "configmaps", "cfg-a", "cfg-b")
 	waitStore(t, slices.GetStore(), "slices", "web-1", "web-2")
 	waitStore(t, devs.GetStore(), "devices", "d1", "d2")
-	for _, s := range []string{"ADD pod app", "ADD configmap cfg-a v=1", "ADD slice web-1", "ADD device d1 state="} {
-		if !ev.has(s) {
-			t.Fatalf("no %q among %v", s, ev.all)
-		}
-	}
+	ev.wait(t, "ADD pod app", "ADD configmap cfg-a v=1", "ADD slice web-1", "ADD device d1 state=")
 
 	// An update and a delete arrive as such.
 	mustDo(t, http.MethodPatch, c.url(paths["configmaps"]+"/cfg-a"), `{"data":{"v":"2"}}`)
@@ -198,11 +224,7 @@ func TestInformersOnEdge(t *testing.T) {
 	waitStore(t, pods.GetStore(), "pods after the outage", "app", "app2")
 	waitStore(t, slices.GetStore(), "slices after the outage", "web-1")
 	waitStore(t, devs.GetStore(), "devices after the outage", "d1", "d3")
-	for _, s := range []string{"DELETE configmap cfg-b v=1", "DELETE slice web-2", "ADD device d3 state=", "ADD pod app2"} {
-		if !ev.has(s) {
-			t.Fatalf("no %q among %v", s, ev.all)
-		}
-	}
+	ev.wait(t, "DELETE configmap cfg-b v=1", "DELETE slice web-2", "ADD device d3 state=", "ADD pod app2")
 	if after := initialStates(t, e); after != lists {
 		t.Fatalf("the informers listed again: %d full-state requests before the outage, %d after", lists, after)
 	}
