@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -183,6 +184,13 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 			defer f.Close()
 			io.Copy(f, resp.Body)
 		}()
+		// And one of this process, where the simulated edges run, over the trials.
+		if f, err := os.Create(path + ".edges"); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer f.Close()
+				defer pprof.StopCPUProfile()
+			}
+		}
 	}
 	var all, each []float64
 	for trial := 1; trial <= o.Trials; trial++ {
