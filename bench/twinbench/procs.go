@@ -95,21 +95,34 @@ func (p *proc) stop() {
 func (p *proc) pause()  { p.cmd.Process.Signal(syscall.SIGSTOP) }
 func (p *proc) resume() { p.cmd.Process.Signal(syscall.SIGCONT) }
 
-// rss is the process's resident set size in bytes (VmRSS).
-func (p *proc) rss() (float64, error) {
+// memSample is a process's resident memory in bytes: all of it (VmRSS), and its anonymous
+// part (heap, stacks) and its file-backed part (the binary, the bbolt file's mapping).
+type memSample struct{ rss, anon, file float64 }
+
+// mem reads the process's resident memory from /proc.
+func (p *proc) mem() (memSample, error) {
+	var m memSample
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
-		return 0, err
+		return m, err
 	}
 	defer f.Close()
+	fields := map[string]*float64{"VmRSS:": &m.rss, "RssAnon:": &m.anon, "RssFile:": &m.file}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		name, v, ok := strings.Cut(sc.Text(), "\t")
+		if dst := fields[name]; ok && dst != nil {
 			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-			return kb * 1024, err
+			if err != nil {
+				return m, fmt.Errorf("%s %s: %w", p.name, name, err)
+			}
+			*dst = kb * 1024
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for %s", p.name)
+	if m.rss == 0 {
+		return m, fmt.Errorf("no VmRSS for %s", p.name)
+	}
+	return m, nil
 }
 
 // cpu is the CPU time (user and system) the process has used, in seconds.
