@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/tetherhub/tether/bench/boltbase"
 	"github.com/tetherhub/tether/bench/figure"
 	"github.com/tetherhub/tether/cloudapi"
 	"github.com/tetherhub/tether/edgestore"
@@ -334,8 +335,16 @@ func cloudWrites(ctx context.Context, path string, sz sizes, emit func(Result)) 
 	if err != nil {
 		return err
 	}
+	// The baseline: bare bbolt with as many writers, each putting a value of the same size and
+	// waiting until it is durable, for as long as the updates took.
+	bare, err := boltbase.Run(ctx, filepath.Dir(path), boltbase.Load{Writers: sz.writers, Keys: sz.writes, ValueSize: len(cm(0, 2)),
+		Duration: time.Duration(float64(sz.writes) / updates * float64(time.Second))})
+	if err != nil {
+		return fmt.Errorf("bare bbolt: %w", err)
+	}
 	note := fmt.Sprintf("%d writes of ~1 KB, %d concurrent clients, each answered after the index applied it", sz.writes, sz.writers)
-	emit(Result{Name: "cloud API creates per second (embedded store)", Unit: "ops/s", Value: creates, Note: note})
-	emit(Result{Name: "cloud API updates per second (embedded store)", Unit: "ops/s", Value: updates, Note: note})
+	bnote := fmt.Sprintf("; baseline: bare bbolt, %d writers putting values of the same size through DB.Batch", sz.writers)
+	emit(Result{Name: "cloud API creates per second (embedded store)", Unit: "ops/s", Value: creates, Baseline: bare.Rate, Note: note + bnote})
+	emit(Result{Name: "cloud API updates per second (embedded store)", Unit: "ops/s", Value: updates, Baseline: bare.Rate, Note: note + bnote})
 	return nil
 }

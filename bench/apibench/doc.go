@@ -5,7 +5,8 @@
 //     time encoding/json takes to encode the same 1,000 objects as typed values;
 //   - watch latency from the edge store's commit to the event read by an HTTP client;
 //   - cloud API writes per second (create, then update) through the embedded bbolt store and
-//     the index, with concurrent clients.
+//     the index, with concurrent clients, beside bare bbolt (package boltbase) with as many
+//     writers putting values of the same size.
 //
 // Everything runs in this process on real bbolt files in a temporary directory, so the figures
 // are the API layer's and the stores', not process start-up's.

@@ -11,7 +11,10 @@
 // Two baselines run on bare mochi: plain QoS 1 ingest, and mochi answering each publish on its
 // result topic from its own hook (internal/mochiserver's echo), which exchanges exactly the
 // packets of a twin update (PUBLISH in, result PUBLISH out, PUBACK) with none of the agent's
-// work: the most a twin path built on mochi can reach on the machine. Every load row also gives
+// work: the most a twin path built on mochi can reach on the machine. A third baseline is bare
+// bbolt (package boltbase): as many writers as devices, each waiting until its twin-sized value
+// is durable, closed loop and at the first offered rate, which shows the disk's share of a
+// result's latency. Every load row also gives
 // the server's CPU time per message, and the CPU the rest of the machine (not the server, not
 // these clients) took during the window: on a shared machine, rates move with it, CPU per
 // message much less.
@@ -20,6 +23,10 @@
 // each load's window), heap and goroutine profiles and metrics after each load;
 // $TWINBENCH_EDGE_ARGS adds flags to tether-edge's command line and $TWINBENCH_EDGE_ENV variables
 // to its environment.
+//
+// Durable throughput is measured twice: open loop at an offered rate above capacity (devices
+// report on their own clock, as real ones do, so several of a device's updates are in flight)
+// and closed loop (each device waits for its result before the next update).
 //
 // Binaries come from $TETHER_BIN, ./bin (make build), or a fresh go build. While the edge is
 // loaded the cloud process is paused (SIGSTOP): in a deployment it runs on another machine,

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhub/tether/bench/boltbase"
 	"github.com/tetherhub/tether/sim"
 )
 
@@ -150,6 +151,8 @@ func Run(ctx context.Context, size string, w io.Writer) (err error) {
 		fmt.Sprintf("p99 %.2f ms, %.1f µs server CPU/msg; %s", base.closed.p(0.99), base.closed.cpuPer(), base.closed.busy()))
 	t.row("bare mochi, publish answered by mochi on the result topic, closed loop", base.echo.rate(), "msg/s", 0, "",
 		fmt.Sprintf("p99 %.2f ms, %.1f µs server CPU/msg: the twin path's packets, none of its work; %s", base.echo.p(0.99), base.echo.cpuPer(), base.echo.busy()))
+	t.row(fmt.Sprintf("bare bbolt durable writes, %d writers (DB.Batch), closed loop", p.devices), base.bolt.Rate, "writes/s", 0, "",
+		fmt.Sprintf("p99 %.2f ms; at %.0f writes/s offered p50 %.2f ms, p99 %.2f ms: the disk's share of a result", base.bolt.P(0.99), p.rates[0], base.boltPaced.P(0.5), base.boltPaced.P(0.99)))
 	t.row(fmt.Sprintf("twin/update durable with success result, %.0f/s offered", p.saturate), sat.rate(), "upd/s", base.closed.rate(), "≥ 30000",
 		fmt.Sprintf("open loop above capacity: results received per second; %d errors, %.1f µs agent CPU/upd; %s", sat.errors, sat.cpuPer(), sat.busy()))
 	t.row("twin/update durable with success result, closed loop", maxLoad.rate(), "upd/s", base.closed.rate(), "",
@@ -663,6 +666,9 @@ type baselines struct {
 	// echoPaced is echo at the first offered rate: the latency mochi alone allows the twin path.
 	echoPaced load
 	rss       memSample // the server's peak over all of the above
+	// Bare bbolt: as many writers as devices, each putting a twin-sized value and waiting until
+	// it is durable (bbolt's group commit); closed loop and at the first offered rate.
+	bolt, boltPaced boltbase.Figures
 }
 
 // baseline runs bare mochi (internal/mochiserver) as a process of its own and drives the same
@@ -695,6 +701,14 @@ func baseline(ctx context.Context, p params, tmp string) (baselines, error) {
 		return baselines{}, err
 	}
 	var b baselines
+	boltLoad := boltbase.Load{Writers: p.devices, Keys: p.devices, ValueSize: 400, Duration: p.duration}
+	if b.bolt, err = boltbase.Run(ctx, tmp, boltLoad); err != nil {
+		return b, fmt.Errorf("bare bbolt: %w", err)
+	}
+	boltLoad.Rate = p.rates[0]
+	if b.boltPaced, err = boltbase.Run(ctx, tmp, boltLoad); err != nil {
+		return b, fmt.Errorf("bare bbolt: %w", err)
+	}
 	peak := &rssSampler{p: srv}
 	stopSampling := peak.run()
 	defer stopSampling()
