@@ -169,6 +169,7 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	if _, err := sim.Request(c.URL(""), http.MethodPost, "/api/v1/namespaces/bench/services", "application/json", svc(0)); err != nil {
 		return err
 	}
+	stopProfile := func() {}
 	if path := os.Getenv("HUBBENCH_CPUPROFILE"); path != "" {
 		// A CPU profile of tether-cloud during the trials, for whoever is tuning the hub.
 		go func() {
@@ -187,8 +188,7 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 		// And one of this process, where the simulated edges run, over the trials.
 		if f, err := os.Create(path + ".edges"); err == nil {
 			if pprof.StartCPUProfile(f) == nil {
-				defer f.Close()
-				defer pprof.StopCPUProfile()
+				stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 			}
 		}
 	}
@@ -252,6 +252,7 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 		mu.Unlock()
 		time.Sleep(50 * time.Millisecond)
 	}
+	stopProfile()
 	emit(Result{Name: fanoutName(n, "p50"), Unit: "ms", Value: figure.Percentile(all, 0.5), Baseline: figure.Percentile(base.all, 0.5)})
 	emit(Result{Name: fanoutName(n, "p99"), Unit: "ms", Value: figure.Percentile(all, 0.99), Baseline: figure.Percentile(base.all, 0.99), Goal: "≤ 2× baseline"})
 	emit(Result{Name: fmt.Sprintf("fan-out 1 KB to %d nodes, per node, p99", n), Unit: "ms", Value: figure.Percentile(each, 0.99), Baseline: figure.Percentile(base.each, 0.99)})

@@ -25,8 +25,10 @@
 // to its environment.
 //
 // Durable throughput is measured twice: open loop at an offered rate above capacity (devices
-// report on their own clock, as real ones do, so several of a device's updates are in flight)
-// and closed loop (each device waits for its result before the next update).
+// report on their own clock, as real ones do, so several of a device's updates are in flight,
+// at most satWindow: a device skips a tick while that many are unanswered, so the overload
+// leaves no backlog behind; it runs last) and closed loop (each device waits for its result
+// before the next update).
 //
 // Binaries come from $TETHER_BIN, ./bin (make build), or a fresh go build. While the edge is
 // loaded the cloud process is paused (SIGSTOP): in a deployment it runs on another machine,
