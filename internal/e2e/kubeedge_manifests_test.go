@@ -292,11 +292,21 @@ func TestKubeEdgeManifestsUnchanged(t *testing.T) {
 		cur := decodeNumbers(t, out)
 		same("cloud GET", cur)
 		// Applied again unchanged (as kubectl apply does with the stored version): still the same.
-		sent2 := decodeNumbers(t, body)
-		sent2["metadata"].(map[string]any)["resourceVersion"] = cur["metadata"].(map[string]any)["resourceVersion"]
-		code, out = do(t, http.MethodPut, c.url(paths[tc.res]+"/"+tc.name), "application/json", mustJSON(sent2))
-		if code != http.StatusOK {
-			t.Fatalf("update %s: %d %s", tc.name, code, out)
+		// The edge's twin report may update the Device's status in between, which moves its
+		// resourceVersion: a conflict is retried with the version read again, as a client would.
+		for attempt := 0; ; attempt++ {
+			sent2 := decodeNumbers(t, body)
+			sent2["metadata"].(map[string]any)["resourceVersion"] = cur["metadata"].(map[string]any)["resourceVersion"]
+			code, out = do(t, http.MethodPut, c.url(paths[tc.res]+"/"+tc.name), "application/json", mustJSON(sent2))
+			if code == http.StatusConflict && attempt < 5 {
+				_, got := do(t, http.MethodGet, c.url(paths[tc.res]+"/"+tc.name), "", nil)
+				cur = decodeNumbers(t, got)
+				continue
+			}
+			if code != http.StatusOK {
+				t.Fatalf("update %s: %d %s", tc.name, code, out)
+			}
+			break
 		}
 		same("update answer", decodeNumbers(t, out))
 		edgeChecks = append(edgeChecks, func() {
