@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tetherhub/tether/internal/freeport"
 	"github.com/tetherhub/tether/pki"
 )
 
@@ -31,15 +31,9 @@ type Cloud struct {
 	done           chan error
 }
 
-// FreeAddr returns a loopback address nobody listens on right now.
-func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+// FreeAddr returns a loopback address nobody listens on right now, outside the ports outgoing
+// connections take (package freeport), so a cloud restarted on it finds it free.
+func FreeAddr() (string, error) { return freeport.Addr() }
 
 // StartCloud starts tether-cloud from bin on free loopback ports with its data in dir.
 func StartCloud(bin, dir string, extra ...string) (*Cloud, error) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tetherhub/tether/internal/freeport"
 )
 
 // binaries returns a directory holding tether-cloud and tether-edge: $TETHER_BIN, ./bin (what
@@ -37,14 +38,7 @@ func binaries(ctx context.Context, tmp string) (string, error) {
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+func freeAddr() (string, error) { return freeport.Addr() }
 
 // proc is a program the benchmark started.
 type proc struct {

@@ -3,7 +3,6 @@ package etcdtest
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tetherhub/tether/internal/freeport"
 )
 
 // Server is one etcd process. Its methods are for the goroutine of the test that started it.
@@ -166,10 +167,9 @@ func (s *Server) logTail(n int) string {
 }
 
 func freePort(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
