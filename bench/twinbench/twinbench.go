@@ -393,9 +393,31 @@ func (r *rig) drained(ctx context.Context) error {
 		return serr == nil && seen["tether_edge_hub_connected"] == 1 && seen["tether_edge_outbox_depth"] == 0
 	})
 	if err != nil {
-		return fmt.Errorf("edge outbox did not drain: %w (last seen %v %v; edge log %s)", err, seen, serr, filepath.Join(r.tmp, "edge.log"))
+		more, _ := sim.Scrape(r.meta+"/metrics", "tether_edge_hub_connects_total", "tether_edge_hub_disconnects_total",
+			"tether_edge_hub_reports_sent_total", "tether_edge_hub_report_acks_total", "tether_edge_outbox_oldest_age_seconds")
+		return fmt.Errorf("edge outbox did not drain: %w (last seen %v %v; then %v; edge log %s)%s", err, seen, serr, more, filepath.Join(r.tmp, "edge.log"), r.senderStacks())
 	}
 	return nil
+}
+
+// senderStacks saves every goroutine of the edge to edge-goroutines.txt beside its log and
+// returns the stacks of its hub session's goroutines, which are what keep an outbox from draining.
+func (r *rig) senderStacks() string {
+	resp, err := http.Get(r.meta + "/debug/pprof/goroutine?debug=2")
+	if err != nil {
+		return "; no goroutine dump: " + err.Error()
+	}
+	defer resp.Body.Close()
+	dump, _ := io.ReadAll(resp.Body)
+	path := filepath.Join(r.tmp, "edge-goroutines.txt")
+	os.WriteFile(path, dump, 0o644)
+	var keep []string
+	for _, g := range strings.Split(string(dump), "\n\n") {
+		if strings.Contains(g, "edgehub.") || strings.Contains(g, "edgestore.(*Store).writer") {
+			keep = append(keep, g)
+		}
+	}
+	return fmt.Sprintf("; all goroutines in %s; the hub session's and the store writer's:\n%s", path, strings.Join(keep, "\n\n"))
 }
 
 // device is one device client: a twin device on tether-edge, or a publisher on the baseline.
