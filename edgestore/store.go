@@ -341,10 +341,15 @@ func (s *Store) Close() error {
 // Check runs bbolt's consistency check over the file.
 func (s *Store) Check() error {
 	return s.db.View(func(tx *bolt.Tx) error {
+		// The check runs on a goroutine of bbolt's inside this transaction: read to the end,
+		// or it would block on its channel with the transaction closed under it.
+		var first error
 		for err := range tx.Check() {
-			return err
+			if first == nil {
+				first = err
+			}
 		}
-		return nil
+		return first
 	})
 }
 

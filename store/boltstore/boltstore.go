@@ -476,10 +476,13 @@ func (s *Store) Path() string { return s.cfg.Path }
 // Check runs bbolt's consistency check over the whole file and returns the first problem.
 func (s *Store) Check() error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			return err
+		var first error
+		for err := range tx.Check() { // to the end: bbolt's checker sends on it from a goroutine
+			if first == nil {
+				first = err
+			}
 		}
-		return nil
+		return first
 	})
 }
 
