@@ -281,8 +281,11 @@ func TestTwinRoundTrip(t *testing.T) {
 			t.Errorf("result %d: code %d, want %d: %s", i, r.Code, wantCodes[i], line)
 		}
 	}
-	// 404 for a device the node does not have.
-	before = metric(t, e.url("/metrics"), "tether_edge_mqtt_subscriptions")
+	// 404 for a device the node does not have. The subscriber above has exited; count from
+	// after the broker dropped its subscription, or the new one and that removal cancel out.
+	waitFor(t, 10*time.Second, "the finished subscriber's subscription dropped", func() bool {
+		return metric(t, e.url("/metrics"), "tether_edge_mqtt_subscriptions") <= before
+	})
 	ghost := mosquittoSub(t, e, "$hw/events/device/"+ns+"/ghost/twin/update/result", 1)
 	subscribed(t, e, before, 1)
 	mosquittoPub(t, e, "$hw/events/device/"+ns+"/ghost/twin/update", `{"event_id":"g","twin":{"mode":{"actual":{"value":"x"}}}}`)
