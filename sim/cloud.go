@@ -31,16 +31,12 @@ type Cloud struct {
 	done           chan error
 }
 
-// FreeAddr returns a loopback address nobody listens on right now, outside the ports outgoing
-// connections take (package freeport), so a cloud restarted on it finds it free.
-func FreeAddr() (string, error) { return freeport.Addr() }
-
 // StartCloud starts tether-cloud from bin on free loopback ports with its data in dir.
 func StartCloud(bin, dir string, extra ...string) (*Cloud, error) {
 	c := &Cloud{Bin: bin, Dir: dir, Args: extra}
 	var err error
 	for _, p := range []*string{&c.Hub, &c.Join, &c.API} {
-		if *p, err = FreeAddr(); err != nil {
+		if *p, err = freeport.Addr(); err != nil {
 			return nil, err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherhub/tether/bench/figure"
 	"github.com/tetherhub/tether/edgehub"
+	"github.com/tetherhub/tether/internal/freeport"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/sim"
 )
@@ -302,10 +303,10 @@ type baseFigures struct{ all, each []float64 }
 
 // startBaseline runs the baseline server process.
 func startBaseline(o Options) (ws, ctl string, stop func(), err error) {
-	if ws, err = sim.FreeAddr(); err != nil {
+	if ws, err = freeport.Addr(); err != nil {
 		return
 	}
-	if ctl, err = sim.FreeAddr(); err != nil {
+	if ctl, err = freeport.Addr(); err != nil {
 		return
 	}
 	cmd := exec.Command(o.Self, "-baseline-server", "-ws", ws, "-ctl", ctl)

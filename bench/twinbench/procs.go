@@ -13,8 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/tetherhub/tether/internal/freeport"
 )
 
 // binaries returns a directory holding tether-cloud and tether-edge: $TETHER_BIN, ./bin (what
@@ -37,8 +35,6 @@ func binaries(ctx context.Context, tmp string) (string, error) {
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func freeAddr() (string, error) { return freeport.Addr() }
 
 // proc is a program the benchmark started.
 type proc struct {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tetherhub/tether/bench/boltbase"
+	"github.com/tetherhub/tether/internal/freeport"
 	"github.com/tetherhub/tether/sim"
 )
 
@@ -267,7 +268,7 @@ func (r *rig) close() {
 func (r *rig) start(ctx context.Context) error {
 	addrs := make([]string, 5)
 	for i := range addrs {
-		a, err := freeAddr()
+		a, err := freeport.Addr()
 		if err != nil {
 			return err
 		}
@@ -714,7 +715,7 @@ func baseline(ctx context.Context, p params, tmp string) (baselines, error) {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "github.com/tetherhub/tether/bench/twinbench/internal/mochiserver").CombinedOutput(); err != nil {
 		return baselines{}, fmt.Errorf("build the baseline server: %v: %s", err, out)
 	}
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		return baselines{}, err
 	}
