@@ -131,9 +131,12 @@ func newMapper(t *testing.T, e *edge, edit func(*mapper.Config), devices ...stri
 	return m
 }
 
-// mosquittoSub starts mosquitto_sub on topic for count messages; wait returns them.
+// mosquittoSub starts mosquitto_sub on topic for count messages and returns once the edge's
+// broker holds its subscription; wait returns the messages once the broker has dropped it again.
 func mosquittoSub(t *testing.T, e *edge, topic string, count int) (wait func() []string) {
 	t.Helper()
+	subs := func() float64 { return metric(t, e.url("/metrics"), "tether_edge_mqtt_subscriptions") }
+	before := subs()
 	host, port, _ := net.SplitHostPort(e.mqtt)
 	cmd := exec.Command("mosquitto_sub", "-h", host, "-p", port, "-q", "1", "-t", topic, "-C", strconv.Itoa(count), "-W", "20", "-v")
 	var out bytes.Buffer
@@ -146,11 +149,16 @@ func mosquittoSub(t *testing.T, e *edge, topic string, count int) (wait func() [
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { cmd.Process.Kill() })
+	// Nothing published before the broker holds the subscription reaches it.
+	waitFor(t, 10*time.Second, "subscription registered", func() bool { return subs() >= before+1 })
 	return func() []string {
 		t.Helper()
 		if err := <-done; err != nil {
 			t.Fatalf("mosquitto_sub %s: %v: %s", topic, err, stderr.String())
 		}
+		// The broker drops the subscription after the client has gone; the next mosquittoSub
+		// counts from after that, or the removal and its own subscription cancel out.
+		waitFor(t, 10*time.Second, "the finished subscriber's subscription dropped", func() bool { return subs() <= before })
 		var lines []string
 		for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 			// -v prints "topic payload".
@@ -168,14 +176,6 @@ func mosquittoPub(t *testing.T, e *edge, topic, payload string) {
 	if err != nil {
 		t.Fatalf("mosquitto_pub %s: %v: %s", topic, err, out)
 	}
-}
-
-// subscribed waits until the edge's broker holds n more subscriptions than before.
-func subscribed(t *testing.T, e *edge, before float64, n int) {
-	t.Helper()
-	waitFor(t, 10*time.Second, "subscription registered", func() bool {
-		return metric(t, e.url("/metrics"), "tether_edge_mqtt_subscriptions") >= before+float64(n)
-	})
 }
 
 // TestTwinRoundTrip: desired set through the cloud API → delta at a mapper → the mapper reports
@@ -259,9 +259,7 @@ func TestTwinRoundTrip(t *testing.T) {
 	})
 
 	// mosquitto on the raw topics: a good update, bad ones, a null that deletes.
-	before := metric(t, e.url("/metrics"), "tether_edge_mqtt_subscriptions")
 	results := mosquittoSub(t, e, "$hw/events/device/"+ns+"/thermo/twin/update/result", 7)
-	subscribed(t, e, before, 1)
 	upd := "$hw/events/device/" + ns + "/thermo/twin/update"
 	mosquittoPub(t, e, upd, `{"event_id":"m1","timestamp":1,"twin":{"mode":{"actual":{"value":"eco"}}}}`)
 	mosquittoPub(t, e, upd, `{"event_id":"m2","twin":{"temperature":{"actual":{"value":"warm"}}}}`)
@@ -281,13 +279,8 @@ func TestTwinRoundTrip(t *testing.T) {
 			t.Errorf("result %d: code %d, want %d: %s", i, r.Code, wantCodes[i], line)
 		}
 	}
-	// 404 for a device the node does not have. The subscriber above has exited; count from
-	// after the broker dropped its subscription, or the new one and that removal cancel out.
-	waitFor(t, 10*time.Second, "the finished subscriber's subscription dropped", func() bool {
-		return metric(t, e.url("/metrics"), "tether_edge_mqtt_subscriptions") <= before
-	})
+	// 404 for a device the node does not have.
 	ghost := mosquittoSub(t, e, "$hw/events/device/"+ns+"/ghost/twin/update/result", 1)
-	subscribed(t, e, before, 1)
 	mosquittoPub(t, e, "$hw/events/device/"+ns+"/ghost/twin/update", `{"event_id":"g","twin":{"mode":{"actual":{"value":"x"}}}}`)
 	if r := ghost(); !strings.Contains(r[0], `"code":404`) {
 		t.Fatalf("unknown device: %s", r[0])
