@@ -50,9 +50,6 @@ func Run(ctx context.Context, dir string, l Load) (Figures, error) {
 		return out, err
 	}
 	defer db.Close()
-	// DB.Batch as bbolt ships it (a batch commits after 10 ms or at 1,000 calls). Its delay is
-	// what makes it share commits: without one (MaxBatchDelay 0) every call takes a commit of
-	// its own, measured here at 4k writes/s with 1,000 writers.
 	bucket := []byte("b")
 	value := make([]byte, l.ValueSize)
 	for i := range value {
@@ -101,6 +98,9 @@ func Run(ctx context.Context, dir string, l Load) (Figures, error) {
 					return
 				}
 				k := key((w + n*l.Writers) % l.Keys)
+				// DB.Batch as bbolt ships it: a batch commits after 10 ms or at 1,000 calls. With
+				// MaxBatchDelay 0 instead, one run with 1,000 writers did 4,033 writes/s, against
+				// 390–520 k/s with the defaults.
 				err := db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(k, value) })
 				if err != nil {
 					select {

@@ -189,7 +189,8 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 		// And one of this process, where the simulated edges run, over the trials.
 		if f, err := os.Create(path + ".edges"); err == nil {
 			if pprof.StartCPUProfile(f) == nil {
-				stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+				stopProfile = sync.OnceFunc(func() { pprof.StopCPUProfile(); f.Close() })
+				defer stopProfile() // a failed trial returns early
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package twinbench
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -26,7 +27,9 @@ func TestRun(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	t.Log("\n" + out.String())
-	for _, row := range []string{"bare mochi QoS 1 ingest", "twin/update durable", "publish → result p99", "RSS idle", "RSS under load", "desired change → delta"} {
+	p, _ := sizeParams(size)
+	saturated := fmt.Sprintf("twin/update durable with success result, %.0f/s offered", p.saturate)
+	for _, row := range []string{"bare mochi QoS 1 ingest", "bare bbolt durable writes", "twin/update durable with success result, closed loop", saturated, "publish → result p99", "RSS idle", "RSS under load", "desired change → delta"} {
 		if !strings.Contains(out.String(), row) {
 			t.Errorf("no %q row", row)
 		}
