@@ -228,3 +228,26 @@ func TestWriteTwinNoLostUpdate(t *testing.T) {
 		}
 	}
 }
+
+// TestAckOutboxDeletesEveryAcknowledged: one ack for several waiting entries removes them all
+// (bbolt's cursor skips the entry after one it deleted unless it seeks again).
+func TestAckOutboxDeletesEveryAcknowledged(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	for _, id := range []string{"ns/a", "ns/b", "ns/c", "ns/d"} {
+		if _, err := s.WriteTwin(ctx, id, []byte("1"), twinReport(id, "1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := s.ReadOutbox(0, 10, 1<<20)
+	if err != nil || len(all) != 4 {
+		t.Fatalf("outbox %d entries, %v", len(all), err)
+	}
+	if err := s.AckOutbox(ctx, all[3].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.OutboxDepth(); n != 0 {
+		left, _ := s.ReadOutbox(0, 10, 1<<20)
+		t.Fatalf("depth %d after acknowledging every entry; left %d", n, len(left))
+	}
+}
