@@ -121,20 +121,30 @@ func (s *Store) ReadOutbox(after uint64, max int, maxBytes int) ([]Entry, error)
 
 // AckOutbox deletes every entry up to and including seq.
 func (s *Store) AckOutbox(ctx context.Context, seq uint64) error {
-	return s.do(ctx, func(tx *bolt.Tx, st *txState) error {
-		c := tx.Bucket(bucketOutbox).Cursor()
-		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= seq; k, _ = c.Next() {
-			if err := c.Delete(); err != nil {
-				return err
-			}
-			st.c.outCount--
+	return s.do(ctx, func(tx *bolt.Tx, st *txState) error { return s.ackOutbox(tx, st, seq) })
+}
+
+func (s *Store) ackOutbox(tx *bolt.Tx, st *txState, seq uint64) error {
+	c := tx.Bucket(bucketOutbox).Cursor()
+	// Each step seeks the key after the deleted one: once an earlier write in the same
+	// transaction has loaded the leaf into memory, bbolt's Delete shifts the cursor's entries and
+	// Next would skip every other key, leaving acknowledged reports behind for good.
+	for k, _ := c.First(); k != nil; {
+		at := binary.BigEndian.Uint64(k)
+		if at > seq {
+			break
 		}
-		st.c.outFirst = 0
-		if k, _ := c.First(); k != nil {
-			st.c.outFirst = binary.BigEndian.Uint64(k)
+		if err := c.Delete(); err != nil {
+			return err
 		}
-		return nil
-	})
+		st.c.outCount--
+		k, _ = c.Seek(beUint(at + 1))
+	}
+	st.c.outFirst = 0
+	if k, _ := c.First(); k != nil {
+		st.c.outFirst = binary.BigEndian.Uint64(k)
+	}
+	return nil
 }
 
 // OutboxFull reports whether the outbox is at its limit, and how many reports it has refused

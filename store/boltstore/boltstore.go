@@ -435,10 +435,19 @@ func (s *Store) compact() {
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketLog).Cursor()
-		for k, _ := c.First(); k != nil && int64(binary.BigEndian.Uint64(k)) <= target; k, _ = c.Next() {
+		// Each step seeks the key after the deleted one: after a Delete on a leaf bbolt holds in
+		// memory, Next skips the key that moved into the deleted one's place.
+		for k, _ := c.First(); k != nil; {
+			rev := binary.BigEndian.Uint64(k)
+			if int64(rev) > target {
+				break
+			}
 			if err := c.Delete(); err != nil {
 				return err
 			}
+			var next [8]byte
+			binary.BigEndian.PutUint64(next[:], rev+1)
+			k, _ = c.Seek(next[:])
 		}
 		return putInt(tx.Bucket(bucketMeta), metaCompacted, target)
 	})
