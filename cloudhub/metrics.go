@@ -21,6 +21,10 @@ type metrics struct {
 	catchupMessages prometheus.Counter
 	catchupBytes    prometheus.Counter
 	forwarded       *prometheus.CounterVec
+
+	// messages' and reports' children, resolved once: they are counted per message.
+	sentUpsert, sentDelete, sentProgress, sentResetBegin, sentResetEnd prometheus.Counter
+	reportsApplied, reportsBad, reportsFailed                          prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
@@ -38,6 +42,11 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 		catchupBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_catchup_bytes_total", Help: "Encoded bytes of catch-up upserts and deletes."}),
 		forwarded:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_cloud_hub_forwarded_requests_total", Help: "API requests relayed by edges, by HTTP status."}, []string{"code"}),
 	}
+	m.sentUpsert, m.sentDelete = m.messages.WithLabelValues("upsert"), m.messages.WithLabelValues("delete")
+	m.sentProgress = m.messages.WithLabelValues("progress")
+	m.sentResetBegin, m.sentResetEnd = m.messages.WithLabelValues("reset-begin"), m.messages.WithLabelValues("reset-end")
+	m.reportsApplied, m.reportsBad = m.reports.WithLabelValues("applied"), m.reports.WithLabelValues("bad")
+	m.reportsFailed = m.reports.WithLabelValues("failed")
 	if reg != nil {
 		reg.MustRegister(m.connects, m.rejected, m.resets, m.slowCutoffs, m.bytesIn, m.bytesOut, m.frames, m.messages, m.reports, m.catchupMessages, m.catchupBytes, m.forwarded, &sessionCollector{h: h})
 	}

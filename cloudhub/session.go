@@ -420,12 +420,12 @@ func (s *session) reportLoop() {
 		cancel()
 		switch {
 		case err == nil:
-			s.hub.metrics.reports.WithLabelValues("applied").Inc()
+			s.hub.metrics.reportsApplied.Inc()
 		case errors.Is(err, ErrBadReport):
-			s.hub.metrics.reports.WithLabelValues("bad").Inc()
+			s.hub.metrics.reportsBad.Inc()
 			s.log().Warn().Err(err).Uint64("seq", r.Seq).Msg("dropping a malformed report")
 		default:
-			s.hub.metrics.reports.WithLabelValues("failed").Inc()
+			s.hub.metrics.reportsFailed.Inc()
 			s.log().Warn().Err(err).Uint64("seq", r.Seq).Msg("could not store a report; the edge will resend it")
 			s.fail(protocol.CodeInternal, "the cloud could not store a report; it will be resent")
 			s.mu.Lock()
@@ -576,7 +576,7 @@ func (s *session) nextFrame() (frame []byte, closing *protocol.Error, ok bool) {
 		buf = protocol.Append(buf, &protocol.Progress{Seq: s.seq, Through: uint64(loneProgress)})
 		s.lastThrough = loneProgress
 		s.through.Store(loneProgress)
-		h.metrics.messages.WithLabelValues("progress").Inc()
+		h.metrics.sentProgress.Inc()
 	}
 	if s.inBatch && room > 0 && closing == nil {
 		buf = s.fillBatch(buf, room)
@@ -606,7 +606,7 @@ func (s *session) fillBatch(buf []byte, room int) []byte {
 		room--
 		buf = protocol.Append(buf, &protocol.ResetBegin{Seq: s.seq})
 		s.resetBegun = true
-		h.metrics.messages.WithLabelValues("reset-begin").Inc()
+		h.metrics.sentResetBegin.Inc()
 	}
 	for room > 0 && len(s.batch) > 0 && len(buf) < h.cfg.MaxFrame {
 		key := s.batch[0]
@@ -617,7 +617,7 @@ func (s *session) fillBatch(buf []byte, room int) []byte {
 		case o != nil:
 			s.seq++
 			buf = protocol.Append(buf, &protocol.Upsert{Seq: s.seq, Rev: uint64(snap.Rev), Key: o.Key, Object: raw})
-			h.metrics.messages.WithLabelValues("upsert").Inc()
+			h.metrics.sentUpsert.Inc()
 		case s.batchReset:
 			continue // gone since the reset began; the edge sweeps what the reset did not name
 		default:
@@ -627,7 +627,7 @@ func (s *session) fillBatch(buf []byte, room int) []byte {
 			}
 			s.seq++
 			buf = protocol.Append(buf, &protocol.Delete{Seq: s.seq, Rev: uint64(snap.Rev), Key: k})
-			h.metrics.messages.WithLabelValues("delete").Inc()
+			h.metrics.sentDelete.Inc()
 		}
 		room--
 		if s.batchCatchup {
@@ -640,10 +640,10 @@ func (s *session) fillBatch(buf []byte, room int) []byte {
 		s.seq++
 		if s.batchReset {
 			buf = protocol.Append(buf, &protocol.ResetEnd{Seq: s.seq, Through: uint64(s.batchThrough)})
-			h.metrics.messages.WithLabelValues("reset-end").Inc()
+			h.metrics.sentResetEnd.Inc()
 		} else {
 			buf = protocol.Append(buf, &protocol.Progress{Seq: s.seq, Through: uint64(s.batchThrough)})
-			h.metrics.messages.WithLabelValues("progress").Inc()
+			h.metrics.sentProgress.Inc()
 		}
 		s.lastThrough = s.batchThrough
 		s.through.Store(s.batchThrough)

@@ -450,7 +450,7 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 				}
 				lastSeq = seq
 				data = append(data, m)
-				c.metrics.received.WithLabelValues(m.Type().String()).Inc()
+				c.metrics.countReceived(m.Type())
 				continue
 			}
 			switch m := m.(type) {
