@@ -2,6 +2,7 @@ package boltstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/tetherhub/tether/store"
 	"github.com/tetherhub/tether/store/storetest"
@@ -136,6 +138,18 @@ func TestCompaction(t *testing.T) {
 	rev, _ := s.Rev(ctx)
 	if compacted == 0 || rev-compacted > 2*10 {
 		t.Fatalf("compacted = %d at rev %d with history 10", compacted, rev)
+	}
+	var stale []uint64 // log entries compaction should have dropped
+	s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLog).ForEach(func(k, _ []byte) error {
+			if r := binary.BigEndian.Uint64(k); int64(r) <= compacted {
+				stale = append(stale, r)
+			}
+			return nil
+		})
+	})
+	if len(stale) > 0 {
+		t.Fatalf("log entries at or below the compacted revision %d remain: %v", compacted, stale)
 	}
 	if _, err := s.Watch(ctx, compacted-1); !errors.Is(err, store.ErrCompacted) {
 		t.Fatalf("watch before compaction: %v, want ErrCompacted", err)
