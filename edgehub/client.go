@@ -224,6 +224,7 @@ type conn struct {
 	applied atomic.Uint64 // highest data seq committed to the store
 	ackSent uint64        // owned by the writer
 	failed  chan error    // first failure of the store callbacks
+	broken  atomic.Bool   // the store failed to apply some data: nothing after it is acked
 
 	mu          sync.Mutex // guards the fields below
 	reportSent  uint64     // highest report seq written
@@ -428,6 +429,9 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				if k.broken.Load() {
+					return k.storeFailure()
+				}
 				return fmt.Errorf("read: %w", err)
 			}
 			k.ws.SetReadDeadline(deadline())
@@ -477,16 +481,25 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 			upTo := lastSeq
 			// Acknowledge only after the store has committed: the ack is the hub's signal that
 			// the data is durable here.
+			if k.broken.Load() {
+				return k.storeFailure()
+			}
 			err := c.store.Apply(ctx, data, func(err error) {
 				if err != nil {
+					// Data after the gap must not be acknowledged, even if a store committed it:
+					// the hub would resume past what is missing. End the session; the next one
+					// catches up from the store's cursor.
+					k.broken.Store(true)
 					select {
 					case k.failed <- fmt.Errorf("store: %w", err):
 					default:
 					}
-					k.signal()
+					k.ws.Close() // wakes the read loop from its wait on the socket
 					return
 				}
-				k.applied.Store(upTo)
+				if !k.broken.Load() {
+					k.applied.Store(upTo)
+				}
 				k.signal()
 			})
 			if err != nil {
@@ -494,6 +507,16 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 			}
 		}
 		msgs = nil
+	}
+}
+
+// storeFailure is the error that ended the session after the store failed to apply data.
+func (k *conn) storeFailure() error {
+	select {
+	case err := <-k.failed:
+		return err
+	default:
+		return errors.New("store: could not apply data from the hub")
 	}
 }
 

@@ -83,11 +83,16 @@ func decodeRecord(reg *resource.Registry, storeKey string, v []byte) (*Record, e
 }
 
 // Apply queues data messages from the hub; done is called once they are committed (or the
-// commit failed). Messages are applied in order, after everything queued before.
+// commit failed). Messages are applied in order, after everything queued before. Once an Apply
+// has failed, every later one fails with ErrApplyBroken until BeginSession.
 func (s *Store) Apply(ctx context.Context, msgs []protocol.Message, done func(error)) error {
-	return s.submit(ctx, &op{fn: func(tx *bolt.Tx, st *txState) error {
+	return s.submit(ctx, &op{apply: true, fn: func(tx *bolt.Tx, st *txState) error {
+		if s.applyFailed != nil {
+			return fmt.Errorf("%w (%v)", ErrApplyBroken, s.applyFailed)
+		}
 		for _, m := range msgs {
 			if err := s.applyOne(tx, st, m); err != nil {
+				s.applyFailed = err
 				return err
 			}
 		}
@@ -99,7 +104,7 @@ func (s *Store) Apply(ctx context.Context, msgs []protocol.Message, done func(er
 // by the previous session is abandoned (the new session will redo it).
 func (s *Store) BeginSession(ctx context.Context, cluster string) error {
 	return s.do(ctx, func(*bolt.Tx, *txState) error {
-		s.resetting, s.resetSeen, s.sessionCluster = false, nil, cluster
+		s.resetting, s.resetSeen, s.sessionCluster, s.applyFailed = false, nil, cluster, nil
 		return nil
 	})
 }

@@ -38,6 +38,10 @@ var (
 	// ErrOutboxFull: Enqueue would take the outbox past its limit; the report is refused
 	// (and counted), never dropped silently.
 	ErrOutboxFull = errors.New("edgestore: outbox full")
+	// ErrApplyBroken: Apply after an earlier Apply of the same session failed (its operation or
+	// its commit). Later data must not be stored past the gap, or the cursor would move beyond
+	// objects that never were; the session has to start again (BeginSession) and catch up.
+	ErrApplyBroken = errors.New("edgestore: an earlier apply of this session failed; start a new session")
 )
 
 // Config configures the edge store.
@@ -105,6 +109,7 @@ type Store struct {
 	resetting      bool            // between ResetBegin and ResetEnd
 	resetSeen      map[string]bool // keys upserted since ResetBegin
 	sessionCluster string          // the cluster of the current hub session
+	applyFailed    error           // why an Apply of this session failed; cleared by BeginSession
 
 	rep replacer // in-place replacement of unread outbox entries (twins.go)
 }
@@ -112,8 +117,9 @@ type Store struct {
 // op is one unit of work for the writer: fn runs inside the shared transaction; done gets its
 // result after the commit (or the transaction's failure).
 type op struct {
-	fn   func(tx *bolt.Tx, w *txState) error
-	done func(error)
+	fn    func(tx *bolt.Tx, w *txState) error
+	done  func(error)
+	apply bool // data from the hub (Apply): its failure breaks the session's stream
 }
 
 // txState is what operations in one transaction share: the counters they advance (published
@@ -200,15 +206,42 @@ func (s *Store) LocalRev() uint64 {
 	return s.localRev
 }
 
-// submit queues o for the writer.
+// submit queues o for the writer. Every queued operation gets its done call, also when Close
+// races the call: the writer answers what it finds queued both before and after it closes
+// stopped, and a caller that queued after that answers what is left itself.
 func (s *Store) submit(ctx context.Context, o *op) error {
+	// Checked first: a select would otherwise pick the queue, which has room after Close too,
+	// as often as the stop.
+	select {
+	case <-s.stop:
+		return ErrClosed
+	default:
+	}
 	select {
 	case s.ops <- o:
-		return nil
 	case <-s.stop:
 		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	select {
+	case <-s.stopped:
+		s.failQueued()
+	default:
+	}
+	return nil
+}
+
+// failQueued answers every queued operation with ErrClosed; only once the writer has stopped
+// taking them, or by the writer itself.
+func (s *Store) failQueued() {
+	for {
+		select {
+		case o := <-s.ops:
+			o.done(ErrClosed)
+		default:
+			return
+		}
 	}
 }
 
@@ -229,7 +262,6 @@ func (s *Store) do(ctx context.Context, fn func(*bolt.Tx, *txState) error) error
 // writer is the only goroutine that writes the file. It takes every queued operation into one
 // transaction, so a burst of messages from the cloud and reports from devices share one fsync.
 func (s *Store) writer() {
-	defer close(s.stopped)
 	batch := make([]*op, 0, s.cfg.MaxBatch)
 	for {
 		batch = batch[:0]
@@ -237,14 +269,10 @@ func (s *Store) writer() {
 		case o := <-s.ops:
 			batch = append(batch, o)
 		case <-s.stop:
-			for {
-				select {
-				case o := <-s.ops:
-					o.done(ErrClosed)
-				default:
-					return
-				}
-			}
+			s.failQueued()
+			close(s.stopped)
+			s.failQueued() // queued before submit could see stopped closed
+			return
 		}
 	fill:
 		for len(batch) < s.cfg.MaxBatch {
@@ -287,6 +315,11 @@ func (s *Store) commit(batch []*op) {
 		// A reset in progress cannot be trusted past a failed commit; the session will end
 		// (nothing was acknowledged) and the next one starts the reset again.
 		s.resetting, s.resetSeen = false, nil
+		for _, o := range batch {
+			if o.apply && s.applyFailed == nil {
+				s.applyFailed = err
+			}
+		}
 		s.log.Error().Err(err).Int("ops", len(batch)).Msg("commit failed")
 		for _, o := range batch {
 			o.done(fmt.Errorf("edgestore: commit: %w", err))

@@ -1,0 +1,114 @@
+package edgehub
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/protocol"
+)
+
+// failingStore fails every Apply after a delay, as a store does whose commit fails (a full
+// disk), and records what it was asked to apply.
+type failingStore struct {
+	applies chan []protocol.Message
+}
+
+func (f *failingStore) Cursor() (string, uint64)                               { return "", 0 }
+func (f *failingStore) BeginSession(context.Context, string) error             { return nil }
+func (f *failingStore) ReadOutbox(uint64, int, int) ([]protocol.Report, error) { return nil, nil }
+func (f *failingStore) AckOutbox(context.Context, uint64) error                { return nil }
+func (f *failingStore) OutboxSignal() <-chan struct{}                          { return nil }
+func (f *failingStore) Apply(_ context.Context, msgs []protocol.Message, done func(error)) error {
+	f.applies <- msgs
+	go func() {
+		time.Sleep(50 * time.Millisecond) // the commit outlasts the read loop's return to the socket
+		done(errors.New("commit: file too large"))
+	}()
+	return nil
+}
+
+// TestSessionEndsWhenTheStoreFails: once the store could not commit data from the hub, the
+// session ends at once with the store's error, although the read loop was waiting on the
+// socket, and the edge acknowledges nothing: an ack, or data stored after the gap, would let the
+// hub resume past what is missing.
+func TestSessionEndsWhenTheStoreFails(t *testing.T) {
+	st := &failingStore{applies: make(chan []protocol.Message, 4)}
+	hubSide := make(chan *websocket.Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u := websocket.Upgrader{}
+		c, err := u.Upgrade(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		hubSide <- c
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	hub := <-hubSide
+	defer hub.Close()
+	cfg := DefaultConfig()
+	cfg.Cloud = []string{"127.0.0.1:1"}
+	c, err := New(cfg, nil, st, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &conn{c: c, ws: ws, log: zerolog.Nop(), wake: make(chan struct{}, 1), failed: make(chan error, 1),
+		pending: map[uint64]chan *protocol.Response{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan error, 1)
+	go func() { ended <- k.readLoop(ctx, time.Minute, nil) }()
+
+	obj := []byte(`{"metadata":{"name":"a","namespace":"ns"}}`)
+	if err := hub.WriteMessage(websocket.BinaryMessage, protocol.Encode(
+		&protocol.Upsert{Seq: 1, Rev: 5, Key: protocol.Key{Resource: "configmaps", Namespace: "ns", Name: "a"}, Object: obj},
+		&protocol.Progress{Seq: 2, Through: 5})); err != nil {
+		t.Fatal(err)
+	}
+	<-st.applies
+	select {
+	case err := <-ended:
+		if err == nil || !strings.Contains(err.Error(), "file too large") {
+			t.Fatalf("the session ended with %v, want the store's error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session went on after the store failed")
+	}
+	if a := k.applied.Load(); a != 0 {
+		t.Fatalf("applied = %d after the store failed", a)
+	}
+	// Later data is not handed to the store, and no ack reaches the hub.
+	k.flush() // what the writer does when woken; it has nothing to acknowledge
+	hub.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Progress{Seq: 3, Through: 9}))
+	hub.SetReadDeadline(time.Now().Add(time.Second))
+	for {
+		_, frame, err := hub.ReadMessage()
+		if err != nil {
+			break
+		}
+		msgs, _ := protocol.Decode(frame)
+		for _, m := range msgs {
+			if a, ok := m.(*protocol.Ack); ok {
+				t.Fatalf("the edge acked seq %d after its store failed", a.Seq)
+			}
+		}
+	}
+	select {
+	case msgs := <-st.applies:
+		t.Fatalf("data after the failure went to the store: %v", msgs)
+	default:
+	}
+}
