@@ -415,9 +415,24 @@ func (s *session) reportLoop() {
 		r := s.reports[0]
 		s.reports = s.reports[1:]
 		s.mu.Unlock()
+		// One node's reports are applied one at a time, also across a session and the one that
+		// replaced it: the edge resends what the old one had not acknowledged, and an old report
+		// applied after a newer one would overwrite it (state and node status are plain values).
+		// A replaced session applies nothing once it has been told to end (failing is set
+		// before its successor attaches).
+		lock := s.hub.reportLock(s.node)
+		lock.Lock()
+		if s.failing.Load() {
+			lock.Unlock()
+			s.mu.Lock()
+			s.reports, s.reporting = nil, false
+			s.mu.Unlock()
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
 		err := s.hub.reports.Apply(ctx, s.node, r)
 		cancel()
+		lock.Unlock()
 		switch {
 		case err == nil:
 			s.hub.metrics.reportsApplied.Inc()
