@@ -252,7 +252,11 @@ func (t *Topic) Publish(payload []byte, qos byte) error {
 // every client's will message on such a topic. See the package documentation for the goroutine h
 // runs on, ordering, and what blocking in h does. There is no way to remove a handler: consumers
 // live as long as the broker.
-func (b *Broker) Handle(filter string, h func(topic string, payload []byte)) error {
+//
+// h returns nil once it has taken care of the message (stored it, or answered it). An error
+// means it could not (the consumer is stopping): the PUBLISH is then neither acknowledged nor
+// routed, and the client sends it again after it reconnects.
+func (b *Broker) Handle(filter string, h func(topic string, payload []byte) error) error {
 	if h == nil {
 		return errors.New("broker: Handle: nil handler")
 	}
@@ -273,7 +277,7 @@ func (b *Broker) Handle(filter string, h func(topic string, payload []byte)) err
 // handler is one Handle consumer.
 type handler struct {
 	filter string
-	fn     func(topic string, payload []byte)
+	fn     func(topic string, payload []byte) error
 }
 
 // disconnectAll sends every client connected through our listener a DISCONNECT "server shutting
@@ -293,18 +297,20 @@ func (b *Broker) disconnectAll() {
 // It runs at the bottom of mochi's read path, whose frames pass 800-byte packets by value, and a
 // handler may block there for a store commit: nothing here copies a packet, so the connection's
 // stack stays in the smaller size class while it waits (see TestHandlerStack).
-func (b *Broker) dispatch(topic string, payload []byte) (matched bool) {
+func (b *Broker) dispatch(topic string, payload []byte) (matched bool, err error) {
 	hs := b.handlers.Load()
 	if hs == nil {
-		return false
+		return false, nil
 	}
 	for _, h := range *hs {
 		if matchFilter(h.filter, topic) {
 			matched = true
-			h.fn(topic, payload)
+			if herr := h.fn(topic, payload); herr != nil && err == nil {
+				err = herr
+			}
 		}
 	}
-	return matched
+	return matched, err
 }
 
 // matchFilter reports whether topic matches the valid topic filter filter as MQTT defines it: '+'
@@ -342,7 +348,9 @@ func (b *Broker) dispatchContained(topic string, payload []byte) {
 			b.sampled.Error().Str("topic", topic).Str("panic", fmt.Sprint(r)).Msg("mqtt: Handle callback panicked on a will message; contained")
 		}
 	}()
-	b.dispatch(topic, payload)
+	if _, err := b.dispatch(topic, payload); err != nil {
+		b.sampled.Warn().Err(err).Str("topic", topic).Msg("mqtt: a will message was not taken by its consumer")
+	}
 }
 
 // containPanic runs on the connection's goroutine after its establish function panicked, once
@@ -399,7 +407,9 @@ func (b *Broker) publishWill(cl *mqtt.Client) {
 	if err := b.srv.Publish(w.TopicName, w.Payload, w.Retain, w.Qos); err != nil {
 		b.log.Warn().Err(err).Str("client", cl.ID).Msg("mqtt: publish will after panic")
 	}
-	b.dispatch(w.TopicName, w.Payload)
+	if _, err := b.dispatch(w.TopicName, w.Payload); err != nil {
+		b.log.Warn().Err(err).Str("client", cl.ID).Msg("mqtt: a will message was not taken by its consumer")
+	}
 }
 
 // contained runs f, logging instead of propagating a panic: used for clean-up that already runs

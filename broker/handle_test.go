@@ -27,8 +27,9 @@ func TestHandleKubeEdgeTopics(t *testing.T) {
 		"SYS/dis/upload_records",
 	}
 	for _, f := range filters {
-		if err := b.Handle(f, func(topic string, payload []byte) {
+		if err := b.Handle(f, func(topic string, payload []byte) error {
 			got <- handled{f, topic, string(payload)}
+			return nil
 		}); err != nil {
 			t.Fatalf("Handle(%q): %v", f, err)
 		}
@@ -65,13 +66,14 @@ func TestHandleKubeEdgeTopics(t *testing.T) {
 func TestHandleThenPublishResult(t *testing.T) {
 	b := startBroker(t, nil)
 	seen := make(chan string, 8)
-	if err := b.Handle("$hw/events/device/+/+/twin/#", func(topic string, payload []byte) {
+	if err := b.Handle("$hw/events/device/+/+/twin/#", func(topic string, payload []byte) error {
 		seen <- topic
 		if strings.HasSuffix(topic, "/update") {
 			if err := b.Publish(topic+"/result", append([]byte("ack:"), payload...), 1); err != nil {
 				t.Errorf("Publish from a handler: %v", err)
 			}
 		}
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +100,10 @@ func TestHandleBlockingIsPublisherBackpressure(t *testing.T) {
 	b := startBroker(t, nil)
 	entered := make(chan struct{})
 	release := make(chan struct{})
-	if err := b.Handle("slow/#", func(string, []byte) {
+	if err := b.Handle("slow/#", func(string, []byte) error {
 		entered <- struct{}{}
 		<-release
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +137,7 @@ func TestHandleBlockingIsPublisherBackpressure(t *testing.T) {
 // PUBACK) like any panic while serving it, and nothing else.
 func TestHandlerPanicIsContained(t *testing.T) {
 	b := startBroker(t, nil)
-	if err := b.Handle("boom", func(string, []byte) { panic("consumer bug") }); err != nil {
+	if err := b.Handle("boom", func(string, []byte) error { panic("consumer bug") }); err != nil {
 		t.Fatal(err)
 	}
 	r := dialRaw(t, b.addr)
@@ -157,8 +160,9 @@ func TestHandlerPanicIsContained(t *testing.T) {
 func TestWillReachesHandler(t *testing.T) {
 	b := startBroker(t, nil)
 	got := make(chan handled, 1)
-	if err := b.Handle("$hw/events/device/+/+/state/update", func(topic string, payload []byte) {
+	if err := b.Handle("$hw/events/device/+/+/state/update", func(topic string, payload []byte) error {
 		got <- handled{topic: topic, payload: string(payload)}
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +190,7 @@ func TestHandleAndPublishValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noop := func(string, []byte) {}
+	noop := func(string, []byte) error { return nil }
 	for _, f := range []string{"", "a/#/b", "a+/b", "a/b#", "$share/g/a", "bad\x00", string([]byte{0xff})} {
 		if err := b.Handle(f, noop); !errors.Is(err, ErrInvalidFilter) {
 			t.Errorf("Handle(%q) = %v, want ErrInvalidFilter", f, err)

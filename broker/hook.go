@@ -170,7 +170,14 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil // the broker's own Publish: consumers never see what the agent sends
 	}
-	if !h.b.dispatch(pk.TopicName, pk.Payload) {
+	matched, err := h.b.dispatch(pk.TopicName, pk.Payload)
+	if err != nil {
+		// Not taken (the consumer is stopping): no PUBACK, so the client keeps the message and
+		// sends it again after it reconnects, instead of believing it delivered.
+		h.b.m.notTaken.Inc()
+		return pk, packets.ErrRejectPacket
+	}
+	if !matched {
 		return pk, nil
 	}
 	if !pk.FixedHeader.Retain && !h.b.subscribed(pk.TopicName) {

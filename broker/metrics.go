@@ -33,6 +33,7 @@ var rejectReasons = []string{
 type metrics struct {
 	rejected    *prometheus.CounterVec
 	panics      prometheus.Counter
+	notTaken    prometheus.Counter
 	connections prometheus.Gauge // open TCP connections, including those still before CONNECT
 }
 
@@ -45,6 +46,10 @@ func newMetrics() *metrics {
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: metricPrefix + "panics_total",
 			Help: "Panics while serving one MQTT client that were contained to that client's connection.",
+		}),
+		notTaken: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricPrefix + "publishes_not_taken_total",
+			Help: "PUBLISH packets left unacknowledged because their consumer could not take them (stopping); the client resends them.",
 		}),
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricPrefix + "connections_open",
@@ -61,7 +66,7 @@ func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.rejected, m.panics, m.connections, newInfoCollector(srv)} {
+	for _, c := range []prometheus.Collector{m.rejected, m.panics, m.notTaken, m.connections, newInfoCollector(srv)} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

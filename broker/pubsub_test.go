@@ -145,8 +145,9 @@ func TestMosquittoClients(t *testing.T) {
 	host, port, _ := strings.Cut(b.addr, ":")
 
 	consumed := make(chan msg, 4)
-	if err := b.Handle("mosq/in/#", func(topic string, payload []byte) {
+	if err := b.Handle("mosq/in/#", func(topic string, payload []byte) error {
 		consumed <- msg{topic: topic, payload: string(payload)}
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func TestTopicSubscribed(t *testing.T) {
 func TestHandledTopicReachesSubscribers(t *testing.T) {
 	b := startBroker(t, nil)
 	handled := make(chan string, 4)
-	if err := b.Handle("dev/+/update", func(topic string, payload []byte) { handled <- string(payload) }); err != nil {
+	if err := b.Handle("dev/+/update", func(topic string, payload []byte) error { handled <- string(payload); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	pub := dialPaho3(t, b.addr, "pub")

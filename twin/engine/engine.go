@@ -78,7 +78,7 @@ type Store interface {
 
 // Broker is what the engine needs of the MQTT broker (*broker.Broker).
 type Broker interface {
-	Handle(filter string, h func(topic string, payload []byte)) error
+	Handle(filter string, h func(topic string, payload []byte) error) error
 	// Topic returns the topic the engine publishes on; it remembers whether a client subscribed
 	// to it, and messages nobody would receive are neither encoded nor published.
 	Topic(name string) (*broker.Topic, error)
@@ -187,7 +187,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	}
 	e.m = newMetrics(d.Metrics, e)
 	d.Store.Subscribe(e.onStoreChanges)
-	for filter, h := range map[string]func(string, []byte){
+	for filter, h := range map[string]func(string, []byte) error{
 		filterTwinUpdate:    e.onDevice(e.onTwinUpdate),
 		filterTwinGet:       e.onDevice(e.onTwinGet),
 		filterStateUpdate:   e.onDevice(e.onStateUpdate),

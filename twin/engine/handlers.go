@@ -57,9 +57,15 @@ func cut(s string) string {
 func (e *Engine) wait() bool {
 	select {
 	case <-e.ready:
-		return true
 	case <-e.done:
 		return false
+	}
+	// Once stopped, both are closed and the select above picks either: look at done alone.
+	select {
+	case <-e.done:
+		return false
+	default:
+		return true
 	}
 }
 
@@ -72,15 +78,19 @@ func (e *Engine) wait() bool {
 // (TestHandlerStack checks it) and costs no stack of its own; a pool of workers would add their
 // stacks, two goroutine switches per message, and a bound on how many changes one commit can
 // carry. Only the publishes, which go through mochi again, are left to the publishers.
-func (e *Engine) onDevice(h func(topic string, payload []byte, arrived time.Time)) func(string, []byte) {
-	return func(topic string, payload []byte) {
+func (e *Engine) onDevice(h func(topic string, payload []byte, arrived time.Time)) func(string, []byte) error {
+	return func(topic string, payload []byte) error {
 		arrived := time.Now()
 		if !e.wait() {
-			return
+			return errStopped // no PUBACK: the device sends it again to the next agent
 		}
 		h(topic, payload, arrived)
+		return nil
 	}
 }
+
+// errStopped tells the broker that a device's message was not taken because the engine stopped.
+var errStopped = errors.New("twin: the engine has stopped")
 
 // resultTopic returns the result topic of a topic a client published on, made for the one
 // message: twin/get and state/update are rare beside twin/update, whose result topic each
@@ -288,10 +298,11 @@ func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) {
 
 // onUpload handles $hw/events/upload/# and SYS/dis/upload_records: the payload goes into the
 // outbox as it is, and the callback returns (the device gets its PUBACK) only once it is
-// durable. A full outbox or a failing store is retried, not dropped: the publisher waits.
-func (e *Engine) onUpload(topic string, payload []byte) {
+// durable. A full outbox or a failing store is retried, not dropped: the publisher waits. If
+// the engine stops first, the upload is not acknowledged, and the device sends it again.
+func (e *Engine) onUpload(topic string, payload []byte) error {
 	if !e.wait() {
-		return
+		return errStopped
 	}
 	entry := edgestore.Entry{Kind: protocol.ReportUpload, Subject: topic, Payload: bytes.Clone(payload)}
 	backoff := 10 * time.Millisecond
@@ -300,11 +311,11 @@ func (e *Engine) onUpload(topic string, payload []byte) {
 		if err == nil {
 			e.m.uploads.WithLabelValues("queued").Inc()
 			e.m.uploadBytes.Add(float64(len(payload)))
-			return
+			return nil
 		}
 		if e.ctx.Err() != nil {
 			e.m.uploads.WithLabelValues("stopped").Inc()
-			return
+			return errStopped
 		}
 		reason := "store"
 		if errors.Is(err, edgestore.ErrOutboxFull) {
@@ -316,7 +327,8 @@ func (e *Engine) onUpload(topic string, payload []byte) {
 		select {
 		case <-time.After(backoff):
 		case <-e.done:
-			return
+			e.m.uploads.WithLabelValues("stopped").Inc()
+			return errStopped
 		}
 		backoff = min(2*backoff, e.cfg.UploadRetry)
 	}
