@@ -482,7 +482,10 @@ func (e *Engine) applyDesired(ctx context.Context, d *device) {
 	}
 	if err := e.write(ctx, d, next, d.state, reports); err != nil {
 		e.m.desired.WithLabelValues("failed").Inc()
-		e.log.Error().Err(err).Str("device", d.id).Msg("cannot store the device's desired state; retried on its next change or restart")
+		e.sampled.Warn().Err(err).Str("device", d.id).Dur("retry_in", desiredRetry).Msg("cannot store the device's desired state; retrying")
+		if ctx.Err() == nil {
+			e.retryLater(resource.StoreKey(resource.Key{Resource: resource.Devices, Namespace: d.ns, Name: d.name}))
+		}
 		return
 	}
 	d.tw = next
@@ -495,6 +498,23 @@ func (e *Engine) applyDesired(ctx context.Context, d *device) {
 		e.publish(d.id, d.topics.document, pubDocument, twin.EncodeDocument(e.eventID(), changed, now))
 	}
 	e.publishDelta(d, next, now)
+}
+
+// desiredRetry is how long a desired change the store could not take (a full outbox) waits
+// before it is applied again: it must not wait for the Device's next change.
+const desiredRetry = 2 * time.Second
+
+// retryLater looks at the store key again after desiredRetry, as if it had changed.
+func (e *Engine) retryLater(key string) {
+	time.AfterFunc(desiredRetry, func() {
+		e.pmu.Lock()
+		e.pending[key] = struct{}{}
+		e.pmu.Unlock()
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	})
 }
 
 // remove forgets a device that left the node and tells the mappers.

@@ -76,3 +76,40 @@ func TestNothingAcknowledgedOnceTheEngineStops(t *testing.T) {
 		}
 	}
 }
+
+// TestDesiredChangeWaitsForRoomInTheOutbox: a desired change that arrives while the outbox is
+// full cannot be stored with its report; it is applied once there is room. Before, it was
+// dropped until the Device changed again or the agent restarted.
+func TestDesiredChangeWaitsForRoomInTheOutbox(t *testing.T) {
+	r := newRig(t, nil, func(c *edgestore.Config) { c.OutboxLimit = 1 })
+	r.model("m", "temp", "INT")
+	r.device("a", "m") // no desired: no report
+	r.waitDevice("a")
+	m := connectMapper(t, r.url, nil, ns+"/a")
+	ctx := context.Background()
+	if err := m.Upload(ctx, "$hw/events/upload/x", []byte("fill")); err != nil {
+		t.Fatal(err)
+	}
+	r.device("a", "m", "temp", "20") // the cloud sets a desired value while the outbox is full
+	time.Sleep(200 * time.Millisecond)
+	// The cloud link drains the outbox.
+	es := r.outbox()
+	if err := r.store.AckOutbox(ctx, es[len(es)-1].Seq); err != nil {
+		t.Fatal(err)
+	}
+	// Retried until it fits: the twin gets the expected value without the Device changing again.
+	deadline := time.Now().Add(3 * desiredRetry)
+	for {
+		g, err := m.Get(ctx, ns+"/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := g.Twin["temp"]; p != nil && p.Expected != nil && p.Expected.Value != nil && *p.Expected.Value == "20" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("desired 20 never reached the twin after the outbox drained: %s", mustJSON(g.Twin))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
