@@ -184,6 +184,11 @@ func (ix *Index) WaitFor(ctx context.Context, rev int64) (Snapshot, error) {
 	}
 }
 
+// compactionHolder is a backend whose compaction can be held off (boltstore).
+type compactionHolder interface {
+	HoldCompaction() (release func())
+}
+
 // Run lists the backend, replays recent history to subscribers, then follows the backend's
 // changes until ctx ends. It returns nil when ctx ends and an error if the backend fails in a
 // way that cannot be resumed.
@@ -210,6 +215,20 @@ func (ix *Index) Run(ctx context.Context) error {
 	txn.Commit()
 	ix.objects.Set(float64(n))
 	from := rev
+	if h, ok := ix.backend.(compactionHolder); ok && ix.cfg.Preload > 0 {
+		// The replay starts near the edge of the store's history; the writes of a busy start
+		// must not compact it away under the replay (Run could not go on). Held until the
+		// replay is over. A store compacted by others (etcd) cannot be held.
+		release := h.HoldCompaction()
+		defer release()
+		go func() {
+			select {
+			case <-ix.current:
+			case <-ctx.Done():
+			}
+			release()
+		}()
+	}
 	if ix.cfg.Preload > 0 {
 		compacted, err := ix.backend.Compacted(ctx)
 		if err != nil {

@@ -104,6 +104,11 @@ type Store struct {
 	stop    chan struct{} // closed by Close
 	stopped chan struct{} // closed when the writer has exited
 
+	// compactMu is held by a compaction from its decision to its end, and by HoldCompaction
+	// while it counts a hold, so a hold never starts in the middle of a compaction.
+	compactMu sync.Mutex
+	holds     int // guarded by compactMu: HoldCompaction calls not yet released
+
 	mu        sync.Mutex // guards the fields below and the watcher set
 	rev       int64      // owned by the writer; read under mu
 	compacted int64
@@ -421,6 +426,11 @@ func apply(kv *bolt.Bucket, o *op, rev int64) (store.Event, error) {
 // compact drops log entries older than the history window, a bounded number per transaction so
 // that writers never wait long behind it.
 func (s *Store) compact() {
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
+	if s.holds > 0 {
+		return
+	}
 	s.mu.Lock()
 	target := s.rev - s.cfg.History
 	from := s.compacted
@@ -458,6 +468,24 @@ func (s *Store) compact() {
 	s.mu.Lock()
 	s.compacted = target
 	s.mu.Unlock()
+}
+
+// HoldCompaction stops compaction until release is called, for a reader that must replay the
+// history it found (the index at start, whose replay the writes of a busy start could otherwise
+// overtake). Meanwhile the history grows past History; compaction catches up after. Once it
+// returns, Compacted does not move until release; release may be called more than once.
+func (s *Store) HoldCompaction() (release func()) {
+	s.compactMu.Lock()
+	s.holds++
+	s.compactMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.compactMu.Lock()
+			s.holds--
+			s.compactMu.Unlock()
+		})
+	}
 }
 
 // Close stops the writer (failing queued writes with ErrClosed), ends every watch and closes
