@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -15,6 +16,14 @@ import (
 // event falls between the replay and the live stream (kine's subscribe-then-list).
 func (s *Store) Watch(ctx context.Context, rev int64) (<-chan store.WatchResponse, error) {
 	s.mu.Lock()
+	// A List or Get sees a commit as soon as bbolt's transaction ends, a moment before the
+	// writer publishes its revision here: wait that moment out instead of calling a revision
+	// just read "future" (a list-then-watch from the list's revision would fail).
+	for wait := time.Now().Add(time.Second); rev > s.rev && !s.closed && time.Now().Before(wait) && ctx.Err() == nil; {
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		s.mu.Lock()
+	}
 	switch {
 	case s.closed:
 		s.mu.Unlock()
