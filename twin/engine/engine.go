@@ -37,6 +37,10 @@ type Config struct {
 	// UploadRetry is the longest wait between attempts to queue an upload while the outbox is
 	// full. The publisher gets no PUBACK meanwhile (backpressure), so nothing is dropped.
 	UploadRetry time.Duration
+	// UploadHold is how long an upload waits for room in the outbox before it is given up
+	// without a PUBACK: the device keeps it and sends it again, while its connection (which
+	// cannot be read meanwhile, and may be gone) is freed.
+	UploadHold time.Duration
 }
 
 // DefaultConfig returns the defaults for node.
@@ -47,6 +51,7 @@ func DefaultConfig(node string) Config {
 		MaxDevices:  10_000,
 		QoS:         1,
 		UploadRetry: time.Second,
+		UploadHold:  30 * time.Second,
 	}
 }
 
@@ -61,6 +66,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("twin: qos must be 0, 1 or 2, got %d", c.QoS)
 	case c.UploadRetry <= 0:
 		return fmt.Errorf("twin: uploadRetry must be positive, got %s", c.UploadRetry)
+	case c.UploadHold < c.UploadRetry:
+		return fmt.Errorf("twin: uploadHold must be at least uploadRetry (%s), got %s", c.UploadRetry, c.UploadHold)
 	}
 	return c.Limits.Validate()
 }

@@ -89,8 +89,12 @@ func (e *Engine) onDevice(h func(topic string, payload []byte, arrived time.Time
 	}
 }
 
-// errStopped tells the broker that a device's message was not taken because the engine stopped.
-var errStopped = errors.New("twin: the engine has stopped")
+// errStopped tells the broker that a device's message was not taken because the engine stopped;
+// errUploadHeld, that an upload found no room in the outbox for UploadHold.
+var (
+	errStopped    = errors.New("twin: the engine has stopped")
+	errUploadHeld = errors.New("twin: no room in the outbox for the upload; the device keeps it")
+)
 
 // resultTopic returns the result topic of a topic a client published on, made for the one
 // message: twin/get and state/update are rare beside twin/update, whose result topic each
@@ -306,6 +310,7 @@ func (e *Engine) onUpload(topic string, payload []byte) error {
 	}
 	entry := edgestore.Entry{Kind: protocol.ReportUpload, Subject: topic, Payload: bytes.Clone(payload)}
 	backoff := 10 * time.Millisecond
+	giveUp := time.Now().Add(e.cfg.UploadHold)
 	for {
 		err := e.store.Enqueue(e.ctx, entry)
 		if err == nil {
@@ -324,6 +329,10 @@ func (e *Engine) onUpload(topic string, payload []byte) error {
 		e.m.uploads.WithLabelValues(reason).Inc()
 		e.sampled.Warn().Err(err).Str("topic", topic).Dur("retry_in", backoff).
 			Msg("cannot queue an upload; the device is held without a PUBACK until it is stored")
+		if time.Now().After(giveUp) {
+			e.m.uploads.WithLabelValues("given_up").Inc()
+			return errUploadHeld
+		}
 		select {
 		case <-time.After(backoff):
 		case <-e.done:

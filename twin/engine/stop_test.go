@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +113,45 @@ func TestDesiredChangeWaitsForRoomInTheOutbox(t *testing.T) {
 			t.Fatalf("desired 20 never reached the twin after the outbox drained: %s", mustJSON(g.Twin))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestHeldUploadIsGivenUp: an upload waiting for room in a full outbox holds its connection's
+// goroutine (mochi reads nothing more from it, so a client that left is not noticed). It is
+// given up after UploadHold, without a PUBACK. Before, each client that gave up, reconnected
+// and sent again left one more goroutine, socket and payload behind, and once the outbox had
+// room every copy was stored as an upload of its own.
+func TestHeldUploadIsGivenUp(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.UploadRetry, c.UploadHold = 50*time.Millisecond, 300*time.Millisecond },
+		func(c *edgestore.Config) { c.OutboxLimit = 1 })
+	dial := func() paho.Client {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(r.url).SetClientID("same-id").SetAutoReconnect(false).SetCleanSession(false))
+		if tok := c.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+		return c
+	}
+	c := dial()
+	if tok := c.Publish("$hw/events/upload/a", 1, false, []byte("fill")); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	const rounds = 5
+	for i := 0; i < rounds; i++ {
+		c.Publish("$hw/events/upload/a", 1, false, make([]byte, 200<<10))
+		time.Sleep(100 * time.Millisecond)
+		c.Disconnect(0)
+		c = dial()
+	}
+	c.Disconnect(0)
+	time.Sleep(time.Second) // past UploadHold
+	buf := make([]byte, 1<<22)
+	n := runtime.Stack(buf, true)
+	if held := strings.Count(string(buf[:n]), "(*Engine).onUpload"); held > 0 {
+		t.Fatalf("%d connection goroutines still held in onUpload after every client left", held)
+	}
+	for _, e := range r.outbox() {
+		if e.Kind == protocol.ReportUpload && len(e.Payload) > 100 {
+			t.Fatal("an upload given up is in the outbox")
+		}
 	}
 }
