@@ -50,6 +50,12 @@ type Broker struct {
 	hmu      sync.Mutex
 	handlers atomic.Pointer[[]handler]
 
+	// retained are the topics clients keep a retained message on, for MaxRetained (mochi's own
+	// retained set also holds its $SYS topics). Kept in step by the hook: OnPublish adds and
+	// clears, OnRetainedExpired drops.
+	rmu      sync.Mutex
+	retained map[string]struct{}
+
 	subs subscribed // Subscribed's memory; its epoch is moved by hook
 
 	started atomic.Bool
@@ -505,5 +511,27 @@ func validFilter(filter string) bool {
 			return false
 		}
 	}
+	return true
+}
+
+// keepRetained reports whether a client's retained PUBLISH on topic may be kept, and counts it:
+// clearing (an empty payload) and replacing always may, a new topic only below MaxRetained.
+func (b *Broker) keepRetained(topic string, set bool) bool {
+	b.rmu.Lock()
+	defer b.rmu.Unlock()
+	if !set {
+		delete(b.retained, topic)
+		return true
+	}
+	if _, ok := b.retained[topic]; ok {
+		return true
+	}
+	if len(b.retained) >= b.cfg.MaxRetained {
+		return false
+	}
+	if b.retained == nil {
+		b.retained = map[string]struct{}{}
+	}
+	b.retained[topic] = struct{}{}
 	return true
 }

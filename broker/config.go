@@ -56,6 +56,17 @@ type Config struct {
 	// connected.
 	MaxSubscriptionsPerClient int
 
+	// MaxSessions bounds the sessions the broker keeps: connected clients and the kept sessions
+	// of disconnected ones (clean-session=false, or an MQTT 5 session expiry). A CONNECT that
+	// would start one more is refused like one beyond MaxClients; a client resuming its own
+	// session is always let in.
+	MaxSessions int
+
+	// MaxRetained bounds the retained messages. A retained PUBLISH on a new topic past it is
+	// still delivered but not retained (counted as retained_limit); replacing or clearing a
+	// retained message is always allowed.
+	MaxRetained int
+
 	// SessionExpiry caps how long the session of a disconnected client is kept (MQTT 5 session
 	// expiry interval, and 3.1.1 clean-session=false sessions). Zero ends every session at
 	// disconnect. Whole seconds only.
@@ -95,6 +106,8 @@ func DefaultConfig() Config {
 		WriteTimeout:              10 * time.Second,
 		MaxInflight:               1024,
 		MaxSubscriptionsPerClient: 100,
+		MaxSessions:               10_000,
+		MaxRetained:               1_000,
 		SessionExpiry:             time.Hour,
 		MaxPendingWrites:          128,
 		TopicAliasMaximum:         64,
@@ -127,6 +140,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxPacketSize < minPacketSize || c.MaxPacketSize > maxMQTTPacket:
 		return invalid("MaxPacketSize", "must be between %d and %d bytes, got %d", minPacketSize, maxMQTTPacket, c.MaxPacketSize)
+	case c.MaxSessions < 1:
+		return invalid("MaxSessions", "must be at least 1, got %d", c.MaxSessions)
+	case c.MaxRetained < 0:
+		return invalid("MaxRetained", "must not be negative, got %d", c.MaxRetained)
 	case c.MaxClients < 1:
 		return invalid("MaxClients", "must be at least 1, got %d", c.MaxClients)
 	case c.MaxPendingConnections < 1:

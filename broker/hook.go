@@ -22,7 +22,7 @@ func (h *hook) Provides(e byte) bool {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnConnect, mqtt.OnSubscribe,
 		mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnClientExpired,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
-		mqtt.OnDisconnect:
+		mqtt.OnDisconnect, mqtt.OnRetainedExpired:
 		return true
 	}
 	return false
@@ -42,6 +42,15 @@ func (h *hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	if cl.ID == mqtt.InlineClientId {
 		_ = h.b.srv.SendConnack(cl, packets.ErrClientIdentifierNotValid, false, nil)
 		return packets.ErrClientIdentifierNotValid
+	}
+	if _, resumes := h.b.srv.Clients.Get(cl.ID); !resumes && h.b.srv.Clients.Len() >= h.b.cfg.MaxSessions+1 { // +1: mochi's inline client
+		code := packets.ErrServerBusy
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrServerUnavailable
+		}
+		_ = h.b.srv.SendConnack(cl, code, false, nil)
+		h.b.m.rejected.WithLabelValues(reasonSessionLimit).Inc()
+		return code
 	}
 	if c := connOf(cl); c != nil {
 		c.client.Store(cl)
@@ -170,6 +179,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil // the broker's own Publish: consumers never see what the agent sends
 	}
+	if pk.FixedHeader.Retain && !h.b.keepRetained(pk.TopicName, len(pk.Payload) > 0) {
+		pk.FixedHeader.Retain = false // delivered, not kept
+		h.b.m.rejected.WithLabelValues(reasonRetainedLimit).Inc()
+	}
 	matched, err := h.b.dispatch(pk.TopicName, pk.Payload)
 	if err != nil {
 		// Not taken (the consumer is stopping): no PUBACK, so the client keeps the message and
@@ -187,6 +200,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.CodeSuccessIgnore
 	}
 	return pk, nil
+}
+
+// OnRetainedExpired forgets a retained message mochi dropped at its expiry.
+func (h *hook) OnRetainedExpired(topic string) {
+	h.b.rmu.Lock()
+	delete(h.b.retained, topic)
+	h.b.rmu.Unlock()
 }
 
 // OnWillSent passes a will message to the Handle consumers (a mapper's will is often its

@@ -20,11 +20,13 @@ const (
 	reasonConnectTimeout    = "connect_timeout"    // no CONNECT within ConnectTimeout
 	reasonClientID          = "client_id"          // CONNECT with a client id the broker reserves
 	reasonProtocol          = "protocol"           // malformed packet or protocol violation, connection closed
+	reasonSessionLimit      = "session_limit"      // CONNECT that would keep one session more than MaxSessions, refused in CONNACK
+	reasonRetainedLimit     = "retained_limit"     // retained PUBLISH on a new topic beyond MaxRetained, delivered but not retained
 )
 
 var rejectReasons = []string{
 	reasonOversize, reasonPanic, reasonClientLimit, reasonConnectionLimit, reasonSubscriptionLimit,
-	reasonReceiveMaximum, reasonConnectTimeout, reasonClientID, reasonProtocol,
+	reasonReceiveMaximum, reasonConnectTimeout, reasonClientID, reasonProtocol, reasonSessionLimit, reasonRetainedLimit,
 }
 
 // metrics are the counters this package keeps itself. Everything mochi already counts (clients,
@@ -41,7 +43,7 @@ func newMetrics() *metrics {
 	m := &metrics{
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "rejected_total",
-			Help: "Inputs refused by the MQTT broker, by reason (oversize, panic, client_limit, connection_limit, subscription_limit, receive_maximum, connect_timeout, client_id, protocol).",
+			Help: "Inputs refused by the MQTT broker, by reason (oversize, panic, client_limit, connection_limit, subscription_limit, receive_maximum, connect_timeout, client_id, protocol, session_limit, retained_limit).",
 		}, []string{"reason"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: metricPrefix + "panics_total",
