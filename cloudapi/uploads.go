@@ -57,11 +57,14 @@ type UploadsConfig struct {
 	Retain int
 	// PruneInterval is how often retention runs.
 	PruneInterval time.Duration
+	// WriteTimeout bounds each write to a follower: one that stops reading is cut off instead
+	// of holding its goroutine and the store's buffer of events for it.
+	WriteTimeout time.Duration
 }
 
 // DefaultUploadsConfig returns the defaults.
 func DefaultUploadsConfig() UploadsConfig {
-	return UploadsConfig{Retain: 100_000, PruneInterval: time.Minute}
+	return UploadsConfig{Retain: 100_000, PruneInterval: time.Minute, WriteTimeout: 10 * time.Second}
 }
 
 // Validate reports the first unusable setting.
@@ -71,6 +74,8 @@ func (c UploadsConfig) Validate() error {
 		return fmt.Errorf("uploads: retain must be at least 1, got %d", c.Retain)
 	case c.PruneInterval <= 0:
 		return fmt.Errorf("uploads: prune interval must be positive, got %s", c.PruneInterval)
+	case c.WriteTimeout <= 0:
+		return fmt.Errorf("uploads: write timeout must be positive, got %s", c.WriteTimeout)
 	}
 	return nil
 }
@@ -280,6 +285,8 @@ func (u *Uploads) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
+	deadline := func() { rc.SetWriteDeadline(time.Now().Add(u.cfg.WriteTimeout)) }
+	deadline()
 	send := func(kv store.KV) error {
 		var up Upload
 		if err := json.Unmarshal(kv.Value, &up); err != nil {
@@ -290,6 +297,7 @@ func (u *Uploads) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return nil
 		}
 		up.Cursor = strconv.FormatInt(kv.CreateRev, 10)
+		deadline()
 		return enc.Encode(up)
 	}
 
@@ -330,6 +338,7 @@ func (u *Uploads) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+		deadline()
 		if rc.Flush() != nil {
 			return
 		}
