@@ -173,6 +173,9 @@ func validate(c *config) error {
 	if c.history < 1000 {
 		return cli.Usagef("history: must be at least 1000, got %d", c.history)
 	}
+	if c.watchCache < 1 {
+		return cli.Usagef("watch-cache: must be at least 1, got %d", c.watchCache)
+	}
 	if err := c.hub.Validate(); err != nil {
 		return cli.Usagef("%v", err)
 	}

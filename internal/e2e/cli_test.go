@@ -30,6 +30,7 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{"tether-cloud", []string{"--heartbeat", "soon", "--data-dir", data}, "heartbeat"},
 		{"tether-cloud", []string{"--config", badFile, "--data-dir", data}, `unknown key "hartbeat"`},
 		{"tether-cloud", []string{"--store", "mongo", "--data-dir", data}, "store"},
+		{"tether-cloud", []string{"--watch-cache", "0", "--data-dir", data}, "watch-cache"},
 		{"tether-cloud", []string{"--api-listen", "0.0.0.0:10080", "--data-dir", data}, "api-token-file"},
 		{"tether-cloud", []string{"token", "create"}, "--node"},
 		{"tether-edge", []string{"--cloud", "nohost", "--data-dir", data}, "cloud"},
