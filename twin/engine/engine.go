@@ -128,6 +128,7 @@ type Engine struct {
 	models  map[string]map[string]string // namespace/name → property → type
 
 	pmu     sync.Mutex          // guards pending
+	shelved map[string]*stored  // stored twins of devices not served yet (see shelve); Run's goroutine only
 	pending map[string]struct{} // store keys of Devices and DeviceModels changed since last looked at
 	wake    chan struct{}       // capacity 1: pending has keys
 }
@@ -394,10 +395,14 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 	if err != nil {
 		e.m.desired.WithLabelValues("unreadable").Inc()
 		e.log.Warn().Err(err).Str("device", id).Msg("ignoring a device that cannot be read")
+		e.shelve(id, loaded)
 		return
 	}
 	e.mu.Lock()
 	d, exists := e.devices[id]
+	if !exists && loaded == nil {
+		loaded = e.shelved[id] // its stored twin, kept while its Device could not be read
+	}
 	admitted := false
 	if !exists {
 		topics, err := e.topicsOf(id)
@@ -405,8 +410,10 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 			e.mu.Unlock()
 			e.m.desired.WithLabelValues("unreadable").Inc()
 			e.log.Warn().Err(err).Str("device", id).Msg("ignoring a device whose name cannot be a topic level")
+			e.shelve(id, loaded)
 			return
 		}
+		delete(e.shelved, id)
 		d = &device{id: id, ns: spec.Namespace, name: spec.Name, topics: topics}
 		if loaded != nil {
 			d.tw, d.state = loaded.Twin, loaded.State
@@ -441,6 +448,19 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 			e.publish(e.cfg.Node, t, pubMembershipUpdated, twin.EncodeMembershipUpdated(e.eventID(), []twin.Member{d.member()}, nil, e.nowMs()))
 		}
 	}
+}
+
+// shelve keeps the stored twin of a device the engine cannot serve yet, so that when its Device
+// becomes readable it starts from that twin, not an empty one that would overwrite it. Only at
+// load (loaded non-nil). Called on Run's goroutine, like every upsert.
+func (e *Engine) shelve(id string, loaded *stored) {
+	if loaded == nil {
+		return
+	}
+	if e.shelved == nil {
+		e.shelved = map[string]*stored{}
+	}
+	e.shelved[id] = loaded
 }
 
 // served counts the devices that are served; the caller holds e.mu.

@@ -155,3 +155,31 @@ func TestHeldUploadIsGivenUp(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadableDeviceKeepsItsStoredTwin: a Device that cannot be read when the agent starts is
+// not served, but its stored twin is kept; when a readable version arrives, the device starts
+// from that twin. Before, it started empty and its first write overwrote the stored actual
+// values (and the next report removed them from the cloud's status).
+func TestUnreadableDeviceKeepsItsStoredTwin(t *testing.T) {
+	r := newRig(t, nil, nil)
+	r.model("m", "temp", "INT")
+	r.device("a", "m")
+	r.waitDevice("a")
+	ctx := context.Background()
+	m := connectMapper(t, r.url, nil, ns+"/a")
+	if _, err := m.Report(ctx, ns+"/a", map[string]string{"temp": "5"}); err != nil {
+		t.Fatal(err)
+	}
+	r.put(resource.Devices, "a", map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device", "spec": "unreadable"})
+	r.restart()
+	r.device("a", "m")
+	r.waitDevice("a")
+	m = connectMapper(t, r.url, nil, ns+"/a")
+	g, err := m.Get(ctx, ns+"/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := g.Twin["temp"]; p == nil || p.Actual == nil || p.Actual.Value == nil || *p.Actual.Value != "5" {
+		t.Fatalf("the stored actual value was lost: %s", mustJSON(g.Twin))
+	}
+}
