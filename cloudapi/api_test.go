@@ -249,3 +249,36 @@ func TestHostileBodies(t *testing.T) {
 		t.Fatalf("YAML create: %d %s", code, out)
 	}
 }
+
+// TestNodeDeletesOnlyThePodItChecked: a node's delete of its own pod carries the UID of the
+// pod that was checked to be the node's, so a pod of the same name created on another node in
+// between is not deleted (409 instead). A UID the node sent itself is kept.
+func TestNodeDeletesOnlyThePodItChecked(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{``, `{"preconditions":{"uid":"u-1"}}`},
+		{`{"propagationPolicy":"Background"}`, `{"preconditions":{"uid":"u-1"},"propagationPolicy":"Background"}`},
+		{`{"preconditions":{"uid":"mine"}}`, `{"preconditions":{"uid":"mine"}}`},
+		{`{"preconditions":null}`, `{"preconditions":{"uid":"u-1"}}`},
+	} {
+		out, err := withUIDPrecondition([]byte(tc.in), "u-1")
+		if err != nil || string(out) != tc.want {
+			t.Errorf("withUIDPrecondition(%s) = %s, %v; want %s", tc.in, out, err, tc.want)
+		}
+	}
+	if _, err := withUIDPrecondition([]byte(`[1]`), "u-1"); err == nil {
+		t.Error("delete options that are not an object were accepted")
+	}
+
+	c := newCloud(t, 1000)
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	c.must(http.MethodPost, podsPath, podJSON("mine", "edge-1"))
+	resp := c.fwd.Forward(context.Background(), "edge-1", &protocol.Request{Method: http.MethodDelete, Path: podsPath + "/mine",
+		ContentType: "application/json", Body: []byte(`{"preconditions":{"uid":"not-this-pod"}}`)})
+	if resp.Code != http.StatusConflict {
+		t.Fatalf("a delete with another UID: %d %s, want 409", resp.Code, resp.Body)
+	}
+	resp = c.fwd.Forward(context.Background(), "edge-1", &protocol.Request{Method: http.MethodDelete, Path: podsPath + "/mine"})
+	if resp.Code != http.StatusOK {
+		t.Fatalf("the node's delete of its own pod: %d %s", resp.Code, resp.Body)
+	}
+}

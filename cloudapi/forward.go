@@ -3,6 +3,7 @@ package cloudapi
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -43,10 +44,19 @@ func (f *Forwarder) Forward(ctx context.Context, node string, req *protocol.Requ
 	if err != nil {
 		return statusResponse(err)
 	}
-	if err := f.allowed(ctx, node, ri); err != nil {
+	uid, err := f.allowed(ctx, node, ri)
+	if err != nil {
 		return statusResponse(err)
 	}
-	hr, err := http.NewRequestWithContext(ctx, req.Method, u.RequestURI(), bytes.NewReader(req.Body))
+	body := req.Body
+	if ri.Verb == "delete" && uid != "" {
+		// The pod was checked to be this node's; delete exactly that pod, not one of the same
+		// name created on another node in between.
+		if body, err = withUIDPrecondition(body, uid); err != nil {
+			return statusResponse(err)
+		}
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.Method, u.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		return statusResponse(kubeapi.BadRequest("the forwarded request is not valid: %v", err))
 	}
@@ -61,27 +71,28 @@ func (f *Forwarder) Forward(ctx context.Context, node string, req *protocol.Requ
 	return &protocol.Response{ID: req.ID, Code: uint16(rec.code), ContentType: rec.header.Get("Content-Type"), Body: rec.body.Bytes()}
 }
 
-// allowed applies the rules of the type comment.
-func (f *Forwarder) allowed(ctx context.Context, node string, ri kubeapi.RequestInfo) error {
+// allowed applies the rules of the type comment. For an object bound to the node it returns
+// the object's UID as checked.
+func (f *Forwarder) allowed(ctx context.Context, node string, ri kubeapi.RequestInfo) (uid string, err error) {
 	gr := ri.Info.GroupResource()
 	status := ri.Subresource == "status" && (ri.Verb == "update" || ri.Verb == "patch")
 	switch {
 	case gr == resource.Nodes && status && ri.Name == node:
-		return nil
+		return "", nil
 	case (gr == resource.Pods && (status || ri.Verb == "delete")) || (gr == resource.Devices && status):
-		bound, err := f.objects.boundNode(ctx, ri.Info, ri.Namespace, ri.Name)
+		bound, uid, err := f.objects.boundNode(ctx, ri.Info, ri.Namespace, ri.Name)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if bound == node {
-			return nil
+			return uid, nil
 		}
 	}
 	name := ri.Name
 	if name == "" {
 		name = "(collection)"
 	}
-	return kubeapi.Forbidden(ri.Info.Group, ri.Info.Resource, name, fmt.Errorf(
+	return "", kubeapi.Forbidden(ri.Info.Group, ri.Info.Resource, name, fmt.Errorf(
 		"node %q may only change the status of its own Node, Pods and Devices and delete its own Pods (this was %s %s)", node, ri.Verb, describeTarget(ri)))
 }
 
@@ -94,17 +105,37 @@ func describeTarget(ri kubeapi.RequestInfo) string {
 }
 
 // boundNode returns the node an object is bound to ("" if it is bound to none or does not
-// exist), reading the cloud's latest state.
-func (o *Objects) boundNode(ctx context.Context, info resource.Info, ns, name string) (string, error) {
+// exist) and its UID, reading the cloud's latest state.
+func (o *Objects) boundNode(ctx context.Context, info resource.Info, ns, name string) (node, uid string, err error) {
 	snap, err := o.latest(ctx)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	obj := snap.Get(storeKey(info, ns, name))
 	if obj == nil {
-		return "", nil
+		return "", "", nil
 	}
-	return obj.Node, nil
+	return obj.Node, obj.UID, nil
+}
+
+// withUIDPrecondition returns delete options that require uid: the request's own options (a
+// JSON object, or none) with preconditions.uid set unless the request set one itself.
+func withUIDPrecondition(body []byte, uid string) ([]byte, error) {
+	opts := map[string]any{}
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := json.Unmarshal(body, &opts); err != nil || opts == nil {
+			return nil, kubeapi.BadRequest("the delete options are not a JSON object")
+		}
+	}
+	pre, _ := opts["preconditions"].(map[string]any)
+	if pre == nil {
+		pre = map[string]any{}
+	}
+	if _, set := pre["uid"]; !set {
+		pre["uid"] = uid
+	}
+	opts["preconditions"] = pre
+	return json.Marshal(opts)
 }
 
 func statusResponse(err error) *protocol.Response {
