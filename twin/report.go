@@ -84,8 +84,10 @@ func DecodeStateReport(b []byte) (DeviceState, error) {
 // MergeSnapshot applies a TwinReport (a full snapshot of one device's twins)
 // to what the cloud stores, and returns the new list, sorted by property name.
 //
-// Per property and side, the newer value wins as in MergeStatus, so a report
-// redelivered after a newer one cannot move a value back. Unlike MergeStatus,
+// Per property, the newer reported value wins as in MergeStatus, so a report
+// redelivered after a newer one cannot move it back; observedDesired is taken
+// from the snapshot, as its timestamp need not grow with the Device's revision
+// (see the comment inside). Unlike MergeStatus,
 // a property or side the snapshot does not hold is removed: the snapshot is
 // everything the edge holds, so an absent actual was deleted by the device.
 // A redelivered older snapshot can therefore bring a deleted property back for
@@ -108,6 +110,12 @@ func MergeSnapshot(stored, snapshot []StatusTwin) []StatusTwin {
 		}
 		if s.ObservedDesired == nil {
 			st.ObservedDesired = nil
+		} else {
+			// The desired side is ordered by the Device's revision at the edge, and its
+			// timestamp is the manifest's (it need not grow with the revision): the snapshot's
+			// value is the newest. The cloud applies a node's reports in order, so a resent
+			// older snapshot is followed by the newer ones again.
+			st.ObservedDesired = copyStatusValue(s.ObservedDesired)
 		}
 		if st.Reported == nil && st.ObservedDesired == nil {
 			continue
