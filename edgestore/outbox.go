@@ -8,6 +8,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/tetherhub/tether/internal/boltkeys"
 	"github.com/tetherhub/tether/protocol"
 )
 
@@ -125,23 +126,14 @@ func (s *Store) AckOutbox(ctx context.Context, seq uint64) error {
 }
 
 func (s *Store) ackOutbox(tx *bolt.Tx, st *txState, seq uint64) error {
-	c := tx.Bucket(bucketOutbox).Cursor()
-	// Each step seeks the key after the deleted one: once an earlier write in the same
-	// transaction has loaded the leaf into memory, bbolt's Delete shifts the cursor's entries and
-	// Next would skip every other key, leaving acknowledged reports behind for good.
-	for k, _ := c.First(); k != nil; {
-		at := binary.BigEndian.Uint64(k)
-		if at > seq {
-			break
-		}
-		if err := c.Delete(); err != nil {
-			return err
-		}
-		st.c.outCount--
-		k, _ = c.Seek(beUint(at + 1))
+	b := tx.Bucket(bucketOutbox)
+	n, err := boltkeys.DeleteThrough(b, seq)
+	st.c.outCount -= n
+	if err != nil {
+		return err
 	}
 	st.c.outFirst = 0
-	if k, _ := c.First(); k != nil {
+	if k, _ := b.Cursor().First(); k != nil {
 		st.c.outFirst = binary.BigEndian.Uint64(k)
 	}
 	return nil

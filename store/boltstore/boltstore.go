@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/tetherhub/tether/internal/boltkeys"
 	"github.com/tetherhub/tether/store"
 )
 
@@ -444,20 +445,8 @@ func (s *Store) compact() {
 		target = from + perTx
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketLog).Cursor()
-		// Each step seeks the key after the deleted one: after a Delete on a leaf bbolt holds in
-		// memory, Next skips the key that moved into the deleted one's place.
-		for k, _ := c.First(); k != nil; {
-			rev := binary.BigEndian.Uint64(k)
-			if int64(rev) > target {
-				break
-			}
-			if err := c.Delete(); err != nil {
-				return err
-			}
-			var next [8]byte
-			binary.BigEndian.PutUint64(next[:], rev+1)
-			k, _ = c.Seek(next[:])
+		if _, err := boltkeys.DeleteThrough(tx.Bucket(bucketLog), uint64(target)); err != nil {
+			return err
 		}
 		return putInt(tx.Bucket(bucketMeta), metaCompacted, target)
 	})
