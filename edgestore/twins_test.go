@@ -229,12 +229,13 @@ func TestWriteTwinNoLostUpdate(t *testing.T) {
 	}
 }
 
-// TestAckOutboxDeletesEveryAcknowledged: one ack for several waiting entries removes them all.
-func TestAckOutboxDeletesEveryAcknowledged(t *testing.T) {
+// fourSentReports opens a store whose outbox holds reports of four devices, all read for
+// sending, and returns them.
+func fourSentReports(t *testing.T) (*Store, []Entry) {
+	t.Helper()
 	s := openTwinStore(t, nil)
-	ctx := context.Background()
 	for _, id := range []string{"ns/a", "ns/b", "ns/c", "ns/d"} {
-		if _, err := s.WriteTwin(ctx, id, []byte("1"), twinReport(id, "1")); err != nil {
+		if _, err := s.WriteTwin(context.Background(), id, []byte("1"), twinReport(id, "1")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -242,6 +243,13 @@ func TestAckOutboxDeletesEveryAcknowledged(t *testing.T) {
 	if err != nil || len(all) != 4 {
 		t.Fatalf("outbox %d entries, %v", len(all), err)
 	}
+	return s, all
+}
+
+// TestAckOutboxDeletesEveryAcknowledged: one ack for several waiting entries removes them all.
+func TestAckOutboxDeletesEveryAcknowledged(t *testing.T) {
+	s, all := fourSentReports(t)
+	ctx := context.Background()
 	if err := s.AckOutbox(ctx, all[3].Seq); err != nil {
 		t.Fatal(err)
 	}
@@ -256,18 +264,9 @@ func TestAckOutboxDeletesEveryAcknowledged(t *testing.T) {
 // bbolt's cursor Next after a Delete skipped every other key: acknowledged reports stayed in the
 // outbox for good (found as a report stuck at depth 1 in the twin benchmark).
 func TestAckInTheTransactionOfAnAppend(t *testing.T) {
-	s := openTwinStore(t, nil)
+	s, all := fourSentReports(t)
 	ctx := context.Background()
-	for _, id := range []string{"ns/a", "ns/b", "ns/c", "ns/d"} {
-		if _, err := s.WriteTwin(ctx, id, []byte("1"), twinReport(id, "1")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	all, err := s.ReadOutbox(0, 10, 1<<20)
-	if err != nil || len(all) != 4 {
-		t.Fatalf("outbox %d entries, %v", len(all), err)
-	}
-	err = s.do(ctx, func(tx *bolt.Tx, st *txState) error {
+	err := s.do(ctx, func(tx *bolt.Tx, st *txState) error {
 		if err := s.enqueue(tx, st, []Entry{twinReport("ns/e", "1")}); err != nil {
 			return err
 		}

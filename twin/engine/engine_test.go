@@ -41,9 +41,11 @@ type rig struct {
 	reg    *prometheus.Registry
 	url    string
 	stop   func()
-	rev    uint64
-	edit   func(*Config)
-	storeC func(*edgestore.Config)
+	// stopEngine stops the engine alone, leaving the broker and the store running.
+	stopEngine func()
+	rev        uint64
+	edit       func(*Config)
+	storeC     func(*edgestore.Config)
 }
 
 func newRig(t *testing.T, edit func(*Config), storeEdit func(*edgestore.Config)) *rig {
@@ -80,15 +82,19 @@ func (r *rig) start() {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	ectx, ecancel := context.WithCancel(ctx)
+	edone := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); b.Run(ctx) }()
 	go func() {
 		defer wg.Done()
-		if err := e.Run(ctx); err != nil {
+		defer close(edone)
+		if err := e.Run(ectx); err != nil {
 			t.Errorf("engine Run: %v", err)
 		}
 	}()
+	r.stopEngine = func() { ecancel(); <-edone }
 	<-b.Ready()
 	select {
 	case <-e.Ready():

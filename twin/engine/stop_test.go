@@ -2,16 +2,13 @@ package engine
 
 import (
 	"context"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/rs/zerolog"
 
-	"github.com/tetherhub/tether/broker"
 	"github.com/tetherhub/tether/edgestore"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
@@ -22,33 +19,8 @@ import (
 // stopped (the handler returned, and mochi acknowledged whatever returned), though it was never
 // stored, and the device would not send it again.
 func TestNothingAcknowledgedOnceTheEngineStops(t *testing.T) {
-	dir := t.TempDir()
-	scfg := edgestore.DefaultConfig(filepath.Join(dir, "edge.db"))
-	scfg.OutboxLimit = 1
-	st, err := edgestore.Open(scfg, resource.New(), zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	bcfg := broker.DefaultConfig()
-	bcfg.Listen = "127.0.0.1:0"
-	b, err := broker.New(bcfg, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := New(DefaultConfig(node), Deps{Store: st, Broker: b, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bctx, bcancel := context.WithCancel(context.Background())
-	ectx, ecancel := context.WithCancel(context.Background())
-	bdone, edone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(bdone); b.Run(bctx) }()
-	go func() { defer close(edone); e.Run(ectx) }()
-	defer func() { ecancel(); bcancel(); <-bdone; <-edone }()
-	<-b.Ready()
-	<-e.Ready()
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr().String()).SetClientID("uploader").SetAutoReconnect(false))
+	r := newRig(t, nil, func(c *edgestore.Config) { c.OutboxLimit = 1 })
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(r.url).SetClientID("uploader").SetAutoReconnect(false))
 	if tok := c.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
@@ -60,8 +32,7 @@ func TestNothingAcknowledgedOnceTheEngineStops(t *testing.T) {
 	if tok.WaitTimeout(300 * time.Millisecond) {
 		t.Fatalf("second acknowledged while the outbox is full")
 	}
-	ecancel()
-	<-edone
+	r.stopEngine()
 	// The held upload is not acknowledged now (it is not stored), and neither is a twin/update
 	// that arrives after the engine stopped: the device keeps both and sends them again.
 	if tok.WaitTimeout(time.Second) {
@@ -71,8 +42,7 @@ func TestNothingAcknowledgedOnceTheEngineStops(t *testing.T) {
 	if tu.WaitTimeout(time.Second) {
 		t.Fatalf("a twin/update was acknowledged after the engine stopped (err %v)", tu.Error())
 	}
-	es, _ := st.ReadOutbox(0, 100, 1<<20)
-	for _, en := range es {
+	for _, en := range r.outbox() {
 		if en.Kind == protocol.ReportUpload && string(en.Payload) == "second" {
 			t.Fatal("the held upload is in the outbox after all; the test's premise is wrong")
 		}
