@@ -251,14 +251,16 @@ func (w *Watch) Next(ctx context.Context) ([]Event, error) {
 }
 
 // BookmarkRev returns the revision a bookmark may announce now: the cache's newest, if every
-// event up to it has been delivered to this watcher. ok is false while events are pending.
+// event up to it has been delivered to this watcher. ok is false while events are pending, and
+// while the cache is still behind the revision the watch started from (a bookmark there would
+// send a resuming client back to events it already had).
 func (w *Watch) BookmarkRev() (rev int64, ok bool) {
 	w.cache.mu.Lock()
 	rev = w.cache.rev
 	w.cache.mu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.pending) > 0 || w.ended {
+	if len(w.pending) > 0 || w.ended || rev < w.from {
 		return 0, false
 	}
 	w.sent = rev

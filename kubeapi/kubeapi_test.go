@@ -339,6 +339,25 @@ func TestCacheWatch(t *testing.T) {
 	}
 }
 
+// TestBookmarkNotBehindWatchStart: a watch may start from a revision the cache has not reached
+// yet (a list read the store first). A bookmark then must not name a revision below that start,
+// or a client resuming from it would see again what its list already held.
+func TestBookmarkNotBehindWatchStart(t *testing.T) {
+	c := NewCache(4, 3)
+	c.Reset(10)
+	w, err := c.Watch("pods", "", ListOptions{}, 12, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev, ok := w.BookmarkRev(); ok {
+		t.Fatalf("bookmark at %d for a watch from 12 while the cache is at 10", rev)
+	}
+	c.Progress(13)
+	if rev, ok := w.BookmarkRev(); !ok || rev != 13 {
+		t.Fatalf("bookmark once the cache passed the start: %d %v", rev, ok)
+	}
+}
+
 func TestDecodeBody(t *testing.T) {
 	cases := []struct {
 		ct, body, want, err string
