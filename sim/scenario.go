@@ -518,86 +518,23 @@ func (r *run) steady(ctx context.Context) error {
 // fanout changes one 1 KB Service Changes times and measures how long until every node has it.
 func (r *run) fanout(ctx context.Context) error {
 	r.setPhase(fmt.Sprintf("fan-out of %d changes to %d nodes", r.cfg.Changes, r.cfg.Nodes))
-	type seen struct {
-		at  time.Time
-		rev uint64
-	}
-	var mu sync.Mutex
-	got := make([][]seen, len(r.fleet.Edges))
-	for i, e := range r.fleet.Edges {
-		i := i
-		e.Store.OnApply = func(msgs []protocol.Message) {
-			now := time.Now()
-			for _, m := range msgs {
-				if u, ok := m.(*protocol.Upsert); ok && u.Key.Resource == "services" && u.Key.Name == "sim-fanout" {
-					mu.Lock()
-					got[i] = append(got[i], seen{now, u.Rev})
-					mu.Unlock()
-				}
-			}
-		}
-	}
-	defer func() {
-		for _, e := range r.fleet.Edges {
-			e.Store.OnApply = nil
-		}
-	}()
-	pad := strings.Repeat("x", 800)
-	svc, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Service",
-		"metadata": map[string]any{"name": "sim-fanout", "namespace": "sim", "annotations": map[string]string{"change": "0", "pad": pad}},
-		"spec":     map[string]any{"ports": []any{map[string]any{"port": 80}}}})
-	if _, err := Request(r.api(), http.MethodPost, "/api/v1/namespaces/sim/services", "application/json", svc); err != nil && !strings.Contains(err.Error(), "409") {
+	probe, err := NewFanoutProbe(ctx, r.api(), r.fleet.Edges, "sim", "sim-fanout", 1000)
+	if err != nil {
+		r.errs.Add(1)
 		return err
 	}
+	defer probe.Close()
 	var all, each []float64
 	for change := 1; change <= r.cfg.Changes; change++ {
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{"change":"%d"}}}`, change)
-		t0 := time.Now()
-		resp, err := Request(r.api(), http.MethodPatch, "/api/v1/namespaces/sim/services/sim-fanout", "application/merge-patch+json", []byte(patch))
-		if err != nil {
-			return err
-		}
-		var obj struct {
-			Metadata struct{ ResourceVersion string }
-		}
-		json.Unmarshal(resp, &obj)
-		var rev uint64
-		fmt.Sscan(obj.Metadata.ResourceVersion, &rev)
-		var lat []float64
-		err = WaitUntil(ctx, time.Minute, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			lat = lat[:0]
-			for i := range got {
-				found := false
-				for _, s := range got[i] {
-					if s.rev >= rev {
-						lat = append(lat, float64(s.at.Sub(t0))/float64(time.Millisecond))
-						found = true
-						break
-					}
-				}
-				if !found {
-					return false
-				}
-			}
-			return true
-		})
+		tr, err := probe.Change(ctx, change, time.Minute)
 		if err != nil {
 			r.errs.Add(1)
-			return fmt.Errorf("change %d did not reach every node: %w", change, err)
+			return err
 		}
-		worst := 0.0
-		for _, l := range lat {
-			worst = max(worst, l)
+		all = append(all, ms(tr.All))
+		for _, d := range tr.Each {
+			each = append(each, ms(d))
 		}
-		all = append(all, worst)
-		each = append(each, lat...)
-		mu.Lock()
-		for i := range got {
-			got[i] = got[i][:0]
-		}
-		mu.Unlock()
 	}
 	r.rep.Latency["fan-out, every node has it (ms)"] = all
 	r.rep.Latency["fan-out, per node (ms)"] = each
@@ -673,7 +610,7 @@ func (r *run) twin(ctx context.Context) error {
 	}
 	var lat []float64
 	for name, at := range arrived {
-		lat = append(lat, float64(at.Sub(sent[name]))/float64(time.Millisecond))
+		lat = append(lat, ms(at.Sub(sent[name])))
 	}
 	r.rep.Latency["desired → edge (ms)"] = lat
 	r.rep.figure("desired change → edge p50", percentile(lat, 0.5), "ms", "")

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 	"github.com/tetherhub/tether/bench/figure"
 	"github.com/tetherhub/tether/edgehub"
 	"github.com/tetherhub/tether/internal/freeport"
-	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/sim"
 )
 
@@ -141,35 +139,11 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	}
 	defer stop()
 
-	type seen struct {
-		at  time.Time
-		rev uint64
-	}
-	var mu sync.Mutex
-	got := make([][]seen, n)
-	for i, e := range f.Edges {
-		i := i
-		e.Store.OnApply = func(msgs []protocol.Message) {
-			now := time.Now()
-			for _, m := range msgs {
-				if u, ok := m.(*protocol.Upsert); ok && u.Key.Resource == "services" && u.Key.Name == "fanout" {
-					mu.Lock()
-					got[i] = append(got[i], seen{now, u.Rev})
-					mu.Unlock()
-				}
-			}
-		}
-	}
-	pad := strings.Repeat("x", max(0, o.ObjectSize-200))
-	svc := func(trial int) []byte {
-		b, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Service",
-			"metadata": map[string]any{"name": "fanout", "namespace": "bench", "annotations": map[string]string{"trial": fmt.Sprint(trial), "pad": pad}},
-			"spec":     map[string]any{"ports": []any{map[string]any{"port": 80}}}})
-		return b
-	}
-	if _, err := sim.Request(c.URL(""), http.MethodPost, "/api/v1/namespaces/bench/services", "application/json", svc(0)); err != nil {
+	probe, err := sim.NewFanoutProbe(ctx, c.URL(""), f.Edges, "bench", "fanout", o.ObjectSize)
+	if err != nil {
 		return err
 	}
+	defer probe.Close()
 	stopProfile := func() {}
 	if path := os.Getenv("HUBBENCH_CPUPROFILE"); path != "" {
 		// A CPU profile of tether-cloud during the trials, for whoever is tuning the hub.
@@ -196,62 +170,25 @@ func fanoutAndRestart(ctx context.Context, o Options, emit func(Result)) error {
 	}
 	var all, each []float64
 	for trial := 1; trial <= o.Trials; trial++ {
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"trial": fmt.Sprint(trial)}}})
-		t0 := time.Now()
-		resp, err := sim.Request(c.URL(""), http.MethodPatch, "/api/v1/namespaces/bench/services/fanout", "application/merge-patch+json", patch)
+		tr, err := probe.Change(ctx, trial, 30*time.Second)
 		if err != nil {
-			return err
+			return fmt.Errorf("trial %d: %w", trial, err)
 		}
-		apiTook := time.Since(t0)
-		var obj struct {
-			Metadata struct{ ResourceVersion string }
-		}
-		json.Unmarshal(resp, &obj)
-		var rev uint64
-		fmt.Sscan(obj.Metadata.ResourceVersion, &rev)
-		var lat []time.Duration
-		err = sim.WaitUntil(ctx, 30*time.Second, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			lat = lat[:0]
-			for i := range got {
-				ok := false
-				for _, s := range got[i] {
-					if s.rev >= rev {
-						lat = append(lat, s.at.Sub(t0))
-						ok = true
-						break
-					}
-				}
-				if !ok {
-					return false
-				}
-			}
-			return true
-		})
-		if err != nil {
-			return fmt.Errorf("trial %d: not every edge got rev %d: %w", trial, rev, err)
-		}
-		worst, best := time.Duration(0), time.Hour
-		for _, d := range lat {
+		best := time.Hour
+		for _, d := range tr.Each {
 			each = append(each, figure.Ms(d))
-			worst, best = max(worst, d), min(best, d)
+			best = min(best, d)
 		}
-		all = append(all, figure.Ms(worst))
+		all = append(all, figure.Ms(tr.All))
 		if os.Getenv("HUBBENCH_VERBOSE") != "" {
 			var slow []string
-			for i, d := range lat {
+			for i, d := range tr.Each {
 				if d > 200*time.Millisecond {
 					slow = append(slow, fmt.Sprintf("%d:%.0f", i, figure.Ms(d)))
 				}
 			}
-			fmt.Fprintf(os.Stderr, "trial %d: API answered in %.1f ms, first edge %.1f ms, all acked in %.1f ms; slow %v\n", trial, figure.Ms(apiTook), figure.Ms(best), figure.Ms(worst), slow)
+			fmt.Fprintf(os.Stderr, "trial %d: API answered in %.1f ms, first edge %.1f ms, all acked in %.1f ms; slow %v\n", trial, figure.Ms(tr.API), figure.Ms(best), figure.Ms(tr.All), slow)
 		}
-		mu.Lock()
-		for i := range got {
-			got[i] = got[i][:0]
-		}
-		mu.Unlock()
 		time.Sleep(50 * time.Millisecond)
 	}
 	stopProfile()
