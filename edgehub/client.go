@@ -225,6 +225,10 @@ type conn struct {
 	ackSent uint64        // owned by the writer
 	failed  chan error    // first failure of the store callbacks
 	broken  atomic.Bool   // the store failed to apply some data: nothing after it is acked
+	// wmu lets one goroutine write data frames at a time, as gorilla requires: the writer's
+	// frames, and the read loop's last Error before it ends the session. (Pings go through
+	// WriteControl, which gorilla lets run beside a writer.)
+	wmu sync.Mutex
 
 	mu          sync.Mutex // guards the fields below
 	reportSent  uint64     // highest report seq written
@@ -604,8 +608,7 @@ func (k *conn) flush() error {
 		return nil
 	}
 	frame := protocol.Encode(msgs...)
-	k.ws.SetWriteDeadline(c.now().Add(c.cfg.WriteTimeout))
-	if err := k.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+	if err := k.write(frame); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	c.metrics.bytesOut.Add(float64(len(frame)))
@@ -618,13 +621,28 @@ func (k *conn) flush() error {
 	return nil
 }
 
+// write sends one data frame under wmu, with the write deadline.
+func (k *conn) write(frame []byte) error {
+	k.wmu.Lock()
+	defer k.wmu.Unlock()
+	k.ws.SetWriteDeadline(k.c.now().Add(k.c.cfg.WriteTimeout))
+	return k.ws.WriteMessage(websocket.BinaryMessage, frame)
+}
+
+// sendError tells the hub why the read loop is ending the session. Called from the read loop;
+// if the writer is in the middle of a frame (perhaps stuck on a hub that does not read), the
+// Error is left out: the session ends either way, and waiting could take the write timeout.
 func (k *conn) sendError(code protocol.Code, msg string) {
+	if !k.wmu.TryLock() {
+		return
+	}
+	defer k.wmu.Unlock()
 	k.ws.SetWriteDeadline(k.c.now().Add(k.c.cfg.WriteTimeout))
 	k.ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Error{Code: code, Message: msg}))
 }
 
 // maybeRenew asks for a fresh certificate once the current one is past RenewAt of its life.
-// Called on the writer goroutine, so the write needs no lock.
+// Called on the writer goroutine.
 func (k *conn) maybeRenew() {
 	c := k.c
 	k.mu.Lock()
@@ -646,8 +664,7 @@ func (k *conn) maybeRenew() {
 	k.mu.Lock()
 	k.renewing = true
 	k.mu.Unlock()
-	k.ws.SetWriteDeadline(c.now().Add(c.cfg.WriteTimeout))
-	if err := k.ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Renew{CSR: csr})); err != nil {
+	if err := k.write(protocol.Encode(&protocol.Renew{CSR: csr})); err != nil {
 		k.log.Warn().Err(err).Msg("cannot send the renewal request")
 		return
 	}
