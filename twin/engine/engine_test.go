@@ -46,6 +46,7 @@ type rig struct {
 	rev        uint64
 	edit       func(*Config)
 	storeC     func(*edgestore.Config)
+	wrap       func(*edgestore.Store) Store // what the engine gets instead of the store itself
 }
 
 func newRig(t *testing.T, edit func(*Config), storeEdit func(*edgestore.Config)) *rig {
@@ -77,7 +78,11 @@ func (r *rig) start() {
 	if r.edit != nil {
 		r.edit(&cfg)
 	}
-	e, err := New(cfg, Deps{Store: st, Broker: b, Log: zerolog.Nop(), Metrics: reg})
+	var es Store = st
+	if r.wrap != nil {
+		es = r.wrap(st)
+	}
+	e, err := New(cfg, Deps{Store: es, Broker: b, Log: zerolog.Nop(), Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,14 +78,16 @@ func (e *Engine) wait() bool {
 // (TestHandlerStack checks it) and costs no stack of its own; a pool of workers would add their
 // stacks, two goroutine switches per message, and a bound on how many changes one commit can
 // carry. Only the publishes, which go through mochi again, are left to the publishers.
-func (e *Engine) onDevice(h func(topic string, payload []byte, arrived time.Time)) func(string, []byte) error {
+//
+// A handler returns errStopped when the engine stopped before the message was durable (its
+// store write was cut short): the broker then sends no PUBACK either.
+func (e *Engine) onDevice(h func(topic string, payload []byte, arrived time.Time) error) func(string, []byte) error {
 	return func(topic string, payload []byte) error {
 		arrived := time.Now()
 		if !e.wait() {
 			return errStopped // no PUBACK: the device sends it again to the next agent
 		}
-		h(topic, payload, arrived)
-		return nil
+		return h(topic, payload, arrived)
 	}
 }
 
@@ -148,38 +150,38 @@ func (e *Engine) resolve(topic string) (*device, error) {
 // onTwinUpdate handles $hw/events/device/{id}/twin/update. It runs on the publisher's
 // connection goroutine before the PUBACK: the success result is published only once the change
 // and its report are durable.
-func (e *Engine) onTwinUpdate(topic string, payload []byte, arrived time.Time) {
+func (e *Engine) onTwinUpdate(topic string, payload []byte, arrived time.Time) error {
 	upd, err := twin.DecodeUpdate(payload, e.cfg.Limits)
 	if err != nil {
 		e.answerError(nil, topic, pubResult, upd.EventID, err, e.m.updates)
-		return
+		return nil
 	}
 	d, err := e.resolve(topic)
 	if err != nil {
 		e.answerError(nil, topic, pubResult, upd.EventID, err, e.m.updates)
-		return
+		return nil
 	}
 	res := d.topics.updateResult
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gone {
 		e.answerError(res, topic, pubResult, upd.EventID, e.unknown(d.id), e.m.updates)
-		return
+		return nil
 	}
 	now := e.nowMs()
 	next, changed, err := twin.ApplyReport(d.tw, upd, d.types, now)
 	if err != nil {
 		e.answerError(res, topic, pubResult, upd.EventID, err, e.m.updates)
-		return
+		return nil
 	}
 	if len(changed) > 0 {
 		if err := e.write(e.ctx, d, next, d.state, []edgestore.Entry{twinReport(d.id, next)}); err != nil {
 			if e.ctx.Err() != nil {
-				return // stopping: whether it was stored is unknown, so no answer
+				return errStopped // stopping: whether it was stored is unknown, so no answer and no PUBACK
 			}
 			e.log.Warn().Err(err).Str("device", d.id).Msg("cannot store a twin update; the device is answered 500")
 			e.answerError(res, topic, pubResult, upd.EventID, storeError(err), e.m.updates)
-			return
+			return nil
 		}
 		d.tw = next
 	}
@@ -196,62 +198,64 @@ func (e *Engine) onTwinUpdate(topic string, payload []byte, arrived time.Time) {
 		e.publishDelta(d, next, now)
 	}
 	e.m.updateSeconds.Observe(time.Since(arrived).Seconds())
+	return nil
 }
 
 // onTwinGet handles $hw/events/device/{id}/twin/get.
-func (e *Engine) onTwinGet(topic string, payload []byte, _ time.Time) {
+func (e *Engine) onTwinGet(topic string, payload []byte, _ time.Time) error {
 	g, err := twin.DecodeGet(payload, e.cfg.Limits)
 	if err != nil {
 		e.answerError(nil, topic, pubGetResult, g.EventID, err, e.m.gets)
-		return
+		return nil
 	}
 	d, err := e.resolve(topic)
 	if err != nil {
 		e.answerError(nil, topic, pubGetResult, g.EventID, err, e.m.gets)
-		return
+		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gone {
 		e.answerError(nil, topic, pubGetResult, g.EventID, e.unknown(d.id), e.m.gets)
-		return
+		return nil
 	}
 	e.m.gets.inc("ok")
 	if res := e.resultTopic(topic); res != nil && e.subscribed(res, pubGetResult) {
 		e.publish(d.id, res, pubGetResult, twin.EncodeGetResult(g.EventID, d.tw, e.nowMs()))
 	}
+	return nil
 }
 
 // onStateUpdate handles $hw/events/device/{id}/state/update. A changed state is durable (with
 // its report) before the result is published, as for twins.
-func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) {
+func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) error {
 	su, err := twin.DecodeStateUpdate(payload, e.cfg.Limits)
 	if err != nil {
 		e.answerError(nil, topic, pubStateResult, su.EventID, err, e.m.states)
-		return
+		return nil
 	}
 	d, err := e.resolve(topic)
 	if err != nil {
 		e.answerError(nil, topic, pubStateResult, su.EventID, err, e.m.states)
-		return
+		return nil
 	}
 	res := e.resultTopic(topic)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gone {
 		e.answerError(res, topic, pubStateResult, su.EventID, e.unknown(d.id), e.m.states)
-		return
+		return nil
 	}
 	now := e.nowMs()
 	next := twin.ApplyState(d.state, su, now)
 	if next != d.state {
 		if err := e.write(e.ctx, d, d.tw, next, []edgestore.Entry{stateReport(d.id, next)}); err != nil {
 			if e.ctx.Err() != nil {
-				return
+				return errStopped
 			}
 			e.log.Warn().Err(err).Str("device", d.id).Msg("cannot store a device state; the device is answered 500")
 			e.answerError(res, topic, pubStateResult, su.EventID, storeError(err), e.m.states)
-			return
+			return nil
 		}
 		d.state = next
 		e.m.states.inc("ok")
@@ -261,21 +265,22 @@ func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) {
 	if res != nil && e.subscribed(res, pubStateResult) {
 		e.publish(d.id, res, pubStateResult, twin.EncodeStateResult(su.EventID, d.name, next, now))
 	}
+	return nil
 }
 
 // onMembershipGet handles $hw/events/node/{node}/membership/get: the node's served devices,
 // sorted by id, as the engine holds them from the edge store.
-func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) {
+func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) error {
 	if nodeOf(topic) != e.cfg.Node {
 		// Another node's devices are not here; answering would claim they are none.
 		e.m.membershipGets.inc("other_node")
-		return
+		return nil
 	}
 	res := e.membershipResult
 	g, err := twin.DecodeMembershipGet(payload, e.cfg.Limits)
 	if err != nil {
 		e.answerError(res, topic, pubMembershipResult, g.EventID, err, e.m.membershipGets)
-		return
+		return nil
 	}
 	e.mu.RLock()
 	devs := make([]*device, 0, len(e.devices))
@@ -298,6 +303,7 @@ func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) {
 	if e.subscribed(res, pubMembershipResult) {
 		e.publish(e.cfg.Node, res, pubMembershipResult, twin.EncodeMembershipGetResult(g.EventID, members, e.nowMs()))
 	}
+	return nil
 }
 
 // onUpload handles $hw/events/upload/# and SYS/dis/upload_records: the payload goes into the

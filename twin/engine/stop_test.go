@@ -49,6 +49,55 @@ func TestNothingAcknowledgedOnceTheEngineStops(t *testing.T) {
 	}
 }
 
+// cutStore is the edge store, except that once cut a WriteTwin waits for its ctx and fails
+// without storing anything: what tether-edge's shutdown does to a twin write still queued when
+// the engine's ctx ends and the store closes.
+type cutStore struct {
+	*edgestore.Store
+	cut     chan struct{} // closed: WriteTwin waits
+	entered chan struct{}
+}
+
+func (c *cutStore) WriteTwin(ctx context.Context, id string, state []byte, reports ...edgestore.Entry) (int, error) {
+	select {
+	case <-c.cut:
+		c.entered <- struct{}{}
+		<-ctx.Done()
+		return 0, ctx.Err()
+	default:
+		return c.Store.WriteTwin(ctx, id, state, reports...)
+	}
+}
+
+// TestUpdateInFlightAtStopNotAcknowledged: a twin/update whose store write the stop cut short
+// is not stored, so it gets no PUBACK and the device sends it again. Before, the handler
+// returned quietly and mochi acknowledged it.
+func TestUpdateInFlightAtStopNotAcknowledged(t *testing.T) {
+	cs := &cutStore{cut: make(chan struct{}), entered: make(chan struct{}, 1)}
+	r := &rig{t: t, dir: t.TempDir(), wrap: func(st *edgestore.Store) Store { cs.Store = st; return cs }}
+	r.start()
+	t.Cleanup(r.close)
+	r.model("m", "temp", "INT")
+	r.device("thermo", "m")
+	r.waitDevice("thermo")
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(r.url).SetClientID("dev").SetAutoReconnect(false))
+	if tok := c.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c.Disconnect(0)
+	close(cs.cut)
+	tok := c.Publish(dev+"twin/update", 1, false, []byte(`{"event_id":"1","timestamp":1,"twin":{"temp":{"actual":{"value":"21"}}}}`))
+	select {
+	case <-cs.entered:
+	case <-time.After(waitFor):
+		t.Fatal("the update never reached the store")
+	}
+	r.stopEngine() // the agent stops while the update waits for its commit
+	if tok.WaitTimeout(time.Second) {
+		t.Fatalf("PUBACK for a twin/update that was never stored (outbox: %d entries); the device will not send it again", len(r.outbox()))
+	}
+}
+
 // TestDesiredChangeWaitsForRoomInTheOutbox: a desired change that arrives while the outbox is
 // full cannot be stored with its report; it is applied once there is room. Before, it was
 // dropped until the Device changed again or the agent restarted.
