@@ -54,11 +54,11 @@ func New(out Outbox, version string, interval time.Duration, log zerolog.Logger)
 	return &Reporter{out: out, version: version, interval: interval, log: log.With().Str("component", "nodestatus").Logger(), now: time.Now}
 }
 
-// Run reports the host once, then watches the outbox until ctx ends.
+// Run reports the host once, then watches the outbox until ctx ends. A report the outbox
+// refuses (an edge offline long enough to fill even the reserve for status reports) is not
+// fatal: the agent keeps serving, and the reporter tries again at the next interval.
 func (r *Reporter) Run(ctx context.Context) error {
-	if err := r.send(ctx, r.host()); err != nil {
-		return fmt.Errorf("nodestatus: %w", err)
-	}
+	hostSent := r.trySend(ctx, r.host(), "could not queue the host report; trying again later")
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
 	full, lastRefused := false, int64(0)
@@ -69,29 +69,43 @@ func (r *Reporter) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		if !hostSent {
+			hostSent = r.trySend(ctx, r.host(), "could not queue the host report; trying again later")
+		}
 		atLimit, refused := r.out.OutboxFull()
 		// Full while at the limit or while reports were refused since the last look; clear once
 		// neither holds.
 		now := atLimit || refused > lastRefused
-		lost := refused - lastRefused
-		lastRefused = refused
 		if now == full {
+			lastRefused = refused
 			continue
 		}
-		full = now
+		lost := refused - lastRefused
 		c := Condition{Type: "OutboxFull", Status: "False", Reason: "OutboxDraining", Message: "the outbox has room",
 			LastTransitionTime: r.now().UTC().Format(time.RFC3339)}
-		if full {
+		if now {
 			c.Status, c.Reason = "True", "OutboxAtLimit"
 			c.Message = fmt.Sprintf("the edge's outbox is full: %d reports were refused (devices got error results and resend)", lost)
+		}
+		if !r.trySend(ctx, Report{Conditions: []Condition{c}}, "could not queue the outbox condition; trying again later") {
+			continue // the transition is reported at a later tick
+		}
+		full, lastRefused = now, refused
+		if full {
 			r.log.Warn().Int64("refused", lost).Msg("outbox full: reports are being refused")
 		} else {
 			r.log.Info().Msg("outbox has room again")
 		}
-		if err := r.send(ctx, Report{Conditions: []Condition{c}}); err != nil {
-			r.log.Warn().Err(err).Msg("could not report the outbox condition")
-		}
 	}
+}
+
+// trySend queues rep, logging failures with msg; it reports whether rep was queued.
+func (r *Reporter) trySend(ctx context.Context, rep Report, msg string) bool {
+	err := r.send(ctx, rep)
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn().Err(err).Msg(msg)
+	}
+	return err == nil
 }
 
 func (r *Reporter) send(ctx context.Context, rep Report) error {
