@@ -28,7 +28,7 @@ type session struct {
 	done      chan struct{}   // closed when the session has ended
 	sent      atomic.Uint64   // seq of the last data message written; written by the writer
 	lastSeen  atomic.Int64    // unix nanos of the last frame or ping from the edge
-	failing   atomic.Bool     // fail was called: the reader ignores further messages
+	failing   atomic.Bool     // fail or end was called: the reader ignores further messages, reports are not applied
 	statusAt  atomic.Int64    // unix nanos of the last heartbeat write asked for
 	batchLeft atomic.Int64    // keys of the current batch not yet sent, for metrics
 	through   atomic.Int64    // the last Through sent (lastThrough, published for the progress tick)
@@ -280,8 +280,10 @@ func (s *session) fail(code protocol.Code, msg string) {
 	time.AfterFunc(s.hub.cfg.WriteTimeout, func() { s.conn.Close() })
 }
 
-// end marks the session over; no writer starts after it.
+// end marks the session over; no writer starts after it, and its report loop applies nothing
+// more (the edge resends what was not acknowledged, perhaps already to a successor session).
 func (s *session) end() {
+	s.failing.Store(true)
 	s.mu.Lock()
 	s.ended = true
 	s.pending = nil
@@ -418,8 +420,8 @@ func (s *session) reportLoop() {
 		// One node's reports are applied one at a time, also across a session and the one that
 		// replaced it: the edge resends what the old one had not acknowledged, and an old report
 		// applied after a newer one would overwrite it (state and node status are plain values).
-		// A replaced session applies nothing once it has been told to end (failing is set
-		// before its successor attaches).
+		// A replaced or ended session applies nothing more (failing is set before its
+		// successor attaches, and when it ends).
 		lock := s.hub.reportLock(s.node)
 		lock.Lock()
 		if s.failing.Load() {
