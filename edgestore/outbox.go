@@ -136,6 +136,17 @@ func (s *Store) ackOutbox(tx *bolt.Tx, st *txState, seq uint64) error {
 	if k, _ := b.Cursor().First(); k != nil {
 		st.c.outFirst = binary.BigEndian.Uint64(k)
 	}
+	// Each live replacement hint names an entry still in the outbox, so more hints than entries
+	// means some are of acknowledged entries: drop those, or the map would keep every device
+	// the node ever served. (If this transaction fails, a dropped hint costs an append instead
+	// of a replacement.)
+	if len(s.rep.latest) > st.c.outCount {
+		for k, hint := range s.rep.latest {
+			if hint <= seq {
+				delete(s.rep.latest, k)
+			}
+		}
+	}
 	return nil
 }
 

@@ -259,6 +259,21 @@ func TestAckOutboxDeletesEveryAcknowledged(t *testing.T) {
 	}
 }
 
+// TestAckForgetsReplacementHints: the writer's hints of which entry a device's next report may
+// replace go with the acknowledged entries. Before, a device that left the node kept its hint
+// until the agent restarted.
+func TestAckForgetsReplacementHints(t *testing.T) {
+	s, all := fourSentReports(t)
+	if err := s.AckOutbox(context.Background(), all[2].Seq); err != nil {
+		t.Fatal(err)
+	}
+	var hints int
+	s.do(context.Background(), func(*bolt.Tx, *txState) error { hints = len(s.rep.latest); return nil })
+	if hints != 1 {
+		t.Fatalf("%d replacement hints with one entry left in the outbox", hints)
+	}
+}
+
 // TestAckInTheTransactionOfAnAppend: the writer puts a device's new report and the cloud's ack
 // of older ones in one transaction. The append loads the outbox leaf into memory, and there
 // bbolt's cursor Next after a Delete skipped every other key: acknowledged reports stayed in the
