@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tetherhub/tether/protocol"
 )
 
 // Config configures the hub.
@@ -69,6 +71,10 @@ func DefaultConfig() Config {
 	}
 }
 
+// MaxWindow is the largest Window: a frame's data messages, with the control messages sent
+// beside them, stay under protocol.MaxFrameMessages.
+const MaxWindow = 16384
+
 // Validate reports the first unusable setting.
 func (c Config) Validate() error {
 	var errs []error
@@ -95,6 +101,9 @@ func (c Config) Validate() error {
 	}
 	if c.Window < 1 || c.MaxPending < 1 || c.History < 1 || c.ReportQueue < 1 {
 		errs = append(errs, fmt.Errorf("cloudhub: window, max pending, history and report queue must be at least 1"))
+	}
+	if c.Window > MaxWindow {
+		errs = append(errs, fmt.Errorf("cloudhub: window must be at most %d (an edge refuses frames of more than %d messages), got %d", MaxWindow, protocol.MaxFrameMessages, c.Window))
 	}
 	if c.ReadBuffer < 128 || c.WriteBuffer < 128 {
 		errs = append(errs, fmt.Errorf("cloudhub: buffers must be at least 128 bytes"))

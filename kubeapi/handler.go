@@ -539,7 +539,8 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 	}
 	timeout := h.cfg.MaxWatchTimeout
-	if opts.TimeoutSeconds > 0 && time.Duration(opts.TimeoutSeconds)*time.Second < timeout {
+	// Compared in seconds: a huge timeoutSeconds would overflow a Duration and end the watch at once.
+	if opts.TimeoutSeconds > 0 && opts.TimeoutSeconds < int64(timeout/time.Second) {
 		timeout = time.Duration(opts.TimeoutSeconds) * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -355,6 +356,23 @@ func TestBookmarkNotBehindWatchStart(t *testing.T) {
 	c.Progress(13)
 	if rev, ok := w.BookmarkRev(); !ok || rev != 13 {
 		t.Fatalf("bookmark once the cache passed the start: %d %v", rev, ok)
+	}
+}
+
+// TestWatchTimeoutBeyondDuration: a timeoutSeconds too large for a time.Duration is capped at
+// MaxWatchTimeout. Before, it wrapped negative and the watch ended at once.
+func TestWatchTimeoutBeyondDuration(t *testing.T) {
+	srv, _ := newTestServer(t, map[string][]byte{})
+	start := time.Now()
+	c := &http.Client{Timeout: time.Second}
+	resp, err := c.Get(srv.URL + "/api/v1/configmaps?watch=true&timeoutSeconds=9223372037")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if d := time.Since(start); err == nil || d < 900*time.Millisecond {
+		t.Fatalf("the watch ended after %s with status %d (read error %v); it should stay open", d, resp.StatusCode, err)
 	}
 }
 

@@ -45,6 +45,11 @@ func Append(b []byte, msgs ...Message) []byte {
 // Encode returns a new frame holding msgs.
 func Encode(msgs ...Message) []byte { return Append(nil, msgs...) }
 
+// MaxFrameMessages bounds the messages in one frame. Each decoded message costs far more memory
+// than its few bytes on the wire (an Ack is 3 bytes), so the count is bounded as well as the
+// frame's size. Senders' windows (cloudhub's Window, edgehub's ReportWindow) stay well below it.
+const MaxFrameMessages = 65536
+
 // Decode parses every message in frame. Byte slices in the result (objects, payloads) alias
 // frame; copy them if frame is reused. Any malformation fails the whole frame with an error
 // wrapping ErrMalformed: a peer that sends one bad message is not to be trusted with the rest.
@@ -52,6 +57,10 @@ func Decode(frame []byte) ([]Message, error) {
 	var out []Message
 	d := decoder{b: frame}
 	for d.off < len(d.b) && d.err == nil {
+		if len(out) == MaxFrameMessages {
+			d.fail("more than %d messages in one frame", MaxFrameMessages)
+			break
+		}
 		t := Type(d.byte())
 		n := d.uvarint()
 		if d.err != nil {
