@@ -48,6 +48,7 @@ type session struct {
 	reports     []*protocol.Report // waiting for the store
 	reporting   bool               // a reporter goroutine is running
 	forwarding  int                // forwarded requests being executed
+	renewing    bool               // a certificate renewal is being signed
 
 	// Owned by the writer goroutine (only one runs at a time).
 	seq          uint64
@@ -382,6 +383,13 @@ func (s *session) handle(m protocol.Message) error {
 			go s.reportLoop()
 		}
 	case *protocol.Renew:
+		s.mu.Lock()
+		busy := s.renewing
+		s.renewing = true
+		s.mu.Unlock()
+		if busy {
+			return &protocol.Error{Code: protocol.CodeProtocol, Message: "a certificate renewal is already in progress"}
+		}
 		go s.renew(m)
 	case *protocol.Request:
 		s.mu.Lock()
@@ -389,7 +397,12 @@ func (s *session) handle(m protocol.Message) error {
 		if !busy {
 			s.forwarding++
 		}
+		unread := len(s.control)
 		s.mu.Unlock()
+		if busy && unread >= maxControl {
+			// Refusals pile up unread: the edge sends requests and does not read the answers.
+			return &protocol.Error{Code: protocol.CodeProtocol, Message: fmt.Sprintf("more than %d answers wait to be read; requests are refused", maxControl)}
+		}
 		if busy {
 			s.send(&protocol.Response{ID: m.ID, Code: 429, ContentType: "application/json",
 				Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too many requests in flight from this node","reason":"TooManyRequests","code":429}`)})
@@ -457,6 +470,10 @@ func (s *session) reportLoop() {
 // maxForwarding bounds the forwarded API requests one node may have executing at once.
 const maxForwarding = 16
 
+// maxControl bounds the control messages (answers, mostly) waiting for a node's writer: past it,
+// a node that keeps sending requests is disconnected instead of being answered without end.
+const maxControl = 1024
+
 func (s *session) forward(m *protocol.Request) {
 	defer func() {
 		s.mu.Lock()
@@ -478,6 +495,11 @@ func (s *session) forward(m *protocol.Request) {
 }
 
 func (s *session) renew(m *protocol.Renew) {
+	defer func() {
+		s.mu.Lock()
+		s.renewing = false
+		s.mu.Unlock()
+	}()
 	cert, err := s.hub.signer.SignCSR(m.CSR, s.node, s.hub.certValidity, s.hub.now())
 	if err != nil {
 		s.log().Warn().Err(err).Msg("certificate renewal refused")
@@ -587,7 +609,17 @@ func (s *session) nextFrame() (frame []byte, closing *protocol.Error, ok bool) {
 	s.mu.Unlock()
 
 	buf := s.buf[:0]
-	buf = protocol.Append(buf, control...)
+	for i, m := range control {
+		if i > 0 && len(buf) >= h.cfg.MaxFrame {
+			// The rest go in the next frames, ahead of anything queued since: a frame stays
+			// within what the edge reads.
+			s.mu.Lock()
+			s.control = append(control[i:len(control):len(control)], s.control...)
+			s.mu.Unlock()
+			break
+		}
+		buf = protocol.Append(buf, m)
+	}
 	if loneProgress > 0 {
 		s.seq++
 		buf = protocol.Append(buf, &protocol.Progress{Seq: s.seq, Through: uint64(loneProgress)})

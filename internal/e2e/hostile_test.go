@@ -197,6 +197,50 @@ func TestHostileInput(t *testing.T) {
 			t.Fatalf("error = %v, want protocol-violation", e)
 		}
 	})
+	t.Run("requests without reading the answers", func(t *testing.T) {
+		// Each Request past the node's forwarding limit is answered 429. Before, those answers
+		// queued without bound and went out as one websocket message of any size (19 MB seen,
+		// beyond the 4 MiB an edge reads).
+		ws, err := dialHub(t, c, mallory)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Hello{Version: protocol.Version, Node: "mallory"}))
+		var frame []byte
+		for i := 1; i <= 60000; i++ {
+			frame = protocol.Append(frame, &protocol.Request{ID: uint64(i), Method: http.MethodGet, Path: "/x"})
+		}
+		for range 4 {
+			ws.WriteMessage(websocket.BinaryMessage, frame)
+		}
+		time.Sleep(time.Second) // the answers pile up while the node does not read
+		ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+		answers, biggest := 0, 0
+		var end *protocol.Error
+		for end == nil {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				t.Fatalf("the session ended without an Error after %d answers: %v", answers, err)
+			}
+			biggest = max(biggest, len(b))
+			msgs, err := protocol.Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				switch m := m.(type) {
+				case *protocol.Response:
+					answers++
+				case *protocol.Error:
+					end = m
+				}
+			}
+		}
+		if end.Code != protocol.CodeProtocol || biggest > 4<<20 {
+			t.Fatalf("after %d answers: error %v, largest message %d bytes", answers, end, biggest)
+		}
+	})
 	t.Run("unsupported version", func(t *testing.T) {
 		ws, err := dialHub(t, c, mallory)
 		if err != nil {
