@@ -3,6 +3,8 @@ package cloudapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherhub/tether/cloudhub"
 	"github.com/tetherhub/tether/index"
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/protocol"
@@ -280,5 +283,45 @@ func TestNodeDeletesOnlyThePodItChecked(t *testing.T) {
 	resp = c.fwd.Forward(context.Background(), "edge-1", &protocol.Request{Method: http.MethodDelete, Path: podsPath + "/mine"})
 	if resp.Code != http.StatusOK {
 		t.Fatalf("the node's delete of its own pod: %d %s", resp.Code, resp.Body)
+	}
+}
+
+// TestNodeStatusBounded: an edge's status reports cannot grow its Node without end. New
+// condition types past maxNodeConditions are refused, and so is a report that would make the
+// Node larger than maxObjectBytes; both as bad reports (acknowledged, not retried), leaving the
+// Node as it was. Before, 16 reports of 1,000 new types each grew the Node to 4.7 MB, which the
+// API itself then refused to take back (413).
+func TestNodeStatusBounded(t *testing.T) {
+	c := newCloud(t, 1000)
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	ns := NewNodeStatus(c.objects, resource.New(), "r1", time.Now)
+	apply := func(seq uint64, payload any) error {
+		raw, _ := json.Marshal(payload)
+		return ns.Apply(context.Background(), "edge-1", &protocol.Report{Seq: seq, Kind: protocol.ReportNodeStatus, Payload: raw})
+	}
+	conds := func(from, to int) map[string]any {
+		var cs []map[string]string
+		for i := from; i < to; i++ {
+			cs = append(cs, map[string]string{"type": fmt.Sprintf("T%d", i), "status": "True"})
+		}
+		return map[string]any{"conditions": cs}
+	}
+	if err := apply(1, conds(0, maxNodeConditions)); err != nil {
+		t.Fatalf("%d condition types: %v", maxNodeConditions, err)
+	}
+	before := c.must(http.MethodGet, nodesPath+"/edge-1", "")
+	if err := apply(2, conds(maxNodeConditions, maxNodeConditions+1)); !errors.Is(err, cloudhub.ErrBadReport) {
+		t.Fatalf("one condition type too many: %v", err)
+	}
+	big := map[string]any{"nodeInfo": map[string]string{"note": strings.Repeat("x", maxObjectBytes)}}
+	if err := apply(3, big); !errors.Is(err, cloudhub.ErrBadReport) {
+		t.Fatalf("a report making the Node larger than %d bytes: %v", maxObjectBytes, err)
+	}
+	if after := c.must(http.MethodGet, nodesPath+"/edge-1", ""); after != before {
+		t.Fatalf("refused reports changed the Node:\n%.300s\n%.300s", before, after)
+	}
+	// Known types still change.
+	if err := apply(4, map[string]any{"conditions": []map[string]string{{"type": "T0", "status": "False"}}}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/tetherhub/tether/cloudhub"
+	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
 )
@@ -116,6 +117,11 @@ func (n *NodeStatus) Apply(ctx context.Context, node string, r *protocol.Report)
 	return fmt.Errorf("%w: report kind %d is not handled by this cloud", cloudhub.ErrBadReport, r.Kind)
 }
 
+// maxNodeConditions bounds the condition types a Node's status keeps (the hub's Ready and the
+// edge's own, OutboxFull today): a report adding types past it is refused, or an edge could grow
+// its Node without end.
+const maxNodeConditions = 16
+
 func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, payload []byte) error {
 	var rep nodeReport
 	dec := json.NewDecoder(bytes.NewReader(payload))
@@ -146,19 +152,23 @@ func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, payload [
 			if raw, err := json.Marshal(status["conditions"]); err == nil {
 				json.Unmarshal(raw, &conds)
 			}
+			at := make(map[string]int, len(conds))
+			for i, c := range conds {
+				at[c.Type] = i
+			}
 			for _, c := range rep.Conditions {
 				if c.Type == "" || c.Type == "Ready" {
 					continue
 				}
-				replaced := false
-				for i := range conds {
-					if conds[i].Type == c.Type {
-						conds[i], replaced = c, true
-					}
+				if i, ok := at[c.Type]; ok {
+					conds[i] = c
+					continue
 				}
-				if !replaced {
-					conds = append(conds, c)
+				if len(conds) >= maxNodeConditions {
+					return nil, kubeapi.BadRequest("node status: more than %d condition types", maxNodeConditions)
 				}
+				at[c.Type] = len(conds)
+				conds = append(conds, c)
 			}
 			status["conditions"] = conds
 		}
@@ -171,7 +181,7 @@ func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, payload [
 	if err == errUnchanged {
 		return nil
 	}
-	if apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) {
+	if apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err) {
 		return fmt.Errorf("%w: node status: %v", cloudhub.ErrBadReport, err)
 	}
 	return err

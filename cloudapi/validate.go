@@ -2,7 +2,9 @@ package cloudapi
 
 import (
 	"encoding/json"
+	"fmt"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -35,12 +37,21 @@ type kubeEdgeShape struct {
 	} `json:"spec"`
 }
 
+// maxObjectBytes bounds a stored object, however it was made.
+const maxObjectBytes = 3 << 20
+
 // validate checks an object about to be stored and returns its JSON. Decoding errors (a field
-// of the wrong type) are 400s; rule violations (a bad name or label) are 422s, as in Kubernetes.
+// of the wrong type) are 400s; rule violations (a bad name or label) are 422s, as in Kubernetes;
+// an object over maxObjectBytes is a 413.
 func validate(reg *resource.Registry, info resource.Info, ns, name string, obj object) ([]byte, error) {
 	raw, err := json.Marshal(obj)
 	if err != nil {
 		return nil, kubeapi.BadRequest("the object cannot be encoded: %v", err)
+	}
+	if len(raw) > maxObjectBytes {
+		// Whatever made it (a body, a patch, an edge's reports), it must still fit the frame an
+		// edge reads and a body the API accepts.
+		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the %s would be %d bytes, over the limit of %d", info.Kind, len(raw), maxObjectBytes))
 	}
 	var meta metav1.ObjectMeta
 	if typed, ok := kubeapi.BuiltinType(info); ok {
