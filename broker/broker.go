@@ -58,6 +58,8 @@ type Broker struct {
 
 	subs subscribed // Subscribed's memory; its epoch is moved by hook
 
+	offline offlineHeld // bytes held for disconnected sessions, kept by hook
+
 	started atomic.Bool
 	ready   chan struct{} // closed by Run once listening
 	addr    net.Addr      // written by Run before ready is closed, read only after
@@ -81,7 +83,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Broker, er
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
-	if err := b.m.register(reg, b.srv); err != nil {
+	if err := b.m.register(reg, b.srv, &b.offline); err != nil {
 		return nil, fmt.Errorf("broker: register metrics: %w", err)
 	}
 	return b, nil

@@ -72,6 +72,13 @@ type Config struct {
 	// disconnect. Whole seconds only.
 	SessionExpiry time.Duration
 
+	// MaxOfflineSessionBytes bounds the payload bytes of QoS 1/2 messages kept for one
+	// disconnected session, and MaxOfflineBytes those kept for all of them together. A message
+	// for a disconnected session that would pass either is dropped and counted (offline_bytes).
+	// MaxInflight alone bounds only the count (10,000 sessions × 1,024 messages × 256 KiB).
+	MaxOfflineSessionBytes int64
+	MaxOfflineBytes        int64
+
 	// MaxPendingWrites is the per-client queue of messages waiting for that client's writer. When
 	// it is full, further messages to that client are dropped and counted; publishers never
 	// block on a slow subscriber. Each slot costs 8 bytes per client, allocated at CONNECT. The
@@ -110,6 +117,8 @@ func DefaultConfig() Config {
 		MaxRetained:               1_000,
 		SessionExpiry:             time.Hour,
 		MaxPendingWrites:          128,
+		MaxOfflineSessionBytes:    1 << 20,
+		MaxOfflineBytes:           32 << 20,
 		TopicAliasMaximum:         64,
 		MaxMessageExpiry:          24 * time.Hour,
 		SysTopicInterval:          30 * time.Second,
@@ -164,6 +173,8 @@ func (c Config) Validate() error {
 		return invalid("SessionExpiry", "must be whole seconds (MQTT counts in seconds), got %s", c.SessionExpiry)
 	case c.MaxPendingWrites < 1 || c.MaxPendingWrites > 1<<20:
 		return invalid("MaxPendingWrites", "must be between 1 and %d, got %d", 1<<20, c.MaxPendingWrites)
+	case c.MaxOfflineSessionBytes < 1 || c.MaxOfflineBytes < c.MaxOfflineSessionBytes:
+		return invalid("MaxOfflineBytes", "must be at least MaxOfflineSessionBytes, which must be at least 1; got %d and %d", c.MaxOfflineBytes, c.MaxOfflineSessionBytes)
 	case c.MaxMessageExpiry < time.Second:
 		return invalid("MaxMessageExpiry", "must be at least 1s, got %s", c.MaxMessageExpiry)
 	case c.SysTopicInterval < time.Second:

@@ -22,7 +22,7 @@ func (h *hook) Provides(e byte) bool {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnConnect, mqtt.OnSubscribe,
 		mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnClientExpired,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
-		mqtt.OnDisconnect, mqtt.OnRetainedExpired:
+		mqtt.OnDisconnect, mqtt.OnRetainedExpired, mqtt.OnQosPublish:
 		return true
 	}
 	return false
@@ -111,8 +111,20 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 func (h *hook) OnSubscribed(*mqtt.Client, packets.Packet, []byte) { h.b.subs.changed() }
 func (h *hook) OnUnsubscribed(*mqtt.Client, packets.Packet)       { h.b.subs.changed() }
 func (h *hook) OnSessionEstablish(*mqtt.Client, packets.Packet)   { h.b.subs.changed() }
-func (h *hook) OnSessionEstablished(*mqtt.Client, packets.Packet) { h.b.subs.changed() }
 func (h *hook) OnDisconnect(*mqtt.Client, error, bool)            { h.b.subs.changed() }
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.b.subs.changed()
+	h.b.offline.forget(cl.ID) // back online: mochi sends what its session held
+}
+
+// OnQosPublish keeps what disconnected sessions hold within MaxOfflineSessionBytes and
+// MaxOfflineBytes (see offlineHeld). Called by mochi after it stored a QoS 1/2 message for a
+// client; resends > 0 are retries to a connected client.
+func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
+	if resends == 0 && cl.Closed() {
+		h.b.offline.store(h.b.srv, cl, pk, h.b.cfg.MaxOfflineSessionBytes, h.b.cfg.MaxOfflineBytes)
+	}
+}
 
 // OnPacketEncode adjusts two packets mochi builds: the SUBACK of a SUBSCRIBE that OnSubscribe
 // trimmed, and a successful CONNACK, which mochi sends without the Maximum Packet Size and Topic
@@ -220,6 +232,7 @@ func (h *hook) OnWillSent(_ *mqtt.Client, pk packets.Packet) {
 // client but leaves its subscriptions in the topic index and its inflight messages counted.
 // Called from mochi's event loop.
 func (h *hook) OnClientExpired(cl *mqtt.Client) {
+	h.b.offline.forget(cl.ID)
 	h.b.contained("expire session", func() {
 		cl.ClearInflights()
 		h.b.srv.UnsubscribeClient(cl)

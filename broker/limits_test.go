@@ -3,6 +3,8 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,4 +214,59 @@ func TestInlineClientIDRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectMsg(t, ch, "still/mine", "ok")
+}
+
+// TestOfflineSessionsBoundedInBytes: QoS 1 messages kept for disconnected sessions stay within
+// MaxOfflineSessionBytes per session and MaxOfflineBytes in all; the rest are dropped and
+// counted, and a session that comes back gets what was kept. Before, only the count was bounded
+// (MaxInflight): 4 sessions × 200 messages of 128 KiB took 127 MiB of heap.
+func TestOfflineSessionsBoundedInBytes(t *testing.T) {
+	const size, msgs = 8 << 10, 20
+	b := startBroker(t, func(c *Config) { c.MaxOfflineSessionBytes, c.MaxOfflineBytes = 64<<10, 128<<10 })
+	persistent := func(o *pahomqtt.ClientOptions) { o.SetCleanSession(false) }
+	for i := range 3 {
+		c := dialPaho3(t, b.addr, fmt.Sprintf("sleeper%d", i), persistent)
+		subscribe3(t, c, "q/#", 1)
+		c.Disconnect(50)
+	}
+	waitFor(t, "disconnects", func() bool { return atomic.LoadInt64(&b.srv.Info.ClientsConnected) == 0 })
+	pub := dialPaho3(t, b.addr, "pub")
+	payload := strings.Repeat("p", size)
+	for range msgs {
+		publish3(t, pub, "q/x", 1, payload)
+	}
+	var total int64
+	for i := range 3 {
+		cl, ok := b.srv.Clients.Get(fmt.Sprintf("sleeper%d", i))
+		if !ok {
+			t.Fatalf("session sleeper%d is gone", i)
+		}
+		var held int64
+		for _, p := range cl.State.Inflight.GetAll(false) {
+			held += int64(len(p.Payload))
+		}
+		if held > 64<<10+size {
+			t.Errorf("sleeper%d holds %d bytes; the limit is %d (plus one message being dropped)", i, held, 64<<10)
+		}
+		total += held
+	}
+	if total > 128<<10+3*size || total == 0 {
+		t.Errorf("disconnected sessions hold %d bytes in all; the limit is %d", total, 128<<10)
+	}
+	if got := metric(t, b.reg, "tether_edge_mqtt_offline_held_bytes"); got > 128<<10+3*size {
+		t.Errorf("offline_held_bytes %v", got)
+	}
+	if d := metric(t, b.reg, "tether_edge_mqtt_messages_dropped_total", "reason", "offline_bytes"); d < 3*msgs-(128<<10)/size-3 {
+		t.Errorf("%v messages counted as dropped for offline_bytes, want at least %d", d, 3*msgs-(128<<10)/size-3)
+	}
+	// A session that comes back gets what was kept for it.
+	var got atomic.Int64
+	back := dialPaho3(t, b.addr, "sleeper0", persistent, func(o *pahomqtt.ClientOptions) {
+		o.SetDefaultPublishHandler(func(pahomqtt.Client, pahomqtt.Message) { got.Add(1) })
+	})
+	waitFor(t, "kept messages delivered", func() bool { return got.Load() > 0 })
+	back.Disconnect(50)
+	if got.Load() > (64<<10)/size+1 {
+		t.Errorf("sleeper0 got %d messages, more than its %d bytes allowed", got.Load(), 64<<10)
+	}
 }

@@ -64,11 +64,11 @@ func newMetrics() *metrics {
 	return m
 }
 
-func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server) error {
+func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server, off *offlineHeld) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.rejected, m.panics, m.notTaken, m.connections, newInfoCollector(srv)} {
+	for _, c := range []prometheus.Collector{m.rejected, m.panics, m.notTaken, m.connections, newInfoCollector(srv, off)} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -79,18 +79,20 @@ func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server) error {
 // infoCollector exports mochi's own atomic counters (system.Info) at scrape time.
 type infoCollector struct {
 	srv *mqtt.Server
+	off *offlineHeld
 
 	clients, sessions, subscriptions, inflight, retained *prometheus.Desc
 	msgsIn, msgsOut, dropped, pktsIn, pktsOut, bytesIn   *prometheus.Desc
-	bytesOut                                             *prometheus.Desc
+	bytesOut, offlineBytes                               *prometheus.Desc
 }
 
-func newInfoCollector(srv *mqtt.Server) *infoCollector {
+func newInfoCollector(srv *mqtt.Server, off *offlineHeld) *infoCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(metricPrefix+name, help, labels, nil)
 	}
 	return &infoCollector{
 		srv:           srv,
+		off:           off,
 		clients:       d("clients_connected", "MQTT clients currently connected."),
 		sessions:      d("sessions", "MQTT sessions held, connected or awaiting expiry."),
 		subscriptions: d("subscriptions", "Client topic-filter subscriptions held."),
@@ -98,17 +100,18 @@ func newInfoCollector(srv *mqtt.Server) *infoCollector {
 		retained:      d("retained_messages", "Retained messages held."),
 		msgsIn:        d("messages_received_total", "PUBLISH packets received (from clients and from the edge agent itself)."),
 		msgsOut:       d("messages_sent_total", "PUBLISH packets written to clients."),
-		dropped:       d("messages_dropped_total", "Messages to a client that were dropped, by reason: queue_full (MaxPendingWrites), inflight_full (MaxInflight).", "reason"),
+		dropped:       d("messages_dropped_total", "Messages to a client that were dropped, by reason: queue_full (MaxPendingWrites), inflight_full (MaxInflight), offline_bytes (MaxOfflineSessionBytes, MaxOfflineBytes).", "reason"),
 		pktsIn:        d("packets_received_total", "MQTT packets received."),
 		pktsOut:       d("packets_sent_total", "MQTT packets written."),
 		bytesIn:       d("received_bytes_total", "Bytes of MQTT packets received."),
 		bytesOut:      d("sent_bytes_total", "Bytes of MQTT packets written."),
+		offlineBytes:  d("offline_held_bytes", "Payload bytes of QoS 1/2 messages held for disconnected sessions."),
 	}
 }
 
 func (c *infoCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.clients, c.sessions, c.subscriptions, c.inflight, c.retained,
-		c.msgsIn, c.msgsOut, c.dropped, c.pktsIn, c.pktsOut, c.bytesIn, c.bytesOut} {
+		c.msgsIn, c.msgsOut, c.dropped, c.pktsIn, c.pktsOut, c.bytesIn, c.bytesOut, c.offlineBytes} {
 		ch <- d
 	}
 }
@@ -131,6 +134,8 @@ func (c *infoCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.msgsOut, load(&in.MessagesSent))
 	counter(c.dropped, load(&in.MessagesDropped), "queue_full")
 	counter(c.dropped, load(&in.InflightDropped), "inflight_full")
+	counter(c.dropped, float64(c.off.dropped.Load()), "offline_bytes")
+	gauge(c.offlineBytes, float64(c.off.bytes()))
 	counter(c.pktsIn, load(&in.PacketsReceived))
 	counter(c.pktsOut, load(&in.PacketsSent))
 	counter(c.bytesIn, load(&in.BytesReceived))
