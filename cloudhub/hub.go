@@ -288,11 +288,16 @@ func (h *Hub) advance(rev int64) {
 
 // attach registers a session after its Hello and computes its catch-up. It returns the mode.
 func (h *Hub) attach(s *session, hello *protocol.Hello) (protocol.Mode, error) {
-	snap := h.ix.Snapshot()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopping {
 		return 0, &protocol.Error{Code: protocol.CodeShuttingDown, Message: "the cloud is shutting down"}
+	}
+	// Taken under h.mu: a Node deletion published after it reaches onUpdate after this session is
+	// registered (and fails it); one published before is seen here.
+	snap := h.ix.Snapshot()
+	if snap.Get(resource.StoreKey(resource.Key{Resource: resource.Nodes, Name: s.node})) == nil {
+		return 0, &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q is not registered in the cloud (deleted?); join it again", s.node)}
 	}
 	h.initRing()
 	processed := h.processed.Load()

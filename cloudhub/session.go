@@ -135,6 +135,12 @@ func (s *session) handshake(certNotBefore time.Time) error {
 	if err := s.checkRegistered(certNotBefore); err != nil {
 		return err
 	}
+	// The ring holds every change after its floor only once the index's history replay is over.
+	select {
+	case <-h.ix.Current():
+	case <-time.After(h.cfg.HandshakeTimeout):
+		return &protocol.Error{Code: protocol.CodeShuttingDown, Message: "the cloud is still loading; reconnect"}
+	}
 	mode, err := h.attach(s, hello)
 	if err != nil {
 		return err

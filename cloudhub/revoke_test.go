@@ -1,0 +1,74 @@
+package cloudhub
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+)
+
+func secretKey(ns, n string) string {
+	return resource.StoreKey(resource.Key{Resource: resource.Secrets, Namespace: ns, Name: n})
+}
+
+// TestRevokedBetweenCheckAndAttach drives the handshake's two steps (the Node check, then
+// attach) with the Node's deletion processed between them, as the index goroutine may do at any
+// time. attach must look at the Node again. Before, the deletion found no session to end, attach
+// registered one, and the revoked node was sent its Pods and the Secrets they reference.
+func TestRevokedBetweenCheckAndAttach(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	h := r.hub
+	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	r.put(secretKey("default", "s1"), `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s1","namespace":"default"},"data":{"k":"c2VjcmV0"}}`)
+	r.put(podKey("default", "p1"), `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p1","namespace":"default"},"spec":{"nodeName":"n1","volumes":[{"name":"s","secret":{"secretName":"s1"}}]}}`)
+
+	checked, deleted := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, err := h.upgrader.Upgrade(w, req, nil)
+		if err != nil {
+			return
+		}
+		s := &session{hub: h, conn: conn, node: "n1", done: make(chan struct{}), remote: req.RemoteAddr}
+		_, frame, _ := conn.ReadMessage()
+		msgs, _ := protocol.Decode(frame)
+		hello := msgs[0].(*protocol.Hello)
+		if err := s.checkRegistered(time.Now()); err != nil { // session.go:134
+			t.Errorf("refused before the delete: %v", err)
+			return
+		}
+		close(checked)
+		<-deleted
+		if _, err := h.attach(s, hello); err != nil { // session.go:137
+			s.writeError(err.(*protocol.Error))
+			conn.Close()
+			return
+		}
+		go s.run()
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Hello{Version: protocol.Version, Node: "n1"}))
+	<-checked
+	rev := r.del(nodeKey("n1"))
+	for h.processed.Load() < rev { // onUpdate of the delete has run
+		time.Sleep(time.Millisecond)
+	}
+	close(deleted)
+
+	e := &edge{t: t, node: "n1", objs: map[string]string{}, revs: map[string]uint64{}, ws: ws}
+	e.syncTo(rev, 2*time.Second)
+	time.Sleep(h.cfg.WriteTimeout / 10)
+	if _, ok := e.objs[secretKey("default", "s1")]; ok || h.Connected("n1") {
+		t.Fatalf("a deleted (revoked) node got a session (connected=%v) and its Secret; messages: %v", h.Connected("n1"), e.log)
+	}
+}
