@@ -60,6 +60,11 @@ func (u Update) Rev() int64 { return u.Event.Rev() }
 type Config struct {
 	// Preload is how many revisions of history before the start are replayed to subscribers.
 	Preload int64
+	// HoldBehind is how many revisions the index may lag the store before it holds the store's
+	// compaction until it has caught up (see holdWhileBehind), checked every HoldCheck. Zero
+	// means the defaults: 1,000 revisions, every 100 ms.
+	HoldBehind int64
+	HoldCheck  time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -67,8 +72,8 @@ func DefaultConfig() Config { return Config{Preload: 100_000} }
 
 // Validate reports the first unusable setting.
 func (c Config) Validate() error {
-	if c.Preload < 0 {
-		return fmt.Errorf("index: preload must not be negative, got %d", c.Preload)
+	if c.Preload < 0 || c.HoldBehind < 0 || c.HoldCheck < 0 {
+		return fmt.Errorf("index: preload, hold-behind and hold-check must not be negative, got %d, %d, %s", c.Preload, c.HoldBehind, c.HoldCheck)
 	}
 	return nil
 }
@@ -244,6 +249,16 @@ func (ix *Index) Run(ctx context.Context) error {
 	if from >= listRev {
 		close(ix.current)
 	}
+	if h, ok := ix.backend.(compactionHolder); ok {
+		lag, every := ix.cfg.HoldBehind, ix.cfg.HoldCheck
+		if lag == 0 {
+			lag = 1000
+		}
+		if every == 0 {
+			every = 100 * time.Millisecond
+		}
+		go ix.holdWhileBehind(ctx, h, every, lag)
+	}
 	for {
 		ch, err := ix.backend.Watch(ctx, from)
 		if err != nil {
@@ -260,6 +275,45 @@ func (ix *Index) Run(ctx context.Context) error {
 			ix.log.Warn().Int64("rev", from).Msg("index fell behind the store; re-watching")
 		default:
 			return fmt.Errorf("index: watch: %w", err)
+		}
+	}
+}
+
+// holdWhileBehind holds the store's compaction while the index is more than lag revisions
+// behind it (and lets go once it is within a tenth of that), checking every interval. A subscriber slow for a moment (the hub fanning a burst
+// out) stops the index goroutine; the store then drops its watch once WatchBuffer events wait,
+// and the index watches again from the last revision it applied, which must still be in the
+// history. The store's log grows meanwhile and is compacted once the index has caught up.
+func (ix *Index) holdWhileBehind(ctx context.Context, h compactionHolder, interval time.Duration, lag int64) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var release func()
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		head, err := ix.backend.Rev(ctx)
+		if err != nil {
+			continue
+		}
+		ix.mu.Lock()
+		behind := head - ix.rev
+		ix.mu.Unlock()
+		switch {
+		case release == nil && behind > lag:
+			release = h.HoldCompaction()
+			ix.log.Warn().Int64("behind", behind).Msg("the index is behind the store; its compaction is held until the index catches up")
+		case release != nil && behind <= lag/10:
+			release()
+			release = nil
+			ix.log.Info().Msg("the index caught up with the store; compaction goes on")
 		}
 	}
 }
