@@ -304,12 +304,16 @@ func (u *Uploads) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	from := after
 	if after < compacted {
 		// The history no longer reaches back to the cursor: list what is retained.
-		kvs, rev, err := u.listAfter(ctx, after)
+		refs, rev, err := u.listAfter(ctx, after)
 		if err != nil {
 			return // the status line is sent; the client sees a short stream and resumes
 		}
-		for _, kv := range kvs {
-			if send(kv) != nil {
+		for _, ref := range refs {
+			kv, err := u.backend.Get(ctx, ref.Key)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // pruned since the list
+			}
+			if err != nil || send(kv) != nil {
 				return
 			}
 		}
@@ -345,8 +349,9 @@ func (u *Uploads) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// listAfter returns the retained uploads stored after cursor, in cursor order, and the revision
-// the list is consistent at.
+// listAfter returns the retained uploads stored after cursor, in cursor order, without their
+// values (up to Retain uploads of any size would not fit in memory at once; the caller reads
+// each as it sends it), and the revision the list is consistent at.
 func (u *Uploads) listAfter(ctx context.Context, cursor int64) ([]store.KV, int64, error) {
 	var out []store.KV
 	var rev int64
@@ -361,6 +366,7 @@ func (u *Uploads) listAfter(ctx context.Context, cursor int64) ([]store.KV, int6
 		}
 		for _, kv := range kvs {
 			if kv.CreateRev > cursor && kv.CreateRev <= rev {
+				kv.Value = nil
 				out = append(out, kv)
 			}
 		}

@@ -3,8 +3,10 @@ package cloudapi
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -67,5 +69,52 @@ func TestFollowerThatStopsReadingIsCutOff(t *testing.T) {
 			t.Fatalf("a follower that stopped reading still holds its stream after 10 s (write timeout %s)", cfg.WriteTimeout)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStreamFromBeforeTheHistory: a reader whose cursor the store's history no longer reaches
+// gets every retained upload, in order, read one at a time from the store (the list that finds
+// them keeps no values: up to Retain uploads of any size would not fit in memory), then the ones
+// stored after the list.
+func TestStreamFromBeforeTheHistory(t *testing.T) {
+	cfg := boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db"))
+	cfg.History = 10
+	b, err := boltstore.Open(cfg, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	u := NewUploads(b, DefaultUploadsConfig(), time.Now, zerolog.Nop(), prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go u.Run(ctx)
+	srv := httptest.NewServer(u)
+	defer srv.Close()
+	const n = 40
+	for i := 1; i <= n; i++ {
+		if err := u.Apply(ctx, "edge-1", &protocol.Report{Kind: protocol.ReportUpload, Seq: uint64(i), Subject: "$hw/events/upload/a",
+			Time: time.Now().UnixMilli(), Payload: fmt.Appendf(nil, "p%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, _ := b.Compacted(ctx); c < 2 {
+		t.Fatalf("the history was not compacted (compacted %d); the test's premise is wrong", c)
+	}
+	resp, err := http.Get(srv.URL + UploadsPath + "?after=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []string
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var up Upload
+		if err := dec.Decode(&up); err != nil {
+			break
+		}
+		got = append(got, string(up.Payload))
+	}
+	if len(got) != n || got[0] != "p1" || got[n-1] != fmt.Sprintf("p%d", n) {
+		t.Fatalf("got %d uploads %v, want p1 … p%d in order", len(got), got, n)
 	}
 }
