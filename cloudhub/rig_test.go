@@ -47,10 +47,10 @@ type rig struct {
 }
 
 type rigOpts struct {
-	path   string
-	cfg    func(*Config)
-	preSub func(index.Update) // subscribed before the hub
-	noRun  bool
+	path    string
+	cfg     func(*Config)
+	preSub  func(index.Update) // subscribed before the hub
+	reports Reports            // nil: reports are taken and dropped
 }
 
 func newRig(t *testing.T, o rigOpts) *rig {
@@ -74,7 +74,11 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}
-	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: b.ClusterID(), Status: nopStatus{}, Reports: nopReports{},
+	var reps Reports = nopReports{}
+	if o.reports != nil {
+		reps = o.reports
+	}
+	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: b.ClusterID(), Status: nopStatus{}, Reports: reps,
 		TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)

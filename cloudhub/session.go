@@ -46,6 +46,7 @@ type session struct {
 	catchup     bool                // the next batch is the catch-up after Hello
 	ended       bool
 	reports     []*protocol.Report // waiting for the store
+	reportBytes int                // payload bytes of reports
 	reporting   bool               // a reporter goroutine is running
 	forwarding  int                // forwarded requests being executed
 	renewing    bool               // a certificate renewal is being signed
@@ -376,12 +377,13 @@ func (s *session) handle(m protocol.Message) error {
 		}
 	case *protocol.Report:
 		s.mu.Lock()
-		if len(s.reports) >= s.hub.cfg.ReportQueue {
+		if len(s.reports) >= s.hub.cfg.ReportQueue || s.reportBytes+len(m.Payload) > maxQueuedReportBytes {
 			s.mu.Unlock()
 			return &protocol.Error{Code: protocol.CodeProtocol, Message: "more reports in flight than the cloud accepts; lower the outbox window"}
 		}
 		// The frame buffer is not reused by gorilla's ReadMessage, so the payload can be kept.
 		s.reports = append(s.reports, m)
+		s.reportBytes += len(m.Payload)
 		start := !s.reporting
 		s.reporting = true
 		s.mu.Unlock()
@@ -435,6 +437,7 @@ func (s *session) reportLoop() {
 		}
 		r := s.reports[0]
 		s.reports = s.reports[1:]
+		s.reportBytes -= len(r.Payload)
 		s.mu.Unlock()
 		// One node's reports are applied one at a time, also across a session and the one that
 		// replaced it: the edge resends what the old one had not acknowledged, and an old report
@@ -446,7 +449,7 @@ func (s *session) reportLoop() {
 		if s.failing.Load() {
 			lock.Unlock()
 			s.mu.Lock()
-			s.reports, s.reporting = nil, false
+			s.reports, s.reportBytes, s.reporting = nil, 0, false
 			s.mu.Unlock()
 			return
 		}
@@ -465,7 +468,7 @@ func (s *session) reportLoop() {
 			s.log().Warn().Err(err).Uint64("seq", r.Seq).Msg("could not store a report; the edge will resend it")
 			s.fail(protocol.CodeInternal, "the cloud could not store a report; it will be resent")
 			s.mu.Lock()
-			s.reports, s.reporting = nil, false
+			s.reports, s.reportBytes, s.reporting = nil, 0, false
 			s.mu.Unlock()
 			return
 		}
@@ -475,6 +478,11 @@ func (s *session) reportLoop() {
 
 // maxForwarding bounds the forwarded API requests one node may have executing at once.
 const maxForwarding = 16
+
+// maxQueuedReportBytes bounds the payload bytes of one node's reports waiting for the store,
+// beside the count (Config.ReportQueue). An edge's own window allows 256 reports of up to
+// 256 KiB: 64 MiB.
+const maxQueuedReportBytes = 64 << 20
 
 // maxControl bounds the control messages (answers, mostly) waiting for a node's writer: past it,
 // a node that keeps sending requests is disconnected instead of being answered without end.
