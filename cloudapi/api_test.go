@@ -325,3 +325,27 @@ func TestNodeStatusBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestNodeStatusWriteOnlyToThePodItChecked: a node's status write of its own pod changes
+// exactly the pod that was checked to be the node's; one of the same name made since (on
+// another node) gets a 409. Before, only deletes carried the check.
+func TestNodeStatusWriteOnlyToThePodItChecked(t *testing.T) {
+	c := newCloud(t, 1000)
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	c.must(http.MethodPost, podsPath, podJSON("mine", "edge-1"))
+	status := []byte(`{"status":{"phase":"Running"}}`)
+	resp := c.fwd.Forward(context.Background(), "edge-1", &protocol.Request{Method: http.MethodPatch, Path: podsPath + "/mine/status",
+		ContentType: "application/merge-patch+json", Body: status})
+	if resp.Code != http.StatusOK {
+		t.Fatalf("the node's status write of its own pod: %d %s", resp.Code, resp.Body)
+	}
+	// The forwarder checked a pod with another UID (the one it saw was replaced since).
+	ctx := context.WithValue(context.Background(), expectUIDKey{}, "the-pod-checked")
+	req := httptest.NewRequestWithContext(ctx, http.MethodPatch, podsPath+"/mine/status", strings.NewReader(string(status)))
+	req.Header.Set("Content-Type", "application/merge-patch+json")
+	rec := httptest.NewRecorder()
+	c.api.ServeHTTP(rec, req)
+	if rec.Code != http.StatusConflict {
+		t.Fatalf("a status write checked against another pod: %d %s, want 409", rec.Code, rec.Body)
+	}
+}

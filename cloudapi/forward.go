@@ -56,6 +56,10 @@ func (f *Forwarder) Forward(ctx context.Context, node string, req *protocol.Requ
 			return statusResponse(err)
 		}
 	}
+	if uid != "" {
+		// And a status write changes exactly that object too.
+		ctx = context.WithValue(ctx, expectUIDKey{}, uid)
+	}
 	hr, err := http.NewRequestWithContext(ctx, req.Method, u.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		return statusResponse(kubeapi.BadRequest("the forwarded request is not valid: %v", err))

@@ -349,6 +349,9 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 		if precondition != 0 && precondition != cur.ModRev {
 			return nil, conflict(info, name)
 		}
+		if uid, ok := ctx.Value(expectUIDKey{}).(string); ok && uid != cur.UID {
+			return nil, kubeapi.Conflict(info.Group, info.Resource, name, fmt.Errorf("the object was replaced (UID %s, the request was checked against %s)", cur.UID, uid))
+		}
 		curObj, err := decodeObject(cur.Raw)
 		if err != nil {
 			return nil, kubeapi.Internal(err)
@@ -382,6 +385,11 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 		return o.readBack(ctx, info, ns, name, rev)
 	}
 }
+
+// expectUIDKey is the context key of the UID a write must find: the forwarder checks that an
+// object is the node's, and the write must change that object, not one of the same name made
+// since on another node.
+type expectUIDKey struct{}
 
 func conflict(info resource.Info, name string) error {
 	return kubeapi.Conflict(info.Group, info.Resource, name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
