@@ -348,14 +348,18 @@ func (h *Hub) startGrace(node string) {
 	if t := h.grace[node]; t != nil {
 		t.Stop()
 	}
-	h.grace[node] = time.AfterFunc(h.cfg.GracePeriod, func() {
+	var t *time.Timer
+	t = time.AfterFunc(h.cfg.GracePeriod, func() {
 		h.mu.Lock()
 		_, back := h.sessions[node]
-		if h.grace[node] != nil {
+		// A timer that fired while a newer one replaced it (it waited for h.mu) is stale: the
+		// newer one decides, after its own full grace period.
+		stale := h.grace[node] != t
+		if !stale {
 			delete(h.grace, node)
 		}
 		h.mu.Unlock()
-		if back {
+		if back || stale {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
@@ -366,6 +370,7 @@ func (h *Hub) startGrace(node string) {
 			h.log.Info().Str("node", node).Msg("node NotReady: disconnected past the grace period")
 		}
 	})
+	h.grace[node] = t
 }
 
 // watchGrace gives every node that the store says is Ready a grace period at start: after a
