@@ -665,8 +665,10 @@ func drive(ctx context.Context, ds []*device, d time.Duration, rate float64, max
 		}()
 	}
 	wg.Wait()
-	// Answers to the last requests.
-	waitUntil(ctx, 10*time.Second, func() bool {
+	// Answers to the last requests. An offered rate above capacity leaves a long queue in the
+	// devices' sockets; the next load must not start behind it (its figures would be the
+	// queue's), so this waits it out.
+	waitUntil(ctx, time.Minute, func() bool {
 		for _, dv := range ds {
 			dv.client.mu.Lock()
 			n := len(dv.client.sent)
