@@ -63,3 +63,44 @@ func TestReconnectDuringHistoryReplay(t *testing.T) {
 		t.Fatalf("edge at cursor %d (head %d) differs from its view: %v\nmessages: %v", e.cursor, head, d, e.log)
 	}
 }
+
+// TestUpToDateAttachesDuringHistoryReplay: a node whose cursor is at the head when the cloud
+// restarts needs nothing from the history, so it attaches without waiting for the replay (at
+// 10,000 nodes the replay takes seconds, and edges give up on a Welcome after 10 s).
+func TestUpToDateAttachesDuringHistoryReplay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cloud.db")
+	r1 := newRig(t, rigOpts{path: path})
+	r1.put(nodeKey("n1"), nodeJSON("n1", ""))
+	head := r1.put(podKey("default", "p1"), podJSON("default", "p1", "n1"))
+	e := newEdge(t, "n1")
+	e.connect(r1)
+	if !e.syncTo(head, 5*time.Second) {
+		t.Fatalf("first sync: %v", e.log)
+	}
+	e.ws.Close()
+	r1.close()
+
+	release := make(chan struct{})
+	var once sync.Once
+	r2 := newRig(t, rigOpts{path: path, preSub: func(u index.Update) {
+		if u.Historical {
+			once.Do(func() { <-release })
+		}
+	}})
+	e.connect(r2)
+	deadline := time.Now().Add(3 * time.Second)
+	for !r2.hub.Connected("n1") {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatal("an up-to-date node waited for the history replay")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if !e.syncTo(head, 5*time.Second) {
+		t.Fatalf("no progress to %d: %v", head, e.log)
+	}
+	if d := e.diff(r2.want("n1")); len(d) > 0 {
+		t.Fatalf("edge differs from its view: %v\nmessages: %v", d, e.log)
+	}
+}

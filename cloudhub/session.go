@@ -137,10 +137,15 @@ func (s *session) handshake(certNotBefore time.Time) error {
 		return err
 	}
 	// The ring holds every change after its floor only once the index's history replay is over.
-	select {
-	case <-h.ix.Current():
-	case <-time.After(h.cfg.HandshakeTimeout):
-		return &protocol.Error{Code: protocol.CodeShuttingDown, Message: "the cloud is still loading; reconnect"}
+	// Only a node to be caught up from a cursor inside that history waits for it: one that is up
+	// to date (at or past the revision the index listed) or from another cluster (reset) needs
+	// nothing from the history, and after a restart most nodes are up to date.
+	if hello.ClusterID == h.cluster && int64(hello.Cursor) < h.ix.ListRev() {
+		select {
+		case <-h.ix.Current():
+		case <-time.After(h.cfg.HandshakeTimeout):
+			return &protocol.Error{Code: protocol.CodeShuttingDown, Message: "the cloud is still loading; reconnect"}
+		}
 	}
 	mode, err := h.attach(s, hello)
 	if err != nil {
