@@ -484,6 +484,10 @@ func (s *session) reportLoop() {
 // maxForwarding bounds the forwarded API requests one node may have executing at once.
 const maxForwarding = 16
 
+// closeLinger is how long a connection the hub is ending stays open after the Error and the
+// close frame, for the edge's close to arrive.
+const closeLinger = time.Second
+
 // maxQueuedReportBytes bounds the payload bytes of one node's reports waiting for the store,
 // beside the count (Config.ReportQueue). An edge's own window allows 256 reports of up to
 // 256 KiB: 64 MiB.
@@ -560,7 +564,11 @@ func (s *session) writeLoop() {
 		if closing != nil {
 			s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, closing.Code.String()), s.hub.now().Add(time.Second))
 			s.stopWriting()
-			s.conn.Close()
+			// Not closed at once: with the edge's frames still unread, closing makes the kernel
+			// reset the connection, and the edge can lose the Error just written. The reader
+			// drains until the edge answers the close (which ends the session), for at most a
+			// second.
+			time.AfterFunc(closeLinger, func() { s.conn.Close() })
 			return
 		}
 	}
