@@ -209,3 +209,15 @@ func WaitUntil(ctx context.Context, d time.Duration, ok func() bool) error {
 	}
 	return nil
 }
+
+// ResourceVersion reads metadata.resourceVersion from an API answer (an object or a list) as a
+// revision: 0 if it has none.
+func ResourceVersion(resp []byte) uint64 {
+	var obj struct {
+		Metadata struct{ ResourceVersion string }
+	}
+	json.Unmarshal(resp, &obj)
+	var rev uint64
+	fmt.Sscan(obj.Metadata.ResourceVersion, &rev)
+	return rev
+}

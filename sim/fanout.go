@@ -74,7 +74,7 @@ func NewFanoutProbe(ctx context.Context, api string, edges []*Edge, namespace, n
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if _, err := p.wait(wctx, time.Now(), revOf(resp)); err != nil {
+	if _, err := p.wait(wctx, time.Now(), ResourceVersion(resp)); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("the fan-out Service did not reach every node: %w", err)
 	}
@@ -98,7 +98,7 @@ func (p *FanoutProbe) Change(ctx context.Context, change int, timeout time.Durat
 	tr := FanoutTrial{API: time.Since(t0)}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if tr.Each, err = p.wait(wctx, t0, revOf(resp)); err != nil {
+	if tr.Each, err = p.wait(wctx, t0, ResourceVersion(resp)); err != nil {
 		return tr, fmt.Errorf("change %d did not reach every node: %w", change, err)
 	}
 	for _, d := range tr.Each {
@@ -143,18 +143,6 @@ func (p *FanoutProbe) wait(ctx context.Context, t0 time.Time, rev uint64) ([]tim
 	}
 	p.mu.Unlock()
 	return lat, nil
-}
-
-// revOf reads metadata.resourceVersion from an API answer (0 if it has none, which every
-// applied version passes).
-func revOf(resp []byte) uint64 {
-	var obj struct {
-		Metadata struct{ ResourceVersion string }
-	}
-	json.Unmarshal(resp, &obj)
-	var rev uint64
-	fmt.Sscan(obj.Metadata.ResourceVersion, &rev)
-	return rev
 }
 
 // ms is d in milliseconds, the unit of the report's latencies.

@@ -286,12 +286,7 @@ func SyncTarget(ctx context.Context, api string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var l struct {
-		Metadata struct{ ResourceVersion string }
-	}
-	json.Unmarshal(body, &l)
-	var rev float64
-	fmt.Sscan(l.Metadata.ResourceVersion, &rev)
+	rev := float64(ResourceVersion(body))
 	var m map[string]float64
 	err = WaitUntil(ctx, time.Minute, func() bool {
 		m, err = Scrape(api+"/metrics", "tether_cloud_hub_processed_revision", "tether_cloud_hub_routed_revision")

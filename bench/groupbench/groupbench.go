@@ -357,7 +357,7 @@ func (b *bench) settle(d time.Duration) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rev := revOf(raw)
+	rev := sim.ResourceVersion(raw)
 	info, err := sim.GetInfo(b.api)
 	if err != nil {
 		return 0, err
@@ -366,16 +366,6 @@ func (b *bench) settle(d time.Duration) (uint64, error) {
 		return 0, fmt.Errorf("settling at %d: %d of %d edges in sync: %w", rev, b.f.Synced(info.Cluster, rev), b.sz.nodes, err)
 	}
 	return rev, nil
-}
-
-func revOf(raw []byte) uint64 {
-	var o struct {
-		Metadata struct{ ResourceVersion string }
-	}
-	json.Unmarshal(raw, &o)
-	var rev uint64
-	fmt.Sscan(o.Metadata.ResourceVersion, &rev)
-	return rev
 }
 
 func (b *bench) sentBytes() (float64, error) {
@@ -412,7 +402,7 @@ func (b *bench) endpointChange(ranged bool, emit func(hubbench.Result)) error {
 		if err != nil {
 			return err
 		}
-		rev := revOf(raw)
+		rev := sim.ResourceVersion(raw)
 		var lat []time.Duration
 		var bad error
 		err = sim.WaitUntil(b.ctx, time.Minute, func() bool {
