@@ -133,7 +133,7 @@ func (d *DeviceReports) write(ctx context.Context, node, subject, kind string, c
 	case errors.Is(err, errNotOwner):
 		d.reports.WithLabelValues(kind, "refused").Inc()
 		return fmt.Errorf("%w: %s: %v", cloudhub.ErrBadReport, subject, err)
-	case apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err):
+	case refusedInput(err):
 		d.reports.WithLabelValues(kind, "refused").Inc()
 		return fmt.Errorf("%w: %s: %v", cloudhub.ErrBadReport, subject, err)
 	}

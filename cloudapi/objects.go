@@ -319,8 +319,8 @@ func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 		if err != nil {
 			return nil, kubeapi.BadRequest("the patch cannot be applied: %v", err)
 		}
-		if len(out) > maxPatchedBytes {
-			return nil, kubeapi.BadRequest("the patched object would be %d bytes, over the limit of %d", len(out), maxPatchedBytes)
+		if len(out) > maxObjectBytes {
+			return nil, kubeapi.BadRequest("the patched object would be %d bytes, over the limit of %d", len(out), maxObjectBytes)
 		}
 		next, err := decodeObject(out)
 		if err != nil {
@@ -562,17 +562,17 @@ func randomSuffix() string {
 	return string(b[:])
 }
 
-// Limits on what one patch may build. The body limit does not bound the result: each JSON
-// patch "copy" can double the document (a 700-byte patch grew a ConfigMap to 34 MB).
+// Limits on what one patch may build, beside maxObjectBytes for its result. The body limit does
+// not bound the result: each JSON patch "copy" can double the document (a 700-byte patch grew a
+// ConfigMap to 34 MB).
 const (
-	maxPatchedBytes = 3 << 20 // the largest object a patch may produce: the default body limit
-	maxPatchOps     = 1000    // operations in one JSON patch
-	maxPatchCopies  = 32      // "copy" operations in one JSON patch (each is applied and measured alone)
+	maxPatchOps    = 1000 // operations in one JSON patch
+	maxPatchCopies = 32   // "copy" operations in one JSON patch (each is applied and measured alone)
 )
 
 // applyJSONPatch applies an RFC 6902 patch to doc. Operations are applied in runs; a copy ends
 // its run, and the document's size is checked after it, so no intermediate document grows past
-// twice maxPatchedBytes.
+// twice maxObjectBytes.
 func applyJSONPatch(doc, patch []byte) ([]byte, error) {
 	p, err := jsonpatch.DecodePatch(patch)
 	if err != nil {
@@ -594,8 +594,8 @@ func applyJSONPatch(doc, patch []byte) ([]byte, error) {
 		if doc, err = p[start : i+1].Apply(doc); err != nil {
 			return nil, err
 		}
-		if len(doc) > maxPatchedBytes {
-			return nil, fmt.Errorf("the patched object would pass %d bytes", maxPatchedBytes)
+		if len(doc) > maxObjectBytes {
+			return nil, fmt.Errorf("the patched object would pass %d bytes", maxObjectBytes)
 		}
 		start = i + 1
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ func TestJSONPatchCannotAmplify(t *testing.T) {
 	ops = append(ops, `{"op":"add","path":"/blob","value":{}}`)
 	ops = append(ops, `{"op":"copy","from":"/data","path":"/blob/x0"}`)
 	for i := 1; i <= 12; i++ {
-		ops = append(ops, `{"op":"copy","from":"/blob","path":"/blob/y`+itoa(i)+`"}`)
+		ops = append(ops, `{"op":"copy","from":"/blob","path":"/blob/y`+strconv.Itoa(i)+`"}`)
 	}
 	patch := "[" + strings.Join(ops, ",") + "]"
 	t.Logf("patch body: %d bytes", len(patch))
@@ -38,13 +39,6 @@ func TestJSONPatchCannotAmplify(t *testing.T) {
 	}
 }
 
-func itoa(i int) string {
-	if i < 10 {
-		return string(rune('0' + i))
-	}
-	return string(rune('0'+i/10)) + string(rune('0'+i%10))
-}
-
 // The same through the edge's write path: a node may JSON-patch its own Node's status, and the
 // copy ops grow it past any body limit.
 func TestJSONPatchFromAnEdgeCannotAmplify(t *testing.T) {
@@ -53,7 +47,7 @@ func TestJSONPatchFromAnEdgeCannotAmplify(t *testing.T) {
 	ops := []string{`{"op":"add","path":"/status","value":{"nodeInfo":{"kernelVersion":"` + strings.Repeat("k", 4096) + `"}}}`,
 		`{"op":"add","path":"/status/capacity","value":{}}`}
 	for i := 1; i <= 14; i++ {
-		ops = append(ops, `{"op":"copy","from":"/status/nodeInfo","path":"/status/nodeInfo/y`+itoa(i)+`"}`)
+		ops = append(ops, `{"op":"copy","from":"/status/nodeInfo","path":"/status/nodeInfo/y`+strconv.Itoa(i)+`"}`)
 	}
 	patch := "[" + strings.Join(ops, ",") + "]"
 	var before, after runtime.MemStats

@@ -181,7 +181,7 @@ func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, payload [
 	if err == errUnchanged {
 		return nil
 	}
-	if apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err) {
+	if refusedInput(err) {
 		return fmt.Errorf("%w: node status: %v", cloudhub.ErrBadReport, err)
 	}
 	return err

@@ -21,24 +21,38 @@ import (
 	"github.com/tetherhub/tether/store/boltstore"
 )
 
+// startUploads runs the uploads service, configured by cfg, over a real bbolt store (edit
+// adjusts its config), behind a test server; all are stopped when the test ends.
+func startUploads(t *testing.T, cfg UploadsConfig, edit func(*boltstore.Config)) (*Uploads, *httptest.Server, *boltstore.Store) {
+	t.Helper()
+	bcfg := boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db"))
+	if edit != nil {
+		edit(&bcfg)
+	}
+	b, err := boltstore.Open(bcfg, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := NewUploads(b, cfg, time.Now, zerolog.Nop(), prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	go u.Run(ctx)
+	srv := httptest.NewServer(u)
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		b.Close()
+	})
+	return u, srv, b
+}
+
 // TestFollowerThatStopsReadingIsCutOff: a client following the upload stream that stops
 // reading is cut off after WriteTimeout, instead of holding its goroutine, and the store's
 // buffer of events for it, for as long as it keeps the connection open.
 func TestFollowerThatStopsReadingIsCutOff(t *testing.T) {
-	b, err := boltstore.Open(boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db")), zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	cfg := DefaultUploadsConfig()
 	cfg.WriteTimeout = 300 * time.Millisecond
-	reg := prometheus.NewRegistry()
-	u := NewUploads(b, cfg, time.Now, zerolog.Nop(), reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go u.Run(ctx)
-	srv := httptest.NewServer(u)
-	defer srv.Close()
+	u, srv, _ := startUploads(t, cfg, nil)
+	ctx := context.Background()
 
 	// More than the socket buffers hold, so the server's writes block.
 	payload := []byte(strings.Repeat("x", 64<<10))
@@ -77,19 +91,8 @@ func TestFollowerThatStopsReadingIsCutOff(t *testing.T) {
 // them keeps no values: up to Retain uploads of any size would not fit in memory), then the ones
 // stored after the list.
 func TestStreamFromBeforeTheHistory(t *testing.T) {
-	cfg := boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db"))
-	cfg.History = 10
-	b, err := boltstore.Open(cfg, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	u := NewUploads(b, DefaultUploadsConfig(), time.Now, zerolog.Nop(), prometheus.NewRegistry())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go u.Run(ctx)
-	srv := httptest.NewServer(u)
-	defer srv.Close()
+	u, srv, b := startUploads(t, DefaultUploadsConfig(), func(c *boltstore.Config) { c.History = 10 })
+	ctx := context.Background()
 	const n = 40
 	for i := 1; i <= n; i++ {
 		if err := u.Apply(ctx, "edge-1", &protocol.Report{Kind: protocol.ReportUpload, Seq: uint64(i), Subject: "$hw/events/upload/a",

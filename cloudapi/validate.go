@@ -40,6 +40,12 @@ type kubeEdgeShape struct {
 // maxObjectBytes bounds a stored object, however it was made.
 const maxObjectBytes = 3 << 20
 
+// refusedInput reports whether a write failed on what it was given (400, 422 or 413), not on
+// the store: for an edge's report, one that sending again cannot mend.
+func refusedInput(err error) bool {
+	return apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err)
+}
+
 // validate checks an object about to be stored and returns its JSON. Decoding errors (a field
 // of the wrong type) are 400s; rule violations (a bad name or label) are 422s, as in Kubernetes;
 // an object over maxObjectBytes is a 413.
