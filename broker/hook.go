@@ -214,12 +214,8 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, nil
 }
 
-// OnRetainedExpired forgets a retained message mochi dropped at its expiry.
-func (h *hook) OnRetainedExpired(topic string) {
-	h.b.rmu.Lock()
-	delete(h.b.retained, topic)
-	h.b.rmu.Unlock()
-}
+// OnRetainedExpired forgets a retained message mochi dropped at its expiry, as a clear would.
+func (h *hook) OnRetainedExpired(topic string) { h.b.keepRetained(topic, false) }
 
 // OnWillSent passes a will message to the Handle consumers (a mapper's will is often its
 // "offline" state report). mochi sends delayed wills from its event loop, where a panic would not

@@ -127,8 +127,9 @@ type Engine struct {
 	devices map[string]*device           // id (namespace/name) → device
 	models  map[string]map[string]string // namespace/name → property → type
 
+	shelved map[string]*stored // stored twins of devices not served yet (see shelve); Run's goroutine only
+
 	pmu     sync.Mutex          // guards pending
-	shelved map[string]*stored  // stored twins of devices not served yet (see shelve); Run's goroutine only
 	pending map[string]struct{} // store keys of Devices and DeviceModels changed since last looked at
 	wake    chan struct{}       // capacity 1: pending has keys
 }

@@ -50,9 +50,13 @@ type rig struct {
 }
 
 func newRig(t *testing.T, edit func(*Config), storeEdit func(*edgestore.Config)) *rig {
-	r := &rig{t: t, dir: t.TempDir(), edit: edit, storeC: storeEdit}
+	return startRig(&rig{t: t, dir: t.TempDir(), edit: edit, storeC: storeEdit})
+}
+
+// startRig starts r, configured by its fields, until the test ends.
+func startRig(r *rig) *rig {
 	r.start()
-	t.Cleanup(r.close)
+	r.t.Cleanup(r.close)
 	return r
 }
 

@@ -74,9 +74,7 @@ func (c *cutStore) WriteTwin(ctx context.Context, id string, state []byte, repor
 // returned quietly and mochi acknowledged it.
 func TestUpdateInFlightAtStopNotAcknowledged(t *testing.T) {
 	cs := &cutStore{cut: make(chan struct{}), entered: make(chan struct{}, 1)}
-	r := &rig{t: t, dir: t.TempDir(), wrap: func(st *edgestore.Store) Store { cs.Store = st; return cs }}
-	r.start()
-	t.Cleanup(r.close)
+	r := startRig(&rig{t: t, dir: t.TempDir(), wrap: func(st *edgestore.Store) Store { cs.Store = st; return cs }})
 	r.model("m", "temp", "INT")
 	r.device("thermo", "m")
 	r.waitDevice("thermo")
