@@ -3,14 +3,10 @@ package edgehub
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/rs/zerolog"
 
 	"github.com/tetherhub/tether/protocol"
 )
@@ -35,31 +31,7 @@ func (bigOutbox) Apply(_ context.Context, _ []protocol.Message, done func(error)
 // read). gorilla allows one writer at a time and panics on a second, which would end
 // tether-edge on a misbehaving hub.
 func TestBadFrameWhileTheWriterWrites(t *testing.T) {
-	hubSide := make(chan *websocket.Conn, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		hubSide <- c
-	}))
-	defer srv.Close()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	hub := <-hubSide
-	defer hub.Close()
-	cfg := DefaultConfig()
-	cfg.Cloud = []string{"127.0.0.1:1"}
-	c, err := New(cfg, nil, bigOutbox{}, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &conn{c: c, ws: ws, log: zerolog.Nop(), wake: make(chan struct{}, 1), failed: make(chan error, 1),
-		pending: map[uint64]chan *protocol.Response{}}
+	k, hub := testConn(t, bigOutbox{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The writer sends reports until the hub, which does not read, lets the socket fill up.

@@ -35,38 +35,44 @@ func (f *failingStore) Apply(_ context.Context, msgs []protocol.Message, done fu
 	return nil
 }
 
-// TestSessionEndsWhenTheStoreFails: once the store could not commit data from the hub, the
-// session ends at once with the store's error, although the read loop was waiting on the
-// socket, and the edge acknowledges nothing: an ack, or data stored after the gap, would let the
-// hub resume past what is missing.
-func TestSessionEndsWhenTheStoreFails(t *testing.T) {
-	st := &failingStore{applies: make(chan []protocol.Message, 4)}
+// testConn returns a session of a client over st, on a real websocket whose other end, the
+// hub's, is returned too; a test server stands in for the hub. All close when the test ends.
+func testConn(t *testing.T, st Store) (k *conn, hub *websocket.Conn) {
+	t.Helper()
 	hubSide := make(chan *websocket.Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u := websocket.Upgrader{}
-		c, err := u.Upgrade(w, r, nil)
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		hubSide <- c
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ws.Close()
-	hub := <-hubSide
-	defer hub.Close()
+	t.Cleanup(func() { ws.Close() })
+	hub = <-hubSide
+	t.Cleanup(func() { hub.Close() })
 	cfg := DefaultConfig()
 	cfg.Cloud = []string{"127.0.0.1:1"}
 	c, err := New(cfg, nil, st, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := &conn{c: c, ws: ws, log: zerolog.Nop(), wake: make(chan struct{}, 1), failed: make(chan error, 1),
-		pending: map[uint64]chan *protocol.Response{}}
+	return &conn{c: c, ws: ws, log: zerolog.Nop(), wake: make(chan struct{}, 1), failed: make(chan error, 1),
+		pending: map[uint64]chan *protocol.Response{}}, hub
+}
+
+// TestSessionEndsWhenTheStoreFails: once the store could not commit data from the hub, the
+// session ends at once with the store's error, although the read loop was waiting on the
+// socket, and the edge acknowledges nothing: an ack, or data stored after the gap, would let the
+// hub resume past what is missing.
+func TestSessionEndsWhenTheStoreFails(t *testing.T) {
+	st := &failingStore{applies: make(chan []protocol.Message, 4)}
+	k, hub := testConn(t, st)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ended := make(chan error, 1)
