@@ -10,12 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/tetherhub/tether/protocol"
-	"github.com/tetherhub/tether/resource"
 )
-
-func secretKey(ns, n string) string {
-	return resource.StoreKey(resource.Key{Resource: resource.Secrets, Namespace: ns, Name: n})
-}
 
 // TestRevokedBetweenCheckAndAttach drives the handshake's two steps (the Node check, then
 // attach) with the Node's deletion processed between them, as the index goroutine may do at any
@@ -38,13 +33,13 @@ func TestRevokedBetweenCheckAndAttach(t *testing.T) {
 		_, frame, _ := conn.ReadMessage()
 		msgs, _ := protocol.Decode(frame)
 		hello := msgs[0].(*protocol.Hello)
-		if err := s.checkRegistered(time.Now()); err != nil { // session.go:134
+		if err := s.checkRegistered(time.Now()); err != nil { // handshake's first step
 			t.Errorf("refused before the delete: %v", err)
 			return
 		}
 		close(checked)
 		<-deleted
-		if _, err := h.attach(s, hello); err != nil { // session.go:137
+		if _, err := h.attach(s, hello); err != nil { // and its second
 			s.writeError(err.(*protocol.Error))
 			conn.Close()
 			return
@@ -65,8 +60,9 @@ func TestRevokedBetweenCheckAndAttach(t *testing.T) {
 	}
 	close(deleted)
 
-	e := &edge{t: t, node: "n1", objs: map[string]string{}, revs: map[string]uint64{}, ws: ws}
-	e.syncTo(rev, 2*time.Second)
+	e := newEdge(t, "n1")
+	e.ws = ws
+	e.syncTo(rev, 2*time.Second) // whatever the hub sends within 2 s; a fixed hub sends an Error
 	time.Sleep(h.cfg.WriteTimeout / 10)
 	if _, ok := e.objs[secretKey("default", "s1")]; ok || h.Connected("n1") {
 		t.Fatalf("a deleted (revoked) node got a session (connected=%v) and its Secret; messages: %v", h.Connected("n1"), e.log)

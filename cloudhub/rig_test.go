@@ -183,6 +183,18 @@ func (e *edge) connect(r *rig) {
 	ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Hello{Version: protocol.Version, Node: e.node, ClusterID: e.cluster, Cursor: e.cursor}))
 }
 
+// converge reads until the cursor reaches rev (within d) and checks that the edge then holds
+// exactly the node's view in r.
+func (e *edge) converge(r *rig, rev int64, d time.Duration) {
+	e.t.Helper()
+	if !e.syncTo(rev, d) {
+		e.t.Fatalf("no progress to %d: %v", rev, e.log)
+	}
+	if diff := e.diff(r.want(e.node)); len(diff) > 0 {
+		e.t.Fatalf("edge at cursor %d differs from its view: %v\nmessages: %v", e.cursor, diff, e.log)
+	}
+}
+
 // syncTo reads until the cursor reaches rev (or timeout); returns false on timeout.
 func (e *edge) syncTo(rev int64, d time.Duration) bool {
 	deadline := time.Now().Add(d)
@@ -296,6 +308,9 @@ func podKey(ns, n string) string {
 func cmKey(ns, n string) string {
 	return resource.StoreKey(resource.Key{Resource: resource.ConfigMaps, Namespace: ns, Name: n})
 }
+func secretKey(ns, n string) string {
+	return resource.StoreKey(resource.Key{Resource: resource.Secrets, Namespace: ns, Name: n})
+}
 
 // TestRigSanity: a plain sync converges.
 func TestRigSanity(t *testing.T) {
@@ -305,17 +320,6 @@ func TestRigSanity(t *testing.T) {
 	rev := r.put(podKey("default", "p1"), podJSON("default", "p1", "n1", "c1"))
 	e := newEdge(t, "n1")
 	e.connect(r)
-	if !e.syncTo(rev, 5*time.Second) {
-		t.Fatalf("no sync; log %v", e.log)
-	}
-	if d := e.diff(r.want("n1")); len(d) > 0 {
-		t.Fatalf("diff %v log %v", d, e.log)
-	}
-	rev = r.del(podKey("default", "p1"))
-	if !e.syncTo(rev, 10*time.Second) {
-		t.Fatalf("no sync; log %v", e.log)
-	}
-	if d := e.diff(r.want("n1")); len(d) > 0 {
-		t.Fatalf("diff %v log %v", d, e.log)
-	}
+	e.converge(r, rev, 5*time.Second)
+	e.converge(r, r.del(podKey("default", "p1")), 10*time.Second)
 }
