@@ -15,7 +15,8 @@ type Config struct {
 	// Heartbeat is the interval edges are told to ping at. A node silent for two intervals (plus
 	// WriteTimeout, for the ping in flight) is dropped as dead.
 	Heartbeat time.Duration
-	// HandshakeTimeout bounds the TLS handshake, the upgrade and the wait for Hello.
+	// HandshakeTimeout bounds the TLS handshake, the upgrade and the wait for Hello, and, after a
+	// restart, how long a node to be caught up from inside the history waits for its replay.
 	HandshakeTimeout time.Duration
 	// WriteTimeout is the deadline of every network write.
 	WriteTimeout time.Duration

@@ -280,10 +280,11 @@ func (ix *Index) Run(ctx context.Context) error {
 }
 
 // holdWhileBehind holds the store's compaction while the index is more than lag revisions
-// behind it (and lets go once it is within a tenth of that), checking every interval. A subscriber slow for a moment (the hub fanning a burst
-// out) stops the index goroutine; the store then drops its watch once WatchBuffer events wait,
-// and the index watches again from the last revision it applied, which must still be in the
-// history. The store's log grows meanwhile and is compacted once the index has caught up.
+// behind it (and lets go once it is within a tenth of that), checking every interval. A
+// subscriber slow for a moment (the hub fanning a burst out) stops the index goroutine; the
+// store then drops its watch once WatchBuffer events wait, and the index watches again from the
+// last revision it applied, which must still be in the history. The store's log grows meanwhile
+// and is compacted once the index has caught up.
 func (ix *Index) holdWhileBehind(ctx context.Context, h compactionHolder, interval time.Duration, lag int64) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
