@@ -3,13 +3,9 @@ package index
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/store/boltstore"
 )
 
@@ -19,30 +15,11 @@ import (
 // WatchBuffer (200,000) larger than the History (100,000), it never was: Run failed for good
 // and tether-cloud exited. Scaled down: History 100, WatchBuffer 200.
 func TestSlowIndexResumes(t *testing.T) {
-	cfg := boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db"))
-	cfg.History, cfg.WatchBuffer, cfg.MaxBatch = 100, 200, 1
-	b, err := boltstore.Open(cfg, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ix, err := New(Config{HoldBehind: 20, HoldCheck: time.Millisecond}, b, resource.New(), zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	release := make(chan struct{})
-	blocked := false
-	ix.Subscribe(func(Update) {
-		if !blocked {
-			blocked = true
-			<-release // one slow moment of a subscriber (the hub fanning out to many nodes)
-		}
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- ix.Run(ctx) }()
-	<-ix.Ready()
+	b := openStore(t, func(c *boltstore.Config) { c.History, c.WatchBuffer, c.MaxBatch = 100, 200, 1 })
+	// One slow moment of a subscriber (the hub fanning out to many nodes).
+	ix, done, release := runPaused(t, b, Config{HoldBehind: 20, HoldCheck: time.Millisecond})
+	ctx := context.Background()
+	var err error
 	var last int64
 	for i := range 400 {
 		last, err = b.Create(ctx, fmt.Sprintf("/configmaps/default/c%d", i), fmt.Appendf(nil, `{"metadata":{"name":"c%d","namespace":"default"}}`, i))
@@ -50,7 +27,7 @@ func TestSlowIndexResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	close(release)
+	release()
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
 	go func() {
