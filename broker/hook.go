@@ -118,10 +118,11 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 }
 
 // OnQosPublish keeps what disconnected sessions hold within MaxOfflineSessionBytes and
-// MaxOfflineBytes (see offlineHeld). Called by mochi after it stored a QoS 1/2 message for a
-// client; resends > 0 are retries to a connected client.
+// MaxOfflineBytes (see offlineHeld). mochi calls it for every QoS 1/2 message it stores for a
+// client, and for the acknowledgement it stores for each QoS 1/2 PUBLISH it receives; resends
+// > 0 are retries to a connected client. Only a PUBLISH to a disconnected client is counted.
 func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
-	if resends == 0 && cl.Closed() {
+	if resends == 0 && pk.FixedHeader.Type == packets.Publish && cl.Closed() {
 		h.b.offline.store(h.b.srv, cl, pk, h.b.cfg.MaxOfflineSessionBytes, h.b.cfg.MaxOfflineBytes)
 	}
 }
