@@ -72,9 +72,7 @@ func NewFanoutProbe(ctx context.Context, api string, edges []*Edge, namespace, n
 			return nil, err
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if _, err := p.wait(wctx, time.Now(), ResourceVersion(resp)); err != nil {
+	if _, err := p.wait(ctx, time.Minute, time.Now(), ResourceVersion(resp)); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("the fan-out Service did not reach every node: %w", err)
 	}
@@ -96,9 +94,7 @@ func (p *FanoutProbe) Change(ctx context.Context, change int, timeout time.Durat
 		return FanoutTrial{}, err
 	}
 	tr := FanoutTrial{API: time.Since(t0)}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if tr.Each, err = p.wait(wctx, t0, ResourceVersion(resp)); err != nil {
+	if tr.Each, err = p.wait(ctx, timeout, t0, ResourceVersion(resp)); err != nil {
 		return tr, fmt.Errorf("change %d did not reach every node: %w", change, err)
 	}
 	for _, d := range tr.Each {
@@ -113,11 +109,11 @@ func (p *FanoutProbe) patch(annotations map[string]string) ([]byte, error) {
 	return Request(p.api, http.MethodPatch, "/api/v1/namespaces/"+p.namespace+"/services/"+p.name, "application/merge-patch+json", body)
 }
 
-// wait returns, once every edge has applied rev or later, how long after t0 each did; then it
-// forgets what it saw.
-func (p *FanoutProbe) wait(ctx context.Context, t0 time.Time, rev uint64) ([]time.Duration, error) {
+// wait returns, once every edge has applied rev or later (within timeout), how long after t0
+// each did; then it forgets what it saw.
+func (p *FanoutProbe) wait(ctx context.Context, timeout time.Duration, t0 time.Time, rev uint64) ([]time.Duration, error) {
 	lat := make([]time.Duration, len(p.edges))
-	err := WaitUntil(ctx, time.Hour, func() bool {
+	err := WaitUntil(ctx, timeout, func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		for i := range p.got {
