@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/internal/wsframe"
 	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
@@ -71,6 +72,7 @@ type Hub struct {
 	metrics      *metrics
 	now          func() time.Time
 	upgrader     websocket.Upgrader
+	frames       wsframe.Reader // shared by every session's reads
 
 	// processed is the last index revision whose marks are all placed. A writer that reads it
 	// before taking a session's pending keys knows every change up to it is among them.

@@ -109,7 +109,7 @@ func (s *session) log() *zerolog.Logger {
 func (s *session) handshake(certNotBefore time.Time) error {
 	h := s.hub
 	s.conn.SetReadDeadline(h.now().Add(h.cfg.HandshakeTimeout))
-	typ, frame, err := s.conn.ReadMessage()
+	typ, frame, err := h.frames.Read(s.conn)
 	if err != nil {
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			return &protocol.Error{Code: protocol.CodeHandshakeTimeout, Message: "no Hello within the handshake timeout"}
@@ -314,11 +314,21 @@ func (s *session) writeError(err *protocol.Error) {
 // readLoop reads the edge's messages until the connection ends.
 func (s *session) readLoop() error {
 	h := s.hub
-	deadline := func() time.Time { return h.now().Add(2*h.cfg.Heartbeat + h.cfg.WriteTimeout) }
-	s.conn.SetReadDeadline(deadline())
+	// The read deadline moves on with each frame, but re-arming its timer per frame costs the
+	// hub measurably in a fan-out; it is moved once an eighth of the wait has passed.
+	wait := 2*h.cfg.Heartbeat + h.cfg.WriteTimeout
+	armed := h.now()
+	s.conn.SetReadDeadline(armed.Add(wait))
+	seen := func() {
+		now := h.now()
+		s.lastSeen.Store(now.UnixNano())
+		if now.Sub(armed) >= wait/8 {
+			armed = now
+			s.conn.SetReadDeadline(now.Add(wait))
+		}
+	}
 	s.conn.SetPingHandler(func(data string) error {
-		s.lastSeen.Store(h.now().UnixNano())
-		s.conn.SetReadDeadline(deadline())
+		seen()
 		err := s.conn.WriteControl(websocket.PongMessage, []byte(data), h.now().Add(h.cfg.WriteTimeout))
 		if errors.Is(err, websocket.ErrCloseSent) {
 			return nil
@@ -326,12 +336,11 @@ func (s *session) readLoop() error {
 		return err
 	})
 	for {
-		typ, frame, err := s.conn.ReadMessage()
+		typ, frame, err := h.frames.Read(s.conn)
 		if err != nil {
 			return err
 		}
-		s.lastSeen.Store(h.now().UnixNano())
-		s.conn.SetReadDeadline(deadline())
+		seen()
 		h.metrics.bytesIn.Add(float64(len(frame)))
 		if s.failing.Load() {
 			continue // the session is ending; the writer is sending the reason
@@ -386,7 +395,7 @@ func (s *session) handle(m protocol.Message) error {
 			s.mu.Unlock()
 			return &protocol.Error{Code: protocol.CodeProtocol, Message: "more reports in flight than the cloud accepts; lower the outbox window"}
 		}
-		// The frame buffer is not reused by gorilla's ReadMessage, so the payload can be kept.
+		// Each frame is read into a buffer of its own (wsframe), so the payload can be kept.
 		s.reports = append(s.reports, m)
 		s.reportBytes += len(m.Payload)
 		start := !s.reporting

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tetherhub/tether/internal/wsframe"
 	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/protocol"
 )
@@ -151,6 +152,7 @@ type Client struct {
 	log     zerolog.Logger
 	metrics *metrics
 	now     func() time.Time
+	frames  wsframe.Reader
 
 	state     atomic.Int32
 	live      atomic.Pointer[conn] // the session that is up, if any
@@ -420,10 +422,19 @@ func readWelcome(ws *websocket.Conn) (*protocol.Welcome, []protocol.Message, err
 // readLoop reads frames, hands data to the store and tracks report acknowledgements.
 func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []protocol.Message) error {
 	c := k.c
-	deadline := func() time.Time { return c.now().Add(2*heartbeat + c.cfg.WriteTimeout) }
-	k.ws.SetReadDeadline(deadline())
+	// Each frame or pong moves the read deadline on; its timer is re-armed once an eighth of the
+	// wait has passed rather than per frame, which costs in a burst of frames.
+	wait := 2*heartbeat + c.cfg.WriteTimeout
+	armed := c.now()
+	k.ws.SetReadDeadline(armed.Add(wait))
+	alive := func() {
+		if now := c.now(); now.Sub(armed) >= wait/8 {
+			armed = now
+			k.ws.SetReadDeadline(now.Add(wait))
+		}
+	}
 	k.ws.SetPongHandler(func(string) error {
-		k.ws.SetReadDeadline(deadline())
+		alive()
 		return nil
 	})
 	var lastSeq uint64
@@ -435,7 +446,7 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 				return err
 			default:
 			}
-			typ, frame, err := k.ws.ReadMessage()
+			typ, frame, err := c.frames.Read(k.ws)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -445,7 +456,7 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 				}
 				return fmt.Errorf("read: %w", err)
 			}
-			k.ws.SetReadDeadline(deadline())
+			alive()
 			c.metrics.bytesIn.Add(float64(len(frame)))
 			if typ != websocket.BinaryMessage {
 				return errors.New("the hub sent a non-binary frame")

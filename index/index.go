@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -89,9 +90,11 @@ type Index struct {
 	subs     []func(Update) // set before Run, read by Run only
 	progress []func(int64)  // set before Run, read by Run only
 
+	cur atomic.Pointer[Snapshot] // the latest snapshot, read without a lock by every session
+
 	mu      sync.Mutex    // guards the fields below
 	rev     int64         // last applied revision
-	snap    Snapshot      // state at rev
+	snap    Snapshot      // state at rev (as cur)
 	changed chan struct{} // closed and replaced whenever rev moves
 	ready   chan struct{} // closed once the first list is applied
 	current chan struct{} // closed once the history replay is over and updates are live
@@ -129,6 +132,8 @@ func New(cfg Config, backend store.Backend, reg *resource.Registry, log zerolog.
 		}),
 	}
 	ix.snap = Snapshot{txn: db.Txn(false)}
+	first := ix.snap
+	ix.cur.Store(&first)
 	if metrics != nil {
 		metrics.MustRegister(ix.applied, ix.rejected, ix.objects)
 	}
@@ -167,9 +172,7 @@ func (ix *Index) Current() <-chan struct{} { return ix.current }
 
 // Snapshot returns the current state. It is immutable and safe to keep and share.
 func (ix *Index) Snapshot() Snapshot {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	return ix.snap
+	return *ix.cur.Load()
 }
 
 // WaitFor blocks until the index has applied revision rev, so that a writer reads its own write.
@@ -407,6 +410,7 @@ func (ix *Index) apply(ev store.Event) {
 
 func (ix *Index) publish(rev int64) Snapshot {
 	snap := Snapshot{txn: ix.db.Txn(false), Rev: rev}
+	ix.cur.Store(&snap)
 	ix.mu.Lock()
 	ix.rev = rev
 	ix.snap = snap

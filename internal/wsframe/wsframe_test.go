@@ -1,0 +1,85 @@
+package wsframe
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// pair connects a client to a server that writes msgs and then closes normally.
+func pair(t *testing.T, msgs [][]byte) *websocket.Conn {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up := websocket.Upgrader{}
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for _, m := range msgs {
+			if err := c.WriteMessage(websocket.BinaryMessage, m); err != nil {
+				return
+			}
+		}
+		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		c.ReadMessage() // until the client goes
+	}))
+	t.Cleanup(srv.Close)
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestReadGivesEachMessageItsOwnExactBuffer(t *testing.T) {
+	sizes := []int{0, 1, 1200, 4096, 4097, 70_000, 3, 200_000, 10}
+	var msgs [][]byte
+	for i, n := range sizes {
+		msgs = append(msgs, bytes.Repeat([]byte{byte('a' + i)}, n))
+	}
+	c := pair(t, msgs)
+	var r Reader
+	var got [][]byte
+	for range msgs {
+		typ, p, err := r.Read(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ != websocket.BinaryMessage {
+			t.Fatalf("type %d", typ)
+		}
+		if len(p) != cap(p) {
+			t.Fatalf("a %d-byte message came in a buffer of %d", len(p), cap(p))
+		}
+		got = append(got, p)
+	}
+	// Read after read reuses the scratch; what was returned before must be untouched.
+	for i, p := range got {
+		if !bytes.Equal(p, msgs[i]) {
+			t.Fatalf("message %d (%d bytes) changed or was misread: got %d bytes", i, len(msgs[i]), len(p))
+		}
+	}
+	var ce *websocket.CloseError
+	if _, _, err := r.Read(c); !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure {
+		t.Fatalf("after the last message: %v, want the normal close", err)
+	}
+}
+
+func TestReadKeepsTheReadLimit(t *testing.T) {
+	c := pair(t, [][]byte{make([]byte, 100), make([]byte, 5000)})
+	c.SetReadLimit(1000)
+	var r Reader
+	if _, p, err := r.Read(c); err != nil || len(p) != 100 {
+		t.Fatalf("first message: %d bytes, %v", len(p), err)
+	}
+	if _, p, err := r.Read(c); !errors.Is(err, websocket.ErrReadLimit) || p != nil {
+		t.Fatalf("oversize message: %d bytes, %v; want ErrReadLimit and nothing", len(p), err)
+	}
+}
