@@ -176,7 +176,7 @@ func (u *Uploads) prune(ctx context.Context) error {
 	var all []kr
 	after := ""
 	for {
-		kvs, _, err := u.backend.List(ctx, uploadPrefix, after, 1000)
+		kvs, _, err := u.backend.Keys(ctx, uploadPrefix, after, 1000)
 		if err != nil {
 			return err
 		}
@@ -357,7 +357,7 @@ func (u *Uploads) listAfter(ctx context.Context, cursor int64) ([]store.KV, int6
 	var rev int64
 	after := ""
 	for {
-		kvs, r, err := u.backend.List(ctx, uploadPrefix, after, 1000)
+		kvs, r, err := u.backend.Keys(ctx, uploadPrefix, after, 1000)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -366,7 +366,6 @@ func (u *Uploads) listAfter(ctx context.Context, cursor int64) ([]store.KV, int6
 		}
 		for _, kv := range kvs {
 			if kv.CreateRev > cursor && kv.CreateRev <= rev {
-				kv.Value = nil
 				out = append(out, kv)
 			}
 		}

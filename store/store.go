@@ -80,6 +80,9 @@ type Backend interface {
 	// List returns keys under prefix in key order, starting after the key `after` ("" for the
 	// first), at most limit of them (0 for all), and the revision the result is consistent at.
 	List(ctx context.Context, prefix, after string, limit int) ([]KV, int64, error)
+	// Keys is List without the values (each KV's Value is nil): for walking many keys whose
+	// values would not fit in memory a page at a time.
+	Keys(ctx context.Context, prefix, after string, limit int) ([]KV, int64, error)
 	// Create puts key if it does not exist.
 	Create(ctx context.Context, key string, value []byte) (int64, error)
 	// Update replaces key if its ModRev is rev; rev 0 skips the check.

@@ -212,6 +212,15 @@ func (s *Store) Get(_ context.Context, key string) (store.KV, error) {
 
 // List implements store.Backend.
 func (s *Store) List(_ context.Context, prefix, after string, limit int) ([]store.KV, int64, error) {
+	return s.list(prefix, after, limit, decodeRecord)
+}
+
+// Keys implements store.Backend.
+func (s *Store) Keys(_ context.Context, prefix, after string, limit int) ([]store.KV, int64, error) {
+	return s.list(prefix, after, limit, decodeMeta)
+}
+
+func (s *Store) list(prefix, after string, limit int, decode func(string, []byte) store.KV) ([]store.KV, int64, error) {
 	var out []store.KV
 	var rev int64
 	err := s.view(func(tx *bolt.Tx) error {
@@ -229,7 +238,7 @@ func (s *Store) List(_ context.Context, prefix, after string, limit int) ([]stor
 			if limit > 0 && len(out) == limit {
 				break
 			}
-			out = append(out, decodeRecord(string(k), v))
+			out = append(out, decode(string(k), v))
 		}
 		return nil
 	})

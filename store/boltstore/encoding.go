@@ -20,11 +20,22 @@ func encodeRecord(kv store.KV) []byte {
 }
 
 func decodeRecord(key string, b []byte) store.KV {
-	cr, n := binary.Uvarint(b)
-	b = b[n:]
-	mr, n := binary.Uvarint(b)
-	b = b[n:]
-	return store.KV{Key: key, CreateRev: int64(cr), ModRev: int64(mr), Value: append([]byte(nil), b...)}
+	kv, n := decodeRevs(key, b)
+	kv.Value = append([]byte(nil), b[n:]...)
+	return kv
+}
+
+// decodeMeta is decodeRecord without the value.
+func decodeMeta(key string, b []byte) store.KV {
+	kv, _ := decodeRevs(key, b)
+	return kv
+}
+
+// decodeRevs reads a record's revisions; n is where its value starts.
+func decodeRevs(key string, b []byte) (kv store.KV, n int) {
+	cr, n1 := binary.Uvarint(b)
+	mr, n2 := binary.Uvarint(b[n1:])
+	return store.KV{Key: key, CreateRev: int64(cr), ModRev: int64(mr)}, n1 + n2
 }
 
 func encodeEvent(ev store.Event) []byte {

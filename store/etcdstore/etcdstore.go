@@ -213,6 +213,15 @@ func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 // later pages are read at that transaction's etcd revision, so the whole answer is one snapshot.
 // A compaction that overtakes a long list makes it start again.
 func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]store.KV, int64, error) {
+	return s.listRange(ctx, prefix, after, limit)
+}
+
+// Keys implements store.Backend: List with etcd's keys-only reads.
+func (s *Store) Keys(ctx context.Context, prefix, after string, limit int) ([]store.KV, int64, error) {
+	return s.listRange(ctx, prefix, after, limit, clientv3.WithKeysOnly())
+}
+
+func (s *Store) listRange(ctx context.Context, prefix, after string, limit int, opts ...clientv3.OpOption) ([]store.KV, int64, error) {
 	from, end := s.dataFrom, s.dataEnd
 	switch {
 	case prefix != "" && !strings.HasPrefix(prefix, "/"):
@@ -225,7 +234,7 @@ func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]st
 		from = s.cfg.Prefix + after + "\x00"
 	}
 	for attempt := 1; ; attempt++ {
-		kvs, rev, err := s.list(ctx, from, end, limit)
+		kvs, rev, err := s.list(ctx, from, end, limit, opts)
 		if errors.Is(err, errListCompacted) && attempt < 3 {
 			continue
 		}
@@ -235,7 +244,7 @@ func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]st
 
 var errListCompacted = errors.New("etcdstore: list overtaken by compaction")
 
-func (s *Store) list(ctx context.Context, from, end string, limit int) ([]store.KV, int64, error) {
+func (s *Store) list(ctx context.Context, from, end string, limit int, opts []clientv3.OpOption) ([]store.KV, int64, error) {
 	page := s.cfg.ListPage
 	if limit > 0 && limit < page {
 		page = limit
@@ -254,7 +263,7 @@ func (s *Store) list(ctx context.Context, from, end string, limit int) ([]store.
 		resp, err := s.client.Txn(ctx).Then(
 			clientv3.OpGet(s.revKey, clientv3.WithKeysOnly()),
 			clientv3.OpGet(s.clusterKey),
-			clientv3.OpGet(from, clientv3.WithRange(end), clientv3.WithLimit(int64(page))),
+			clientv3.OpGet(from, append(opts[:len(opts):len(opts)], clientv3.WithRange(end), clientv3.WithLimit(int64(page)))...),
 		).Commit()
 		if err != nil {
 			return nil, err
@@ -280,7 +289,7 @@ func (s *Store) list(ctx context.Context, from, end string, limit int) ([]store.
 		}
 		next := s.cfg.Prefix + out[len(out)-1].Key + "\x00"
 		err := s.call(ctx, "list", next, func(ctx context.Context) (*pb.ResponseHeader, error) {
-			resp, err := s.client.Get(ctx, next, clientv3.WithRange(end), clientv3.WithLimit(int64(n)), clientv3.WithRev(at))
+			resp, err := s.client.Get(ctx, next, append(opts[:len(opts):len(opts)], clientv3.WithRange(end), clientv3.WithLimit(int64(n)), clientv3.WithRev(at))...)
 			if err != nil {
 				return nil, err
 			}

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,7 @@ func RunHarness(t *testing.T, h Harness) {
 	t.Run("OptimisticConcurrency", func(t *testing.T) { testOptimistic(t, open(t)) })
 	t.Run("List", func(t *testing.T) { testList(t, open(t)) })
 	t.Run("ListEdges", func(t *testing.T) { testListEdges(t, open(t)) })
+	t.Run("Keys", func(t *testing.T) { testKeys(t, open(t)) })
 	t.Run("WatchReplayThenLive", func(t *testing.T) { testWatch(t, open(t)) })
 	t.Run("WatchFromEveryRevision", func(t *testing.T) { testWatchFromEvery(t, open(t)) })
 	t.Run("WatchConcurrentWriters", func(t *testing.T) { testWatchConcurrent(t, open(t)) })
@@ -143,6 +145,40 @@ func testList(t *testing.T, b store.Backend) {
 	page3, _ := listKeys(t, b, "/p/", page2[len(page2)-1], 2)
 	if fmt.Sprint(page1, page2, page3) != "[/p/ns1/a /p/ns1/b] [/p/ns1/c /p/ns2/a] []" {
 		t.Fatalf("pages = %v %v %v", page1, page2, page3)
+	}
+}
+
+// testKeys checks that Keys answers as List does, without the values.
+func testKeys(t *testing.T, b store.Backend) {
+	defer b.Close()
+	c := ctx(t)
+	for _, k := range []string{"/k/a", "/k/b", "/k/c", "/k/d", "/l/a"} {
+		(h{t}).rev(b.Create(c, k, bytes.Repeat([]byte(k), 100)))
+	}
+	(h{t}).rev(b.Update(c, "/k/b", []byte("changed"), 0)) // a ModRev apart from its CreateRev
+	for _, tc := range []struct {
+		prefix, after string
+		limit         int
+	}{{"", "", 0}, {"/k/", "", 0}, {"/k/", "/k/a", 2}, {"/k/", "/k/c", 0}, {"/nothing/", "", 0}} {
+		list, lrev, err := b.List(c, tc.prefix, tc.after, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, krev, err := b.Keys(c, tc.prefix, tc.after, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range list {
+			list[i].Value = nil
+		}
+		if fmt.Sprint(keys) != fmt.Sprint(list) || krev != lrev {
+			t.Errorf("Keys(%q, %q, %d) = %v at %d; List without values = %v at %d", tc.prefix, tc.after, tc.limit, keys, krev, list, lrev)
+		}
+		for _, kv := range keys {
+			if kv.Value != nil {
+				t.Errorf("Keys gave %s a value of %d bytes", kv.Key, len(kv.Value))
+			}
+		}
 	}
 }
 
