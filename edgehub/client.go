@@ -51,6 +51,9 @@ type Config struct {
 	// WrapConn, if set, wraps every TCP connection before TLS (the simulator counts the bytes
 	// on the wire with it).
 	WrapConn func(net.Conn) net.Conn
+	// Frames, if set, reads the hub's frames; the simulator shares one among all its edges so
+	// that thousands of clients share a few warm scratch buffers. Nil gives the client its own.
+	Frames *wsframe.Reader
 }
 
 // DefaultConfig returns the defaults.
@@ -152,7 +155,7 @@ type Client struct {
 	log     zerolog.Logger
 	metrics *metrics
 	now     func() time.Time
-	frames  wsframe.Reader
+	frames  *wsframe.Reader
 
 	state     atomic.Int32
 	live      atomic.Pointer[conn] // the session that is up, if any
@@ -166,7 +169,10 @@ func New(cfg Config, id Identity, store Store, log zerolog.Logger, reg prometheu
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, id: id, store: store, log: log.With().Str("component", "edgehub").Logger(), now: time.Now}
+	c := &Client{cfg: cfg, id: id, store: store, log: log.With().Str("component", "edgehub").Logger(), now: time.Now, frames: cfg.Frames}
+	if c.frames == nil {
+		c.frames = new(wsframe.Reader)
+	}
 	c.metrics = newMetrics(reg, c)
 	c.setState(Disconnected)
 	return c, nil

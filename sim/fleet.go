@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tetherhub/tether/edgehub"
+	"github.com/tetherhub/tether/internal/wsframe"
 	"github.com/tetherhub/tether/join"
 	"github.com/tetherhub/tether/pki"
 )
@@ -108,6 +109,9 @@ func JoinFleet(ctx context.Context, cfg FleetConfig, log zerolog.Logger, progres
 		cfg.JoinConcurrency = 16
 	}
 	f := &Fleet{Edges: make([]*Edge, cfg.Nodes), log: log}
+	if cfg.Hub.Frames == nil {
+		cfg.Hub.Frames = new(wsframe.Reader) // one for the fleet: a few warm buffers, not one per edge
+	}
 	var next, done atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, cfg.JoinConcurrency)
