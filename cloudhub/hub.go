@@ -82,6 +82,7 @@ type Hub struct {
 
 	mu       sync.Mutex // guards the fields below; lock order: Hub.mu before session.mu
 	sessions map[string]*session
+	touched  []*session // scratch for onUpdate: the sessions a change marked
 	ring     ring
 	grace    map[string]*time.Timer // nodes disconnected, not yet reported NotReady
 	stopping bool
@@ -254,25 +255,46 @@ func (h *Hub) onUpdate(u index.Update) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.initRing()
-	defer h.advance(u.Rev())
 	if !view.Routed(u) {
+		h.advance(u.Rev())
 		return
 	}
 	c := view.ChangeOf(u)
 	h.ring.add(c)
 	h.routed.Store(u.Rev())
 	if u.Historical {
+		h.advance(u.Rev())
 		return
 	}
+	// The keys are placed first, the revision recorded as processed, and only then are the
+	// writers woken: a writer started by the first key could take it before the others of this
+	// change are placed, or before processed moves, and then follow it with a Progress that
+	// stops short of the change (the node would hear it was complete only at the next tick).
+	all := false
+	touched := h.touched[:0]
 	view.Affected(c, u.Snap, func(node, key string) {
 		if node == view.AllNodes {
 			for _, s := range h.sessions {
-				s.mark(key)
+				s.place(key)
 			}
+			all = true
 		} else if s := h.sessions[node]; s != nil {
-			s.mark(key)
+			s.place(key)
+			touched = append(touched, s)
 		}
 	})
+	h.advance(u.Rev())
+	if all {
+		for _, s := range h.sessions {
+			s.wake()
+		}
+	} else {
+		for _, s := range touched {
+			s.wake()
+		}
+	}
+	clear(touched)
+	h.touched = touched[:0]
 	if c.Resource == resource.Nodes && u.New == nil {
 		if s := h.sessions[u.Old.Key.Name]; s != nil {
 			go s.fail(protocol.CodeRevoked, "the node was deleted in the cloud")

@@ -203,10 +203,20 @@ func (s *session) unlockAndKick() {
 	}
 }
 
-// mark queues key for sending. Called on the index goroutine with Hub.mu held.
-func (s *session) mark(key string) {
+// place queues key for sending without waking the writer. Called on the index goroutine with
+// Hub.mu held; onUpdate wakes the sessions once the change's revision is processed.
+func (s *session) place(key string) {
 	s.mu.Lock()
 	s.markLocked(key)
+	s.mu.Unlock()
+}
+
+// wake starts the writer for keys placed by a change now processed. A writer already running
+// may have taken them before processed moved; progressDue makes it follow its batch with a
+// Progress through the change (a batch taken after this clears it: its own Progress covers it).
+func (s *session) wake() {
+	s.mu.Lock()
+	s.progressDue = true
 	s.unlockAndKick()
 }
 
