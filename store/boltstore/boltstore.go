@@ -110,8 +110,9 @@ type Store struct {
 	compactMu sync.Mutex
 	holds     int // guarded by compactMu: HoldCompaction calls not yet released
 
-	mu        sync.Mutex // guards the fields below and the watcher set
-	rev       int64      // owned by the writer; read under mu
+	mu        sync.Mutex    // guards the fields below and the watcher set
+	rev       int64         // owned by the writer; read under mu
+	revMoved  chan struct{} // closed and replaced whenever rev moves or the store closes
 	compacted int64
 	watchers  map[*watcher]struct{}
 	closed    bool
@@ -137,6 +138,7 @@ func Open(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Store, er
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		watchers: map[*watcher]struct{}{},
+		revMoved: make(chan struct{}),
 	}
 	if err := s.init(); err != nil {
 		db.Close()
@@ -385,6 +387,8 @@ func (s *Store) commit(batch []*op) {
 	}
 	s.mu.Lock()
 	s.rev = rev
+	close(s.revMoved)
+	s.revMoved = make(chan struct{})
 	if len(events) > 0 {
 		for w := range s.watchers {
 			w.push(events)
@@ -495,6 +499,8 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.revMoved)
+	s.revMoved = make(chan struct{})
 	for w := range s.watchers {
 		w.fail(store.ErrClosed)
 	}

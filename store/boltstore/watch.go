@@ -17,12 +17,24 @@ import (
 func (s *Store) Watch(ctx context.Context, rev int64) (<-chan store.WatchResponse, error) {
 	s.mu.Lock()
 	// A List or Get sees a commit as soon as bbolt's transaction ends, a moment before the
-	// writer publishes its revision here: wait that moment out instead of calling a revision
-	// just read "future" (a list-then-watch from the list's revision would fail).
-	for wait := time.Now().Add(time.Second); rev > s.rev && !s.closed && time.Now().Before(wait) && ctx.Err() == nil; {
-		s.mu.Unlock()
-		time.Sleep(time.Millisecond)
-		s.mu.Lock()
+	// writer publishes its revision here: wait that moment out (up to a second) instead of
+	// calling a revision just read "future" (a list-then-watch from the list's revision would
+	// fail).
+	if rev > s.rev && !s.closed {
+		wait := time.NewTimer(time.Second)
+		defer wait.Stop()
+		for done := false; rev > s.rev && !s.closed && !done; {
+			moved := s.revMoved
+			s.mu.Unlock()
+			select {
+			case <-moved:
+			case <-wait.C:
+				done = true
+			case <-ctx.Done():
+				done = true
+			}
+			s.mu.Lock()
+		}
 	}
 	switch {
 	case s.closed:
