@@ -8,7 +8,8 @@
 //
 // Sync (see ../docs/architecture.md): the hub subscribes to the index. For each change, in
 // revision order, it asks the view rules which (node, key) pairs the change may alter, and marks
-// those keys pending in each affected, connected node's session. A session's writer later sends
+// those keys pending in each affected, connected node's session; once all are marked and the
+// revision is recorded as processed, it wakes those sessions' writers. A session's writer sends
 // the current form of every pending key (an Upsert of the bytes view.Visible gives for that node,
 // shared with every node that holds the same form, or a Delete if the key left the view) and
 // then a Progress saying the view is complete through the revision that was processed when the
