@@ -90,12 +90,10 @@ type Index struct {
 	subs     []func(Update) // set before Run, read by Run only
 	progress []func(int64)  // set before Run, read by Run only
 
-	cur atomic.Pointer[Snapshot] // the latest snapshot, read without a lock by every session
+	cur atomic.Pointer[Snapshot] // the state at the last applied revision; read without a lock
 
 	mu      sync.Mutex    // guards the fields below
-	rev     int64         // last applied revision
-	snap    Snapshot      // state at rev (as cur)
-	changed chan struct{} // closed and replaced whenever rev moves
+	changed chan struct{} // closed and replaced whenever cur moves (after it has moved)
 	ready   chan struct{} // closed once the first list is applied
 	current chan struct{} // closed once the history replay is over and updates are live
 	history int64         // replayed history starts after this revision; set before ready
@@ -131,9 +129,7 @@ func New(cfg Config, backend store.Backend, reg *resource.Registry, log zerolog.
 			Name: "tether_cloud_index_objects", Help: "Objects in the in-memory index.",
 		}),
 	}
-	ix.snap = Snapshot{txn: db.Txn(false)}
-	first := ix.snap
-	ix.cur.Store(&first)
+	ix.cur.Store(&Snapshot{txn: db.Txn(false)})
 	if metrics != nil {
 		metrics.MustRegister(ix.applied, ix.rejected, ix.objects)
 	}
@@ -179,8 +175,9 @@ func (ix *Index) Snapshot() Snapshot {
 func (ix *Index) WaitFor(ctx context.Context, rev int64) (Snapshot, error) {
 	for {
 		ix.mu.Lock()
-		snap, ch := ix.snap, ix.changed
+		ch := ix.changed
 		ix.mu.Unlock()
+		snap := ix.Snapshot() // taken after ch: a publish after this closes ch
 		if snap.Rev >= rev {
 			return snap, nil
 		}
@@ -307,9 +304,7 @@ func (ix *Index) holdWhileBehind(ctx context.Context, h compactionHolder, interv
 		if err != nil {
 			continue
 		}
-		ix.mu.Lock()
-		behind := head - ix.rev
-		ix.mu.Unlock()
+		behind := head - ix.Snapshot().Rev
 		switch {
 		case release == nil && behind > lag:
 			release = h.HoldCompaction()
@@ -412,8 +407,6 @@ func (ix *Index) publish(rev int64) Snapshot {
 	snap := Snapshot{txn: ix.db.Txn(false), Rev: rev}
 	ix.cur.Store(&snap)
 	ix.mu.Lock()
-	ix.rev = rev
-	ix.snap = snap
 	close(ix.changed)
 	ix.changed = make(chan struct{})
 	ix.mu.Unlock()
