@@ -428,19 +428,9 @@ func readWelcome(ws *websocket.Conn) (*protocol.Welcome, []protocol.Message, err
 // readLoop reads frames, hands data to the store and tracks report acknowledgements.
 func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []protocol.Message) error {
 	c := k.c
-	// Each frame or pong moves the read deadline on; its timer is re-armed once an eighth of the
-	// wait has passed rather than per frame, which costs in a burst of frames.
-	wait := 2*heartbeat + c.cfg.WriteTimeout
-	armed := c.now()
-	k.ws.SetReadDeadline(armed.Add(wait))
-	alive := func() {
-		if now := c.now(); now.Sub(armed) >= wait/8 {
-			armed = now
-			k.ws.SetReadDeadline(now.Add(wait))
-		}
-	}
+	deadline := wsframe.NewDeadline(k.ws, 2*heartbeat+c.cfg.WriteTimeout, c.now())
 	k.ws.SetPongHandler(func(string) error {
-		alive()
+		deadline.Alive(k.ws, c.now())
 		return nil
 	})
 	var lastSeq uint64
@@ -462,7 +452,7 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 				}
 				return fmt.Errorf("read: %w", err)
 			}
-			alive()
+			deadline.Alive(k.ws, c.now())
 			c.metrics.bytesIn.Add(float64(len(frame)))
 			if typ != websocket.BinaryMessage {
 				return errors.New("the hub sent a non-binary frame")

@@ -3,10 +3,12 @@ package wsframe
 import (
 	"bytes"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -81,5 +83,54 @@ func TestReadKeepsTheReadLimit(t *testing.T) {
 	}
 	if _, p, err := r.Read(c); !errors.Is(err, websocket.ErrReadLimit) || p != nil {
 		t.Fatalf("oversize message: %d bytes, %v; want ErrReadLimit and nothing", len(p), err)
+	}
+}
+
+// TestDeadlineFollowsSignsOfLife: frames arriving more often than the wait keep the connection
+// readable well past the first deadline; once they stop, the read fails within the wait after
+// the last one.
+func TestDeadlineFollowsSignsOfLife(t *testing.T) {
+	const wait = 300 * time.Millisecond
+	var msgs [][]byte
+	for range 12 {
+		msgs = append(msgs, []byte("x"))
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for _, m := range msgs { // 12 frames 100 ms apart: 1.2 s, four waits
+			time.Sleep(wait / 3)
+			if c.WriteMessage(websocket.BinaryMessage, m) != nil {
+				return
+			}
+		}
+		c.ReadMessage() // then silence, until the client goes
+	}))
+	t.Cleanup(srv.Close)
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var r Reader
+	d := NewDeadline(c, wait, time.Now())
+	var last time.Time
+	for i := range msgs {
+		if _, _, err := r.Read(c); err != nil {
+			t.Fatalf("frame %d of a connection alive every %s: %v", i, wait/3, err)
+		}
+		last = time.Now()
+		d.Alive(c, last)
+	}
+	if _, _, err := r.Read(c); err == nil {
+		t.Fatal("a read on a silent connection succeeded")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("a read on a silent connection: %v, want a timeout", err)
+	}
+	if after := time.Since(last); after < wait*7/8-20*time.Millisecond || after > wait+150*time.Millisecond {
+		t.Fatalf("the silent connection timed out %s after its last frame, want about %s", after, wait)
 	}
 }
