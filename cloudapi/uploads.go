@@ -169,32 +169,16 @@ func (u *Uploads) Run(ctx context.Context) error {
 // prune deletes the oldest uploads beyond Retain. The mark of what was deleted is written first,
 // so a stream asked to resume before it fails with 410 instead of skipping silently.
 func (u *Uploads) prune(ctx context.Context) error {
-	type kr struct {
-		key string
-		rev int64
-	}
-	var all []kr
-	after := ""
-	for {
-		kvs, _, err := u.backend.Keys(ctx, uploadPrefix, after, 1000)
-		if err != nil {
-			return err
-		}
-		for _, kv := range kvs {
-			all = append(all, kr{kv.Key, kv.CreateRev})
-		}
-		if len(kvs) < 1000 {
-			break
-		}
-		after = kvs[len(kvs)-1].Key
+	all, _, err := u.listAfter(ctx, 0) // oldest first; uploads stored during the walk wait for the next run
+	if err != nil {
+		return err
 	}
 	excess := len(all) - u.cfg.Retain
 	if excess <= 0 {
 		return nil
 	}
-	slices.SortFunc(all, func(a, b kr) int { return cmp.Compare(a.rev, b.rev) })
 	gone := all[:excess]
-	mark := []byte(strconv.FormatInt(gone[len(gone)-1].rev, 10))
+	mark := []byte(strconv.FormatInt(gone[len(gone)-1].CreateRev, 10))
 	if _, err := u.backend.Update(ctx, uploadPrunedKey, mark, 0); errors.Is(err, store.ErrNotFound) {
 		_, err = u.backend.Create(ctx, uploadPrunedKey, mark)
 		if err != nil && !errors.Is(err, store.ErrExists) {
@@ -204,7 +188,7 @@ func (u *Uploads) prune(ctx context.Context) error {
 		return err
 	}
 	for _, g := range gone {
-		if _, _, err := u.backend.Delete(ctx, g.key, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if _, _, err := u.backend.Delete(ctx, g.Key, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		u.pruned.Inc()

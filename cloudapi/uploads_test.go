@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -119,5 +120,54 @@ func TestStreamFromBeforeTheHistory(t *testing.T) {
 	}
 	if len(got) != n || got[0] != "p1" || got[n-1] != fmt.Sprintf("p%d", n) {
 		t.Fatalf("got %d uploads %v, want p1 … p%d in order", len(got), got, n)
+	}
+}
+
+// TestRetentionKeepsTheNewest: retention deletes the oldest uploads beyond Retain and records
+// what it deleted, so a reader from before it gets 410 and a reader from the mark gets exactly
+// the uploads kept, in order.
+func TestRetentionKeepsTheNewest(t *testing.T) {
+	cfg := DefaultUploadsConfig()
+	cfg.Retain = 5
+	u, srv, _ := startUploads(t, cfg, nil)
+	ctx := context.Background()
+	const n = 12
+	for i := 1; i <= n; i++ {
+		if err := u.Apply(ctx, "edge-1", &protocol.Report{Kind: protocol.ReportUpload, Seq: uint64(i), Subject: "$hw/events/upload/a",
+			Time: time.Now().UnixMilli(), Payload: fmt.Appendf(nil, "p%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mark, err := u.prunedThrough(ctx)
+	if err != nil || mark == 0 {
+		t.Fatalf("retention recorded no mark (%d, %v)", mark, err)
+	}
+	resp, err := http.Get(srv.URL + UploadsPath + "?after=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone {
+		t.Fatalf("a reader from before retention got %d, want 410", resp.StatusCode)
+	}
+	resp, err = http.Get(srv.URL + UploadsPath + "?after=" + strconv.FormatInt(mark, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []string
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var up Upload
+		if err := dec.Decode(&up); err != nil {
+			break
+		}
+		got = append(got, string(up.Payload))
+	}
+	if fmt.Sprint(got) != "[p8 p9 p10 p11 p12]" {
+		t.Fatalf("kept %v, want the newest five, p8 … p12", got)
 	}
 }
