@@ -352,7 +352,7 @@ func (c *Client) session(ctx context.Context, addr string) error {
 		return fmt.Errorf("send Hello: %w", err)
 	}
 	ws.SetReadDeadline(c.now().Add(c.cfg.HandshakeTimeout))
-	welcome, rest, err := readWelcome(ws)
+	welcome, rest, err := readWelcome(c.frames, ws)
 	if err != nil {
 		return err
 	}
@@ -401,8 +401,8 @@ func (c *Client) session(ctx context.Context, addr string) error {
 
 // readWelcome reads the hub's first frame. The Welcome may share it with the first data
 // messages; those are returned for the read loop.
-func readWelcome(ws *websocket.Conn) (*protocol.Welcome, []protocol.Message, error) {
-	typ, frame, err := ws.ReadMessage()
+func readWelcome(frames *wsframe.Reader, ws *websocket.Conn) (*protocol.Welcome, []protocol.Message, error) {
+	typ, frame, err := frames.Read(ws)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wait for Welcome: %w", err)
 	}
