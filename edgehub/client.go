@@ -233,13 +233,16 @@ type conn struct {
 	log     zerolog.Logger
 	wake    chan struct{} // wakes the writer
 	applied atomic.Uint64 // highest data seq committed to the store
-	ackSent uint64        // owned by the writer
-	failed  chan error    // first failure of the store callbacks
-	broken  atomic.Bool   // the store failed to apply some data: nothing after it is acked
+	// applying is set while the read loop is inside Store.Apply: a commit reported then is
+	// acknowledged by the read loop itself when Apply returns (ackInline), not by the writer.
+	applying atomic.Bool
+	failed   chan error  // first failure of the store callbacks
+	broken   atomic.Bool // the store failed to apply some data: nothing after it is acked
 	// wmu lets one goroutine write data frames at a time, as gorilla requires: the writer's
-	// frames, and the read loop's last Error before it ends the session. (Pings go through
-	// WriteControl, which gorilla lets run beside a writer.)
-	wmu sync.Mutex
+	// frames, the read loop's acks of data committed during Apply, and its last Error before it
+	// ends the session. (Pings go through WriteControl, which gorilla lets run beside a writer.)
+	wmu     sync.Mutex
+	ackSent atomic.Uint64 // highest data seq acknowledged; written under wmu
 
 	mu          sync.Mutex // guards the fields below
 	reportSent  uint64     // highest report seq written
@@ -502,6 +505,7 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 			if k.broken.Load() {
 				return k.storeFailure()
 			}
+			k.applying.Store(true)
 			err := c.store.Apply(ctx, data, func(err error) {
 				if err != nil {
 					// Data after the gap must not be acknowledged, even if a store committed it:
@@ -518,9 +522,19 @@ func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []pr
 				if !k.broken.Load() {
 					k.applied.Store(upTo)
 				}
-				k.signal()
+				// A commit reported while the read loop is still in Apply (a store that commits
+				// at once, as the simulator's does) is acknowledged by the read loop below,
+				// which saves waking the writer for every frame. Stored applied first: the read
+				// loop clears applying before it loads applied, so it sees this commit.
+				if !k.applying.Load() {
+					k.signal()
+				}
 			})
+			k.applying.Store(false)
 			if err != nil {
+				return err
+			}
+			if err := k.ackInline(); err != nil {
 				return err
 			}
 		}
@@ -562,6 +576,31 @@ func (k *conn) reportAck(ctx context.Context, seq uint64) {
 	k.signal()
 }
 
+// ackInline acknowledges, from the read loop, data committed while it was in Apply. If the
+// writer holds wmu it is woken to send the ack with its frame instead: the read loop never waits
+// behind a frame of reports.
+func (k *conn) ackInline() error {
+	if k.applied.Load() <= k.ackSent.Load() {
+		return nil
+	}
+	if !k.wmu.TryLock() {
+		k.signal()
+		return nil
+	}
+	defer k.wmu.Unlock()
+	a := k.applied.Load()
+	if a <= k.ackSent.Load() {
+		return nil
+	}
+	frame := protocol.Encode(&protocol.Ack{Seq: a})
+	if err := k.writeLocked(frame); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	k.ackSent.Store(a)
+	k.c.metrics.bytesOut.Add(float64(len(frame)))
+	return nil
+}
+
 // writeLoop sends acks, reports and pings.
 func (k *conn) writeLoop(ctx context.Context, heartbeat time.Duration) error {
 	c := k.c
@@ -589,10 +628,12 @@ func (k *conn) writeLoop(ctx context.Context, heartbeat time.Duration) error {
 // flush writes what is due: the ack of committed data and the next reports within the window.
 func (k *conn) flush() error {
 	c := k.c
+	k.wmu.Lock()
+	defer k.wmu.Unlock()
 	var msgs []protocol.Message
-	if a := k.applied.Load(); a > k.ackSent {
-		msgs = append(msgs, &protocol.Ack{Seq: a})
-		k.ackSent = a
+	ack := k.applied.Load()
+	if ack > k.ackSent.Load() {
+		msgs = append(msgs, &protocol.Ack{Seq: ack})
 	}
 	k.mu.Lock()
 	room := c.cfg.ReportWindow - int(k.reportSent-k.reportAcked)
@@ -622,8 +663,11 @@ func (k *conn) flush() error {
 		return nil
 	}
 	frame := protocol.Encode(msgs...)
-	if err := k.write(frame); err != nil {
+	if err := k.writeLocked(frame); err != nil {
 		return fmt.Errorf("write: %w", err)
+	}
+	if ack > k.ackSent.Load() {
+		k.ackSent.Store(ack)
 	}
 	c.metrics.bytesOut.Add(float64(len(frame)))
 	if m, ok := c.store.(SentMarker); ok {
@@ -635,10 +679,8 @@ func (k *conn) flush() error {
 	return nil
 }
 
-// write sends one data frame under wmu, with the write deadline.
-func (k *conn) write(frame []byte) error {
-	k.wmu.Lock()
-	defer k.wmu.Unlock()
+// writeLocked sends one data frame, with the write deadline; the caller holds wmu.
+func (k *conn) writeLocked(frame []byte) error {
 	k.ws.SetWriteDeadline(k.c.now().Add(k.c.cfg.WriteTimeout))
 	return k.ws.WriteMessage(websocket.BinaryMessage, frame)
 }
@@ -678,7 +720,10 @@ func (k *conn) maybeRenew() {
 	k.mu.Lock()
 	k.renewing = true
 	k.mu.Unlock()
-	if err := k.write(protocol.Encode(&protocol.Renew{CSR: csr})); err != nil {
+	k.wmu.Lock()
+	err = k.writeLocked(protocol.Encode(&protocol.Renew{CSR: csr}))
+	k.wmu.Unlock()
+	if err != nil {
 		k.log.Warn().Err(err).Msg("cannot send the renewal request")
 		return
 	}

@@ -118,3 +118,117 @@ func TestSessionEndsWhenTheStoreFails(t *testing.T) {
 	default:
 	}
 }
+
+// orderedStore commits every batch in order, some at once on the caller's goroutine (as the
+// simulator's memory store does) and some later on a goroutine of its own (as the bbolt store's
+// writer does), so that a session sees commits reported both during Apply and after it.
+type orderedStore struct {
+	failingStore
+	later   chan func()
+	applied int
+	syncAll bool
+}
+
+func (o *orderedStore) Apply(_ context.Context, _ []protocol.Message, done func(error)) error {
+	o.applied++
+	if o.syncAll || o.applied%3 == 0 {
+		// Wait for the earlier batches still committing: commits are reported in order.
+		flushed := make(chan struct{})
+		o.later <- func() { close(flushed) }
+		<-flushed
+		done(nil)
+		return nil
+	}
+	o.later <- func() { done(nil) }
+	return nil
+}
+
+func (o *orderedStore) run(ctx context.Context) {
+	for {
+		select {
+		case f := <-o.later:
+			time.Sleep(time.Duration(len(o.later)) * 100 * time.Microsecond)
+			f()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// readAcks reads the hub's side until it has seen an ack of last, and fails on an ack that does
+// not move forward.
+func readAcks(t *testing.T, hub *websocket.Conn, last uint64) {
+	t.Helper()
+	var prev uint64
+	hub.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for prev < last {
+		_, frame, err := hub.ReadMessage()
+		if err != nil {
+			t.Fatalf("waiting for the ack of %d (last ack %d): %v", last, prev, err)
+		}
+		msgs, err := protocol.Decode(frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if a, ok := m.(*protocol.Ack); ok {
+				if a.Seq <= prev || a.Seq > last {
+					t.Fatalf("ack %d after %d (sent through %d)", a.Seq, prev, last)
+				}
+				prev = a.Seq
+			}
+		}
+	}
+}
+
+func sendProgress(t *testing.T, hub *websocket.Conn, n int) {
+	t.Helper()
+	for seq := 1; seq <= n; seq++ {
+		if err := hub.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Progress{Seq: uint64(seq), Through: uint64(seq)})); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+// TestAcksWhetherCommitsAreReportedDuringApplyOrAfter: with commits reported both while the read
+// loop is in Apply (it acknowledges them itself) and later (the writer does), every frame is
+// acknowledged, acks only move forward, and the last one covers everything sent.
+func TestAcksWhetherCommitsAreReportedDuringApplyOrAfter(t *testing.T) {
+	st := &orderedStore{later: make(chan func(), 64)}
+	k, hub := testConn(t, st)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go st.run(ctx)
+	go k.readLoop(ctx, time.Minute, nil)
+	go func() { // the writer's loop, without the pings and renewals that need an identity
+		for {
+			if err := k.flush(); err != nil {
+				t.Error(err)
+				return
+			}
+			select {
+			case <-k.wake:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	const n = 300
+	go sendProgress(t, hub, n)
+	readAcks(t, hub, n)
+}
+
+// TestReadLoopAcksCommitsReportedDuringApply: a store that commits at once is acknowledged by the
+// read loop, with no writer running.
+func TestReadLoopAcksCommitsReportedDuringApply(t *testing.T) {
+	st := &orderedStore{later: make(chan func(), 64), syncAll: true}
+	k, hub := testConn(t, st)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go st.run(ctx)
+	go k.readLoop(ctx, time.Minute, nil)
+	const n = 20
+	go sendProgress(t, hub, n)
+	readAcks(t, hub, n)
+}

@@ -5,9 +5,12 @@
 // cloud has acknowledged them.
 //
 // Concurrency: Run owns the connection loop. Each session has a reader (the calling goroutine)
-// and a writer goroutine; the writer sends acks, reports, pings and renewal requests, so only it
-// writes data frames. Store commits signal the writer through an atomic and a wake channel; they
-// never block on the network.
+// and a writer goroutine; the writer sends acks, reports, pings and renewal requests. Store
+// commits signal the writer through an atomic and a wake channel; they never block on the
+// network. One exception: a commit reported while the reader is still inside Store.Apply (a
+// store that commits at once, like the simulator's) is acknowledged by the reader itself when
+// Apply returns, unless the writer is busy, which saves a goroutine wake-up per frame. Data
+// frames are written under one mutex (wmu), as gorilla allows one writer at a time.
 //
 // Dead peers: the writer pings every heartbeat (the interval the hub's Welcome names) and the
 // reader's deadline is two heartbeats plus the write timeout, renewed by every frame or pong.
