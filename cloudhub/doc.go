@@ -37,5 +37,6 @@
 // Reports from the edge are applied in order by the Reports collaborator and acknowledged after
 // they are stored. Node readiness is written through the Status collaborator: Ready on connect,
 // NotReady only after GracePeriod without a session (so a cloud restart does not flap nodes),
-// heartbeat times at most every StatusInterval. Status-only changes are not routed back down.
+// heartbeat times at most every StatusInterval. A change only to a Node's heartbeat times or to a
+// Device's status (what the edge reported) is not routed back down (view.Routed).
 package cloudhub

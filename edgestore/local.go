@@ -11,9 +11,10 @@ import (
 
 // Writes the edge makes itself, from the cloud's answer to a write its metaserver forwarded.
 //
-// The cloud does not send a status-only change back down (the edge reported it; see
-// view.Routed), so without these a client that wrote a status through the metaserver would not
-// read its own write until the object next changed in the cloud. The cloud's answer carries the
+// The cloud does not send some status-only changes back down (a Device's status: the edge
+// reported it; see view.Routed), and the others arrive only after the hub's round trip, so
+// without these a client that wrote through the metaserver might not read its own write at once,
+// or, for a Device's status, until the Device next changed in the cloud. The cloud's answer carries the
 // revision of the write, which is the per-object version an Upsert for that write would carry:
 // applying it here follows exactly the rules of Apply (an older version never overwrites a
 // newer one), so a later message from the hub for the same object wins or is skipped as usual.

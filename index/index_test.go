@@ -165,3 +165,46 @@ func TestIndexFollowsStore(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestContentLeavesOutOnlyWhatTheEdgeReports: a change that only touches status the edge is the
+// source of (a Device's status, a Node's heartbeat times) keeps the object's Content, so the hub
+// does not echo it back; any other change, status included, changes it and is routed.
+func TestContentLeavesOutOnlyWhatTheEdgeReports(t *testing.T) {
+	reg := resource.New()
+	content := func(key, value string, rev int64) uint64 {
+		t.Helper()
+		o, err := Decode(reg, store.KV{Key: key, Value: []byte(value), CreateRev: 1, ModRev: rev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.Content
+	}
+	const node = "/nodes/edge-1"
+	ready := `{"metadata":{"name":"edge-1"},"status":{"conditions":[{"type":"Ready","status":"True","lastHeartbeatTime":"%s","lastTransitionTime":"2026-11-27T10:00:00Z"}]}}`
+	base := content(node, fmt.Sprintf(ready, "2026-11-27T10:00:00Z"), 5)
+	if c := content(node, fmt.Sprintf(ready, "2026-11-27T10:05:00Z"), 9); c != base {
+		t.Error("a Node heartbeat refresh changed Content: every idle node would be sent its Node each StatusInterval")
+	}
+	unknown := `{"metadata":{"name":"edge-1"},"status":{"conditions":[{"type":"Ready","status":"Unknown","lastHeartbeatTime":"2026-11-27T10:00:00Z","lastTransitionTime":"2026-11-27T10:09:00Z"}]}}`
+	if content(node, unknown, 9) == base {
+		t.Error("a Node going Unknown kept its Content: the edge's copy would keep saying Ready")
+	}
+	if content(node, `{"metadata":{"name":"edge-1"}}`, 3) == base {
+		t.Error("a Node's first status kept the Content of the Node without one")
+	}
+
+	const pod = "/pods/default/web"
+	running := content(pod, `{"metadata":{"name":"web"},"spec":{"nodeName":"edge-1"},"status":{"phase":"Running"}}`, 5)
+	if content(pod, `{"metadata":{"name":"web"},"spec":{"nodeName":"edge-1"},"status":{"phase":"Succeeded"}}`, 6) == running {
+		t.Error("a Pod's phase change kept its Content: the edge would keep the old phase")
+	}
+
+	const dev = "/devices.devices.kubeedge.io/default/d1"
+	d0 := content(dev, `{"metadata":{"name":"d1"},"spec":{"nodeName":"edge-1"}}`, 5)
+	if content(dev, `{"metadata":{"name":"d1"},"spec":{"nodeName":"edge-1"},"status":{"twins":[{"propertyName":"t","reported":{"value":"21"}}]}}`, 8) != d0 {
+		t.Error("a Device's reported twins changed its Content: every report would be echoed back to its edge")
+	}
+	if content(dev, `{"metadata":{"name":"d1","labels":{"a":"b"}},"spec":{"nodeName":"edge-1"}}`, 9) == d0 {
+		t.Error("a Device's label change kept its Content")
+	}
+}

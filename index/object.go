@@ -22,9 +22,9 @@ type Object struct {
 	// Raw is the object's JSON as clients and edges receive it: the stored value with
 	// metadata.resourceVersion set to ModRev.
 	Raw []byte
-	// Content is a hash of the object without its status and resourceVersion. Two versions
-	// with the same Content differ only in status, which the edge itself reports: such a change
-	// is not sent back down.
+	// Content is a hash of the object without its resourceVersion and without the status the
+	// edge itself is the source of (see reported). Two versions with the same Content differ
+	// only there: such a change is not sent back down.
 	Content uint64
 	Meta
 	Route
@@ -66,7 +66,7 @@ func Decode(reg *resource.Registry, kv store.KV) (*Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, content, err := stamp(kv.Value, kv.ModRev)
+	raw, content, err := stamp(kv.Value, kv.ModRev, key.Resource)
 	if err != nil {
 		return nil, fmt.Errorf("index: %s: %w", kv.Key, err)
 	}
@@ -102,8 +102,9 @@ func SetResourceVersion(obj []byte, rev int64) ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// stamp is SetResourceVersion that also returns the Content hash.
-func stamp(obj []byte, rev int64) ([]byte, uint64, error) {
+// stamp is SetResourceVersion that also returns the Content hash of an object of the given
+// resource.
+func stamp(obj []byte, rev int64, res string) ([]byte, uint64, error) {
 	m, md, err := decodeMap(obj)
 	if err != nil {
 		return nil, 0, err
@@ -114,7 +115,7 @@ func stamp(obj []byte, rev int64) ([]byte, uint64, error) {
 		return nil, 0, err
 	}
 	delete(md, "resourceVersion")
-	delete(m, "status")
+	reported(res, m)
 	rest, err := json.Marshal(m)
 	if err != nil {
 		return nil, 0, err
@@ -122,6 +123,30 @@ func stamp(obj []byte, rev int64) ([]byte, uint64, error) {
 	h := fnv.New64a()
 	h.Write(rest)
 	return raw, h.Sum64(), nil
+}
+
+// reported removes from m, an object of resource res, the status that an edge is the source
+// of, so that a change to it alone is not echoed back to the edge that reported it:
+//   - a Device's whole status: the twins and state its edge reports (the edge's twin engine
+//     holds them, newer than any copy the cloud could send);
+//   - a Node's heartbeat times: the hub refreshes them while the node is connected, and sending
+//     each refresh down would cost every idle node a message per StatusInterval.
+//
+// Every other status change is routed like any change, so the edge's copy of its Node (Ready,
+// and what it reported about itself) and of its Pods and Services follows the cloud's.
+func reported(res string, m map[string]any) {
+	switch res {
+	case resource.Devices:
+		delete(m, "status")
+	case resource.Nodes:
+		status, _ := m["status"].(map[string]any)
+		conds, _ := status["conditions"].([]any)
+		for _, c := range conds {
+			if c, ok := c.(map[string]any); ok {
+				delete(c, "lastHeartbeatTime")
+			}
+		}
+	}
 }
 
 func decodeMap(obj []byte) (m, md map[string]any, err error) {

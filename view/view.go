@@ -20,9 +20,9 @@ type Change struct {
 	Topo *Topology
 }
 
-// Routed reports whether an update can change any node's view. A change to an object's status
-// alone is not sent down: status is what edges report up (a Node's readiness, a Device's twins),
-// and echoing it back would double that traffic for nothing.
+// Routed reports whether an update can change any node's view. A change only to status that an
+// edge is the source of (a Device's twins and state, a Node's heartbeat times; see
+// index.Object.Content) is not sent down: echoing it back would double that traffic for nothing.
 func Routed(u index.Update) bool {
 	return u.Old == nil || u.New == nil || u.Old.Content != u.New.Content
 }

@@ -118,6 +118,18 @@ func TestRouting(t *testing.T) {
 		})
 	}
 
+	// Status set in the cloud reaches the edge (a Pod's phase), and so does the Ready condition
+	// the hub keeps in the edge's own Node; the hub's heartbeat refreshes alone do not.
+	mustDo(t, http.MethodPatch, c.url(paths["pods"]+"/p2/status"), `{"status":{"phase":"Succeeded"}}`)
+	waitFor(t, 10*time.Second, "edge-2 sees p2 Succeeded", func() bool {
+		_, body := do(t, http.MethodGet, e2.url(paths["pods"]+"/p2"), "", nil)
+		return strings.Contains(string(body), `"phase":"Succeeded"`)
+	})
+	waitFor(t, 10*time.Second, "edge-1's Node is Ready on the edge", func() bool {
+		_, body := do(t, http.MethodGet, e1.url("/api/v1/nodes/edge-1"), "", nil)
+		return strings.Contains(string(body), `"type":"Ready","status":"True"`) || strings.Contains(string(body), `"status":"True","type":"Ready"`)
+	})
+
 	// A device moving to another node takes its model along.
 	mustDo(t, http.MethodPut, c.url(paths["devices"]+"/d1"), deviceObj("d1", "edge-2", "thermo"))
 	want(e1, "devices")
