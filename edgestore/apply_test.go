@@ -3,6 +3,8 @@ package edgestore
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -73,5 +75,78 @@ func TestApplyAfterAFailureIsRefused(t *testing.T) {
 	}
 	if _, cursor := s.Cursor(); cursor != 10 {
 		t.Fatalf("cursor %d after the new session's data, want 10", cursor)
+	}
+}
+
+// TestUnchangedObjectKeepsItsVersion: the hub sends an object again unchanged when something
+// that depends on it changed, and in a reset. The store keeps it as it was: same local version,
+// no change for watchers, not swept by the reset; only its stream revision moves, so that later
+// messages are still ordered against it. An object whose content differs under the same cloud
+// version (a filtered EndpointSlice for a node that changed groups) is stored as a change.
+func TestUnchangedObjectKeepsItsVersion(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	var changes []Change
+	var mu sync.Mutex
+	s.Subscribe(func(cs []Change) { mu.Lock(); changes = append(changes, cs...); mu.Unlock() })
+	taken := func() []Change { mu.Lock(); defer mu.Unlock(); c := changes; changes = nil; return c }
+	key := resource.Key{Resource: resource.ConfigMaps, Namespace: "ns", Name: "a"}
+	cm := func(rev uint64, data string) *protocol.Upsert {
+		return &protocol.Upsert{Key: key, Rev: rev,
+			Object: []byte(`{"metadata":{"name":"a","namespace":"ns","resourceVersion":"7"},"data":{"v":"` + data + `"}}`)}
+	}
+	apply := func(msgs ...protocol.Message) {
+		t.Helper()
+		done := make(chan error, 1)
+		if err := s.Apply(ctx, msgs, func(err error) { done <- err }); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func() *Record {
+		t.Helper()
+		rec, err := s.Get(resource.StoreKey(key))
+		if err != nil || rec == nil {
+			t.Fatalf("get: %v, %v", rec, err)
+		}
+		return rec
+	}
+
+	apply(cm(10, "1"), &protocol.Progress{Through: 10})
+	first := get()
+	if len(taken()) != 1 {
+		t.Fatal("the first upsert was not a change")
+	}
+	apply(cm(12, "1"), &protocol.Progress{Through: 12})
+	again := get()
+	if again.LocalRev != first.LocalRev || string(again.Object) != string(first.Object) || again.Rev != 12 {
+		t.Fatalf("after the same object again: local %d (was %d), rev %d; object %s", again.LocalRev, first.LocalRev, again.Rev, again.Object)
+	}
+	if c := taken(); len(c) != 0 {
+		t.Fatalf("the same object again made %d changes", len(c))
+	}
+	apply(cm(11, "old")) // older than the revision the unchanged copy moved the record to
+	if get().LocalRev != first.LocalRev {
+		t.Fatal("a message older than the re-sent copy overwrote it")
+	}
+
+	// A reset that names it unchanged keeps it, without a change.
+	apply(&protocol.ResetBegin{}, cm(20, "1"), &protocol.ResetEnd{Through: 20})
+	if rec := get(); rec.LocalRev != first.LocalRev || rec.Rev != 20 {
+		t.Fatalf("after a reset with the object unchanged: local %d (was %d), rev %d", rec.LocalRev, first.LocalRev, rec.Rev)
+	}
+	if c := taken(); len(c) != 0 {
+		t.Fatalf("a reset with the object unchanged made %d changes", len(c))
+	}
+
+	// Same cloud version, other content: a change.
+	apply(cm(21, "filtered"), &protocol.Progress{Through: 21})
+	if rec := get(); rec.LocalRev == first.LocalRev || !strings.Contains(string(rec.Object), "filtered") {
+		t.Fatalf("other content under the same cloud version was not stored: %s", rec.Object)
+	}
+	if c := taken(); len(c) != 1 {
+		t.Fatalf("other content made %d changes, want 1", len(c))
 	}
 }

@@ -13,7 +13,9 @@
 // The edge also keeps its own revision counter: every change to the view gets the next local
 // revision, and objects are stored with metadata.resourceVersion set to it, so the metaserver
 // serves one consistent sequence of versions to kubectl and informers whatever order the cloud's
-// revisions arrive in. The cloud's resourceVersion is kept beside it (CloudRV).
+// revisions arrive in. The cloud's resourceVersion is kept beside it (CloudRV). An object the hub
+// sends again unchanged (same cloud version, same bytes: re-sent with a Pod that references it,
+// or named by a reset) is not a change: it keeps its local revision and watchers hear nothing.
 //
 // Subscribers (the metaserver's watch cache, the twin engine) are called on the writer goroutine
 // after each commit with what changed, in order, and must not block.

@@ -162,6 +162,22 @@ func (s *Store) applyUpsert(tx *bolt.Tx, st *txState, m *protocol.Upsert) error 
 		s.log.Warn().Err(err).Str("key", sk).Msg("ignoring an upsert whose object is not valid")
 		return nil
 	}
+	if old != nil && old.CloudRV == cloudRV && cloudRV != "" {
+		// The hub sends an unchanged object again when something it depends on changed (a
+		// Pod's new label re-sends its ConfigMaps) and in a reset. Stored as it was, it keeps
+		// its local version, so watchers see no event for it; only the stream's revision moves.
+		if same, _, _, err := prepare(m.Object, m.Key, info, old.LocalRev); err == nil && bytes.Equal(same, old.Object) {
+			if s.resetting {
+				s.resetSeen[sk] = true
+			}
+			if old.Rev == m.Rev {
+				return nil
+			}
+			kept := *old
+			kept.Rev = m.Rev
+			return b.Put([]byte(sk), encodeRecord(&kept))
+		}
+	}
 	st.c.localRev = next
 	rec := &Record{Key: m.Key, StoreKey: sk, Rev: m.Rev, LocalRev: next, CloudRV: cloudRV, Meta: meta, Object: obj}
 	if err := b.Put([]byte(sk), encodeRecord(rec)); err != nil {
