@@ -3,12 +3,12 @@ package cloudapi
 import (
 	"context"
 	"encoding/json"
-
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
-	"github.com/tetherhub/tether/kubeapi"
+	"github.com/tetherhub/tether/cloudhub"
 	"github.com/tetherhub/tether/resource"
 )
 
@@ -26,23 +26,42 @@ func NewNodes(objects *Objects, reg *resource.Registry) *Nodes {
 
 // Register implements join.Nodes: it creates the Node on first join; on a later join (the edge
 // lost its data dir) it adds the labels given and leaves everything else as the cloud has it.
-func (n *Nodes) Register(ctx context.Context, name string, labels map[string]string) error {
+// Either way it records on the Node which certificates the hub accepts from now on (see
+// cloudhub.AnnotationJoinedUID): this Node object's, issued at certNotBefore or later. An
+// earlier certificate of the name, or any certificate once the Node is deleted and created
+// again, is refused until the node joins again.
+func (n *Nodes) Register(ctx context.Context, name string, labels map[string]string, certNotBefore time.Time) error {
 	md := map[string]any{"name": name}
-	if len(labels) > 0 {
-		md["labels"] = labels
-	}
 	node := map[string]any{"apiVersion": "v1", "kind": "Node", "metadata": md, "spec": map[string]any{}}
 	body, _ := json.Marshal(node)
-	_, err := n.objects.Create(ctx, n.info, "", body)
-	if err == nil || !apierrors.IsAlreadyExists(err) {
+	if _, err := n.objects.Create(ctx, n.info, "", body); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	if len(labels) == 0 {
-		return nil
-	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
-	if _, err := n.objects.Patch(ctx, n.info, "", name, "", kubeapi.MergePatch, patch); err != nil {
-		return fmt.Errorf("label node %s: %w", name, err)
+	since := certNotBefore.UTC().Format(time.RFC3339)
+	_, err := n.objects.write(ctx, n.info, "", name, "", 0, func(cur object) (object, error) {
+		md := cur.metadata()
+		uid, _ := md["uid"].(string)
+		annotations, _ := md["annotations"].(map[string]any)
+		if annotations == nil {
+			annotations = map[string]any{}
+		}
+		annotations[cloudhub.AnnotationJoinedUID] = uid
+		annotations[cloudhub.AnnotationCertificatesSince] = since
+		md["annotations"] = annotations
+		if len(labels) > 0 {
+			have, _ := md["labels"].(map[string]any)
+			if have == nil {
+				have = map[string]any{}
+			}
+			for k, v := range labels {
+				have[k] = v
+			}
+			md["labels"] = have
+		}
+		return cur, nil
+	})
+	if err != nil {
+		return fmt.Errorf("record the join of node %s: %w", name, err)
 	}
 	return nil
 }

@@ -3,8 +3,9 @@
 //
 // Identity: the TLS handshake requires a client certificate from the cloud CA; the node name is
 // taken from it (CN "node:<name>") and nowhere else. A Hello naming another node is refused; a
-// node whose Node object is gone (deleted: revoked), or whose certificate predates its Node, is
-// refused; a second connection of a node replaces the first.
+// node whose Node object is gone (deleted: revoked), is not the object its join recorded
+// (created again), or whose certificate a later join retired, is refused (AnnotationJoinedUID);
+// a second connection of a node replaces the first.
 //
 // Sync (see ../docs/architecture.md): the hub subscribes to the index. For each change, in
 // revision order, it asks the view rules which (node, key) pairs the change may alter, and marks

@@ -26,6 +26,16 @@ import (
 // ConnectPath is where edges open their websocket.
 const ConnectPath = "/v1/connect"
 
+// A join records on the Node which certificates of its name the hub accepts: those issued to
+// this Node object (AnnotationJoinedUID holds its UID) at or after AnnotationCertificatesSince
+// (RFC 3339; the NotBefore of the certificate the join signed). A Node deleted and created
+// again has another UID, so no certificate of the old one gets in; a second join of a live name
+// retires the first one's certificate. Renewals over a session leave both as they are.
+const (
+	AnnotationJoinedUID         = "tether.dev/joined-uid"
+	AnnotationCertificatesSince = "tether.dev/certificates-since"
+)
+
 // ErrBadReport is what Reports.Apply wraps when a report itself is malformed.
 var ErrBadReport = errors.New("cloudhub: bad report")
 

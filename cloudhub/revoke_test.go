@@ -68,3 +68,36 @@ func TestRevokedBetweenCheckAndAttach(t *testing.T) {
 		t.Fatalf("a deleted (revoked) node got a session (connected=%v) and its Secret; messages: %v", h.Connected("n1"), e.log)
 	}
 }
+
+// TestOnlyTheJoinedNodeObjectsCertificatesGetIn: the hub accepts a certificate only for the
+// Node object its join recorded, and only if issued at or after that join: not for a Node
+// deleted and created again (by hand, or from a saved manifest that carries the annotations),
+// nor a certificate that a later join of the name retired.
+func TestOnlyTheJoinedNodeObjectsCertificatesGetIn(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	s := &session{hub: r.hub, node: "n1"}
+	joined := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	node := func(uid, annotations string) {
+		r.put(nodeKey("n1"), `{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","uid":"`+uid+`","annotations":{`+annotations+`}}}`)
+	}
+	recorded := func(uid string) string {
+		return `"` + AnnotationJoinedUID + `":"` + uid + `","` + AnnotationCertificatesSince + `":"` + joined.Format(time.RFC3339) + `"`
+	}
+	check := func(what string, cert time.Time, wantOK bool) {
+		t.Helper()
+		err := s.checkRegistered(cert)
+		if (err == nil) != wantOK {
+			t.Errorf("%s: checkRegistered = %v, want ok=%v", what, err, wantOK)
+		}
+	}
+	node("u1", recorded("u1"))
+	check("the joined certificate", joined, true)
+	check("a renewed certificate", joined.Add(time.Hour), true)
+	check("a certificate from before the latest join", joined.Add(-time.Second), false)
+	node("u2", "")
+	check("a Node created again by hand", joined, false)
+	node("u3", recorded("u1"))
+	check("a Node created again from a saved manifest", joined, false)
+	r.del(nodeKey("n1"))
+	check("a deleted Node", joined, false)
+}

@@ -284,7 +284,8 @@ func nodeJSON(name string, labels string) string {
 	if labels == "" {
 		labels = "{}"
 	}
-	return `{"apiVersion":"v1","kind":"Node","metadata":{"name":"` + name + `","labels":` + labels + `}}`
+	return `{"apiVersion":"v1","kind":"Node","metadata":{"name":"` + name + `","uid":"uid-` + name + `","labels":` + labels +
+		`,"annotations":{"` + AnnotationJoinedUID + `":"uid-` + name + `","` + AnnotationCertificatesSince + `":"2026-01-01T00:00:00Z"}}}`
 }
 
 func podJSON(ns, name, node string, cms ...string) string {

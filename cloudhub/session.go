@@ -157,18 +157,25 @@ func (s *session) handshake(certNotBefore time.Time) error {
 	return nil
 }
 
-// checkRegistered refuses a node whose Node object is gone (deleted: revoked), or whose
-// certificate predates the Node (issued to an earlier incarnation that was deleted).
+// checkRegistered refuses a certificate the Node object does not vouch for: the Node is gone
+// (deleted: revoked); it is not the object the node joined as (deleted and created again, by
+// hand or from a saved manifest, or never joined); or a later join of the name retired the
+// certificate (see AnnotationJoinedUID).
 func (s *session) checkRegistered(certNotBefore time.Time) error {
 	snap := s.hub.ix.Snapshot()
 	node := snap.Get(resource.StoreKey(resource.Key{Resource: resource.Nodes, Name: s.node}))
 	if node == nil {
 		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q is not registered in the cloud (deleted?); join it again", s.node)}
 	}
-	created := node.Created
-	// Certificates are backdated by a minute for clock skew; allow for that and a little more.
-	if !created.IsZero() && certNotBefore.Add(2*time.Minute).Before(created) {
-		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("the certificate was issued before node %q was (re)created; join it again", s.node)}
+	if uid := node.Annotations[AnnotationJoinedUID]; uid == "" || uid != node.UID {
+		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q was created again since it joined (or never joined); join it again", s.node)}
+	}
+	since, err := time.Parse(time.RFC3339, node.Annotations[AnnotationCertificatesSince])
+	if err != nil {
+		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q has no valid %s annotation; join it again", s.node, AnnotationCertificatesSince)}
+	}
+	if certNotBefore.Before(since) {
+		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("a later join of node %q retired this certificate; join it again", s.node)}
 	}
 	return nil
 }

@@ -69,7 +69,7 @@ type fakeNodes struct {
 	fail error
 }
 
-func (f *fakeNodes) Register(_ context.Context, name string, labels map[string]string) error {
+func (f *fakeNodes) Register(_ context.Context, name string, labels map[string]string, _ time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.regs = append(f.regs, registration{name, labels})

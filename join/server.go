@@ -32,8 +32,9 @@ type Tokens interface {
 
 // Nodes registers joined nodes; the cloud implements it over its Node objects.
 type Nodes interface {
-	// Register makes sure the Node object exists (creating it with these labels on first join).
-	Register(ctx context.Context, nodeName string, labels map[string]string) error
+	// Register makes sure the Node object exists (creating it with these labels on first join)
+	// and records that certificates of the name issued before certNotBefore are retired.
+	Register(ctx context.Context, nodeName string, labels map[string]string, certNotBefore time.Time) error
 }
 
 // Config is the join server's configuration.
@@ -266,7 +267,11 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, a *attempt) (*join
 		}
 		return nil, s.failure(ctx, a, fmt.Errorf("sign CSR: %w", err))
 	}
-	if err := s.nodes.Register(ctx, req.NodeName, req.Labels); err != nil {
+	cert, err := pki.ParseCertPEM(certPEM)
+	if err != nil {
+		return nil, s.failure(ctx, a, fmt.Errorf("read the signed certificate: %w", err))
+	}
+	if err := s.nodes.Register(ctx, req.NodeName, req.Labels, cert.NotBefore); err != nil {
 		return nil, s.failure(ctx, a, fmt.Errorf("register node: %w", err))
 	}
 	return &joinResponse{Certificate: string(certPEM), CA: string(s.caPEM)}, nil

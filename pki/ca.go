@@ -127,7 +127,7 @@ func createCA(dir string, now time.Time) (*CA, error) {
 }
 
 func newCA(certPEM, keyPEM []byte, now time.Time) (*CA, error) {
-	cert, err := parseCertPEM(certPEM)
+	cert, err := ParseCertPEM(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", CACertFile, err)
 	}

@@ -104,9 +104,9 @@ func encodeCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: der})
 }
 
-// parseCertPEM returns the first CERTIFICATE block of data, parsed. Other block types before it
+// ParseCertPEM returns the first CERTIFICATE block of data, parsed. Other block types before it
 // are skipped so a file with a leading comment or key still works.
-func parseCertPEM(data []byte) (*x509.Certificate, error) {
+func ParseCertPEM(data []byte) (*x509.Certificate, error) {
 	for {
 		var block *pem.Block
 		block, data = pem.Decode(data)

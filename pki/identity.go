@@ -111,11 +111,11 @@ func LoadNodeIdentity(dir string) (*NodeIdentity, error) {
 }
 
 func newIdentity(certPEM, caPEM, keyPEM []byte) (*NodeIdentity, error) {
-	leaf, err := parseCertPEM(certPEM)
+	leaf, err := ParseCertPEM(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("node certificate: %v", err)
 	}
-	ca, err := parseCertPEM(caPEM)
+	ca, err := ParseCertPEM(caPEM)
 	if err != nil {
 		return nil, fmt.Errorf("CA certificate: %v", err)
 	}

@@ -67,6 +67,33 @@ func TestNodeLifecycle(t *testing.T) {
 	if !httpOK(e.url(paths["nodes"])) {
 		t.Fatal("the revoked edge stopped serving its store")
 	}
+
+	// A Node of the same name created again (here at once, as `kubectl apply` of a manifest
+	// would) does not let the revoked certificate back in: only a new join does.
+	mustDo(t, http.MethodPost, c.url("/api/v1/nodes"), `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	waitFor(t, 10*time.Second, "the edge told the Node was created again", func() bool {
+		return strings.Contains(e.log.String(), "created again since it joined")
+	})
+	if got := metric(t, c.url("/metrics"), "tether_cloud_hub_connected_nodes"); got != 0 {
+		t.Fatal("the revoked certificate got back in once the Node was created again")
+	}
+}
+
+// TestRejoinRetiresTheOldCertificate: a second join of a live name (a replacement machine, or a
+// stolen token's use) retires the first one's certificate: the old agent is refused from its
+// next connection on, instead of the two taking the session from each other for ever.
+func TestRejoinRetiresTheOldCertificate(t *testing.T) {
+	c := newCloud(t)
+	old := newEdge(t, c, "edge-1")
+	time.Sleep(1100 * time.Millisecond) // certificates carry whole seconds: the next one is later
+	newer := newEdge(t, c, "edge-1")
+	waitFor(t, 15*time.Second, "the old agent told its certificate is retired", func() bool {
+		return strings.Contains(old.log.String(), "retired this certificate")
+	})
+	time.Sleep(3 * time.Second) // several of the old agent's reconnect attempts (--reconnect-max 1s)
+	if metric(t, c.url("/metrics"), "tether_cloud_hub_connected_nodes") != 1 || strings.Contains(newer.log.String(), "took over") {
+		t.Fatalf("the new agent lost its session to the old one:\n%s", tail(newer.log.String(), 20))
+	}
 }
 
 // TestEdgeStopsPromptly: SIGTERM stops a connected edge at once, not after its read deadline
