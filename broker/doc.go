@@ -89,7 +89,9 @@
 //   - OnPublish returning packets.CodeSuccessIgnore makes mochi acknowledge the message (and
 //     retain it if asked) without forwarding it to subscribers.
 //   - With PassiveClientDisconnect, DisconnectClient writes DISCONNECT but does not close;
-//     OnPacketSent closes (MQTT 3.1.1) or closes after disconnectLinger (MQTT 5).
+//     OnPacketSent closes (MQTT 3.1.1) or closes after disconnectLinger (MQTT 5). mochi writes
+//     the DISCONNECT to 3.1.1 clients too, which that version does not allow (libmosquitto
+//     clients exit on it); conn.Write leaves it off the wire.
 //   - "inline" is mochi's own client id for Publish; clients may not use it.
 //   - Clients.GetByListener (used by mochi's own shutdown callback) read-locks twice and can
 //     deadlock against a concurrent Add/Delete; the stop lists clients with Clients.GetAll.

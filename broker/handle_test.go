@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -230,7 +231,9 @@ func TestShutdown(t *testing.T) {
 	idle := dialRaw(t, b.addr)
 	raw5 := dialRaw(t, b.addr)
 	raw5.mustConnect(5, "raw5")
-	waitFor(t, "four connections", func() bool { return metric(t, b.reg, "tether_edge_mqtt_connections_open") == 4 })
+	raw3 := dialRaw(t, b.addr)
+	raw3.mustConnect(4, "raw3")
+	waitFor(t, "five connections", func() bool { return metric(t, b.reg, "tether_edge_mqtt_connections_open") == 5 })
 
 	start := time.Now()
 	if err := b.stop(); err != nil {
@@ -243,6 +246,11 @@ func TestShutdown(t *testing.T) {
 	got := raw5.expectClosed()
 	if len(got) != 1 || got[0].FixedHeader.Type != packets.Disconnect || got[0].ReasonCode != packets.ErrServerShuttingDown.Code {
 		t.Errorf("MQTT 5 client got %+v, want one DISCONNECT 0x8B", got)
+	}
+	// MQTT 3.1.1 has no DISCONNECT from a server (libmosquitto exits on one): the connection
+	// just closes.
+	if got := raw3.expectClosed(); len(got) != 0 {
+		t.Errorf("MQTT 3.1.1 client got %+v, want the connection closed and nothing sent", got)
 	}
 	select {
 	case <-v5.Done():
@@ -268,4 +276,26 @@ func recv[T any](t testing.TB, ch <-chan T) T {
 	}
 	var zero T
 	return zero
+}
+
+// TestSessionTakeover: a second CONNECT with a client's id takes its session over. The first
+// connection ends as its version allows: an MQTT 5 client gets DISCONNECT 0x8E, an MQTT 3.1.1
+// client only sees the connection close (a DISCONNECT from the server would make libmosquitto
+// clients exit instead of reconnecting).
+func TestSessionTakeover(t *testing.T) {
+	b := startBroker(t, nil)
+	for _, version := range []byte{4, 5} {
+		id := fmt.Sprintf("dup-v%d", version)
+		first := dialRaw(t, b.addr)
+		first.mustConnect(version, id)
+		second := dialRaw(t, b.addr)
+		second.mustConnect(version, id)
+		got := first.expectClosed()
+		switch {
+		case version == 5 && (len(got) != 1 || got[0].FixedHeader.Type != packets.Disconnect || got[0].ReasonCode != packets.ErrSessionTakenOver.Code):
+			t.Errorf("MQTT 5: the first connection got %+v, want one DISCONNECT 0x8E", got)
+		case version == 4 && len(got) != 0:
+			t.Errorf("MQTT 3.1.1: the first connection got %+v, want nothing before the close", got)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
@@ -228,6 +229,10 @@ func (l *listener) snapshot() []*conn {
 
 // conn is the net.Conn mochi is handed. It embeds the socket (so mochi reads and writes it as
 // usual) and adds what the broker needs per connection.
+// disconnectHeader is the first byte of a DISCONNECT; mochi encodes one for an MQTT 3.1.1 client
+// as this byte and a zero length.
+const disconnectHeader = packets.Disconnect << 4
+
 type conn struct {
 	net.Conn
 	l      *listener
@@ -250,7 +255,17 @@ type conn struct {
 // Write gives every write a deadline (WriteTimeout, or the pinned deadline if sooner). A write
 // that fails may have put part of a packet on the wire, so the connection is closed: the stream
 // can no longer be framed, and closing makes mochi's reader end the client normally.
+//
+// mochi sends a DISCONNECT whatever the client's version (at shutdown, on a session takeover).
+// MQTT 3.1.1 has no DISCONNECT from a server, and libmosquitto clients treat one as a protocol
+// error and exit instead of reconnecting; for them it is not written (mochi writes each packet
+// in one call), and hook.OnPacketSent closes the connection, which is how 3.1.1 ends a session.
 func (c *conn) Write(p []byte) (int, error) {
+	if len(p) == 2 && p[0] == disconnectHeader && p[1] == 0 {
+		if cl := c.client.Load(); cl != nil && cl.Properties.ProtocolVersion < 5 {
+			return len(p), nil
+		}
+	}
 	d := time.Now().Add(c.l.b.cfg.WriteTimeout)
 	if pin := c.pinned.Load(); pin != 0 && pin < d.UnixNano() {
 		d = time.Unix(0, pin)
