@@ -161,7 +161,7 @@ type Client struct {
 	live      atomic.Pointer[conn] // the session that is up, if any
 	nextID    atomic.Uint64        // forwarded request IDs
 	lastError atomic.Pointer[string]
-	since     atomic.Int64 // unix nanos of the last state change
+	since     atomic.Int64 // unix nanos of the last change between Connected and not
 }
 
 // New returns a client.
@@ -178,7 +178,8 @@ func New(cfg Config, id Identity, store Store, log zerolog.Logger, reg prometheu
 	return c, nil
 }
 
-// State returns the link's state, how long it has been in it and the last error.
+// State returns the link's state, how long the link has been up (Connected) or down (the
+// other two: a reconnect attempt does not restart the count) and the last error.
 func (c *Client) State() (State, time.Duration, string) {
 	var msg string
 	if p := c.lastError.Load(); p != nil {
@@ -188,7 +189,8 @@ func (c *Client) State() (State, time.Duration, string) {
 }
 
 func (c *Client) setState(s State) {
-	if State(c.state.Swap(int32(s))) != s {
+	old := State(c.state.Swap(int32(s)))
+	if (old == Connected) != (s == Connected) || c.since.Load() == 0 {
 		c.since.Store(c.now().UnixNano())
 	}
 }

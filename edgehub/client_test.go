@@ -232,3 +232,33 @@ func TestReadLoopAcksCommitsReportedDuringApply(t *testing.T) {
 	go sendProgress(t, hub, n)
 	readAcks(t, hub, n)
 }
+
+// TestStateCountsDowntimeAcrossAttempts: while the cloud stays unreachable, the time the link
+// has been down keeps growing across reconnect attempts (readyz shows it); before, every
+// attempt restarted it.
+func TestStateCountsDowntimeAcrossAttempts(t *testing.T) {
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	cfg := DefaultConfig()
+	cfg.Cloud = []string{"127.0.0.1:1"}
+	c, err := New(cfg, nil, &failingStore{}, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = func() time.Time { return now }
+	c.since.Store(0)
+	c.setState(Disconnected)
+	for range 3 { // three failed attempts, a minute apart
+		now = now.Add(time.Minute)
+		c.setState(Connecting)
+		c.setState(Disconnected)
+	}
+	if s, d, _ := c.State(); s != Disconnected || d != 3*time.Minute {
+		t.Fatalf("State = %s for %s, want disconnected for 3m0s", s, d)
+	}
+	c.setState(Connecting)
+	c.setState(Connected)
+	now = now.Add(time.Second)
+	if s, d, _ := c.State(); s != Connected || d != time.Second {
+		t.Fatalf("State = %s for %s, want connected for 1s", s, d)
+	}
+}
