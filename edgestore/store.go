@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/tetherhub/tether/internal/boltsafe"
 	"github.com/tetherhub/tether/resource"
 )
 
@@ -134,7 +135,7 @@ func Open(cfg Config, reg *resource.Registry, log zerolog.Logger, promReg promet
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: cfg.OpenTimeout})
+	db, err := boltsafe.Open(cfg.Path, &bolt.Options{Timeout: cfg.OpenTimeout})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s (is another tether-edge running on this data dir?)", ErrLocked, cfg.Path)
@@ -149,7 +150,7 @@ func Open(cfg Config, reg *resource.Registry, log zerolog.Logger, promReg promet
 		stop:      make(chan struct{}),
 		stopped:   make(chan struct{}),
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = boltsafe.Update(db, func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketObjects, bucketMeta, bucketOutbox, bucketTwins} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err

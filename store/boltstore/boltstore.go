@@ -16,6 +16,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/tetherhub/tether/internal/boltkeys"
+	"github.com/tetherhub/tether/internal/boltsafe"
 	"github.com/tetherhub/tether/store"
 )
 
@@ -123,7 +124,7 @@ func Open(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Store, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: cfg.OpenTimeout})
+	db, err := boltsafe.Open(cfg.Path, &bolt.Options{Timeout: cfg.OpenTimeout})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s (is another tether-cloud running on this data dir?)", ErrLocked, cfg.Path)
@@ -150,7 +151,7 @@ func Open(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Store, er
 }
 
 func (s *Store) init() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return boltsafe.Update(s.db, func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketKV, bucketLog, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
