@@ -256,6 +256,10 @@ func (t *Topic) Publish(payload []byte, qos byte) error {
 	return nil
 }
 
+// ErrNoRoom is what a Handle consumer returns (wrapped) when it cannot take a message for lack of
+// room (a full outbox) and has given up waiting for some.
+var ErrNoRoom = errors.New("broker: no room for the message")
+
 // Handle registers h to receive every PUBLISH a client sends on a topic matching filter, and
 // every client's will message on such a topic. See the package documentation for the goroutine h
 // runs on, ordering, and what blocking in h does. There is no way to remove a handler: consumers
@@ -263,7 +267,10 @@ func (t *Topic) Publish(payload []byte, qos byte) error {
 //
 // h returns nil once it has taken care of the message (stored it, or answered it). An error
 // means it could not (the consumer is stopping): the PUBLISH is then neither acknowledged nor
-// routed, and the client sends it again after it reconnects.
+// routed, and the client sends it again after it reconnects. An error wrapping ErrNoRoom means
+// the consumer has no room for it now: an MQTT 5 client's QoS 1 PUBLISH is answered with
+// PUBACK 0x97 (quota exceeded), and any other client's connection is closed, which is how MQTT
+// 3.1.1 tells a client its message was not taken; the client sends it again after it reconnects.
 func (b *Broker) Handle(filter string, h func(topic string, payload []byte) error) error {
 	if h == nil {
 		return errors.New("broker: Handle: nil handler")

@@ -299,3 +299,34 @@ func TestSessionTakeover(t *testing.T) {
 		}
 	}
 }
+
+// TestHandleNoRoomTellsTheClient: a consumer with no room for a message (ErrNoRoom) does not
+// leave the client waiting for a PUBACK that never comes: an MQTT 5 client gets PUBACK 0x97
+// (quota exceeded) and keeps its connection; an MQTT 3.1.1 client, which has no way to hear a
+// refusal, has its connection closed, and sends the message again after it reconnects.
+func TestHandleNoRoomTellsTheClient(t *testing.T) {
+	b := startBroker(t, nil)
+	if err := b.Handle("full/#", func(string, []byte) error { return fmt.Errorf("outbox: %w", ErrNoRoom) }); err != nil {
+		t.Fatal(err)
+	}
+	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "full/x", PacketID: 7, Payload: []byte("v")}
+
+	v5 := dialRaw(t, b.addr)
+	v5.mustConnect(5, "nr5")
+	v5.sendPacket(pub)
+	ack, err := v5.read(waitLong)
+	if err != nil || ack.FixedHeader.Type != packets.Puback || ack.PacketID != 7 || ack.ReasonCode != packets.ErrQuotaExceeded.Code {
+		t.Fatalf("MQTT 5: got %v (type %d, id %d, reason %#x), want PUBACK 7 with 0x97", err, ack.FixedHeader.Type, ack.PacketID, ack.ReasonCode)
+	}
+	v5.sendPacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+	if pk, err := v5.read(waitLong); err != nil || pk.FixedHeader.Type != packets.Pingresp {
+		t.Fatalf("MQTT 5: the connection did not go on after the refusal: %v", err)
+	}
+
+	v3 := dialRaw(t, b.addr)
+	v3.mustConnect(4, "nr3")
+	v3.sendPacket(pub)
+	if got := v3.expectClosed(); len(got) != 0 {
+		t.Fatalf("MQTT 3.1.1: got %d packets, want the connection closed without a PUBACK", len(got))
+	}
+}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -198,9 +199,19 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	matched, err := h.b.dispatch(pk.TopicName, pk.Payload)
 	if err != nil {
-		// Not taken (the consumer is stopping): no PUBACK, so the client keeps the message and
-		// sends it again after it reconnects, instead of believing it delivered.
+		// Not taken (the consumer is stopping, or has no room): no PUBACK, so the client keeps
+		// the message and sends it again after it reconnects, instead of believing it
+		// delivered. For lack of room the client is told: MQTT 5 QoS 1 with PUBACK 0x97;
+		// otherwise the connection is closed (else a 3.1.1 client would wait for ever).
 		h.b.m.notTaken.Inc()
+		if errors.Is(err, ErrNoRoom) {
+			if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
+				return pk, packets.ErrQuotaExceeded
+			}
+			if c := connOf(cl); c != nil {
+				_ = c.Conn.Close()
+			}
+		}
 		return pk, packets.ErrRejectPacket
 	}
 	if !matched {

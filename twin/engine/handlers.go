@@ -92,10 +92,11 @@ func (e *Engine) onDevice(h func(topic string, payload []byte, arrived time.Time
 }
 
 // errStopped tells the broker that a device's message was not taken because the engine stopped;
-// errUploadHeld, that an upload found no room in the outbox for UploadHold.
+// errUploadHeld, that an upload found no room in the outbox for UploadHold (the broker then
+// tells the device, see broker.ErrNoRoom).
 var (
 	errStopped    = errors.New("twin: the engine has stopped")
-	errUploadHeld = errors.New("twin: no room in the outbox for the upload; the device keeps it")
+	errUploadHeld = fmt.Errorf("twin: no room in the outbox for the upload; the device keeps it: %w", broker.ErrNoRoom)
 )
 
 // resultTopic returns the result topic of a topic a client published on, made for the one
@@ -308,8 +309,10 @@ func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) erro
 
 // onUpload handles $hw/events/upload/# and SYS/dis/upload_records: the payload goes into the
 // outbox as it is, and the callback returns (the device gets its PUBACK) only once it is
-// durable. A full outbox or a failing store is retried, not dropped: the publisher waits. If
-// the engine stops first, the upload is not acknowledged, and the device sends it again.
+// durable. A full outbox or a failing store is retried, not dropped: the publisher waits, up to
+// UploadHold; then the upload is refused (MQTT 5: PUBACK 0x97; 3.1.1: the connection closes)
+// and the device keeps it and sends it again. If the engine stops first, the upload is not
+// acknowledged either, and the device sends it again.
 func (e *Engine) onUpload(topic string, payload []byte) error {
 	if !e.wait() {
 		return errStopped
