@@ -35,12 +35,29 @@ func MarkSecret(fs *pflag.FlagSet, name string) {
 	fs.SetAnnotation(name, SecretAnnotation, []string{"true"})
 }
 
+// NewFlagSet returns an empty flag set for a command that reports its parse errors to Load's
+// caller (ContinueOnError) and prints its usage, for --help, on stdout.
+func NewFlagSet(name string, stdout io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(stdout)
+	return fs
+}
+
 // Load parses args into fs, then applies the YAML file named by the "config" flag (if any) to
 // every flag not given on the command line. Keys are flag names; lists may be YAML sequences;
-// maps (labels) may be YAML mappings. An unknown key or a bad value is a UsageError naming it.
+// maps (labels) may be YAML mappings. An unknown key or a bad value is a UsageError naming it, and
+// so is a positional argument: no command takes one, and ignoring it would run something the
+// caller did not ask for. For --help (or -h) Load returns pflag.ErrHelp once the flag set has
+// printed its usage; Exit makes that exit 0.
 func Load(fs *pflag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
 		return &UsageError{Msg: err.Error()}
+	}
+	if rest := fs.Args(); len(rest) > 0 {
+		return Usagef("unexpected argument %q: %s takes flags only", rest[0], fs.Name())
 	}
 	f := fs.Lookup("config")
 	if f == nil || f.Value.String() == "" {

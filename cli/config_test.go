@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,5 +107,50 @@ func TestLogger(t *testing.T) {
 	}
 	if _, err := NewLogger(&b, "json", "loud", "p"); !IsUsage(err) {
 		t.Fatal("bad level accepted")
+	}
+}
+
+func TestHelpIsNotAnError(t *testing.T) {
+	for _, arg := range []string{"--help", "-h"} {
+		var out bytes.Buffer
+		fs := NewFlagSet("t", &out)
+		fs.String("node-name", "", "this node's name")
+		err := Load(fs, []string{arg})
+		if !errors.Is(err, pflag.ErrHelp) || !strings.Contains(out.String(), "--node-name") {
+			t.Fatalf("%s: err = %v, usage on stdout %q", arg, err, out.String())
+		}
+		var stderr bytes.Buffer
+		if code := Exit("t", err, &stderr); code != 0 || stderr.Len() != 0 {
+			t.Fatalf("%s: exit %d, stderr %q", arg, code, stderr.String())
+		}
+	}
+}
+
+func TestPositionalArgumentsAreRefused(t *testing.T) {
+	for _, args := range [][]string{{"extra"}, {"--node-name", "x", "extra"}, {"--", "extra"}} {
+		fs, _, _, _, _, _ := testFlags()
+		err := Load(fs, args)
+		if !IsUsage(err) || !strings.Contains(err.Error(), `"extra"`) {
+			t.Errorf("%q: err = %v, want a usage error naming the argument", args, err)
+		}
+	}
+}
+
+func TestCheckFlagsNamesTheFlag(t *testing.T) {
+	err := CheckFlags(
+		Flag("a", Positive(time.Second)),
+		Flag("b", AtLeast(0, 1)),
+		Flag("c", Between(5, 1, 3)),
+	)
+	if !IsUsage(err) || err.Error() != "--b: must be at least 1, got 0" {
+		t.Fatalf("err = %v", err)
+	}
+	if err := CheckFlags(Flag("a", nil), Flag("b", Between(2, 1, 3))); err != nil {
+		t.Fatalf("err = %v", err)
+	}
+	for addr, ok := range map[string]bool{"127.0.0.1:80": true, ":10000": true, "[::1]:1": true, "1883": false, "h:http": false, "h:70000": false} {
+		if err := HostPort(addr); (err == nil) != ok {
+			t.Errorf("HostPort(%q) = %v", addr, err)
+		}
 	}
 }

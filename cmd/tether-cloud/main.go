@@ -13,9 +13,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -57,18 +59,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		err = serve(args, stdout, stderr)
 	case "token":
-		if len(args) == 0 || args[0] != "create" {
-			err = cli.Usagef("usage: tether-cloud token create --node NAME | --any-node [--ttl 24h] [--server URL]")
+		switch {
+		case len(args) > 0 && args[0] == "create":
+			err = tokenCreate(args[1:], stdout)
+		case len(args) > 0 && (args[0] == "--help" || args[0] == "-h"):
+			fmt.Fprintln(stdout, tokenUsage)
+		default:
+			err = cli.Usagef("%s", tokenUsage)
+		}
+	case "version":
+		if len(args) > 0 {
+			err = cli.Usagef("unexpected argument %q: version takes none", args[0])
 			break
 		}
-		err = tokenCreate(args[1:], stdout)
-	case "version":
 		fmt.Fprintln(stdout, "tether-cloud", version)
 	default:
 		err = cli.Usagef("unknown command %q (serve, token create, version)", cmd)
 	}
 	return cli.Exit("tether-cloud", err, stderr)
 }
+
+const tokenUsage = "usage: tether-cloud token create --node NAME | --any-node [--ttl 24h] [--server URL]"
 
 type config struct {
 	dataDir, hubListen, joinListen, apiListen string
@@ -77,6 +88,7 @@ type config struct {
 	etcdEndpoints                             []string
 	etcd                                      etcdstore.Config
 	apiTokenFile                              string
+	apiTokens                                 []string // read from apiTokenFile by validate
 	logFormat, logLevel                       string
 	replica                                   string
 	history                                   int64
@@ -87,8 +99,8 @@ type config struct {
 	printConfig                               bool
 }
 
-func flags(c *config) *pflag.FlagSet {
-	fs := pflag.NewFlagSet("tether-cloud serve", pflag.ContinueOnError)
+func flags(c *config, stdout io.Writer) *pflag.FlagSet {
+	fs := cli.NewFlagSet("tether-cloud serve", stdout)
 	c.hub, c.join, c.api = cloudhub.DefaultConfig(), join.DefaultConfig(), kubeapi.DefaultConfig()
 	c.etcd = etcdstore.DefaultConfig()
 	host, _ := os.Hostname()
@@ -127,7 +139,7 @@ func flags(c *config) *pflag.FlagSet {
 
 func serve(args []string, stdout, stderr io.Writer) error {
 	var c config
-	fs := flags(&c)
+	fs := flags(&c, stdout)
 	if err := cli.Load(fs, args); err != nil {
 		return err
 	}
@@ -138,52 +150,140 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c.hub.Listen = c.hubListen
-	c.hub.History = int(c.history)
 	if err := validate(&c); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runCloud(ctx, &c, log)
+	err = runCloud(ctx, &c, log)
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		log.Info().Msg("tether-cloud stopped") // a requested stop, at any stage, is not an error
+		return nil
+	}
+	return err
 }
 
+// Limits of values that end up in package configurations. The packages' Validate enforce them
+// too (and run after the flag checks), but their errors name Config fields, not flags.
+// TestFlagLimits checks that a value at each limit passes the packages' checks as well.
+const (
+	minMaxMessage   = 4096                      // cloudhub.Config.MaxMessage
+	minCertValidity = time.Hour                 // join.Config.CertValidity
+	maxCertValidity = 10 * 365 * 24 * time.Hour // join.Config.CertValidity
+	minMaxBody      = 1024                      // kubeapi.Config.MaxBodyBytes
+)
+
+// validate checks every flag, reporting a bad value as its flag, then completes c: it fills in
+// the package configurations and reads the API's bearer tokens. It starts and creates nothing.
 func validate(c *config) error {
-	for name, addr := range map[string]string{"hub-listen": c.hubListen, "join-listen": c.joinListen, "api-listen": c.apiListen} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return cli.Usagef("%s: %v", name, err)
-		}
+	err := cli.CheckFlags(
+		cli.Flag("data-dir", cli.NotEmpty(c.dataDir)),
+		cli.Flag("hub-listen", cli.HostPort(c.hubListen)),
+		cli.Flag("join-listen", cli.HostPort(c.joinListen)),
+		cli.Flag("api-listen", cli.HostPort(c.apiListen)),
+		cli.Flag("advertise-address", certHostsErr(c.advertise)),
+		cli.Flag("store", oneOf(c.storeKind, "embedded", "etcd")),
+		cli.Flag("history", cli.AtLeast(c.history, 1000)),
+		cli.Flag("watch-cache", cli.AtLeast(c.watchCache, 1)),
+		cli.Flag("heartbeat", cli.Positive(c.hub.Heartbeat)),
+		cli.Flag("node-grace-period", cli.Positive(c.hub.GracePeriod)),
+		cli.Flag("node-status-interval", cli.Positive(c.hub.StatusInterval)),
+		cli.Flag("progress-interval", cli.Positive(c.hub.Progress)),
+		cli.Flag("write-timeout", cli.Positive(c.hub.WriteTimeout)),
+		cli.Flag("slow-node-timeout", cli.Positive(c.hub.SlowTimeout)),
+		cli.Flag("node-window", cli.Between(c.hub.Window, 1, cloudhub.MaxWindow)),
+		cli.Flag("max-message-bytes", cli.AtLeast(c.hub.MaxMessage, minMaxMessage)),
+		cli.Flag("cert-validity", cli.Between(c.join.CertValidity, minCertValidity, maxCertValidity)),
+		cli.Flag("max-body-bytes", cli.AtLeast(c.api.MaxBodyBytes, minMaxBody)),
+	)
+	if err != nil {
+		return err
 	}
-	switch c.storeKind {
-	case "embedded":
-	case "etcd":
-		if len(c.etcdEndpoints) == 0 {
-			return cli.Usagef("etcd-endpoints: required with --store etcd")
+	if c.storeKind == "etcd" {
+		err := cli.CheckFlags(
+			cli.Flag("etcd-endpoints", etcdEndpointsErr(c.etcdEndpoints)),
+			cli.Flag("etcd-prefix", etcdPrefixErr(c.etcd.Prefix)),
+			cli.Flag("etcd-key-file", requiredWith(c.etcd.KeyFile, c.etcd.CertFile, "--etcd-cert-file")),
+			cli.Flag("etcd-cert-file", requiredWith(c.etcd.CertFile, c.etcd.KeyFile, "--etcd-key-file")),
+			cli.Flag("etcd-compact-interval", cli.AtLeast(c.etcd.CompactInterval, 0)),
+		)
+		if err != nil {
+			return err
 		}
 		c.etcd.Endpoints, c.etcd.History = c.etcdEndpoints, c.history
 		if err := c.etcd.Validate(); err != nil {
 			return cli.Usagef("%v", err)
 		}
-	default:
-		return cli.Usagef("store: %q is not embedded or etcd", c.storeKind)
 	}
-	if !isLoopback(c.apiListen) && c.apiTokenFile == "" {
-		return cli.Usagef("api-token-file: required when api-listen (%s) is not a loopback address", c.apiListen)
+	if !isLoopback(c.apiListen) {
+		if c.apiTokenFile == "" {
+			return cli.Usagef("--api-token-file: required when --api-listen (%s) is not a loopback address", c.apiListen)
+		}
+		if c.apiTokens, err = readTokens(c.apiTokenFile); err != nil {
+			return cli.FlagError("api-token-file", err)
+		}
 	}
-	if c.history < 1000 {
-		return cli.Usagef("history: must be at least 1000, got %d", c.history)
+	c.hub.Listen = c.hubListen
+	c.hub.History = int(c.history)
+	// The packages' own checks catch what the flag checks above do not know of.
+	for _, v := range []interface{ Validate() error }{c.hub, c.join, c.api} {
+		if err := v.Validate(); err != nil {
+			return cli.Usagef("%v", err)
+		}
 	}
-	if c.watchCache < 1 {
-		return cli.Usagef("watch-cache: must be at least 1, got %d", c.watchCache)
+	return nil
+}
+
+func oneOf(v string, allowed ...string) error {
+	if slices.Contains(allowed, v) {
+		return nil
 	}
-	if err := c.hub.Validate(); err != nil {
-		return cli.Usagef("%v", err)
+	return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+// certHostsErr checks the names and IPs for the server certificate as pki.IssueServer will,
+// so that a bad one is reported before the data dir and the CA are created.
+func certHostsErr(hosts []string) error {
+	for _, h := range hosts {
+		h = strings.TrimSpace(h)
+		if h == "" || net.ParseIP(h) != nil {
+			continue
+		}
+		name := strings.TrimPrefix(strings.ToLower(strings.TrimSuffix(h, ".")), "*.")
+		if pki.ValidNodeName(name) != nil { // a Node name is a DNS-1123 subdomain
+			if strings.Contains(h, ":") {
+				return fmt.Errorf("%q is not an IP address or DNS name (give the host without a port)", h)
+			}
+			return fmt.Errorf("%q is not an IP address or DNS name", h)
+		}
 	}
-	if err := c.join.Validate(); err != nil {
-		return cli.Usagef("%v", err)
+	return nil
+}
+
+func etcdEndpointsErr(endpoints []string) error {
+	if len(endpoints) == 0 {
+		return errors.New("required with --store etcd")
 	}
-	if err := c.api.Validate(); err != nil {
-		return cli.Usagef("%v", err)
+	for _, e := range endpoints {
+		if strings.TrimSpace(e) == "" {
+			return errors.New("an endpoint is empty")
+		}
+	}
+	return nil
+}
+
+func etcdPrefixErr(prefix string) error {
+	if !strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") || strings.Contains(prefix, "!") {
+		return fmt.Errorf("%q must start with /, not end with / and hold no !", prefix)
+	}
+	return nil
+}
+
+// requiredWith is the error of a flag whose value v is empty while that of its partner, other, is
+// not: a client certificate needs its key and the reverse.
+func requiredWith(v, other, otherFlag string) error {
+	if v == "" && other != "" {
+		return fmt.Errorf("required with %s", otherFlag)
 	}
 	return nil
 }
@@ -206,9 +306,9 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	serverCert, err := ca.IssueServer(c.advertise, 365*24*time.Hour, now())
+	serverCert, err := ca.IssueServer(certHosts(c), 365*24*time.Hour, now())
 	if err != nil {
-		return cli.Usagef("advertise-address: %v", err)
+		return cli.FlagError("advertise-address", err)
 	}
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -292,11 +392,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	var apiHandler http.Handler = mux
 	apiTLS := !isLoopback(c.apiListen)
 	if apiTLS {
-		tokensList, err := readTokens(c.apiTokenFile)
-		if err != nil {
-			return cli.Usagef("api-token-file: %v", err)
-		}
-		apiHandler = bearer(tokensList, mux)
+		apiHandler = bearer(c.apiTokens, mux)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -314,12 +410,22 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	g.Go(func() error { return serveHTTP(gctx, apiHTTP, c.apiListen, apiTLS, "api", log) })
 	log.Info().Str("version", version).Str("data_dir", c.dataDir).Str("cluster", backend.ClusterID()).
 		Str("ca_hash", ca.Hash()).Msg("tether-cloud starting")
-	err = g.Wait()
-	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
-		log.Info().Msg("tether-cloud stopped")
-		return nil
+	return g.Wait()
+}
+
+// certHosts is what the certificate the hub, join and API ports share names: the advertised
+// names and IPs, and the specific IP each of those ports listens on, so that a client dialing
+// that IP (kubectl at --api-listen, say) verifies it without --advertise-address. A wildcard
+// listen address (0.0.0.0, ::) names no address and adds nothing.
+func certHosts(c *config) []string {
+	hosts := slices.Clone(c.advertise)
+	for _, addr := range []string{c.hubListen, c.joinListen, c.apiListen} {
+		host, _, _ := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			hosts = append(hosts, ip.String())
+		}
 	}
-	return err
+	return hosts
 }
 
 // serveHTTP runs srv on addr until ctx ends, then shuts it down.
@@ -388,7 +494,7 @@ func bearer(tokens []string, next http.Handler) http.Handler {
 }
 
 func tokenCreate(args []string, stdout io.Writer) error {
-	fs := pflag.NewFlagSet("tether-cloud token create", pflag.ContinueOnError)
+	fs := cli.NewFlagSet("tether-cloud token create", stdout)
 	server := fs.String("server", "http://127.0.0.1:10080", "the cloud API")
 	node := fs.String("node", "", "bind the token to this node name")
 	anyNode := fs.Bool("any-node", false, "make a fleet token, valid for any node name")
@@ -402,19 +508,24 @@ func tokenCreate(args []string, stdout io.Writer) error {
 	if (*node == "") == !*anyNode {
 		return cli.Usagef("give exactly one of --node NAME or --any-node")
 	}
-	if *ttl <= 0 {
-		return cli.Usagef("ttl: must be positive, got %s", *ttl)
+	if *node != "" {
+		if err := pki.ValidNodeName(*node); err != nil {
+			return cli.FlagError("node", err)
+		}
+	}
+	if err := cli.CheckFlags(cli.Flag("ttl", cli.Positive(*ttl)), cli.Flag("server", serverURLErr(*server))); err != nil {
+		return err
 	}
 	body, _ := json.Marshal(map[string]any{"node": *node, "anyNode": *anyNode, "ttl": ttl.String()})
 	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(*server, "/")+cloudapi.TokensPath, bytes.NewReader(body))
 	if err != nil {
-		return cli.Usagef("server: %v", err)
+		return cli.FlagError("server", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if *bearerFile != "" {
 		toks, err := readTokens(*bearerFile)
 		if err != nil {
-			return cli.Usagef("token-file: %v", err)
+			return cli.FlagError("token-file", err)
 		}
 		req.Header.Set("Authorization", "Bearer "+toks[0])
 	}
@@ -422,11 +533,11 @@ func tokenCreate(args []string, stdout io.Writer) error {
 	if *caFile != "" {
 		pem, err := os.ReadFile(*caFile)
 		if err != nil {
-			return cli.Usagef("ca-file: %v", err)
+			return cli.FlagError("ca-file", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return cli.Usagef("ca-file: %s holds no PEM certificate", *caFile)
+			return cli.Usagef("--ca-file: %s holds no PEM certificate", *caFile)
 		}
 		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	}
@@ -451,5 +562,14 @@ func tokenCreate(args []string, stdout io.Writer) error {
 		return fmt.Errorf("unexpected answer from the cloud: %w", err)
 	}
 	fmt.Fprintln(stdout, tr.Token)
+	return nil
+}
+
+// serverURLErr is nil if raw is an http:// or https:// URL with a host.
+func serverURLErr(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http:// or https:// URL of the cloud API", raw)
+	}
 	return nil
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -52,6 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		err = runCmd(args, stdout, stderr)
 	case "version":
+		if len(args) > 0 {
+			err = cli.Usagef("unexpected argument %q: version takes none", args[0])
+			break
+		}
 		fmt.Fprintln(stdout, "tether-edge", version)
 	default:
 		err = cli.Usagef("unknown command %q (run, version)", cmd)
@@ -64,6 +70,7 @@ type config struct {
 	cloud                             []string
 	metaListen, mqttListen            string
 	labels                            map[string]string
+	joinToken                         pki.Token // parsed from token by validate
 	logFormat, logLevel               string
 	hub                               edgehub.Config
 	api                               kubeapi.Config
@@ -74,8 +81,8 @@ type config struct {
 	printConfig                       bool
 }
 
-func flags(c *config) *pflag.FlagSet {
-	fs := pflag.NewFlagSet("tether-edge run", pflag.ContinueOnError)
+func flags(c *config, stdout io.Writer) *pflag.FlagSet {
+	fs := cli.NewFlagSet("tether-edge run", stdout)
 	c.hub, c.api, c.mqtt = edgehub.DefaultConfig(), kubeapi.DefaultConfig(), broker.DefaultConfig()
 	c.twin = engine.DefaultConfig("")
 	fs.String("config", "", "YAML file whose keys are these flags' names")
@@ -106,7 +113,7 @@ func flags(c *config) *pflag.FlagSet {
 
 func runCmd(args []string, stdout, stderr io.Writer) error {
 	var c config
-	fs := flags(&c)
+	fs := flags(&c, stdout)
 	if err := cli.Load(fs, args); err != nil {
 		return err
 	}
@@ -117,68 +124,151 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c.hub.Cloud, c.hub.Agent, c.mqtt.Listen = c.cloud, version, c.mqttListen
-	if err := c.hub.Validate(); err != nil {
-		return cli.Usagef("cloud: %v", err)
+	if err := validate(&c); err != nil {
+		return err
 	}
-	if _, _, err := net.SplitHostPort(c.metaListen); err != nil {
-		return cli.Usagef("metaserver-listen: %v", err)
-	}
-	if err := c.mqtt.Validate(); err != nil {
-		return cli.Usagef("mqtt: %v", err)
-	}
-	if c.twin.MaxDevices < 1 {
-		return cli.Usagef("max-devices: must be at least 1, got %d", c.twin.MaxDevices)
-	}
-	if c.twin.Limits.MaxValueLen < 1 {
-		return cli.Usagef("twin-max-value-length: must be at least 1, got %d", c.twin.Limits.MaxValueLen)
-	}
-	if c.outboxLimit < 1 {
-		return cli.Usagef("outbox-limit: must be at least 1, got %d", c.outboxLimit)
-	}
-	if c.memoryLimitMiB < 0 {
-		return cli.Usagef("memory-limit-mib: must not be negative, got %d", c.memoryLimitMiB)
+	// Whether this node must still join decides which flags it needs; reading the data dir
+	// creates nothing in it.
+	id, err := edgehub.LoadIdentity(c.dataDir)
+	switch {
+	case errors.Is(err, pki.ErrNoIdentity):
+		if err := joinFlagsErr(&c); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	case c.nodeName != "" && c.nodeName != id.Current().Name:
+		return cli.Usagef("--node-name: %q, but the data dir %s holds the identity of %q", c.nodeName, c.dataDir, id.Current().Name)
 	}
 	if c.memoryLimitMiB > 0 {
 		debug.SetMemoryLimit(int64(c.memoryLimitMiB) << 20)
 	}
-	if err := join.ValidateLabels(c.labels); err != nil {
-		return cli.Usagef("node-labels: %v", err)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runEdge(ctx, &c, log)
+	err = runEdge(ctx, &c, id, log)
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		log.Info().Msg("tether-edge stopped") // a requested stop, at any stage (joining too), is not an error
+		return nil
+	}
+	return err
 }
 
-// identity loads the node's identity, joining the cloud first if there is none.
-func identity(ctx context.Context, c *config, log zerolog.Logger) (*edgehub.FileIdentity, error) {
-	id, err := edgehub.LoadIdentity(c.dataDir)
-	switch {
-	case err == nil:
-		if c.nodeName != "" && c.nodeName != id.Current().Name {
-			return nil, cli.Usagef("node-name: %q, but the data dir %s holds the identity of %q", c.nodeName, c.dataDir, id.Current().Name)
-		}
-		return id, nil
-	case !errors.Is(err, pki.ErrNoIdentity):
-		return nil, err
-	}
-	if c.nodeName == "" || c.joinURL == "" || c.token == "" {
-		return nil, cli.Usagef("this node has not joined yet: give --node-name, --join and --token")
-	}
-	if err := pki.ValidNodeName(c.nodeName); err != nil {
-		return nil, cli.Usagef("node-name: %v", err)
-	}
-	tok, err := pki.ParseToken(c.token)
+// Limits of values that end up in package configurations. The packages' Validate enforce them
+// too (and run after the flag checks), but their errors name Config fields, not flags.
+// TestFlagLimits checks that a value at each limit passes the packages' checks as well.
+const (
+	maxReportWindow  = 16384               // edgehub.Config.ReportWindow
+	minMQTTPacket    = 128                 // broker.Config.MaxPacketSize
+	maxMQTTPacket    = 1 + 4 + 268_435_455 // broker.Config.MaxPacketSize: the most MQTT can frame
+	maxMQTTClientSum = math.MaxInt32       // broker.Config.MaxClients + MaxPendingConnections
+)
+
+// validate checks every flag, reporting a bad value as its flag, then completes c: it fills in
+// the package configurations and parses the join token. It starts and creates nothing.
+func validate(c *config) error {
+	err := cli.CheckFlags(
+		cli.Flag("data-dir", cli.NotEmpty(c.dataDir)),
+		cli.Flag("cloud", cloudErr(c.cloud)),
+		cli.Flag("metaserver-listen", cli.HostPort(c.metaListen)),
+		cli.Flag("mqtt-listen", cli.HostPort(c.mqttListen)),
+		cli.Flag("node-name", ifGiven(c.nodeName, pki.ValidNodeName)),
+		cli.Flag("join", ifGiven(c.joinURL, joinURLErr)),
+		cli.Flag("node-labels", join.ValidateLabels(c.labels)),
+		cli.Flag("write-timeout", cli.Positive(c.hub.WriteTimeout)),
+		// BackoffMin is no flag: a longest wait below it is as wrong as a negative one.
+		cli.Flag("reconnect-max", cli.AtLeast(c.hub.BackoffMax, c.hub.BackoffMin)),
+		cli.Flag("report-window", cli.Between(c.hub.ReportWindow, 1, maxReportWindow)),
+		cli.Flag("cert-renew-at", shareErr(c.hub.RenewAt)),
+		cli.Flag("mqtt-max-packet-bytes", cli.Between(c.mqtt.MaxPacketSize, minMQTTPacket, maxMQTTPacket)),
+		cli.Flag("mqtt-max-clients", cli.Between(c.mqtt.MaxClients, 1, maxMQTTClientSum-c.mqtt.MaxPendingConnections)),
+		cli.Flag("max-devices", cli.AtLeast(c.twin.MaxDevices, 1)),
+		cli.Flag("twin-max-value-length", cli.AtLeast(c.twin.Limits.MaxValueLen, 1)),
+		cli.Flag("outbox-limit", cli.AtLeast(c.outboxLimit, 1)),
+		cli.Flag("memory-limit-mib", cli.AtLeast(c.memoryLimitMiB, 0)),
+	)
 	if err != nil {
-		return nil, cli.Usagef("token: %v", err)
+		return err
 	}
+	if c.token != "" {
+		if c.joinToken, err = pki.ParseToken(c.token); err != nil {
+			return cli.FlagError("token", err) // the error says what is wrong, never the token
+		}
+	}
+	c.hub.Cloud, c.hub.Agent, c.mqtt.Listen = c.cloud, version, c.mqttListen
+	// The packages' own checks catch what the flag checks above do not know of.
+	for _, v := range []interface{ Validate() error }{c.hub, c.mqtt} {
+		if err := v.Validate(); err != nil {
+			return cli.Usagef("%v", err)
+		}
+	}
+	return nil
+}
+
+// joinFlagsErr names the flags a node that has not joined yet lacks.
+func joinFlagsErr(c *config) error {
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"node-name", c.nodeName}, {"join", c.joinURL}, {"token", c.token}} {
+		if f.v == "" {
+			missing = append(missing, "--"+f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return cli.Usagef("%s: required: this node has not joined yet (no identity in %s)", strings.Join(missing, ", "), c.dataDir)
+	}
+	return nil
+}
+
+func ifGiven(v string, check func(string) error) error {
+	if v == "" {
+		return nil
+	}
+	return check(v)
+}
+
+func cloudErr(addrs []string) error {
+	if len(addrs) == 0 {
+		return errors.New("required: the hub's HOST:PORT[,HOST:PORT…]")
+	}
+	for _, a := range addrs {
+		if err := cli.HostPort(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// joinURLErr is nil if raw is what join.Join accepts: https://HOST:PORT, without user, query or
+// fragment. Checked at startup: join.Join's error would only come back at the first attempt,
+// which the retry loop then repeats forever.
+func joinURLErr(raw string) error {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("%q must be https://HOST:PORT", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q must be https://HOST:PORT, without user, query or fragment", u.Redacted())
+	}
+	return nil
+}
+
+// shareErr is nil if v is strictly between 0 and 1.
+func shareErr(v float64) error {
+	if !(v > 0 && v < 1) {
+		return fmt.Errorf("must be between 0 and 1 (exclusive), got %g", v)
+	}
+	return nil
+}
+
+// joinCloud joins the cloud, retrying while the join service cannot be reached, and returns the
+// identity it stored in the data dir.
+func joinCloud(ctx context.Context, c *config, log zerolog.Logger) (*edgehub.FileIdentity, error) {
 	key, err := pki.NewKey()
 	if err != nil {
 		return nil, err
 	}
 	wait := time.Second
 	for {
-		certPEM, caPEM, err := join.Join(ctx, c.joinURL, tok, c.nodeName, c.labels, key)
+		certPEM, caPEM, err := join.Join(ctx, c.joinURL, c.joinToken, c.nodeName, c.labels, key)
 		if err == nil {
 			if err := pki.SaveNodeIdentity(c.dataDir, certPEM, caPEM, key); err != nil {
 				return nil, err
@@ -189,6 +279,9 @@ func identity(ctx context.Context, c *config, log zerolog.Logger) (*edgehub.File
 		var jerr *join.Error
 		if errors.As(err, &jerr) || errors.Is(err, join.ErrCAMismatch) {
 			return nil, fmt.Errorf("join refused: %w", err) // retrying will not help
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // stopped during the attempt
 		}
 		log.Warn().Err(err).Dur("retry_in", wait).Msg("cannot reach the join service yet")
 		select {
@@ -209,7 +302,9 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
+// runEdge runs the agent as id, the identity runCmd found in the data dir; with none (nil) the
+// node joins first.
+func runEdge(ctx context.Context, c *config, id *edgehub.FileIdentity, log zerolog.Logger) error {
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -224,9 +319,10 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	id, err := identity(ctx, c, log)
-	if err != nil {
-		return err
+	if id == nil {
+		if id, err = joinCloud(ctx, c, log); err != nil {
+			return err
+		}
 	}
 	node := id.Current().Name
 	log = log.With().Str("node", node).Logger()
@@ -301,10 +397,5 @@ func runEdge(ctx context.Context, c *config, log zerolog.Logger) error {
 		return nil
 	})
 	log.Info().Str("version", version).Str("data_dir", c.dataDir).Strs("cloud", c.cloud).Msg("tether-edge starting")
-	err = g.Wait()
-	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
-		log.Info().Msg("tether-edge stopped")
-		return nil
-	}
-	return err
+	return g.Wait()
 }

@@ -28,6 +28,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "mapper":
 		err = mapperCmd(args, stdout)
 	case "version":
+		if len(args) > 0 {
+			err = cli.Usagef("unexpected argument %q: version takes none", args[0])
+			break
+		}
 		fmt.Fprintln(stdout, "tether-sim", version)
 	default:
 		err = cli.Usagef("unknown command %q (run, mapper, version)", cmd)

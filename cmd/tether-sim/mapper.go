@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/tetherhub/tether/cli"
 	"github.com/tetherhub/tether/sim/mapper"
 )
@@ -21,7 +19,7 @@ import (
 // property of a device every interval and, like a real mapper, applies the desired values the
 // cloud sets (twin/update/delta) and reports them back.
 func mapperCmd(args []string, stdout io.Writer) error {
-	fs := pflag.NewFlagSet("tether-sim mapper", pflag.ContinueOnError)
+	fs := cli.NewFlagSet("tether-sim mapper", stdout)
 	broker := fs.String("mqtt", "127.0.0.1:1883", "the edge's MQTT broker")
 	device := fs.String("device", "", "device id namespace/name (required)")
 	property := fs.String("property", "temperature", "the property to report")
@@ -32,10 +30,10 @@ func mapperCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *device == "" {
-		return cli.Usagef("device: required (namespace/name)")
+		return cli.Usagef("--device: required (namespace/name)")
 	}
-	if *every <= 0 {
-		return cli.Usagef("every: must be positive, got %s", *every)
+	if err := cli.Positive(*every); err != nil {
+		return cli.FlagError("every", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

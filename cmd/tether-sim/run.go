@@ -10,15 +10,13 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/spf13/pflag"
-
 	"github.com/tetherhub/tether/cli"
 	"github.com/tetherhub/tether/sim"
 )
 
 func runScenario(args []string, stdout, stderr io.Writer) error {
 	cfg := sim.DefaultConfig()
-	fs := pflag.NewFlagSet("tether-sim", pflag.ContinueOnError)
+	fs := cli.NewFlagSet("tether-sim", stdout)
 	fs.String("config", "", "YAML file whose keys are these flags' names")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration and exit")
 	fs.StringSliceVar(&cfg.Cloud, "cloud", cfg.Cloud, "hub addresses HOST:PORT")

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"io"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tetherhub/tether/cli"
+)
+
+func validated(t *testing.T, args ...string) (*config, error) {
+	t.Helper()
+	var c config
+	if err := cli.Load(flags(&c, io.Discard), args); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return &c, validate(&c)
+}
+
+// TestFlagLimits: a value just outside a flag's range is refused naming the flag, and the value
+// at the edge of the range passes the whole validation, the packages' own checks included (so
+// the limits here have not drifted from theirs).
+func TestFlagLimits(t *testing.T) {
+	for _, c := range []struct{ flag, ok, bad string }{
+		{"heartbeat", "1ns", "0s"},
+		{"node-grace-period", "1ns", "-1s"},
+		{"node-status-interval", "1ns", "0s"},
+		{"progress-interval", "1ns", "0s"},
+		{"write-timeout", "1ns", "0s"},
+		{"slow-node-timeout", "1ns", "0s"},
+		{"node-window", "1", "0"},
+		{"node-window", "16384", "16385"},
+		{"max-message-bytes", "4096", "4095"},
+		{"cert-validity", "1h", "59m59s"},
+		{"cert-validity", "87600h", "87600h1s"},
+		{"max-body-bytes", "1024", "1023"},
+		{"history", "1000", "999"},
+		{"watch-cache", "1", "0"},
+		{"hub-listen", "127.0.0.1:0", "127.0.0.1"},
+		{"advertise-address", "Cloud.Example.", "cloud.example:10000"},
+		{"store", "embedded", "mongo"},
+	} {
+		if _, err := validated(t, "--"+c.flag, c.ok); err != nil {
+			t.Errorf("--%s %s: %v", c.flag, c.ok, err)
+		}
+		_, err := validated(t, "--"+c.flag, c.bad)
+		if !cli.IsUsage(err) || !strings.HasPrefix(err.Error(), "--"+c.flag+": ") {
+			t.Errorf("--%s %s: %v, want a usage error naming the flag", c.flag, c.bad, err)
+		}
+	}
+}
+
+// TestCertHostsNameListenIPs: the shared server certificate names each specific listen IP,
+// but not a wildcard.
+func TestCertHostsNameListenIPs(t *testing.T) {
+	c := &config{advertise: []string{"cloud.example"}, hubListen: "[::]:1", joinListen: "127.0.0.2:2", apiListen: "0.0.0.0:3"}
+	if got := certHosts(c); !slices.Equal(got, []string{"cloud.example", "127.0.0.2"}) {
+		t.Fatalf("hosts = %v", got)
+	}
+	c.apiListen = "192.0.2.2:10080"
+	if got := certHosts(c); !slices.Equal(got, []string{"cloud.example", "127.0.0.2", "192.0.2.2"}) {
+		t.Fatalf("hosts = %v", got)
+	}
+	if !slices.Equal(c.advertise, []string{"cloud.example"}) {
+		t.Fatalf("certHosts changed --advertise-address: %v", c.advertise)
+	}
+}
