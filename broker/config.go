@@ -53,7 +53,8 @@ type Config struct {
 
 	// MaxSubscriptionsPerClient bounds the topic filters one session holds. Filters past it are
 	// refused in SUBACK (0x97 "quota exceeded" for MQTT 5, 0x80 for 3.1.1); the client stays
-	// connected.
+	// connected. The default, 1,000, lets a KubeEdge mapper that subscribes per device (delta
+	// and get results) serve a few hundred devices over one connection.
 	MaxSubscriptionsPerClient int
 
 	// MaxSessions bounds the sessions the broker keeps: connected clients and the kept sessions
@@ -112,7 +113,7 @@ func DefaultConfig() Config {
 		ConnectTimeout:            10 * time.Second,
 		WriteTimeout:              10 * time.Second,
 		MaxInflight:               1024,
-		MaxSubscriptionsPerClient: 100,
+		MaxSubscriptionsPerClient: 1_000,
 		MaxSessions:               10_000,
 		MaxRetained:               1_000,
 		SessionExpiry:             time.Hour,

@@ -105,6 +105,7 @@ func flags(c *config, stdout io.Writer) *pflag.FlagSet {
 	fs.Float64Var(&c.hub.RenewAt, "cert-renew-at", c.hub.RenewAt, "share of the certificate's lifetime after which it is renewed over the hub session")
 	fs.Uint32Var(&c.mqtt.MaxPacketSize, "mqtt-max-packet-bytes", c.mqtt.MaxPacketSize, "largest MQTT packet accepted")
 	fs.IntVar(&c.mqtt.MaxClients, "mqtt-max-clients", c.mqtt.MaxClients, "most MQTT clients at once")
+	fs.IntVar(&c.mqtt.MaxSubscriptionsPerClient, "mqtt-max-subscriptions", c.mqtt.MaxSubscriptionsPerClient, "most topic filters one MQTT client may hold (a mapper subscribing per device needs a few per device)")
 	fs.IntVar(&c.twin.MaxDevices, "max-devices", c.twin.MaxDevices, "most devices whose twins the node serves")
 	fs.IntVar(&c.memoryLimitMiB, "memory-limit-mib", 0, "soft limit on the agent's Go memory (heap and goroutine stacks), in MiB: the garbage collector works harder near it, trading CPU for memory (0: none, or $GOMEMLIMIT)")
 	fs.IntVar(&c.twin.Limits.MaxValueLen, "twin-max-value-length", c.twin.Limits.MaxValueLen, "longest twin value accepted, in characters")
@@ -181,6 +182,7 @@ func validate(c *config) error {
 		cli.Flag("cert-renew-at", shareErr(c.hub.RenewAt)),
 		cli.Flag("mqtt-max-packet-bytes", cli.Between(c.mqtt.MaxPacketSize, minMQTTPacket, maxMQTTPacket)),
 		cli.Flag("mqtt-max-clients", cli.Between(c.mqtt.MaxClients, 1, maxMQTTClientSum-c.mqtt.MaxPendingConnections)),
+		cli.Flag("mqtt-max-subscriptions", cli.AtLeast(c.mqtt.MaxSubscriptionsPerClient, 1)),
 		cli.Flag("max-devices", cli.AtLeast(c.twin.MaxDevices, 1)),
 		cli.Flag("twin-max-value-length", cli.AtLeast(c.twin.Limits.MaxValueLen, 1)),
 		cli.Flag("outbox-limit", cli.AtLeast(c.outboxLimit, 1)),
