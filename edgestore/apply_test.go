@@ -150,27 +150,3 @@ func TestUnchangedObjectKeepsItsVersion(t *testing.T) {
 		t.Fatalf("other content made %d changes, want 1", len(c))
 	}
 }
-
-// TestDeviceStoredWithoutStatus: a Device is kept without its status, which this edge reports
-// and the cloud does not send back when only it changes: a stored copy would be stale.
-func TestDeviceStoredWithoutStatus(t *testing.T) {
-	s := openTwinStore(t, nil)
-	key := resource.Key{Resource: resource.Devices, Namespace: "ns", Name: "d"}
-	done := make(chan error, 1)
-	err := s.Apply(context.Background(), []protocol.Message{&protocol.Upsert{Key: key, Rev: 3, Object: []byte(
-		`{"metadata":{"name":"d","namespace":"ns"},"spec":{"nodeName":"n"},"status":{"state":"online","twins":[{"propertyName":"t","reported":{"value":"1"}}]}}`)}},
-		func(err error) { done <- err })
-	if err == nil {
-		err = <-done
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := s.Get(resource.StoreKey(key))
-	if err != nil || rec == nil {
-		t.Fatalf("get: %v %v", rec, err)
-	}
-	if strings.Contains(string(rec.Object), "status") || !strings.Contains(string(rec.Object), `"nodeName":"n"`) {
-		t.Fatalf("stored %s, want the Device without its status", rec.Object)
-	}
-}

@@ -266,13 +266,6 @@ func prepare(raw []byte, key resource.Key, info resource.Info, localRev uint64) 
 	if spec, ok := m["spec"].(map[string]any); ok {
 		meta.NodeName, _ = spec["nodeName"].(string)
 	}
-	if key.Resource == resource.Devices {
-		// A Device's status is what this edge reports from its twins; the cloud does not send
-		// changes to it back down (view.Routed), so a copy here would be a stale snapshot
-		// from the Device's last spec change. The twin topics (twin/get) serve the current
-		// twin; the metaserver serves Devices without status rather than with a wrong one.
-		delete(m, "status")
-	}
 	cloudRV, _ := md["resourceVersion"].(string)
 	md["resourceVersion"] = strconv.FormatUint(localRev, 10)
 	out, err := json.Marshal(m)
