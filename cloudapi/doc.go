@@ -11,5 +11,8 @@
 //
 // Objects keep every field they were given; metadata the server owns (uid, creationTimestamp,
 // generation, resourceVersion) is set here, and status is written only through the status
-// subresource for the kinds that have one.
+// subresource for the kinds that have one. As in Kubernetes, a Secret's stringData is folded
+// into its data and not stored, and a write whose result is the stored object writes nothing
+// (no new version, no event). A Device whose desired values its DeviceModel's types refuse is
+// refused (422) when its spec is written, since its edge would refuse its whole desired state.
 package cloudapi

@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
 	"github.com/tetherhub/tether/index"
@@ -56,10 +58,10 @@ func (o *Objects) onUpdate(u index.Update) {
 	ev := kubeapi.Event{Rev: u.Rev()}
 	switch {
 	case u.Old == nil:
-		ev.Type, ev.Resource, ev.Meta, ev.Object = kubeapi.Added, u.New.Key.Resource, metaOf(u.New), u.New.Raw
+		ev.Type, ev.Resource, ev.Meta, ev.Object = kubeapi.Added, u.New.Key.Resource, eventMeta(u.New), u.New.Raw
 	case u.New == nil:
-		ev.Type, ev.Resource, ev.Meta = kubeapi.Deleted, u.Old.Key.Resource, metaOf(u.Old)
-		prev := metaOf(u.Old)
+		ev.Type, ev.Resource, ev.Meta = kubeapi.Deleted, u.Old.Key.Resource, eventMeta(u.Old)
+		prev := ev.Meta
 		ev.Prev = &prev
 		// A deleted object is reported with the revision of its deletion, as Kubernetes does.
 		raw, err := index.SetResourceVersion(u.Old.Raw, u.Rev())
@@ -68,11 +70,27 @@ func (o *Objects) onUpdate(u index.Update) {
 		}
 		ev.Object = raw
 	default:
-		ev.Type, ev.Resource, ev.Meta, ev.Object = kubeapi.Modified, u.New.Key.Resource, metaOf(u.New), u.New.Raw
-		prev := metaOf(u.Old)
+		ev.Type, ev.Resource, ev.Meta, ev.Object = kubeapi.Modified, u.New.Key.Resource, eventMeta(u.New), u.New.Raw
+		prev := eventMeta(u.Old)
 		ev.Prev = &prev
 	}
 	o.cache.Add(ev)
+}
+
+// eventMeta is metaOf with the object fields (a Pod's phase, a Secret's type) read from the
+// object: a watch selecting on them must know what the object was before a change, and only
+// here is the old object at hand. Lists do without them (the Handler reads them from the items
+// it is about to send), so they cost a parse per change, not one per object listed.
+func eventMeta(obj *index.Object) kubeapi.Meta {
+	m := metaOf(obj)
+	if f := kubeapi.ObjectFields(obj.Key.Resource, obj.Raw); f != nil {
+		if m.Fields == nil {
+			m.Fields = f
+		} else {
+			maps.Copy(m.Fields, f)
+		}
+	}
+	return m
 }
 
 func metaOf(obj *index.Object) kubeapi.Meta {
@@ -245,9 +263,21 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 	}
 	delete(md, "resourceVersion")
 	delete(md, "deletionTimestamp")
+	if err := mergeStringData(info, obj); err != nil {
+		return nil, err
+	}
 	raw, err := validate(o.reg, info, ns, name, obj)
 	if err != nil {
 		return nil, err
+	}
+	if info.GroupResource() == resource.Devices {
+		snap, err := o.latest(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkDesired(snap, ns, name, raw); err != nil {
+			return nil, err
+		}
 	}
 	rev, err := o.backend.Create(ctx, storeKey(info, ns, name), raw)
 	switch {
@@ -310,17 +340,20 @@ func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 		case kubeapi.StrategicPatch:
 			schema, ok := kubeapi.BuiltinType(info)
 			if !ok {
-				return nil, kubeapi.BadRequest("strategic merge patch is not supported for %s; use a merge patch", info.Resource)
+				// As Kubernetes answers it for a custom resource.
+				return nil, kubeapi.UnsupportedPatch(string(pt), kubeapi.JSONPatch, kubeapi.MergePatch)
 			}
 			out, err = strategicpatch.StrategicMergePatch(curJSON, patch, schema)
 		default:
-			return nil, kubeapi.BadRequest("patch type %s is not supported", pt)
+			return nil, kubeapi.UnsupportedPatch(string(pt), kubeapi.JSONPatch, kubeapi.MergePatch, kubeapi.StrategicPatch)
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, errPatchTooLarge):
+			return nil, tooLarge(info, err)
+		case err != nil:
 			return nil, kubeapi.BadRequest("the patch cannot be applied: %v", err)
-		}
-		if len(out) > maxObjectBytes {
-			return nil, kubeapi.BadRequest("the patched object would be %d bytes, over the limit of %d", len(out), maxObjectBytes)
+		case len(out) > maxObjectBytes:
+			return nil, tooLarge(info, fmt.Errorf("the patched object would be %d bytes, over the limit of %d", len(out), maxObjectBytes))
 		}
 		next, err := decodeObject(out)
 		if err != nil {
@@ -363,6 +396,11 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 		if err := checkNamespace(info, ns, want.metadata()); err != nil {
 			return nil, err
 		}
+		if sub == "" {
+			if err := mergeStringData(info, want); err != nil {
+				return nil, err
+			}
+		}
 		if rv, _ := want.metadata()["resourceVersion"].(string); rv != "" && rv != strconv.FormatInt(cur.ModRev, 10) {
 			return nil, conflict(info, name)
 		}
@@ -370,6 +408,17 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 		raw, err := validate(o.reg, info, ns, name, next)
 		if err != nil {
 			return nil, err
+		}
+		if info.GroupResource() == resource.Devices && sub == "" && !jsonEqual(curObj["spec"], next["spec"]) {
+			// Only a changed spec is checked: a Device stored before its model changed keeps
+			// taking label and finalizer edits.
+			if err := checkDesired(snap, ns, name, raw); err != nil {
+				return nil, err
+			}
+		}
+		if sameStored(curObj, raw) {
+			// Nothing to write, as in Kubernetes: no new version, no watch event.
+			return cur.Raw, nil
 		}
 		rev, err := o.backend.Update(ctx, key, raw, cur.ModRev)
 		switch {
@@ -384,6 +433,18 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 		}
 		return o.readBack(ctx, info, ns, name, rev)
 	}
+}
+
+// sameStored reports whether raw, an object about to be stored, is what cur (as decoded from
+// the store, with its resourceVersion) already is. Both are encoded from maps, so equal objects
+// encode to equal bytes.
+func sameStored(cur object, raw []byte) bool {
+	c := maps.Clone(cur)
+	md := maps.Clone(cur.metadata())
+	delete(md, "resourceVersion")
+	c["metadata"] = md
+	b, err := json.Marshal(c)
+	return err == nil && bytes.Equal(b, raw)
 }
 
 // expectUIDKey is the context key of the UID a write must find: the forwarder checks that an
@@ -494,6 +555,12 @@ func decodeObject(b []byte) (object, error) {
 	if d.More() {
 		return nil, kubeapi.BadRequest("the body holds more than one JSON value")
 	}
+	// metadata() would take metadata of another type for none, and report a missing name.
+	if md, ok := m["metadata"]; ok && md != nil {
+		if _, ok := md.(map[string]any); !ok {
+			return nil, kubeapi.BadRequest("the object is not valid: metadata: must be an object")
+		}
+	}
 	// A resourceVersion that is not a string would be taken for "no precondition" below, and a
 	// stale write would pass: refuse it, as Kubernetes does.
 	if md, ok := m["metadata"].(map[string]any); ok {
@@ -570,6 +637,14 @@ const (
 	maxPatchCopies = 32   // "copy" operations in one JSON patch (each is applied and measured alone)
 )
 
+// errPatchTooLarge is returned by applyJSONPatch when the document grows past maxObjectBytes.
+var errPatchTooLarge = errors.New("the patched object is over the size limit")
+
+// tooLarge is the 413 for an object a write would make larger than maxObjectBytes.
+func tooLarge(info resource.Info, err error) error {
+	return apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the %s cannot be stored: %v", info.Kind, err))
+}
+
 // applyJSONPatch applies an RFC 6902 patch to doc. Operations are applied in runs; a copy ends
 // its run, and the document's size is checked after it, so no intermediate document grows past
 // twice maxObjectBytes.
@@ -595,7 +670,7 @@ func applyJSONPatch(doc, patch []byte) ([]byte, error) {
 			return nil, err
 		}
 		if len(doc) > maxObjectBytes {
-			return nil, fmt.Errorf("the patched object would pass %d bytes", maxObjectBytes)
+			return nil, fmt.Errorf("%w: it would pass %d bytes", errPatchTooLarge, maxObjectBytes)
 		}
 		start = i + 1
 	}

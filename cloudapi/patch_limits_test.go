@@ -34,8 +34,8 @@ func TestJSONPatchCannotAmplify(t *testing.T) {
 	t.Logf("patch body: %d bytes", len(patch))
 	code, out := c.do(http.MethodPatch, "/api/v1/namespaces/ns/configmaps/cfg", "application/json-patch+json", patch)
 	t.Logf("patch answer: %d, %d bytes", code, len(out))
-	if code != http.StatusBadRequest {
-		t.Fatalf("a %d-byte patch that doubles the object 12 times: %d (%d bytes), want 400", len(patch), code, len(out))
+	if code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a %d-byte patch that doubles the object 12 times: %d (%d bytes), want 413", len(patch), code, len(out))
 	}
 }
 
@@ -60,8 +60,8 @@ func TestJSONPatchFromAnEdgeCannotAmplify(t *testing.T) {
 	if after.TotalAlloc-before.TotalAlloc > 1<<30 {
 		t.Fatalf("a node's %d-byte status patch made the cloud allocate %d MiB", len(patch), (after.TotalAlloc-before.TotalAlloc)>>20)
 	}
-	if resp.Code != http.StatusBadRequest {
-		t.Fatalf("a node's %d-byte status patch that doubles its status 14 times: %d (%d bytes), want 400", len(patch), resp.Code, len(resp.Body))
+	if resp.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a node's %d-byte status patch that doubles its status 14 times: %d (%d bytes), want 413", len(patch), resp.Code, len(resp.Body))
 	}
 }
 

@@ -7,12 +7,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/tetherhub/tether/index"
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/store"
+	"github.com/tetherhub/tether/twin"
 )
 
 // kubeEdgeShape checks the fields of the KubeEdge kinds that tether reads, so that a wrong type
@@ -62,13 +64,13 @@ func validate(reg *resource.Registry, info resource.Info, ns, name string, obj o
 	var meta metav1.ObjectMeta
 	if typed, ok := kubeapi.BuiltinType(info); ok {
 		if err := json.Unmarshal(raw, typed); err != nil {
-			return nil, kubeapi.BadRequest("the object is not a valid %s: %v", info.Kind, err)
+			return nil, kubeapi.BadRequest("the object is not a valid %s: %s", info.Kind, kubeapi.DecodeProblem(err))
 		}
 		meta = *objectMeta(typed)
 	} else {
 		var shape kubeEdgeShape
 		if err := json.Unmarshal(raw, &shape); err != nil {
-			return nil, kubeapi.BadRequest("the object is not a valid %s: %v", info.Kind, err)
+			return nil, kubeapi.BadRequest("the object is not a valid %s: %s", info.Kind, kubeapi.DecodeProblem(err))
 		}
 		meta = shape.Metadata
 		if info.Kind == "Device" && (shape.Spec == nil || shape.Spec.DeviceModelRef == nil || shape.Spec.DeviceModelRef.Name == "") {
@@ -112,4 +114,70 @@ func nameRule(info resource.Info) apivalidation.ValidateNameFunc {
 // objectMeta returns the metadata of one of the typedSchema kinds.
 func objectMeta(typed any) *metav1.ObjectMeta {
 	return typed.(metav1.ObjectMetaAccessor).GetObjectMeta().(*metav1.ObjectMeta)
+}
+
+// deviceProperties is what checkDesired reads of a Device and of its DeviceModel.
+type deviceProperties struct {
+	Spec struct {
+		DeviceModelRef *struct {
+			Name string `json:"name"`
+		} `json:"deviceModelRef"`
+		Properties []struct {
+			Name    string `json:"name"`
+			Type    string `json:"type"`
+			Desired *struct {
+				Value string `json:"value"`
+			} `json:"desired"`
+		} `json:"properties"`
+	} `json:"spec"`
+}
+
+// checkDesired refuses a Device (raw, as validated) that its edge would refuse to apply: the
+// edge refuses a Device's whole desired state for one property whose name is not a twin key or
+// whose desired value is not of the type its DeviceModel gives it (twin.ApplyDesired), and a
+// write the API accepted would fail there unseen. The model is read from snap; while it does
+// not exist the Device is accepted, as the edge waits for it. Values are checked with the
+// edge's own rule (twin.CheckValue): a property the model does not name is a STRING, and an
+// empty value sets nothing.
+func checkDesired(snap index.Snapshot, ns, name string, raw []byte) error {
+	var dev deviceProperties
+	if err := json.Unmarshal(raw, &dev); err != nil {
+		return kubeapi.BadRequest("the object is not a valid Device: %s", kubeapi.DecodeProblem(err))
+	}
+	ref := dev.Spec.DeviceModelRef
+	if ref == nil || ref.Name == "" {
+		return nil
+	}
+	stored := snap.Get(resource.StoreKey(resource.Key{Resource: resource.DeviceModels, Namespace: ns, Name: ref.Name}))
+	if stored == nil {
+		return nil
+	}
+	var model deviceProperties
+	if err := json.Unmarshal(stored.Raw, &model); err != nil {
+		return nil // a model the API took before these checks; the edge will say what is wrong
+	}
+	types := make(map[string]string, len(model.Spec.Properties))
+	for _, p := range model.Spec.Properties {
+		types[p.Name] = p.Type
+	}
+	var errs field.ErrorList
+	props := field.NewPath("spec", "properties")
+	for i, p := range dev.Spec.Properties {
+		if !twin.ValidKey(p.Name) {
+			errs = append(errs, field.Invalid(props.Index(i).Child("name"), p.Name, "a twin property name must be 1-128 characters from a-z A-Z 0-9 - _ . , : / @ #"))
+			continue
+		}
+		if p.Desired == nil || p.Desired.Value == "" {
+			continue
+		}
+		if err := twin.CheckValue(types[p.Name], p.Desired.Value); err != nil {
+			errs = append(errs, field.Invalid(props.Index(i).Child("desired", "value"), p.Desired.Value,
+				fmt.Sprintf("property %q of DeviceModel %q: %v", p.Name, ref.Name, err)))
+		}
+	}
+	if len(errs) > 0 {
+		// With the causes, which kubectl prints (it shows only "is invalid" without them).
+		return apierrors.NewInvalid(schema.GroupKind{Group: resource.GroupDevices, Kind: "Device"}, name, errs)
+	}
+	return nil
 }

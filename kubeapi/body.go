@@ -3,8 +3,10 @@ package kubeapi
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
+	"reflect"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -75,7 +77,7 @@ type Head struct {
 func checkKind(info resource.Info, body []byte) error {
 	var head Head
 	if err := json.Unmarshal(body, &head); err != nil {
-		return BadRequest("the request body is not a Kubernetes object: %v", err)
+		return BadRequest("the request body is not a Kubernetes object: %s", DecodeProblem(err))
 	}
 	if head.Kind != "" && head.Kind != info.Kind {
 		return BadRequest("the body is a %s but the URL is for %s (%s)", head.Kind, info.Resource, info.Kind)
@@ -173,4 +175,45 @@ func joinProblems(p []string) string {
 		fmt.Fprint(&b, s)
 	}
 	return b.String()
+}
+
+// DecodeProblem says what is wrong with a field of the wrong JSON type, by its path and the
+// JSON type it must have ("spec: must be an object"), rather than by the Go type it did not
+// decode into. Other decoding errors (a bad quantity, bad base64) say what they say.
+func DecodeProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) {
+		return err.Error()
+	}
+	field := te.Field
+	if field == "" {
+		field = "the object"
+	}
+	return fmt.Sprintf("%s: must be %s", field, jsonType(te.Type))
+}
+
+// jsonType names the JSON type that decodes into t.
+func jsonType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64-encoded string"
+		}
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "of another type"
 }

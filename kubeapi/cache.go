@@ -42,11 +42,15 @@ type Cache struct {
 	rev      int64         // newest revision known
 	changed  chan struct{} // closed and replaced whenever rev moves
 	watchers map[*Watch]struct{}
+	// objectFields holds the object field (fields.go) of each object whose events came without
+	// it, by resource/namespace/name, as of its latest event: it is what the object was before
+	// its next change, which a watch selecting on the field must know.
+	objectFields map[string]string
 }
 
 // NewCache returns a cache keeping size events, cutting off watchers buffer events behind.
 func NewCache(size, buffer int) *Cache {
-	return &Cache{size: size, buffer: buffer, watchers: map[*Watch]struct{}{}, changed: make(chan struct{})}
+	return &Cache{size: size, buffer: buffer, watchers: map[*Watch]struct{}{}, changed: make(chan struct{}), objectFields: map[string]string{}}
 }
 
 // Reset empties the cache and declares rev the point from which it knows every event: a
@@ -56,6 +60,7 @@ func (c *Cache) Reset(rev int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ring, c.head, c.floor, c.rev = nil, 0, rev, rev
+	c.objectFields = map[string]string{}
 	c.wake()
 	for w := range c.watchers {
 		w.end()
@@ -65,10 +70,18 @@ func (c *Cache) Reset(rev int64) {
 
 // Add records an event and hands it to matching watchers. Events must come in revision order.
 func (c *Cache) Add(ev Event) {
+	var read *selectable
+	if ev.Type != Bookmark && !ev.Meta.hasObjectField(ev.Resource) {
+		s := readSelectable(ev.Object) // outside the lock: watchers need not wait for it
+		read = &s
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ev.Rev <= c.rev {
 		return // already known (a replay overlapping the live stream)
+	}
+	if read != nil {
+		ev = c.complete(ev, read.value(ev.Resource))
 	}
 	if len(c.ring) < c.size {
 		c.ring = append(c.ring, ev)
@@ -84,6 +97,30 @@ func (c *Cache) Add(ev Event) {
 			delete(c.watchers, w)
 		}
 	}
+}
+
+// complete adds the object field to an event that came without it: v, read from the object,
+// to Meta (and to Prev for a delete, whose object is the one deleted), and to Prev what the
+// object was at its previous event. An object the cache has seen no event of since Reset has no
+// known previous value; its Prev then passes the selector (Matches), so a watch whose selection
+// it does not match now is sent a DELETED, which a client that never had it ignores. Called
+// with mu held.
+func (c *Cache) complete(ev Event, v string) Event {
+	f := objectField(ev.Resource)
+	key := ev.Resource + "/" + ev.Meta.Namespace + "/" + ev.Meta.Name
+	ev.Meta = ev.Meta.withFields(map[string]string{f: v})
+	prev, known := c.objectFields[key]
+	if ev.Type == Deleted {
+		prev, known = v, true
+		delete(c.objectFields, key)
+	} else {
+		c.objectFields[key] = v
+	}
+	if ev.Prev != nil && known && !ev.Prev.hasObjectField(ev.Resource) {
+		p := ev.Prev.withFields(map[string]string{f: prev})
+		ev.Prev = &p
+	}
+	return ev
 }
 
 // Progress moves the newest known revision without an event (a change to something not
@@ -114,6 +151,16 @@ func (c *Cache) Rev() int64 {
 // initial first and then every event after rev from. It fails with a 410 if from is older than
 // the cache's memory.
 func (c *Cache) Watch(resource, namespace string, opts ListOptions, from int64, initial []Event) (*Watch, error) {
+	if opts.selectsObject(resource) {
+		// The storage selected these by its Meta only (Matches lets an object field through).
+		kept := make([]Event, 0, len(initial))
+		for _, ev := range initial {
+			if ev.Type == Bookmark || matchObjectEvent(opts, resource, ev) {
+				kept = append(kept, ev)
+			}
+		}
+		initial = kept
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if from < c.floor {
@@ -209,6 +256,14 @@ func (w *Watch) offer(ev Event) bool {
 	w.pending = append(w.pending, out)
 	w.signal()
 	return true
+}
+
+// matchObjectEvent checks the object field of an initial event against the selector of opts.
+func matchObjectEvent(opts ListOptions, resource string, ev Event) bool {
+	if ev.Meta.hasObjectField(resource) {
+		return opts.Matches(ev.Meta)
+	}
+	return matchObject(opts.Fields, resource, readSelectable(ev.Object))
 }
 
 func (w *Watch) signal() {

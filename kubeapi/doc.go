@@ -7,6 +7,12 @@
 // assembled from the stored bytes of its items, so that what an edge or a client receives is
 // exactly what was stored (unknown fields included).
 //
+// Field selectors: metadata.name, metadata.namespace and spec.nodeName are judged by a Storage
+// on the Meta it keeps per object; a Pod's status.phase and a Secret's type (the object fields)
+// need not be in that Meta, so the Handler judges them on the items of a list and the Cache on
+// the objects of watch events, remembering an object's field from its last event to tell a
+// watcher when it leaves the selection (fields.go). Server-side apply is not served (415).
+//
 // Watches are served by a Cache: a ring of recent events that storages feed in revision order.
 // A watch from a version inside the ring replays exactly the missed events; one older than the
 // ring gets 410 Gone (reason Expired), as from a compacted etcd. A watcher that does not keep up

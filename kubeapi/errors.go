@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,6 +78,22 @@ func unsupportedMedia(ct string) error {
 		Code:    http.StatusUnsupportedMediaType,
 		Reason:  metav1.StatusReasonUnsupportedMediaType,
 		Message: fmt.Sprintf("the body of the request was in an unknown format (%q); use application/json", ct),
+	}}
+}
+
+// UnsupportedPatch is the 415 for a patch of a type the server does not apply to this kind
+// (server-side apply; a strategic merge patch of a kind without a Go type), worded as Kubernetes
+// words it; accepted are the types it does apply.
+func UnsupportedPatch(ct string, accepted ...PatchType) error {
+	list := make([]string, len(accepted))
+	for i, pt := range accepted {
+		list[i] = string(pt)
+	}
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusUnsupportedMediaType,
+		Reason:  metav1.StatusReasonUnsupportedMediaType,
+		Message: fmt.Sprintf("the body of the request was in an unknown format (%q) - accepted media types include: %s", ct, strings.Join(list, ", ")),
 	}}
 }
 

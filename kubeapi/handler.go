@@ -330,16 +330,18 @@ func (h *Handler) body(w http.ResponseWriter, r *http.Request, req request) ([]b
 	return body, nil
 }
 
+// patchType reads the type of a PATCH body. Server-side apply (ApplyPatch) is not served: it is
+// a 415, as Kubernetes answers a patch type it does not accept, so that kubectl says so.
 func patchType(ct string) (PatchType, error) {
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return "", unsupportedMedia(ct)
+		return "", UnsupportedPatch(ct, JSONPatch, MergePatch, StrategicPatch)
 	}
 	switch pt := PatchType(mt); pt {
-	case MergePatch, StrategicPatch, JSONPatch, ApplyPatch:
+	case MergePatch, StrategicPatch, JSONPatch:
 		return pt, nil
 	}
-	return "", unsupportedMedia(ct)
+	return "", UnsupportedPatch(ct, JSONPatch, MergePatch, StrategicPatch)
 }
 
 func (h *Handler) deleteOptions(r *http.Request) (DeleteOptions, error) {
@@ -354,7 +356,7 @@ func (h *Handler) deleteOptions(r *http.Request) (DeleteOptions, error) {
 		} `json:"preconditions"`
 	}
 	if err := json.Unmarshal(body, &o); err != nil {
-		return DeleteOptions{}, BadRequest("the delete options are not valid JSON: %v", err)
+		return DeleteOptions{}, BadRequest("the delete options are not valid: %s", DecodeProblem(err))
 	}
 	var opts DeleteOptions
 	if p := o.Preconditions; p != nil {
@@ -424,16 +426,6 @@ func (h *Handler) listOptions(info resource.Info, q map[string][]string) (ListOp
 	return o, nil
 }
 
-// SelectableFields lists the field selector keys a kind supports.
-func SelectableFields(info resource.Info) map[string]bool {
-	f := map[string]bool{"metadata.name": true, "metadata.namespace": true}
-	switch info.GroupResource() {
-	case resource.Pods, resource.Devices:
-		f["spec.nodeName"] = true
-	}
-	return f
-}
-
 func (h *Handler) list(ctx context.Context, w http.ResponseWriter, r *http.Request, req request) int {
 	q := r.URL.Query()
 	opts, err := h.listOptions(req.info, q)
@@ -446,7 +438,12 @@ func (h *Handler) list(ctx context.Context, w http.ResponseWriter, r *http.Reque
 			return h.fail(w, err)
 		}
 	}
-	res, err := h.store.List(ctx, req.info, req.namespace, opts)
+	var res *ListResult
+	if opts.selectsObject(req.info.GroupResource()) {
+		res, err = h.listSelected(ctx, req, opts)
+	} else {
+		res, err = h.store.List(ctx, req.info, req.namespace, opts)
+	}
 	if err != nil {
 		return h.fail(w, err)
 	}
@@ -489,6 +486,42 @@ func (h *Handler) list(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	w.WriteHeader(http.StatusOK)
 	w.Write(b.Bytes())
 	return http.StatusOK
+}
+
+// listSelected serves a list whose field selector names an object field, which the storage
+// cannot judge from its Meta (see fields.go): the storage lists everything else the request
+// selects, after the continue point, and the page is selected and cut here. The token of a cut
+// page continues after its last item, as a storage's would.
+func (h *Handler) listSelected(ctx context.Context, req request, opts ListOptions) (*ListResult, error) {
+	limit := opts.Limit
+	opts.Limit = 0
+	res, err := h.store.List(ctx, req.info, req.namespace, opts)
+	if err != nil {
+		return nil, err
+	}
+	gr := req.info.GroupResource()
+	items := make([][]byte, 0, min(len(res.Items), 64))
+	var last selectable
+	res.Continue = ""
+	for _, item := range res.Items {
+		s := readSelectable(item)
+		if !matchObject(opts.Fields, gr, s) {
+			continue
+		}
+		if limit > 0 && int64(len(items)) == limit {
+			rev, err := strconv.ParseInt(res.ResourceVersion, 10, 64)
+			if err != nil {
+				return nil, Internal(fmt.Errorf("the storage listed at version %q", res.ResourceVersion))
+			}
+			key := resource.Key{Resource: gr, Namespace: last.Metadata.Namespace, Name: last.Metadata.Name}
+			res.Continue = EncodeContinue(rev, resource.StoreKey(key))
+			break
+		}
+		items = append(items, item)
+		last = s
+	}
+	res.Items, res.Remaining = items, nil
+	return res, nil
 }
 
 // maxPooledList bounds the buffers kept for reuse, so one huge list does not stay resident.

@@ -31,7 +31,8 @@ type Storage interface {
 	Delete(ctx context.Context, info resource.Info, namespace, name string, opts DeleteOptions) ([]byte, error)
 }
 
-// PatchType is the media type of a PATCH body.
+// PatchType is the media type of a PATCH body. The Handler passes a Storage MergePatch,
+// StrategicPatch and JSONPatch; ApplyPatch (server-side apply) it answers with a 415.
 type PatchType string
 
 const (
@@ -74,24 +75,20 @@ type Meta struct {
 	Namespace string
 	Name      string
 	Labels    map[string]string
-	// Fields are the selectable fields beyond metadata.name and metadata.namespace
-	// (spec.nodeName for Pods and Devices).
+	// Fields are the selectable fields beyond metadata.name and metadata.namespace:
+	// spec.nodeName for Pods and Devices, and optionally the object fields (ObjectFields).
 	Fields map[string]string
 }
 
-// Matches reports whether an object with meta m passes the selectors of opts.
+// Matches reports whether an object with meta m passes the selectors of opts. A requirement on
+// an object field that m does not carry passes: the Handler and the Cache check it against the
+// object (see fields.go).
 func (o ListOptions) Matches(m Meta) bool {
 	if o.Labels != nil && !o.Labels.Empty() && !o.Labels.Matches(labels.Set(m.Labels)) {
 		return false
 	}
-	if o.Fields != nil && !o.Fields.Empty() {
-		set := fields.Set{"metadata.name": m.Name, "metadata.namespace": m.Namespace}
-		for k, v := range m.Fields {
-			set[k] = v
-		}
-		if !o.Fields.Matches(set) {
-			return false
-		}
+	if o.Fields != nil && !o.Fields.Empty() && !matchFields(o.Fields, m) {
+		return false
 	}
 	return true
 }

@@ -107,7 +107,7 @@ func TestHostileAPIRequests(t *testing.T) {
 			{"unknown resource", http.MethodGet, "/api/v1/namespaces/" + ns + "/gadgets", "", "", 404},
 			{"oversize body", http.MethodPost, paths["configmaps"], "application/json", big, 413},
 			{"bad selector", http.MethodGet, paths["configmaps"] + "?labelSelector=%3D%3D%3D", "", "", 400},
-			{"bad field selector", http.MethodGet, paths["pods"] + "?fieldSelector=status.phase%3DRunning", "", "", 400},
+			{"bad field selector", http.MethodGet, paths["pods"] + "?fieldSelector=status.podIP%3D10.0.0.1", "", "", 400},
 			{"bad YAML", http.MethodPost, paths["configmaps"], "application/yaml", "metadata: [", 400},
 		}
 		for _, tc := range cases {

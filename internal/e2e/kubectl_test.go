@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -452,5 +454,140 @@ func TestKubectlEdge(t *testing.T) {
 		if strings.Count(w.String(), "settings") < 2 {
 			t.Fatalf("%s: watch output:\n%s", gen, w.String())
 		}
+	}
+}
+
+// TestKubectlSecretsSelectorsAndNoOps: what an audit found with kubectl against a running cloud
+// and edge. A Secret applied with stringData has it in data, on the cloud and on the edge; a
+// label that is already set moves no resourceVersion; server-side apply is refused as an
+// unsupported media type; Pods select by status.phase and Secrets by type, on the cloud and on
+// the edge (list and watch); a Device whose desired value its model's type refuses is refused.
+func TestKubectlSecretsSelectorsAndNoOps(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-s")
+	bin := kubectlCurrent(t)
+	k := newKubectl(t, bin, "http://"+c.api)
+	k.must("apply", "-f", k.manifest("secrets.yaml", `apiVersion: v1
+kind: Namespace
+metadata:
+  name: sec
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+  namespace: sec
+type: Opaque
+stringData:
+  password: hunter2
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: tls
+  namespace: sec
+type: kubernetes.io/tls
+data:
+  tls.crt: ""
+  tls.key: ""
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: c1
+  namespace: sec
+  labels:
+    env: prod
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+  namespace: sec
+spec:
+  nodeName: edge-s
+  containers:
+  - name: reader
+    image: busybox
+    envFrom:
+    - secretRef:
+        name: creds
+`))
+	want := base64.StdEncoding.EncodeToString([]byte("hunter2"))
+	if got := k.must("get", "secret", "creds", "-n", "sec", "-o", "jsonpath={.data.password}|{.stringData}"); got != want+"|" {
+		t.Fatalf("cloud: data.password|stringData = %q, want %q", got, want+"|")
+	}
+	var onEdge struct {
+		Data       map[string]string
+		StringData map[string]string
+	}
+	waitFor(t, 20*time.Second, "the secret on the edge", func() bool {
+		code, body := do(t, http.MethodGet, e.url("/api/v1/namespaces/sec/secrets/creds"), "", nil)
+		return code == http.StatusOK && json.Unmarshal(body, &onEdge) == nil
+	})
+	if onEdge.Data["password"] != want || onEdge.StringData != nil {
+		t.Fatalf("edge: data %v, stringData %v", onEdge.Data, onEdge.StringData)
+	}
+
+	rv := k.must("get", "cm", "c1", "-n", "sec", "-o", "jsonpath={.metadata.resourceVersion}")
+	k.must("label", "cm", "c1", "-n", "sec", "env=prod", "--overwrite")
+	if again := k.must("get", "cm", "c1", "-n", "sec", "-o", "jsonpath={.metadata.resourceVersion}"); again != rv {
+		t.Fatalf("a label already set moved the resourceVersion from %s to %s", rv, again)
+	}
+
+	if out, errOut, ok := k.run("apply", "--server-side", "-f", k.manifest("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c2\n  namespace: sec\n")); ok || !strings.Contains(errOut, "Server-side apply not available on the server") {
+		t.Fatalf("server-side apply: ok=%v\n%s\n%s", ok, out, errOut)
+	}
+
+	edgeK := newKubectl(t, bin, "http://"+e.meta)
+	waitFor(t, 20*time.Second, "the pod on the edge", func() bool {
+		code, _ := do(t, http.MethodGet, e.url("/api/v1/namespaces/sec/pods/reader"), "", nil)
+		return code == http.StatusOK
+	})
+	running := edgeK.watch("pods", "-n", "sec", "--field-selector", "status.phase=Running")
+	for where, kc := range map[string]*kubectl{"cloud": k, "edge": edgeK} {
+		requireRow(t, kc.must("get", "pods", "-n", "sec", "--field-selector", "status.phase=Pending"), "reader")
+		if out := kc.must("get", "pods", "-n", "sec", "--field-selector", "status.phase=Running", "-o", "name"); out != "" {
+			t.Fatalf("%s: Running pods before any ran: %q", where, out)
+		}
+		if out := kc.must("get", "secrets", "-n", "sec", "--field-selector", "type=Opaque", "-o", "name"); out != "secret/creds\n" {
+			t.Fatalf("%s: Opaque secrets: %q", where, out)
+		}
+		if _, errOut, ok := kc.run("get", "pods", "-n", "sec", "--field-selector", "status.podIP=1.2.3.4"); ok || !strings.Contains(errOut, "field label not supported") {
+			t.Fatalf("%s: an unsupported field: ok=%v %s", where, ok, errOut)
+		}
+	}
+	k.must("patch", "pod", "reader", "-n", "sec", "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"Running"}}`)
+	waitLine(t, running, "the edge's Running watch sees the pod start", "reader", "Running")
+	requireRow(t, edgeK.must("get", "pods", "-n", "sec", "--field-selector", "status.phase=Running"), "reader")
+
+	_, errOut, ok := k.run("apply", "-f", k.manifest("device.yaml", `apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata:
+  name: switch
+  namespace: sec
+spec:
+  protocol: modbus
+  properties:
+  - name: power
+    type: BOOLEAN
+    accessMode: ReadWrite
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata:
+  name: lamp
+  namespace: sec
+spec:
+  nodeName: edge-s
+  deviceModelRef:
+    name: switch
+  properties:
+  - name: power
+    desired:
+      value: "maybe"
+`))
+	if ok || !strings.Contains(errOut, "Invalid") || !strings.Contains(errOut, `property "power"`) {
+		t.Fatalf("a Device with a desired value its model refuses: ok=%v %s", ok, errOut)
 	}
 }
