@@ -45,7 +45,7 @@ type FanoutTrial struct {
 func NewFanoutProbe(ctx context.Context, api string, edges []*Edge, namespace, name string, size int) (*FanoutProbe, error) {
 	p := &FanoutProbe{api: api, namespace: namespace, name: name, pad: strings.Repeat("x", max(0, size-200)), edges: edges, got: make([][]fanoutSeen, len(edges))}
 	for i, e := range edges {
-		e.Store.OnApply = func(msgs []protocol.Message) {
+		e.Store.SetOnApply(func(msgs []protocol.Message) {
 			now := time.Now()
 			for _, m := range msgs {
 				if u, ok := m.(*protocol.Upsert); ok && u.Key.Resource == "services" && u.Key.Namespace == namespace && u.Key.Name == name {
@@ -54,7 +54,7 @@ func NewFanoutProbe(ctx context.Context, api string, edges []*Edge, namespace, n
 					p.mu.Unlock()
 				}
 			}
-		}
+		})
 	}
 	svc, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Service",
 		"metadata": map[string]any{"name": name, "namespace": namespace, "annotations": map[string]string{"change": "0", "pad": p.pad}},
@@ -82,7 +82,7 @@ func NewFanoutProbe(ctx context.Context, api string, edges []*Edge, namespace, n
 // Close unhooks the edges' stores.
 func (p *FanoutProbe) Close() {
 	for _, e := range p.edges {
-		e.Store.OnApply = nil
+		e.Store.SetOnApply(nil)
 	}
 }
 

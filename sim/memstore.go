@@ -14,11 +14,8 @@ import (
 // kept in memory, so thousands of simulated edges fit in one process. It implements
 // edgehub.Store. Safe for concurrent use.
 type MemStore struct {
-	// OnApply, if set before use, is called with every applied batch (after it is applied), on
-	// the session's reader goroutine.
-	OnApply func(msgs []protocol.Message)
-
 	mu        sync.Mutex // guards the fields below
+	onApply   func(msgs []protocol.Message)
 	cluster   string
 	cursor    uint64
 	pending   string // the current session's cluster
@@ -90,12 +87,21 @@ func (m *MemStore) Apply(_ context.Context, msgs []protocol.Message, done func(e
 			m.cluster, m.cursor = m.pending, msg.Through
 		}
 	}
+	onApply := m.onApply
 	m.mu.Unlock()
-	if m.OnApply != nil {
-		m.OnApply(msgs)
+	if onApply != nil {
+		onApply(msgs)
 	}
 	done(nil)
 	return nil
+}
+
+// SetOnApply makes fn (nil: nothing) be called with every batch applied from now on, after it
+// is applied, on the session's reader goroutine. It may be called while the edge runs.
+func (m *MemStore) SetOnApply(fn func(msgs []protocol.Message)) {
+	m.mu.Lock()
+	m.onApply = fn
+	m.mu.Unlock()
 }
 
 // Enqueue appends a report to the outbox.

@@ -570,7 +570,7 @@ func (r *run) twin(ctx context.Context) error {
 	var mu sync.Mutex
 	arrived := map[string]time.Time{}
 	for _, e := range r.fleet.Edges {
-		e.Store.OnApply = func(msgs []protocol.Message) {
+		e.Store.SetOnApply(func(msgs []protocol.Message) {
 			now := time.Now()
 			for _, m := range msgs {
 				if u, ok := m.(*protocol.Upsert); ok && u.Key.Resource == "devices.devices.kubeedge.io" && strings.Contains(string(u.Object), `"value":"42"`) {
@@ -581,11 +581,11 @@ func (r *run) twin(ctx context.Context) error {
 					mu.Unlock()
 				}
 			}
-		}
+		})
 	}
 	defer func() {
 		for _, e := range r.fleet.Edges {
-			e.Store.OnApply = nil
+			e.Store.SetOnApply(nil)
 		}
 	}()
 	sent := map[string]time.Time{}

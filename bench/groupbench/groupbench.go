@@ -221,7 +221,7 @@ func (b *bench) setUp() error {
 		b.rec.web[i] = map[string]held{}
 	}
 	for i, e := range f.Edges {
-		e.Store.OnApply = b.rec.hook(i)
+		e.Store.SetOnApply(b.rec.hook(i))
 	}
 	fctx, cancel := context.WithCancel(b.ctx)
 	var wg sync.WaitGroup

@@ -137,7 +137,7 @@ func TestNodeGroupsRandomized(t *testing.T) {
 	for i, e := range fleet.Edges {
 		h := &held{objects: map[string]heldObject{}}
 		holds[i] = h
-		e.Store.OnApply = h.apply
+		e.Store.SetOnApply(h.apply)
 		e.Start(ctx)
 	}
 	defer func() {
