@@ -25,7 +25,7 @@ import (
 
 // held is what one simulated edge stores of each key, object bytes included, applying the edge
 // store's rules (a message older than the stored one is ignored outside a reset; a reset sweeps
-// what it did not name), fed by sim.MemStore.OnApply.
+// what it did not name), fed by sim.MemStore.SetOnApply.
 type held struct {
 	mu        sync.Mutex
 	objects   map[string]heldObject
