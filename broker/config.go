@@ -9,13 +9,13 @@ import (
 	"time"
 )
 
-// maxMQTTPacket is the largest packet MQTT can frame: one header byte, four length bytes and the
+// MaxMQTTPacket is the largest packet MQTT can frame: one header byte, four length bytes and the
 // largest remaining length a variable byte integer can hold.
-const maxMQTTPacket = 1 + 4 + 268_435_455
+const MaxMQTTPacket = 1 + 4 + 268_435_455
 
-// minPacketSize keeps MaxPacketSize large enough for an ordinary CONNECT with a client id and a
+// MinPacketSize keeps MaxPacketSize large enough for an ordinary CONNECT with a client id and a
 // few properties; anything smaller would refuse well-behaved clients, not attackers.
-const minPacketSize = 128
+const MinPacketSize = 128
 
 // Config holds what an operator may set on the embedded broker. Every field has a default in
 // DefaultConfig and is bounded by Validate: each limit is an answer to an input from the network.
@@ -148,8 +148,8 @@ func (c Config) Validate() error {
 		return invalid("Listen", "%q has no numeric port between 0 and 65535", c.Listen)
 	}
 	switch {
-	case c.MaxPacketSize < minPacketSize || c.MaxPacketSize > maxMQTTPacket:
-		return invalid("MaxPacketSize", "must be between %d and %d bytes, got %d", minPacketSize, maxMQTTPacket, c.MaxPacketSize)
+	case c.MaxPacketSize < MinPacketSize || c.MaxPacketSize > MaxMQTTPacket:
+		return invalid("MaxPacketSize", "must be between %d and %d bytes, got %d", MinPacketSize, MaxMQTTPacket, c.MaxPacketSize)
 	case c.MaxSessions < 1:
 		return invalid("MaxSessions", "must be at least 1, got %d", c.MaxSessions)
 	case c.MaxRetained < 0:

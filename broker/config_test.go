@@ -64,7 +64,7 @@ func TestValidateNamesFieldAndReason(t *testing.T) {
 }
 
 func TestMochiPacketLimit(t *testing.T) {
-	for _, max := range []uint32{128, 129, 130, 131, 16385, 16386, 16387, 256 << 10, 2097154, 2097155, maxMQTTPacket} {
+	for _, max := range []uint32{128, 129, 130, 131, 16385, 16386, 16387, 256 << 10, 2097154, 2097155, MaxMQTTPacket} {
 		lim := mochiPacketLimit(max)
 		rem := lim - 1 // the largest remaining length mochi accepts
 		if total := 1 + varintLen(rem) + rem; total > max {

@@ -76,6 +76,9 @@ func DefaultConfig() Config {
 // beside them, stay under protocol.MaxFrameMessages.
 const MaxWindow = 16384
 
+// MinMaxMessage is the smallest Config.MaxMessage: room for a frame of ordinary messages.
+const MinMaxMessage = 4096
+
 // Validate reports the first unusable setting.
 func (c Config) Validate() error {
 	var errs []error
@@ -94,8 +97,8 @@ func (c Config) Validate() error {
 	if c.Listen == "" {
 		errs = append(errs, errors.New("cloudhub: listen address is empty"))
 	}
-	if c.MaxMessage < 4096 {
-		errs = append(errs, fmt.Errorf("cloudhub: max message must be at least 4096, got %d", c.MaxMessage))
+	if c.MaxMessage < MinMaxMessage {
+		errs = append(errs, fmt.Errorf("cloudhub: max message must be at least %d, got %d", MinMaxMessage, c.MaxMessage))
 	}
 	if c.MaxFrame < 1024 {
 		errs = append(errs, fmt.Errorf("cloudhub: max frame must be at least 1024, got %d", c.MaxFrame))

@@ -87,8 +87,8 @@ func (c Config) Validate() error {
 	if c.MaxMessage < 4096 || c.ReportWindow < 1 || c.MaxReportBytes < 1024 {
 		errs = append(errs, errors.New("edgehub: max message ≥ 4096, report window ≥ 1 and max report bytes ≥ 1024 are required"))
 	}
-	if c.ReportWindow > maxReportWindow {
-		errs = append(errs, fmt.Errorf("edgehub: report window must be at most %d (the hub refuses frames of more than %d messages), got %d", maxReportWindow, protocol.MaxFrameMessages, c.ReportWindow))
+	if c.ReportWindow > MaxReportWindow {
+		errs = append(errs, fmt.Errorf("edgehub: report window must be at most %d (the hub refuses frames of more than %d messages), got %d", MaxReportWindow, protocol.MaxFrameMessages, c.ReportWindow))
 	}
 	if c.RenewAt <= 0 || c.RenewAt >= 1 {
 		errs = append(errs, fmt.Errorf("edgehub: renew-at must be between 0 and 1, got %g", c.RenewAt))
@@ -255,9 +255,9 @@ type conn struct {
 	closed      bool
 }
 
-// maxReportWindow is the largest ReportWindow: a frame's reports, with the acks and requests
+// MaxReportWindow is the largest ReportWindow: a frame's reports, with the acks and requests
 // sent beside them, stay under protocol.MaxFrameMessages.
-const maxReportWindow = 16384
+const MaxReportWindow = 16384
 
 // ErrOffline is returned by Forward when there is no session with the cloud (or it ended before
 // the answer came). The metaserver answers 503 at once: writes are never queued silently.

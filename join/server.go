@@ -51,11 +51,15 @@ type Config struct {
 	Now func() time.Time `json:"-" yaml:"-"`
 }
 
+// MinCertValidity and MaxCertValidity bound Config.CertValidity.
 const (
-	minCertValidity = time.Hour
-	maxCertValidity = 10 * 365 * 24 * time.Hour
-	minBodyBytes    = 4 << 10
-	maxBodyBytes    = 1 << 20
+	MinCertValidity = time.Hour
+	MaxCertValidity = 10 * 365 * 24 * time.Hour
+)
+
+const (
+	minBodyBytes = 4 << 10
+	maxBodyBytes = 1 << 20
 )
 
 // DefaultConfig returns 90-day certificates, a 64 KiB body limit and a 30 s timeout.
@@ -70,8 +74,8 @@ func DefaultConfig() Config {
 // Validate returns an error naming the first field out of range.
 func (c Config) Validate() error {
 	switch {
-	case c.CertValidity < minCertValidity || c.CertValidity > maxCertValidity:
-		return fmt.Errorf("join: CertValidity must be between %s and %s, got %s", minCertValidity, maxCertValidity, c.CertValidity)
+	case c.CertValidity < MinCertValidity || c.CertValidity > MaxCertValidity:
+		return fmt.Errorf("join: CertValidity must be between %s and %s, got %s", MinCertValidity, MaxCertValidity, c.CertValidity)
 	case c.MaxBodyBytes < minBodyBytes || c.MaxBodyBytes > maxBodyBytes:
 		return fmt.Errorf("join: MaxBodyBytes must be between %d and %d, got %d", minBodyBytes, maxBodyBytes, c.MaxBodyBytes)
 	case c.Timeout <= 0 || c.Timeout > 10*time.Minute:

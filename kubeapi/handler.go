@@ -44,11 +44,14 @@ func DefaultConfig() Config {
 	return Config{MaxBodyBytes: 3 << 20, BookmarkInterval: time.Minute, MaxWatchTimeout: 30 * time.Minute, ServerVersion: "v1.30.0-tether", WatchWriteTimeout: 10 * time.Second}
 }
 
+// MinMaxBodyBytes is the smallest Config.MaxBodyBytes.
+const MinMaxBodyBytes = 1024
+
 // Validate reports the first unusable setting.
 func (c Config) Validate() error {
 	switch {
-	case c.MaxBodyBytes < 1024:
-		return fmt.Errorf("kubeapi: max body bytes must be at least 1024, got %d", c.MaxBodyBytes)
+	case c.MaxBodyBytes < MinMaxBodyBytes:
+		return fmt.Errorf("kubeapi: max body bytes must be at least %d, got %d", MinMaxBodyBytes, c.MaxBodyBytes)
 	case c.BookmarkInterval <= 0:
 		return fmt.Errorf("kubeapi: bookmark interval must be positive, got %s", c.BookmarkInterval)
 	case c.MaxWatchTimeout <= 0:

@@ -163,18 +163,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// Limits of values that end up in package configurations. The packages' Validate enforce them
-// too (and run after the flag checks), but their errors name Config fields, not flags.
-// TestFlagLimits checks that a value at each limit passes the packages' checks as well.
-const (
-	minMaxMessage   = 4096                      // cloudhub.Config.MaxMessage
-	minCertValidity = time.Hour                 // join.Config.CertValidity
-	maxCertValidity = 10 * 365 * 24 * time.Hour // join.Config.CertValidity
-	minMaxBody      = 1024                      // kubeapi.Config.MaxBodyBytes
-)
-
-// validate checks every flag, reporting a bad value as its flag, then completes c: it fills in
-// the package configurations and reads the API's bearer tokens. It starts and creates nothing.
+// validate checks every flag, reporting a bad value as its flag (with the limits the packages
+// export; their own Validate runs after and would name Config fields, not flags), then completes
+// c: it fills in the package configurations and reads the API's bearer tokens. It starts and
+// creates nothing.
 func validate(c *config) error {
 	err := cli.CheckFlags(
 		cli.Flag("data-dir", cli.NotEmpty(c.dataDir)),
@@ -192,9 +184,9 @@ func validate(c *config) error {
 		cli.Flag("write-timeout", cli.Positive(c.hub.WriteTimeout)),
 		cli.Flag("slow-node-timeout", cli.Positive(c.hub.SlowTimeout)),
 		cli.Flag("node-window", cli.Between(c.hub.Window, 1, cloudhub.MaxWindow)),
-		cli.Flag("max-message-bytes", cli.AtLeast(c.hub.MaxMessage, minMaxMessage)),
-		cli.Flag("cert-validity", cli.Between(c.join.CertValidity, minCertValidity, maxCertValidity)),
-		cli.Flag("max-body-bytes", cli.AtLeast(c.api.MaxBodyBytes, minMaxBody)),
+		cli.Flag("max-message-bytes", cli.AtLeast(c.hub.MaxMessage, cloudhub.MinMaxMessage)),
+		cli.Flag("cert-validity", cli.Between(c.join.CertValidity, join.MinCertValidity, join.MaxCertValidity)),
+		cli.Flag("max-body-bytes", cli.AtLeast(c.api.MaxBodyBytes, kubeapi.MinMaxBodyBytes)),
 	)
 	if err != nil {
 		return err

@@ -154,18 +154,10 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// Limits of values that end up in package configurations. The packages' Validate enforce them
-// too (and run after the flag checks), but their errors name Config fields, not flags.
-// TestFlagLimits checks that a value at each limit passes the packages' checks as well.
-const (
-	maxReportWindow  = 16384               // edgehub.Config.ReportWindow
-	minMQTTPacket    = 128                 // broker.Config.MaxPacketSize
-	maxMQTTPacket    = 1 + 4 + 268_435_455 // broker.Config.MaxPacketSize: the most MQTT can frame
-	maxMQTTClientSum = math.MaxInt32       // broker.Config.MaxClients + MaxPendingConnections
-)
-
-// validate checks every flag, reporting a bad value as its flag, then completes c: it fills in
-// the package configurations and parses the join token. It starts and creates nothing.
+// validate checks every flag, reporting a bad value as its flag (with the limits the packages
+// export; their own Validate runs after and would name Config fields, not flags), then completes
+// c: it fills in the package configurations and parses the join token. It starts and creates
+// nothing.
 func validate(c *config) error {
 	err := cli.CheckFlags(
 		cli.Flag("data-dir", cli.NotEmpty(c.dataDir)),
@@ -178,10 +170,11 @@ func validate(c *config) error {
 		cli.Flag("write-timeout", cli.Positive(c.hub.WriteTimeout)),
 		// BackoffMin is no flag: a longest wait below it is as wrong as a negative one.
 		cli.Flag("reconnect-max", cli.AtLeast(c.hub.BackoffMax, c.hub.BackoffMin)),
-		cli.Flag("report-window", cli.Between(c.hub.ReportWindow, 1, maxReportWindow)),
+		cli.Flag("report-window", cli.Between(c.hub.ReportWindow, 1, edgehub.MaxReportWindow)),
 		cli.Flag("cert-renew-at", shareErr(c.hub.RenewAt)),
-		cli.Flag("mqtt-max-packet-bytes", cli.Between(c.mqtt.MaxPacketSize, minMQTTPacket, maxMQTTPacket)),
-		cli.Flag("mqtt-max-clients", cli.Between(c.mqtt.MaxClients, 1, maxMQTTClientSum-c.mqtt.MaxPendingConnections)),
+		cli.Flag("mqtt-max-packet-bytes", cli.Between(c.mqtt.MaxPacketSize, broker.MinPacketSize, broker.MaxMQTTPacket)),
+		// broker.Config.Validate: MaxClients+MaxPendingConnections must fit in an int32.
+		cli.Flag("mqtt-max-clients", cli.Between(c.mqtt.MaxClients, 1, math.MaxInt32-c.mqtt.MaxPendingConnections)),
 		cli.Flag("mqtt-max-subscriptions", cli.AtLeast(c.mqtt.MaxSubscriptionsPerClient, 1)),
 		cli.Flag("max-devices", cli.AtLeast(c.twin.MaxDevices, 1)),
 		cli.Flag("twin-max-value-length", cli.AtLeast(c.twin.Limits.MaxValueLen, 1)),

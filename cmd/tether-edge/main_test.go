@@ -35,6 +35,7 @@ func TestFlagLimits(t *testing.T) {
 		{"mqtt-max-packet-bytes", "128", "127"},
 		{"mqtt-max-packet-bytes", "268435460", "268435461"},
 		{"mqtt-max-clients", "1", "0"},
+		{"mqtt-max-subscriptions", "1", "0"},
 		{"mqtt-max-clients", "2147482647", "2147482648"},
 		{"metaserver-listen", "127.0.0.1:0", "nohost"},
 		{"max-devices", "1", "0"},
