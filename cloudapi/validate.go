@@ -116,22 +116,6 @@ func objectMeta(typed any) *metav1.ObjectMeta {
 	return typed.(metav1.ObjectMetaAccessor).GetObjectMeta().(*metav1.ObjectMeta)
 }
 
-// deviceProperties is what checkDesired reads of a Device and of its DeviceModel.
-type deviceProperties struct {
-	Spec struct {
-		DeviceModelRef *struct {
-			Name string `json:"name"`
-		} `json:"deviceModelRef"`
-		Properties []struct {
-			Name    string `json:"name"`
-			Type    string `json:"type"`
-			Desired *struct {
-				Value string `json:"value"`
-			} `json:"desired"`
-		} `json:"properties"`
-	} `json:"spec"`
-}
-
 // checkDesired refuses a Device (raw, as validated) that its edge would refuse to apply: the
 // edge refuses a Device's whole desired state for one property whose name is not a twin key or
 // whose desired value is not of the type its DeviceModel gives it (twin.ApplyDesired), and a
@@ -140,7 +124,9 @@ type deviceProperties struct {
 // edge's own rule (twin.CheckValue): a property the model does not name is a STRING, and an
 // empty value sets nothing.
 func checkDesired(snap index.Snapshot, ns, name string, raw []byte) error {
-	var dev deviceProperties
+	var dev struct {
+		Spec twin.DeviceSpec `json:"spec"`
+	}
 	if err := json.Unmarshal(raw, &dev); err != nil {
 		return kubeapi.BadRequest("the object is not a valid Device: %s", kubeapi.DecodeProblem(err))
 	}
@@ -152,13 +138,9 @@ func checkDesired(snap index.Snapshot, ns, name string, raw []byte) error {
 	if stored == nil {
 		return nil
 	}
-	var model deviceProperties
-	if err := json.Unmarshal(stored.Raw, &model); err != nil {
+	types, err := twin.ModelTypes(stored.Raw)
+	if err != nil {
 		return nil // a model the API took before these checks; the edge will say what is wrong
-	}
-	types := make(map[string]string, len(model.Spec.Properties))
-	for _, p := range model.Spec.Properties {
-		types[p.Name] = p.Type
 	}
 	var errs field.ErrorList
 	props := field.NewPath("spec", "properties")

@@ -359,7 +359,7 @@ func (e *Engine) syncModel(ctx context.Context, id string, rec *edgestore.Record
 	var types map[string]string
 	if rec != nil {
 		var err error
-		if types, err = parseModel(rec.Object); err != nil {
+		if types, err = twin.ModelTypes(rec.Object); err != nil {
 			e.log.Warn().Err(err).Str("model", id).Msg("ignoring a device model that cannot be read")
 			return
 		}

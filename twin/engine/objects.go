@@ -34,18 +34,7 @@ func parseDevice(raw []byte, rev uint64) (deviceSpec, error) {
 			Namespace   string            `json:"namespace"`
 			Annotations map[string]string `json:"annotations"`
 		} `json:"metadata"`
-		Spec struct {
-			DeviceModelRef *struct {
-				Name string `json:"name"`
-			} `json:"deviceModelRef"`
-			Properties []struct {
-				Name    string `json:"name"`
-				Desired *struct {
-					Value    string            `json:"value"`
-					Metadata map[string]string `json:"metadata"`
-				} `json:"desired"`
-			} `json:"properties"`
-		} `json:"spec"`
+		Spec twin.DeviceSpec `json:"spec"`
 	}
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return deviceSpec{}, fmt.Errorf("device: %w", err)
@@ -68,28 +57,6 @@ func parseDevice(raw []byte, rev uint64) (deviceSpec, error) {
 		d.Desired[p.Name] = desiredProp{Value: p.Desired.Value, Timestamp: max(ts, 0)}
 	}
 	return d, nil
-}
-
-// parseModel returns a DeviceModel's property types, by property name.
-func parseModel(raw []byte) (map[string]string, error) {
-	var obj struct {
-		Spec struct {
-			Properties []struct {
-				Name string `json:"name"`
-				Type string `json:"type"`
-			} `json:"properties"`
-		} `json:"spec"`
-	}
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, fmt.Errorf("device model: %w", err)
-	}
-	types := make(map[string]string, len(obj.Spec.Properties))
-	for _, p := range obj.Spec.Properties {
-		if p.Name != "" {
-			types[p.Name] = p.Type
-		}
-	}
-	return types, nil
 }
 
 // desired builds the twin rules' view of a Device's desired state, typed by its model.
