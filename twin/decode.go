@@ -6,9 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
-	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/tetherhub/tether/internal/jsonkind"
 )
 
 // Update is a decoded $hw/events/device/{id}/twin/update.
@@ -262,7 +263,7 @@ func decodeObject(b []byte, lim Limits, prefix string, v any) error {
 		} else if prefix != "" {
 			field = prefix + ": " + field
 		}
-		return badRequest(ErrMalformed, "%s must be %s, not %s", field, goKind(te.Type), valueKind(te.Value))
+		return badRequest(ErrMalformed, "%s must be %s, not %s", field, jsonkind.Of(te.Type), valueKind(te.Value))
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
@@ -313,30 +314,4 @@ func valueKind(v string) string {
 		return "an object"
 	}
 	return v
-}
-
-// goKind names the JSON kind a Go type decodes from.
-func goKind(t reflect.Type) string {
-	if t == nil {
-		return "a different type"
-	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t.Kind() {
-	case reflect.Struct, reflect.Map:
-		return "an object"
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "a boolean"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "an integer"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	}
-	return "a " + t.Kind().String()
 }
