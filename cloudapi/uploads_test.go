@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -95,12 +96,7 @@ func TestStreamFromBeforeTheHistory(t *testing.T) {
 	u, srv, b := startUploads(t, DefaultUploadsConfig(), func(c *boltstore.Config) { c.History = 10 })
 	ctx := context.Background()
 	const n = 40
-	for i := 1; i <= n; i++ {
-		if err := u.Apply(ctx, "edge-1", &protocol.Report{Kind: protocol.ReportUpload, Seq: uint64(i), Subject: "$hw/events/upload/a",
-			Time: time.Now().UnixMilli(), Payload: fmt.Appendf(nil, "p%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyUploads(t, u, n)
 	if c, _ := b.Compacted(ctx); c < 2 {
 		t.Fatalf("the history was not compacted (compacted %d); the test's premise is wrong", c)
 	}
@@ -109,15 +105,7 @@ func TestStreamFromBeforeTheHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var got []string
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var up Upload
-		if err := dec.Decode(&up); err != nil {
-			break
-		}
-		got = append(got, string(up.Payload))
-	}
+	got := uploadPayloads(resp.Body)
 	if len(got) != n || got[0] != "p1" || got[n-1] != fmt.Sprintf("p%d", n) {
 		t.Fatalf("got %d uploads %v, want p1 … p%d in order", len(got), got, n)
 	}
@@ -132,12 +120,7 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 	u, srv, _ := startUploads(t, cfg, nil)
 	ctx := context.Background()
 	const n = 12
-	for i := 1; i <= n; i++ {
-		if err := u.Apply(ctx, "edge-1", &protocol.Report{Kind: protocol.ReportUpload, Seq: uint64(i), Subject: "$hw/events/upload/a",
-			Time: time.Now().UnixMilli(), Payload: fmt.Appendf(nil, "p%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyUploads(t, u, n)
 	if err := u.prune(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -158,16 +141,32 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	got := uploadPayloads(resp.Body)
+	if fmt.Sprint(got) != "[p8 p9 p10 p11 p12]" {
+		t.Fatalf("kept %v, want the newest five, p8 … p12", got)
+	}
+}
+
+// applyUploads stores uploads 1 … n from edge-1, with payloads "p1" … "pn".
+func applyUploads(t *testing.T, u *Uploads, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		if err := u.Apply(context.Background(), "edge-1", &protocol.Report{Kind: protocol.ReportUpload, Seq: uint64(i), Subject: "$hw/events/upload/a",
+			Time: time.Now().UnixMilli(), Payload: fmt.Appendf(nil, "p%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// uploadPayloads reads an uploads stream to its end and returns the payloads, in order.
+func uploadPayloads(body io.Reader) []string {
 	var got []string
-	dec := json.NewDecoder(resp.Body)
+	dec := json.NewDecoder(body)
 	for {
 		var up Upload
 		if err := dec.Decode(&up); err != nil {
-			break
+			return got
 		}
 		got = append(got, string(up.Payload))
-	}
-	if fmt.Sprint(got) != "[p8 p9 p10 p11 p12]" {
-		t.Fatalf("kept %v, want the newest five, p8 … p12", got)
 	}
 }
