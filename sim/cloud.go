@@ -102,6 +102,14 @@ func (c *Cloud) end(sig syscall.Signal) error {
 	}
 }
 
+// Pid is the running process's id (0 when it is not running).
+func (c *Cloud) Pid() int {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
 // URL is a URL on the cloud API.
 func (c *Cloud) URL(p string) string { return "http://" + c.API + p }
 

@@ -3,7 +3,6 @@ package twinbench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tetherhub/tether/bench/figure"
 )
 
 // binaries returns a directory holding tether-cloud and tether-edge: $TETHER_BIN, ./bin (what
@@ -116,59 +117,7 @@ func (p *proc) mem() (memSample, error) {
 }
 
 // cpu is the CPU time (user and system) the process has used, in seconds.
-func (p *proc) cpu() (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) is in parentheses and may hold spaces: count fields after it.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc stat for %s", p.name)
-	}
-	utime, err1 := strconv.ParseFloat(f[11], 64) // field 14
-	stime, err2 := strconv.ParseFloat(f[12], 64) // field 15
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bad /proc stat for %s", p.name)
-	}
-	return (utime + stime) / clockTicks, nil
-}
-
-// machineCPU is the CPU time every CPU of the machine has spent busy (not idle, not waiting for
-// I/O), in seconds, from /proc/stat.
-func machineCPU() (float64, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0, errors.New("no cpu line in /proc/stat")
-	}
-	var busy float64
-	for i, v := range f[1:] {
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return 0, err
-		}
-		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest times are already in user
-			continue
-		}
-		busy += n
-	}
-	return busy / clockTicks, nil
-}
-
-// selfCPU is the CPU time this process (the benchmark's clients) has used, in seconds.
-func selfCPU() (float64, error) {
-	return (&proc{name: "twinbench", cmd: &exec.Cmd{Process: &os.Process{Pid: os.Getpid()}}}).cpu()
-}
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every Linux platform Go
-// supports.
-const clockTicks = 100
+func (p *proc) cpu() (float64, error) { return figure.ProcCPU(p.cmd.Process.Pid) }
 
 // waitHTTP waits until url answers 200.
 func waitHTTP(ctx context.Context, url string, d time.Duration) error {

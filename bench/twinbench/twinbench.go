@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tetherhub/tether/bench/boltbase"
+	"github.com/tetherhub/tether/bench/figure"
 	"github.com/tetherhub/tether/internal/freeport"
 	"github.com/tetherhub/tether/sim"
 )
@@ -610,12 +611,12 @@ func drive(ctx context.Context, ds []*device, d time.Duration, rate float64, max
 	go func() {
 		time.Sleep(time.Until(w.start))
 		c0, err0 := server.cpu()
-		m0, err2 := machineCPU()
-		s0, err4 := selfCPU()
+		m0, err2 := figure.MachineCPU()
+		s0, err4 := figure.SelfCPU()
 		time.Sleep(time.Until(w.end))
 		c1, err1 := server.cpu()
-		m1, err3 := machineCPU()
-		s1, err5 := selfCPU()
+		m1, err3 := figure.MachineCPU()
+		s1, err5 := figure.SelfCPU()
 		if errors.Join(err0, err1, err2, err3, err4, err5) != nil {
 			cpu <- [3]float64{}
 			return
