@@ -349,3 +349,59 @@ func TestNodeStatusWriteOnlyToThePodItChecked(t *testing.T) {
 		t.Fatalf("a status write checked against another pod: %d %s, want 409", rec.Code, rec.Body)
 	}
 }
+
+// TestNodeNotReadyOnlyFromItsReplica: with several replicas, a replica that has no session for a
+// node after the grace period marks it Unknown only when the Ready condition names that replica,
+// or when the replica named has stopped writing the heartbeat; a node another replica holds with a
+// fresh heartbeat is left Ready (cloudhub.ErrHeldElsewhere). Before, every replica marked every
+// node it had no session for, and nodes connected to one replica flapped NotReady on the other.
+func TestNodeNotReadyOnlyFromItsReplica(t *testing.T) {
+	c := newCloud(t, 1000)
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	r1 := NewNodeStatus(c.objects, resource.New(), "r1", func() time.Time { return t0 })
+	r2 := NewNodeStatus(c.objects, resource.New(), "r2", func() time.Time { return t0 })
+	ctx := context.Background()
+	ready := func() (status, message string) {
+		var n struct {
+			Status struct {
+				Conditions []condition `json:"conditions"`
+			} `json:"status"`
+		}
+		json.Unmarshal([]byte(c.must(http.MethodGet, nodesPath+"/edge-1", "")), &n)
+		for _, cd := range n.Status.Conditions {
+			if cd.Type == "Ready" {
+				return cd.Status, cd.Message
+			}
+		}
+		return "", ""
+	}
+	const stale = 3 * time.Minute
+	if err := r1.SetReady(ctx, "edge-1", true, "EdgeConnected", t0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// r2 has no session for edge-1; r1 holds it with a fresh heartbeat.
+	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0.Add(time.Minute), stale); !errors.Is(err, cloudhub.ErrHeldElsewhere) {
+		t.Fatalf("r2 marking a node r1 holds: %v, want ErrHeldElsewhere", err)
+	}
+	if st, msg := ready(); st != "True" || !strings.Contains(msg, "r1") {
+		t.Fatalf("after r2's attempt: Ready %s %q, want True on r1", st, msg)
+	}
+	// r1 went away without a word: its heartbeat ages past the bound.
+	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0.Add(stale), stale); err != nil {
+		t.Fatalf("r2 marking a node whose replica stopped writing: %v", err)
+	}
+	if st, _ := ready(); st != "Unknown" {
+		t.Fatalf("after r1 stopped writing: Ready %s, want Unknown", st)
+	}
+	// The replica that held the session marks it at once, heartbeat fresh or not.
+	if err := r1.SetReady(ctx, "edge-1", true, "EdgeConnected", t0.Add(stale), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0.Add(stale+time.Second), stale); err != nil {
+		t.Fatalf("r1 marking its own node: %v", err)
+	}
+	if st, _ := ready(); st != "Unknown" {
+		t.Fatalf("after r1's grace period: Ready %s, want Unknown", st)
+	}
+}

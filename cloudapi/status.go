@@ -40,9 +40,12 @@ type condition struct {
 	LastTransitionTime string `json:"lastTransitionTime,omitempty"`
 }
 
-// SetReady implements cloudhub.Status.
+// SetReady implements cloudhub.Status. Which replica has a node's session is in the Ready
+// condition's message; a node that another replica holds, with a heartbeat less than interval
+// old, is not marked NotReady (cloudhub.ErrHeldElsewhere).
 func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reason string, heartbeat time.Time, interval time.Duration) error {
-	want, msg := "True", "the edge is connected to "+n.replica
+	connectedHere := "the edge is connected to " + n.replica
+	want, msg := "True", connectedHere
 	if !ready {
 		want, msg = "Unknown", "the edge has not been connected for the grace period"
 	}
@@ -64,6 +67,9 @@ func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reas
 			}
 			found = true
 			last, _ := time.Parse(time.RFC3339, c.LastHeartbeatTime)
+			if !ready && c.Status == "True" && c.Message != connectedHere && heartbeat.Sub(last) < interval {
+				return nil, cloudhub.ErrHeldElsewhere // another replica has the node's session
+			}
 			if c.Status == want && c.Message == msg && (!ready || heartbeat.Sub(last) < interval) {
 				return nil, errUnchanged
 			}

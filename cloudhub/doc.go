@@ -38,6 +38,9 @@
 // Reports from the edge are applied in order by the Reports collaborator and acknowledged after
 // they are stored. Node readiness is written through the Status collaborator: Ready on connect,
 // NotReady only after GracePeriod without a session (so a cloud restart does not flap nodes),
-// heartbeat times at most every StatusInterval. A change only to a Node's heartbeat times or to a
+// heartbeat times at most every StatusInterval. With several replicas, the Ready condition names
+// the one holding the session, and a replica leaves alone (ErrHeldElsewhere, looked at again
+// after another GracePeriod) a node another replica holds while that one keeps its heartbeat
+// fresh. A change only to a Node's heartbeat times or to a
 // Device's status (what the edge reported) is not routed back down (view.Routed).
 package cloudhub

@@ -39,11 +39,17 @@ const (
 // ErrBadReport is what Reports.Apply wraps when a report itself is malformed.
 var ErrBadReport = errors.New("cloudhub: bad report")
 
+// ErrHeldElsewhere is what Status.SetReady returns when it leaves a node Ready because another
+// replica has its session.
+var ErrHeldElsewhere = errors.New("cloudhub: the node is connected to another replica")
+
 // Status records what the hub learns about nodes; the cloud implements it over Node objects.
 type Status interface {
-	// SetReady records the node's Ready condition and its last heartbeat. It writes only when
-	// something changed or the heartbeat is older than interval, so that reconnects and
-	// restarts do not write (and route) every Node.
+	// SetReady records the node's Ready condition and its last heartbeat. Ready, it writes only
+	// when something changed or the heartbeat is older than interval, so that reconnects and
+	// restarts do not write (and route) every Node. Not ready (the node is gone past its grace
+	// period), it leaves alone a node that another replica reports connected with a heartbeat
+	// less than interval before heartbeat, and returns ErrHeldElsewhere.
 	SetReady(ctx context.Context, node string, ready bool, reason string, heartbeat time.Time, interval time.Duration) error
 }
 
@@ -398,9 +404,24 @@ func (h *Hub) startGrace(node string) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
 		defer cancel()
-		if err := h.status.SetReady(ctx, node, false, "NodeStatusUnknown", h.now(), 0); err != nil {
+		// A node that another replica reports connected, and whose heartbeat that replica keeps
+		// writing, is left to it. That replica rewrites the heartbeat about every StatusInterval
+		// (a write that would move it by less is skipped, so the stored one can be up to twice
+		// that old): one older than that and a grace period means that replica is gone too.
+		err := h.status.SetReady(ctx, node, false, "NodeStatusUnknown", h.now(), 2*h.cfg.StatusInterval+h.cfg.GracePeriod)
+		switch {
+		case errors.Is(err, ErrHeldElsewhere):
+			// Look again after another grace period: the replica holding it may go away
+			// without marking it.
+			h.log.Debug().Str("node", node).Msg("node connected to another replica; not marked NotReady")
+			h.mu.Lock()
+			if _, back := h.sessions[node]; !back && h.grace[node] == nil && !h.stopping {
+				h.startGrace(node)
+			}
+			h.mu.Unlock()
+		case err != nil:
 			h.log.Warn().Err(err).Str("node", node).Msg("could not mark node NotReady")
-		} else {
+		default:
 			h.log.Info().Str("node", node).Msg("node NotReady: disconnected past the grace period")
 		}
 	})

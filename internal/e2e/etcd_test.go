@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/store/etcdstore/etcdtest"
 )
 
@@ -97,4 +98,81 @@ func TestEtcdBadConfiguration(t *testing.T) {
 	if _, err := os.Stat(data); err == nil {
 		t.Error("a bad etcd configuration created the data dir")
 	}
+}
+
+// TestEtcdTwoReplicas: two tether-cloud replicas on one etcd, sharing the CA (its two files
+// copied into the second's data dir, as the README says). An edge joined through one is served
+// by either; the replica without its session leaves it Ready past its grace period (before, it
+// marked Unknown every node it had no session for); when the replica holding the node is killed,
+// the edge moves to the other, which names itself in the Ready condition; and once the edge
+// stops, that replica marks it Unknown after its grace period.
+func TestEtcdTwoReplicas(t *testing.T) {
+	srv := etcdtest.Start(t)
+	etcdArgs := []string{"--store", "etcd", "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/two"}
+	a := newCloud(t, append(etcdArgs, "--replica-name", "replica-a")...)
+	e := newEdge(t, a, "edge-1")
+	via := a // the replica the test reads the Node through
+	holder := func() (status, message string) {
+		t.Helper()
+		var n struct {
+			Status struct {
+				Conditions []struct{ Type, Status, Message string }
+			}
+		}
+		json.Unmarshal(mustDo(t, http.MethodGet, via.url("/api/v1/nodes/edge-1"), nil), &n)
+		for _, c := range n.Status.Conditions {
+			if c.Type == "Ready" {
+				return c.Status, c.Message
+			}
+		}
+		return "", ""
+	}
+	waitFor(t, 10*time.Second, "edge-1 Ready on replica-a", func() bool {
+		s, m := holder()
+		return s == "True" && strings.HasSuffix(m, "replica-a")
+	})
+
+	// The second replica starts with the node Ready and connected to the first.
+	b := &cloud{dir: t.TempDir(), hub: freePort(t), join: freePort(t), api: freePort(t), extra: append(etcdArgs, "--replica-name", "replica-b")}
+	for _, f := range []string{pki.CACertFile, pki.CAKeyFile} {
+		raw, err := os.ReadFile(filepath.Join(a.dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(b.dir, f), raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.start(t)
+	if got, want := cloudInfo(t, b)["caHash"], cloudInfo(t, a)["caHash"]; got != want {
+		t.Fatalf("replica-b's CA %s, replica-a's %s", got, want)
+	}
+	time.Sleep(6 * time.Second) // twice the harness's grace period
+	if s, m := holder(); s != "True" || !strings.HasSuffix(m, "replica-a") {
+		t.Fatalf("after replica-b's grace period: Ready %s %q, want True on replica-a", s, m)
+	}
+	mustDo(t, http.MethodPost, b.url(paths["pods"]), podObj("through-b", "edge-1", nil, nil))
+	waitNames(t, e.url(paths["pods"]), q("through-b")...)
+
+	// The edge, told both replicas, is on replica-a; kill it.
+	e.stop()
+	e.extra = []string{"--cloud", b.hub}
+	e.restart(t)
+	e.waitSynced(t)
+	a.kill()
+	via = b
+	waitFor(t, 20*time.Second, "edge-1 on replica-b", func() bool {
+		s, m := holder()
+		return s == "True" && strings.HasSuffix(m, "replica-b")
+	})
+	mustDo(t, http.MethodPost, b.url(paths["pods"]), podObj("after-a", "edge-1", nil, nil))
+	waitNames(t, e.url(paths["pods"]), q("through-b", "after-a")...)
+
+	// The edge goes away: the replica that held it marks it after its grace period.
+	e.stop()
+	waitFor(t, 15*time.Second, "edge-1 Unknown after replica-b's grace period", func() bool {
+		s, _ := holder()
+		return s == "Unknown"
+	})
+	b.stop()
 }
