@@ -7,7 +7,8 @@
 // # Trust model
 //
 // One CA per cloud (ECDSA P-256, CN tether-ca, ten years), kept as ca.crt and ca.key in the cloud's
-// data directory. The CA signs the hub's server certificate (IssueServer) and one client
+// data directory. Replicas of one cloud share theirs through a CAShare (the etcd store):
+// LoadSharedCA stores the first replica's CA there and gives it to the others. The CA signs the hub's server certificate (IssueServer) and one client
 // certificate per node (SignCSR). A node's identity on the hub is its certificate's subject,
 // CN "node:<name>", and nothing else; NodeNameFromCert reads it back after the TLS stack has
 // verified the chain. The hub's listener uses (*CA).ServerTLSConfig: TLS 1.3,

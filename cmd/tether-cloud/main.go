@@ -294,35 +294,51 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	ca, err := pki.LoadOrCreateCA(c.dataDir, now())
-	if err != nil {
-		return err
-	}
-	serverCert, err := ca.IssueServer(certHosts(c), 365*24*time.Hour, now())
-	if err != nil {
-		return cli.FlagError("advertise-address", err)
-	}
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var backend store.Backend
+	var ca *pki.CA
+	var serverCert tls.Certificate
+	issue := func() (err error) {
+		serverCert, err = ca.IssueServer(certHosts(c), 365*24*time.Hour, now())
+		if err != nil {
+			return cli.FlagError("advertise-address", err)
+		}
+		return nil
+	}
 	switch c.storeKind {
 	case "etcd":
 		es, err := etcdstore.Open(ctx, c.etcd, log, promReg)
 		if err != nil {
 			return err
 		}
+		defer es.Close()
 		backend = es
+		// The replicas on one etcd sign with one CA, kept there by the first of them.
+		if ca, err = pki.LoadSharedCA(ctx, c.dataDir, now(), es); err != nil {
+			return err
+		}
+		if err := issue(); err != nil {
+			return err
+		}
 	default:
+		var err error
+		if ca, err = pki.LoadOrCreateCA(c.dataDir, now()); err != nil {
+			return err
+		}
+		if err := issue(); err != nil {
+			return err
+		}
 		bcfg := boltstore.DefaultConfig(filepath.Join(c.dataDir, "cloud.db"))
 		bcfg.History = c.history
 		bs, err := boltstore.Open(bcfg, log, promReg)
 		if err != nil {
 			return err
 		}
+		defer bs.Close()
 		backend = bs
 	}
-	defer backend.Close()
 
 	reg := resource.New()
 	ixCfg := index.DefaultConfig()

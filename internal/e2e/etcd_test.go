@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/store/etcdstore/etcdtest"
 )
 
@@ -100,12 +99,13 @@ func TestEtcdBadConfiguration(t *testing.T) {
 	}
 }
 
-// TestEtcdTwoReplicas: two tether-cloud replicas on one etcd, sharing the CA (its two files
-// copied into the second's data dir, as the README says). An edge joined through one is served
-// by either; the replica without its session leaves it Ready past its grace period (before, it
+// TestEtcdTwoReplicas: two tether-cloud replicas on one etcd share the CA the first one stored
+// there, and a replica whose data dir holds another CA refuses to start. An edge joined through
+// one replica is served by the other, and a token made through one joins a node through the
+// other. The replica without a node's session leaves it Ready past its grace period (before, it
 // marked Unknown every node it had no session for); when the replica holding the node is killed,
-// the edge moves to the other, which names itself in the Ready condition; and once the edge
-// stops, that replica marks it Unknown after its grace period.
+// the edge moves to the other, which names itself in the Ready condition; once the edge stops,
+// that replica marks it Unknown after its grace period.
 func TestEtcdTwoReplicas(t *testing.T) {
 	srv := etcdtest.Start(t)
 	etcdArgs := []string{"--store", "etcd", "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/two"}
@@ -132,27 +132,35 @@ func TestEtcdTwoReplicas(t *testing.T) {
 		return s == "True" && strings.HasSuffix(m, "replica-a")
 	})
 
-	// The second replica starts with the node Ready and connected to the first.
+	// The second replica starts with the node Ready and connected to the first. It finds the
+	// first one's CA in etcd.
 	b := &cloud{dir: t.TempDir(), hub: freePort(t), join: freePort(t), api: freePort(t), extra: append(etcdArgs, "--replica-name", "replica-b")}
-	for _, f := range []string{pki.CACertFile, pki.CAKeyFile} {
-		raw, err := os.ReadFile(filepath.Join(a.dir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(b.dir, f), raw, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	b.start(t)
 	if got, want := cloudInfo(t, b)["caHash"], cloudInfo(t, a)["caHash"]; got != want {
 		t.Fatalf("replica-b's CA %s, replica-a's %s", got, want)
 	}
+	// A replica that ran alone before, with a CA of its own.
+	alone := newCloud(t)
+	alone.stop()
+	out, err := exec.Command(filepath.Join(binDir, "tether-cloud"), append([]string{"serve", "--data-dir", alone.dir,
+		"--hub-listen", freePort(t), "--join-listen", freePort(t), "--api-listen", freePort(t)}, etcdArgs...)...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "other than the one the cloud's replicas share") {
+		t.Fatalf("a replica with another CA: %v: %s", err, out)
+	}
+
 	time.Sleep(6 * time.Second) // twice the harness's grace period
 	if s, m := holder(); s != "True" || !strings.HasSuffix(m, "replica-a") {
 		t.Fatalf("after replica-b's grace period: Ready %s %q, want True on replica-a", s, m)
 	}
 	mustDo(t, http.MethodPost, b.url(paths["pods"]), podObj("through-b", "edge-1", nil, nil))
 	waitNames(t, e.url(paths["pods"]), q("through-b")...)
+	e2 := &edge{name: "edge-2", dir: t.TempDir(), meta: freePort(t), mqtt: freePort(t), c: b}
+	e2.startWith(t, a.token(t, "--node", "edge-2"))
+	e2.waitSynced(t)
+	t.Cleanup(func() { e2.kill(); e2.check(t) })
+	mustDo(t, http.MethodPost, a.url(paths["pods"]), podObj("on-2", "edge-2", nil, nil))
+	waitNames(t, e2.url(paths["pods"]), q("on-2")...)
+	e2.stop()
 
 	// The edge, told both replicas, is on replica-a; kill it.
 	e.stop()

@@ -4,8 +4,9 @@
 // Layout: a store key k (every one starts with "/") is the etcd key Prefix+k, so one etcd holds
 // several tether clusters under different prefixes. The store's own keys sit beside them, outside
 // that range: Prefix+"!cluster-id" (created once, in a transaction, by the first replica to open
-// the prefix), Prefix+"!rev" (put by every write) and Prefix+"!compacted" (the last compaction a
-// replica made).
+// the prefix), Prefix+"!rev" (put by every write), Prefix+"!compacted" (the last compaction a
+// replica made) and Prefix+"!ca" (the CA the replicas share, see ClaimCA; it holds the CA's
+// private key, so etcd needs the protection of the CA files it replaces).
 //
 // Revisions: a write is one etcd transaction that changes one key and puts Prefix+"!rev", so it
 // takes one etcd revision and makes exactly one event in the watched range. Rev is the

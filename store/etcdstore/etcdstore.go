@@ -29,6 +29,7 @@ const (
 	keyCluster = "!cluster-id" // random, made by the first replica that opens the prefix
 	keyRev     = "!rev"        // put by every write: its ModRevision is the revision of the last change
 	keyCompact = "!compacted"  // decimal etcd revision of the last compaction a replica made
+	keyCA      = "!ca"         // the replicas' shared CA (ClaimCA), stored by the first replica
 )
 
 var (
@@ -154,6 +155,33 @@ func (s *Store) init(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ClaimCA implements pki.CAShare: it stores pair under Prefix+"!ca" unless a value is there
+// already (one transaction, so replicas starting together agree), and returns what is there.
+func (s *Store) ClaimCA(ctx context.Context, pair []byte) ([]byte, error) {
+	key := s.cfg.Prefix + keyCA
+	var stored []byte
+	err := s.call(ctx, "claim", key, func(ctx context.Context) (*pb.ResponseHeader, error) {
+		resp, err := s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, string(pair))).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			return nil, err
+		}
+		stored = pair
+		if !resp.Succeeded {
+			kvs := resp.Responses[0].GetResponseRange().Kvs
+			if len(kvs) != 1 {
+				return nil, fmt.Errorf("%s vanished", key)
+			}
+			stored = kvs[0].Value
+		}
+		return resp.Header, nil
+	})
+	return stored, err
 }
 
 // ClusterID implements store.Backend.

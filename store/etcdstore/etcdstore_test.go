@@ -231,6 +231,49 @@ func TestOpenTogetherAgreeOnClusterID(t *testing.T) {
 	}
 }
 
+// TestClaimCATogether: replicas claiming at once on a fresh prefix all get the one CA stored
+// first; a later claim gets it too; it is the store's own key, outside every list and watch;
+// another prefix has its own.
+func TestClaimCATogether(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cfg := DefaultConfig(srv.Endpoint())
+	cfg.Prefix = "/ca"
+	got := make(chan string, 8)
+	for i := range 8 {
+		go func() {
+			s, err := Open(bg(t), cfg, zerolog.Nop(), nil)
+			if err != nil {
+				t.Error(err)
+				got <- ""
+				return
+			}
+			defer s.Close()
+			v, err := s.ClaimCA(bg(t), []byte(fmt.Sprint("ca-", i)))
+			if err != nil {
+				t.Error(err)
+			}
+			got <- string(v)
+		}()
+	}
+	first := <-got
+	for range 7 {
+		if v := <-got; v != first || v == "" {
+			t.Fatalf("claims got %q and %q", first, v)
+		}
+	}
+	s := openTest(t, srv, func(c *Config) { c.Prefix = "/ca" })
+	if v, err := s.ClaimCA(bg(t), []byte("late")); err != nil || string(v) != first {
+		t.Fatalf("a later claim = %q, %v; want %q", v, err, first)
+	}
+	if kvs, _, err := s.List(bg(t), "", "", 0); err != nil || len(kvs) != 0 {
+		t.Fatalf("list of everything = %v, %v; want nothing", kvs, err)
+	}
+	other := openTest(t, srv, func(c *Config) { c.Prefix = "/other" })
+	if v, err := other.ClaimCA(bg(t), []byte("mine")); err != nil || string(v) != "mine" {
+		t.Fatalf("another prefix's claim = %q, %v; want its own", v, err)
+	}
+}
+
 // TestListPages: a list longer than a page is read in pages at one revision.
 func TestListPages(t *testing.T) {
 	srv := etcdtest.Start(t)
