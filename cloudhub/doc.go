@@ -41,6 +41,6 @@
 // heartbeat times at most every StatusInterval. With several replicas, the Ready condition names
 // the one holding the session, and a replica leaves alone (ErrHeldElsewhere, looked at again
 // after another GracePeriod) a node another replica holds while that one keeps its heartbeat
-// fresh. A change only to a Node's heartbeat times or to a
-// Device's status (what the edge reported) is not routed back down (view.Routed).
+// fresh. A change only to a Node's heartbeat times or to a Device's status (what the edge
+// reported) is not routed back down (view.Routed).
 package cloudhub
