@@ -48,6 +48,9 @@ func NewObjects(backend store.Backend, ix *index.Index, reg *resource.Registry, 
 	return o
 }
 
+// WatchCache is the cache watches are served from (kubeapi reports its size).
+func (o *Objects) WatchCache() *kubeapi.Cache { return o.cache }
+
 func (o *Objects) primeCache() {
 	o.prime.Do(func() { o.cache.Reset(o.ix.HistoryFrom()) })
 }

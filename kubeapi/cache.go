@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"unsafe"
 )
 
 // EventType is a watch event's type, as Kubernetes spells it.
@@ -38,6 +39,7 @@ type Cache struct {
 	mu       sync.Mutex    // guards everything below; Lock order: Cache.mu before Watch.mu
 	ring     []Event       // circular, len ≤ size
 	head     int           // index of the oldest event when the ring is full
+	bytes    int64         // about what the events in ring hold (eventBytes)
 	floor    int64         // every event after floor is in the ring (or there was none)
 	rev      int64         // newest revision known
 	changed  chan struct{} // closed and replaced whenever rev moves
@@ -59,7 +61,7 @@ func NewCache(size, buffer int) *Cache {
 func (c *Cache) Reset(rev int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ring, c.head, c.floor, c.rev = nil, 0, rev, rev
+	c.ring, c.head, c.floor, c.rev, c.bytes = nil, 0, rev, rev, 0
 	c.objectFields = map[string]string{}
 	c.wake()
 	for w := range c.watchers {
@@ -83,10 +85,12 @@ func (c *Cache) Add(ev Event) {
 	if read != nil {
 		ev = c.complete(ev, read.value(ev.Resource))
 	}
+	c.bytes += eventBytes(ev)
 	if len(c.ring) < c.size {
 		c.ring = append(c.ring, ev)
 	} else {
 		c.floor = c.ring[c.head].Rev
+		c.bytes -= eventBytes(c.ring[c.head])
 		c.ring[c.head] = ev
 		c.head = (c.head + 1) % c.size
 	}
@@ -138,6 +142,42 @@ func (c *Cache) Progress(rev int64) {
 func (c *Cache) wake() {
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// Size returns how many events the cache holds and about how many bytes of memory they take
+// (their objects, metadata and maps; an estimate, for operators sizing the cache).
+func (c *Cache) Size() (events int, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.ring), c.bytes
+}
+
+// eventBytes estimates the memory an event holds: its object, and its metadata with their maps.
+func eventBytes(ev Event) int64 {
+	n := int64(unsafe.Sizeof(ev)) + int64(cap(ev.Object)) + metaBytes(ev.Meta)
+	if ev.Prev != nil {
+		n += int64(unsafe.Sizeof(*ev.Prev)) + metaBytes(*ev.Prev)
+	}
+	return n
+}
+
+// metaBytes estimates what m's strings and maps hold beyond the Meta itself.
+func metaBytes(m Meta) int64 {
+	return int64(len(m.Namespace)+len(m.Name)) + mapBytes(m.Labels) + mapBytes(m.Fields)
+}
+
+// mapBytes estimates a small map[string]string: a header, a group of slots per eight entries
+// (two string headers each, and a control byte), and the strings.
+func mapBytes(m map[string]string) int64 {
+	if m == nil {
+		return 0
+	}
+	const header, slot = 48, 2*16 + 1
+	n := int64(header) + int64((len(m)+7)/8*8*slot)
+	for k, v := range m {
+		n += int64(len(k) + len(v))
+	}
+	return n
 }
 
 // Rev returns the newest revision the cache knows.

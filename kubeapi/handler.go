@@ -85,7 +85,24 @@ func New(cfg Config, reg *resource.Registry, store Storage, log zerolog.Logger, 
 	if err != nil {
 		return nil, fmt.Errorf("kubeapi: openapi: %w", err)
 	}
+	if c, ok := store.(cached); ok && promReg != nil {
+		registerCacheMetrics(promReg, prefix, c.WatchCache())
+	}
 	return &Handler{cfg: cfg, reg: reg, store: store, log: log, metrics: newMetrics(promReg, prefix), openapi: oa, now: time.Now}, nil
+}
+
+// cached is a Storage that serves watches from a Cache; the Handler then reports the cache's
+// size in its metrics.
+type cached interface{ WatchCache() *Cache }
+
+// registerCacheMetrics reports c's size: events held and about the memory they take.
+func registerCacheMetrics(reg prometheus.Registerer, prefix string, c *Cache) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: prefix + "_watch_cache_events", Help: "Recent changes the watch cache holds."},
+			func() float64 { n, _ := c.Size(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: prefix + "_watch_cache_bytes", Help: "About the memory the watch cache's changes hold (an estimate)."},
+			func() float64 { _, b := c.Size(); return float64(b) }),
+	)
 }
 
 // request is a parsed API request.

@@ -295,6 +295,49 @@ func TestTables(t *testing.T) {
 	}
 }
 
+// TestCacheSize: the cache reports the events it holds and about the bytes they take, which stop
+// growing once the ring is full and go back to nothing on Reset.
+func TestCacheSize(t *testing.T) {
+	c := NewCache(4, 3)
+	c.Reset(0)
+	obj := []byte(strings.Repeat("x", 1000))
+	add := func(rev int64) {
+		prev := &Meta{Namespace: "ns", Name: "p", Labels: map[string]string{"app": "a"}}
+		c.Add(Event{Type: Modified, Rev: rev, Resource: "pods", Meta: Meta{Namespace: "ns", Name: "p", Labels: map[string]string{"app": "a"}}, Prev: prev, Object: obj})
+	}
+	if n, b := c.Size(); n != 0 || b != 0 {
+		t.Fatalf("empty cache: %d events, %d bytes", n, b)
+	}
+	add(1)
+	_, one := c.Size()
+	if one < 1000 || one > 3000 {
+		t.Fatalf("one event of a 1,000-byte object: %d bytes", one)
+	}
+	for rev := int64(2); rev <= 4; rev++ {
+		add(rev)
+	}
+	if n, _ := c.Size(); n != 4 {
+		t.Fatalf("4 events added: the cache holds %d", n)
+	}
+	for rev := int64(5); rev <= 20; rev++ {
+		add(rev)
+	}
+	n, full := c.Size()
+	if n != 4 || full < 4*one {
+		t.Fatalf("after the ring wrapped: %d events, %d bytes, want 4 and at least %d", n, full, 4*one)
+	}
+	for rev := int64(21); rev <= 40; rev++ {
+		add(rev) // events of the same shape replace each other: the size stays
+	}
+	if n, b := c.Size(); n != 4 || b != full {
+		t.Fatalf("after more of the same events: %d events, %d bytes, want 4 and %d", n, b, full)
+	}
+	c.Reset(40)
+	if n, b := c.Size(); n != 0 || b != 0 {
+		t.Fatalf("after Reset: %d events, %d bytes", n, b)
+	}
+}
+
 // TestCacheWatch: exact replay after a version, 410 before the ring, and a slow watcher ended
 // instead of buffered.
 func TestCacheWatch(t *testing.T) {

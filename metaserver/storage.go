@@ -54,6 +54,9 @@ func New(store *edgestore.Store, reg *resource.Registry, cacheSize, watchBuffer 
 	return s
 }
 
+// WatchCache is the cache watches are served from (kubeapi reports its size).
+func (s *Storage) WatchCache() *kubeapi.Cache { return s.cache }
+
 // readable fails if the store could not be loaded: then nothing it holds can be answered.
 func (s *Storage) readable() error {
 	if s.loadErr != nil {
