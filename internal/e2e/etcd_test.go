@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -142,7 +143,9 @@ func TestEtcdTwoReplicas(t *testing.T) {
 	// A replica that ran alone before, with a CA of its own.
 	alone := newCloud(t)
 	alone.stop()
-	out, err := exec.Command(filepath.Join(binDir, "tether-cloud"), append([]string{"serve", "--data-dir", alone.dir,
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // should it start after all
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "tether-cloud"), append([]string{"serve", "--data-dir", alone.dir,
 		"--hub-listen", freePort(t), "--join-listen", freePort(t), "--api-listen", freePort(t)}, etcdArgs...)...).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "other than the one the cloud's replicas share") {
 		t.Fatalf("a replica with another CA: %v: %s", err, out)
