@@ -58,39 +58,46 @@ type CA struct {
 // returns an error wrapping ErrBadCA if only one file exists, they do not belong together, or
 // the certificate is not a CA valid at now.
 func LoadOrCreateCA(dir string, now time.Time) (*CA, error) {
+	ca, _, _, err := loadOrCreateCA(dir, now)
+	return ca, err
+}
+
+// loadOrCreateCA is LoadOrCreateCA that also returns the key's PEM and whether it made the CA.
+func loadOrCreateCA(dir string, now time.Time) (ca *CA, keyPEM []byte, created bool, err error) {
 	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
 	certPEM, certErr := readFile(certPath)
 	keyPEM, keyErr := readFile(keyPath)
 	certMissing, keyMissing := errors.Is(certErr, fs.ErrNotExist), errors.Is(keyErr, fs.ErrNotExist)
 	switch {
 	case certMissing && keyMissing:
-		return createCA(dir, now)
+		ca, keyPEM, err := createCA(dir, now)
+		return ca, keyPEM, err == nil, err
 	case certErr != nil && !certMissing:
-		return nil, fmt.Errorf("pki: load CA: %w", certErr)
+		return nil, nil, false, fmt.Errorf("pki: load CA: %w", certErr)
 	case keyErr != nil && !keyMissing:
-		return nil, fmt.Errorf("pki: load CA: %w", keyErr)
+		return nil, nil, false, fmt.Errorf("pki: load CA: %w", keyErr)
 	case certMissing:
-		return nil, fmt.Errorf("%w: %s exists but %s does not; restore it from backup "+
+		return nil, nil, false, fmt.Errorf("%w: %s exists but %s does not; restore it from backup "+
 			"(a new CA would orphan every joined node)", ErrBadCA, keyPath, certPath)
 	case keyMissing:
-		return nil, fmt.Errorf("%w: %s exists but %s does not; restore it from backup "+
+		return nil, nil, false, fmt.Errorf("%w: %s exists but %s does not; restore it from backup "+
 			"(a new CA would orphan every joined node)", ErrBadCA, certPath, keyPath)
 	}
-	ca, err := newCA(certPEM, keyPEM, now)
+	ca, err = newCA(certPEM, keyPEM, now)
 	if err != nil {
-		return nil, fmt.Errorf("%w in %s: %v", ErrBadCA, dir, err)
+		return nil, nil, false, fmt.Errorf("%w in %s: %v", ErrBadCA, dir, err)
 	}
-	return ca, nil
+	return ca, keyPEM, false, nil
 }
 
-func createCA(dir string, now time.Time) (*CA, error) {
+func createCA(dir string, now time.Time) (*CA, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("pki: generate CA key: %w", err)
+		return nil, nil, fmt.Errorf("pki: generate CA key: %w", err)
 	}
 	serial, err := randomSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -105,25 +112,26 @@ func createCA(dir string, now time.Time) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("pki: create CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("pki: create CA certificate: %w", err)
 	}
 	keyPEM, err := encodeKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("pki: %w", err)
+		return nil, nil, fmt.Errorf("pki: %w", err)
 	}
 	certPEM := encodeCert(der)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("pki: create CA directory: %w", err)
+		return nil, nil, fmt.Errorf("pki: create CA directory: %w", err)
 	}
 	// Key first: a crash between the writes leaves ca.key alone, which LoadOrCreateCA reports
 	// rather than silently replacing; the reverse would leave a certificate nobody can sign with.
 	if err := writeFileAtomic(filepath.Join(dir, CAKeyFile), keyPEM, 0o600); err != nil {
-		return nil, fmt.Errorf("pki: save CA key: %w", err)
+		return nil, nil, fmt.Errorf("pki: save CA key: %w", err)
 	}
 	if err := writeFileAtomic(filepath.Join(dir, CACertFile), certPEM, 0o644); err != nil {
-		return nil, fmt.Errorf("pki: save CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("pki: save CA certificate: %w", err)
 	}
-	return newCA(certPEM, keyPEM, now)
+	ca, err := newCA(certPEM, keyPEM, now)
+	return ca, keyPEM, err
 }
 
 func newCA(certPEM, keyPEM []byte, now time.Time) (*CA, error) {

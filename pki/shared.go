@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -37,15 +34,9 @@ type caPair struct {
 //
 // The CA's private key is stored in share as it is in dir: protect both alike.
 func LoadSharedCA(ctx context.Context, dir string, now time.Time, share CAShare) (*CA, error) {
-	_, statErr := os.Stat(filepath.Join(dir, CACertFile))
-	had := !errors.Is(statErr, fs.ErrNotExist)
-	local, err := LoadOrCreateCA(dir, now)
+	local, keyPEM, created, err := loadOrCreateCA(dir, now)
 	if err != nil {
 		return nil, err
-	}
-	keyPEM, err := readFile(filepath.Join(dir, CAKeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("pki: load CA: %w", err)
 	}
 	mine, err := json.Marshal(caPair{Cert: local.CertPEM(), Key: keyPEM})
 	if err != nil {
@@ -69,7 +60,7 @@ func LoadSharedCA(ctx context.Context, dir string, now time.Time, share CAShare)
 	switch {
 	case shared.hash == local.hash:
 		return shared, nil // the same key, written out differently
-	case had:
+	case !created:
 		return nil, fmt.Errorf("%w: %s holds a CA (%s) other than the one the cloud's replicas share (%s); "+
 			"the nodes it signed would be refused by the other replicas. Move %s and %s aside to take the shared one",
 			ErrBadCA, dir, local.hash, shared.hash, CACertFile, CAKeyFile)
