@@ -210,25 +210,38 @@ func TestOpenTogetherAgreeOnClusterID(t *testing.T) {
 	srv := etcdtest.Start(t)
 	cfg := DefaultConfig(srv.Endpoint())
 	cfg.Prefix = "/together"
-	ids := make(chan string, 8)
-	for range 8 {
+	sameFromAll(t, cfg, "cluster IDs", func(s *Store, _ int) (string, error) { return s.ClusterID(), nil })
+}
+
+// sameFromAll opens 8 stores on cfg at once, asks each what fn returns, and fails unless all
+// answer the same non-empty value, which it returns.
+func sameFromAll(t *testing.T, cfg Config, what string, fn func(s *Store, i int) (string, error)) string {
+	t.Helper()
+	const n = 8
+	got := make(chan string, n)
+	for i := range n {
 		go func() {
 			s, err := Open(bg(t), cfg, zerolog.Nop(), nil)
 			if err != nil {
 				t.Error(err)
-				ids <- ""
+				got <- ""
 				return
 			}
 			defer s.Close()
-			ids <- s.ClusterID()
+			v, err := fn(s, i)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- v
 		}()
 	}
-	first := <-ids
-	for range 7 {
-		if id := <-ids; id != first || id == "" {
-			t.Fatalf("cluster IDs %q and %q", first, id)
+	first := <-got
+	for range n - 1 {
+		if v := <-got; v != first || v == "" {
+			t.Fatalf("%s %q and %q", what, first, v)
 		}
 	}
+	return first
 }
 
 // TestClaimCATogether: replicas claiming at once on a fresh prefix all get the one CA stored
@@ -238,29 +251,10 @@ func TestClaimCATogether(t *testing.T) {
 	srv := etcdtest.Start(t)
 	cfg := DefaultConfig(srv.Endpoint())
 	cfg.Prefix = "/ca"
-	got := make(chan string, 8)
-	for i := range 8 {
-		go func() {
-			s, err := Open(bg(t), cfg, zerolog.Nop(), nil)
-			if err != nil {
-				t.Error(err)
-				got <- ""
-				return
-			}
-			defer s.Close()
-			v, err := s.ClaimCA(bg(t), []byte(fmt.Sprint("ca-", i)))
-			if err != nil {
-				t.Error(err)
-			}
-			got <- string(v)
-		}()
-	}
-	first := <-got
-	for range 7 {
-		if v := <-got; v != first || v == "" {
-			t.Fatalf("claims got %q and %q", first, v)
-		}
-	}
+	first := sameFromAll(t, cfg, "claims got", func(s *Store, i int) (string, error) {
+		v, err := s.ClaimCA(bg(t), []byte(fmt.Sprint("ca-", i)))
+		return string(v), err
+	})
 	s := openTest(t, srv, func(c *Config) { c.Prefix = "/ca" })
 	if v, err := s.ClaimCA(bg(t), []byte("late")); err != nil || string(v) != first {
 		t.Fatalf("a later claim = %q, %v; want %q", v, err, first)
