@@ -161,7 +161,6 @@ type edge struct {
 	mode    protocol.Mode
 	log     []string
 	noAck   bool
-	maxSeq  uint64
 }
 
 func newEdge(t *testing.T, node string) *edge {

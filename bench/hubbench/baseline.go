@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -132,7 +131,6 @@ type baselineClients struct {
 	conns []*websocket.Conn
 	mu    sync.Mutex
 	recv  map[uint64][]time.Time
-	count atomic.Int64
 }
 
 func dialBaseline(ctx context.Context, addr string, n int, ack bool) (*baselineClients, error) {

@@ -286,7 +286,7 @@ func TestTwinRoundTrip(t *testing.T) {
 		t.Fatalf("unknown device: %s", r[0])
 	}
 	// The good updates arrived; the bad ones changed nothing; the null deleted humidity.
-	st = waitReported(t, c, "thermo", map[string]string{"mode": "eco", "temperature": "25", "humidity": "", "power": ""})
+	waitReported(t, c, "thermo", map[string]string{"mode": "eco", "temperature": "25", "humidity": "", "power": ""})
 
 	// Membership: a second device is added, then the first removed.
 	mustDo(t, http.MethodPost, c.url(paths["devices"]), twinDeviceObj("second", "edge-1", "thermo-model"))

@@ -262,12 +262,6 @@ func (c *client) next(topic string, n int) map[string]any {
 	}
 }
 
-func (c *client) count(topic string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.in[topic])
-}
-
 func keys(m map[string]any) string {
 	var ks []string
 	for k := range m {
