@@ -32,7 +32,10 @@ type cloud struct {
 	fwd     *Forwarder
 }
 
-func newCloud(t *testing.T, cacheSize int) *cloud {
+func newCloud(t *testing.T, cacheSize int) *cloud { return newCloudWith(t, cacheSize, true) }
+
+// newCloudWith is newCloud, with the namespace finalizer left stopped when finalize is false.
+func newCloudWith(t *testing.T, cacheSize int, finalize bool) *cloud {
 	t.Helper()
 	b, err := boltstore.Open(boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db")), zerolog.Nop(), nil)
 	if err != nil {
@@ -44,21 +47,31 @@ func newCloud(t *testing.T, cacheSize int) *cloud {
 		t.Fatal(err)
 	}
 	objects := NewObjects(b, ix, reg, cacheSize, 1000, time.Now)
+	namespaces := NewNamespaces(objects, reg, zerolog.Nop())
+	namespaces.Sweep = 100 * time.Millisecond
 	api, err := kubeapi.New(kubeapi.DefaultConfig(), reg, objects, zerolog.Nop(), nil, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- ix.Run(ctx) }()
+	if finalize {
+		go func() { done <- namespaces.Run(ctx) }()
+	} else {
+		done <- nil
+	}
 	c := &cloud{t: t, objects: objects, api: api, srv: httptest.NewServer(api), fwd: NewForwarder(api, objects)}
 	t.Cleanup(func() {
 		c.srv.CloseClientConnections()
 		c.srv.Close()
 		cancel()
 		<-done
+		<-done
 		b.Close()
 	})
+	// The namespace the tests write in.
+	c.must(http.MethodPost, "/api/v1/namespaces", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"ns"}}`)
 	return c
 }
 

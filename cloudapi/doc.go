@@ -15,4 +15,10 @@
 // into its data and not stored, and a write whose result is the stored object writes nothing
 // (no new version, no event). A Device whose desired values its DeviceModel's types refuse is
 // refused (422) when its spec is written, since its edge would refuse its whole desired state.
+//
+// Namespaces follow Kubernetes' lifecycle: a namespaced object is created only in a Namespace
+// that exists and has no deletionTimestamp (the SystemNamespaces always count as existing). A
+// Namespace's DELETE only marks it Terminating; Namespaces, run by every replica, deletes what
+// is in it and then the Namespace (namespaces.go). deletionTimestamp is the server's: writes
+// neither set nor clear it.
 package cloudapi

@@ -266,12 +266,21 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 	}
 	delete(md, "resourceVersion")
 	delete(md, "deletionTimestamp")
+	if info.GroupResource() == resource.Namespaces {
+		// As in Kubernetes, a namespace starts Active (its DELETE makes it Terminating).
+		obj["status"] = map[string]any{"phase": "Active"}
+	}
 	if err := mergeStringData(info, obj); err != nil {
 		return nil, err
 	}
 	raw, err := validate(o.reg, info, ns, name, obj)
 	if err != nil {
 		return nil, err
+	}
+	if info.Namespaced {
+		if err := o.namespaceAccepts(ctx, ns); err != nil {
+			return nil, err
+		}
 	}
 	if info.GroupResource() == resource.Devices {
 		snap, err := o.latest(ctx)
@@ -478,9 +487,11 @@ func merge(info resource.Info, sub string, cur, want object) object {
 		}
 	}
 	md, curMD := next.metadata(), cur.metadata()
-	for _, k := range []string{"uid", "creationTimestamp", "namespace", "name"} {
+	for _, k := range []string{"uid", "creationTimestamp", "namespace", "name", "deletionTimestamp"} {
 		if v, ok := curMD[k]; ok {
 			md[k] = v
+		} else if k == "deletionTimestamp" {
+			delete(md, k) // set by a DELETE only
 		}
 	}
 	delete(md, "resourceVersion")
@@ -526,6 +537,9 @@ func (o *Objects) Delete(ctx context.Context, info resource.Info, ns, name strin
 	var expect int64
 	if opts.UID != "" || opts.ResourceVersion != "" {
 		expect = cur.ModRev
+	}
+	if info.GroupResource() == resource.Namespaces {
+		return o.terminateNamespace(ctx, info, cur, expect)
 	}
 	_, _, err = o.backend.Delete(ctx, cur.StoreKey, expect)
 	switch {

@@ -74,6 +74,7 @@ type Handler struct {
 	// lists recycles list response buffers: a 1,000-object list is about a megabyte, and
 	// allocating it per request is what makes a list's p99 wander with the GC.
 	lists sync.Pool
+	proto protobufDecoder // bodies current kubectl sends in protobuf
 }
 
 // New returns a Handler. prefix names its metrics ("tether_cloud_api", "tether_edge_metaserver").
@@ -88,7 +89,11 @@ func New(cfg Config, reg *resource.Registry, store Storage, log zerolog.Logger, 
 	if c, ok := store.(cached); ok && promReg != nil {
 		registerCacheMetrics(promReg, prefix, c.WatchCache())
 	}
-	return &Handler{cfg: cfg, reg: reg, store: store, log: log, metrics: newMetrics(promReg, prefix), openapi: oa, now: time.Now}, nil
+	pd, err := newProtobufDecoder()
+	if err != nil {
+		return nil, fmt.Errorf("kubeapi: protobuf: %w", err)
+	}
+	return &Handler{cfg: cfg, reg: reg, store: store, log: log, metrics: newMetrics(promReg, prefix), openapi: oa, now: time.Now, proto: pd}, nil
 }
 
 // cached is a Storage that serves watches from a Cache; the Handler then reports the cache's
@@ -328,7 +333,14 @@ func (h *Handler) body(w http.ResponseWriter, r *http.Request, req request) ([]b
 	if err != nil {
 		return nil, err
 	}
-	body, err := DecodeBody(r.Header.Get("Content-Type"), raw)
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == mediaProtobuf {
+		if raw, err = h.proto.toJSON(raw); err != nil {
+			return nil, err
+		}
+		ct = "application/json"
+	}
+	body, err := DecodeBody(ct, raw)
 	if err != nil {
 		return nil, err
 	}

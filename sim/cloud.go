@@ -143,6 +143,16 @@ func Request(base, method, path, contentType string, body []byte) ([]byte, error
 	return out, nil
 }
 
+// EnsureNamespace creates the Namespace ns unless it exists: the cloud creates objects only in
+// namespaces that do.
+func EnsureNamespace(base, ns string) error {
+	body := []byte(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"` + ns + `"}}`)
+	if _, err := Request(base, http.MethodPost, "/api/v1/namespaces", "application/json", body); err != nil && !strings.Contains(err.Error(), "409") {
+		return err
+	}
+	return nil
+}
+
 // Info is what /tether/v1/info says.
 type Info struct {
 	Version, Cluster, CAHash, Replica string

@@ -59,6 +59,9 @@ func NewFanoutProbe(ctx context.Context, api string, edges []*Edge, namespace, n
 	svc, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Service",
 		"metadata": map[string]any{"name": name, "namespace": namespace, "annotations": map[string]string{"change": "0", "pad": p.pad}},
 		"spec":     map[string]any{"ports": []any{map[string]any{"port": 80}}}})
+	if err := EnsureNamespace(api, namespace); err != nil {
+		return nil, err
+	}
 	resp, err := Request(api, http.MethodPost, "/api/v1/namespaces/"+namespace+"/services", "application/json", svc)
 	if err != nil {
 		if !strings.Contains(err.Error(), "409") {

@@ -384,6 +384,9 @@ func (r *run) ensureDevices() error {
 		"metadata": map[string]any{"name": "sim-model", "namespace": "sim"},
 		"spec":     map[string]any{"properties": []any{map[string]any{"name": "temperature", "type": "INT", "accessMode": "ReadWrite"}}}}
 	body, _ := json.Marshal(model)
+	if err := EnsureNamespace(r.api(), "sim"); err != nil {
+		return err
+	}
 	if _, err := Request(r.api(), http.MethodPost, "/apis/devices.kubeedge.io/v1beta1/namespaces/sim/devicemodels", "application/json", body); err != nil && !strings.Contains(err.Error(), "409") {
 		return err
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/tetherhub/tether/metaserver"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/sim"
 	"github.com/tetherhub/tether/store/boltstore"
 )
 
@@ -280,6 +281,9 @@ func cloudWrites(ctx context.Context, path string, sz sizes, emit func(Result)) 
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: sz.writers}}
+	if err := sim.EnsureNamespace(srv.URL, "bench"); err != nil {
+		return err
+	}
 	url := srv.URL + "/api/v1/namespaces/bench/configmaps"
 	cm := func(i, gen int) []byte {
 		return []byte(fmt.Sprintf(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm-%05d","namespace":"bench"},"data":{"gen":"%d","payload":"%s"}}`, i, gen, strings.Repeat("p", 800)))

@@ -264,6 +264,10 @@ func (b *bench) setUp() error {
 		k := j * b.sz.slices / n
 		b.sliceNodes[k] = append(b.sliceNodes[k], j)
 	}
+	if _, err := b.request(http.MethodPost, "/api/v1/namespaces", map[string]any{
+		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": namespace}}); err != nil {
+		return err
+	}
 	for _, svc := range []string{"web", "api"} {
 		md := map[string]any{"name": svc, "namespace": namespace}
 		if svc == "web" {

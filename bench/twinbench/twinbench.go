@@ -307,6 +307,9 @@ func (r *rig) start(ctx context.Context) error {
 	if err := waitHTTP(ctx, r.meta+"/readyz", 30*time.Second); err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
+	if err := sim.EnsureNamespace(r.api, ns); err != nil {
+		return err
+	}
 	_, err = sim.Request(r.api, http.MethodPost, "/apis/devices.kubeedge.io/v1beta1/namespaces/"+ns+"/devicemodels", "application/json",
 		mustJSON(map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
 			"metadata": map[string]any{"name": model, "namespace": ns},

@@ -349,6 +349,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	}
 	objects := cloudapi.NewObjects(backend, ix, reg, c.watchCache, 10_000, now)
 	tokens := cloudapi.NewTokens(backend, ca.Hash(), now, log)
+	namespaces := cloudapi.NewNamespaces(objects, reg, log.With().Str("component", "namespaces").Logger())
 	nodes := cloudapi.NewNodes(objects, reg)
 	status := cloudapi.NewNodeStatus(objects, reg, c.replica, now)
 	uploads := cloudapi.NewUploads(backend, cloudapi.DefaultUploadsConfig(), now, log, promReg)
@@ -408,6 +409,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	g.Go(func() error { return hub.Run(gctx) })
 	g.Go(func() error { return uploads.Run(gctx) })
 	g.Go(func() error { return groups.Run(gctx) })
+	g.Go(func() error { return namespaces.Run(gctx) })
 	joinHTTP := joinSrv.HTTPServer(serverCert)
 	joinHTTP.Addr = c.joinListen
 	g.Go(func() error { return serveHTTP(gctx, joinHTTP, c.joinListen, true, "join", log) })

@@ -169,6 +169,12 @@ type cloud struct {
 func newCloud(t *testing.T, extra ...string) *cloud {
 	c := &cloud{dir: t.TempDir(), hub: freePort(t), join: freePort(t), api: freePort(t), extra: extra}
 	c.start(t)
+	// The namespace the tests' objects live in (objects are created only in one that exists);
+	// a second replica on the same etcd finds it made.
+	if code, body := do(t, http.MethodPost, c.url("/api/v1/namespaces"), "application/json",
+		[]byte(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"`+ns+`"}}`)); code != http.StatusCreated && code != http.StatusConflict {
+		t.Fatalf("create namespace %s: %d %s", ns, code, body)
+	}
 	return c
 }
 

@@ -351,6 +351,51 @@ func TestKubectlCloud(t *testing.T) {
 	}
 }
 
+// TestKubectlDeleteNamespace: as in Kubernetes, kubectl creates (with create's protobuf bodies
+// and apply's JSON) only in a namespace that exists, and deleting a namespace deletes what is in it, so its Pod, ConfigMap and Device leave the edge;
+// kubectl waits for that, and another namespace's objects stay.
+func TestKubectlDeleteNamespace(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-d")
+	k := newKubectl(t, generations(t)["kubectl-current"], "http://"+c.api)
+	// kubectl create sends protobuf for the built-in kinds; apply sends JSON.
+	early := k.manifest("early.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: early\n  namespace: plant\n")
+	for _, args := range [][]string{{"create", "configmap", "early", "-n", "plant"}, {"apply", "-f", early}} {
+		if _, errOut, ok := k.run(args...); ok || !strings.Contains(errOut, `namespaces "plant" not found`) {
+			t.Fatalf("%v in a missing namespace: ok=%v %s", args, ok, errOut)
+		}
+	}
+	if out := k.must("create", "namespace", "plant"); !strings.Contains(out, "namespace/plant created") {
+		t.Fatalf("create namespace: %s", out)
+	}
+	k.must("create", "configmap", "early", "-n", "plant", "--from-literal", "a=b")
+	k.must("apply", "-f", k.manifest("plant.yaml", fleetManifest("plant", "edge-d")))
+	k.must("apply", "-f", k.manifest("yard.yaml", fleetManifest("yard", "edge-d")))
+	for _, ns := range []string{"plant", "yard"} {
+		waitNames(t, e.url("/api/v1/namespaces/"+ns+"/pods"), ns+"/reader")
+		waitNames(t, e.url("/apis/devices.kubeedge.io/v1beta1/namespaces/"+ns+"/devices"), ns+"/boiler")
+	}
+
+	out := k.must("delete", "namespace", "plant", "--timeout=30s")
+	if !strings.Contains(out, `namespace "plant" deleted`) {
+		t.Fatalf("delete namespace: %s", out)
+	}
+	if _, errOut, ok := k.run("get", "namespace", "plant"); ok || !strings.Contains(errOut, "NotFound") {
+		t.Fatalf("the namespace outlived kubectl's wait: %s", errOut)
+	}
+	waitNames(t, e.url("/api/v1/namespaces/plant/pods"))
+	waitNames(t, e.url("/api/v1/namespaces/plant/configmaps"))
+	waitNames(t, e.url("/apis/devices.kubeedge.io/v1beta1/namespaces/plant/devices"))
+	waitNames(t, e.url("/api/v1/namespaces/yard/pods"), "yard/reader")
+	waitNames(t, e.url("/api/v1/namespaces/yard/configmaps"), "yard/settings")
+	if _, errOut, ok := k.run("get", "configmap", "early", "-n", "plant"); ok || !strings.Contains(errOut, "NotFound") {
+		t.Fatalf("a ConfigMap no Pod uses outlived its namespace: %s", errOut)
+	}
+	if _, errOut, ok := k.run("create", "configmap", "late", "-n", "plant"); ok || !strings.Contains(errOut, `namespaces "plant" not found`) {
+		t.Fatalf("create in the deleted namespace: ok=%v %s", ok, errOut)
+	}
+}
+
 // TestKubectlStrictValidation: current kubectl leaves validation to the server (it reads
 // fieldValidation in /openapi/v3) and a typo is refused; kubectl 1.20 gets a warning.
 func TestKubectlStrictValidation(t *testing.T) {

@@ -1,0 +1,233 @@
+package cloudapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/kubeapi"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store"
+)
+
+// SystemNamespaces exist from the first start, as in Kubernetes: objects may be created in them
+// before their Namespace objects are (Namespaces.Run creates those).
+var SystemNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
+
+func isSystemNamespace(ns string) bool {
+	for _, s := range SystemNamespaces {
+		if s == ns {
+			return true
+		}
+	}
+	return false
+}
+
+// namespaceAccepts says whether an object may be created in ns, as Kubernetes' namespace
+// lifecycle admission does: only in a namespace that exists and is not being deleted. The index
+// as it is answers almost always (a client that created the namespace was answered once the
+// index had it); only a namespace it does not have, which another replica may just have
+// created, costs a read of the store's revision.
+func (o *Objects) namespaceAccepts(ctx context.Context, ns string) error {
+	key := resource.Prefix(resource.Namespaces, "") + ns
+	obj := o.ix.Snapshot().Get(key)
+	if obj == nil && !isSystemNamespace(ns) {
+		snap, err := o.latest(ctx)
+		if err != nil {
+			return err
+		}
+		obj = snap.Get(key)
+	}
+	switch {
+	case obj == nil && isSystemNamespace(ns):
+		return nil
+	case obj == nil:
+		return kubeapi.NotFound("", resource.Namespaces, ns)
+	case terminating(obj.Raw):
+		return kubeapi.Forbidden("", resource.Namespaces, ns,
+			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+	}
+	return nil
+}
+
+// terminating says whether a stored object carries a deletionTimestamp.
+func terminating(raw []byte) bool {
+	var o struct {
+		Metadata struct {
+			DeletionTimestamp *string `json:"deletionTimestamp"`
+		} `json:"metadata"`
+	}
+	return json.Unmarshal(raw, &o) == nil && o.Metadata.DeletionTimestamp != nil
+}
+
+// terminateNamespace is the DELETE of a Namespace: as in Kubernetes it marks the namespace
+// Terminating (deletionTimestamp and status.phase) and answers with it; Namespaces deletes what
+// is in it and then the Namespace itself. New objects may not be created in it meanwhile.
+func (o *Objects) terminateNamespace(ctx context.Context, info resource.Info, cur *index.Object, expect int64) ([]byte, error) {
+	if terminating(cur.Raw) {
+		return cur.Raw, nil
+	}
+	obj, err := decodeObject(cur.Raw)
+	if err != nil {
+		return nil, kubeapi.Internal(err)
+	}
+	md := obj.metadata()
+	delete(md, "resourceVersion")
+	md["deletionTimestamp"] = o.now().UTC().Format(time.RFC3339)
+	st, _ := obj["status"].(map[string]any)
+	if st == nil {
+		st = map[string]any{}
+	}
+	st["phase"] = "Terminating"
+	obj["status"] = st
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		return nil, kubeapi.Internal(err)
+	}
+	if expect == 0 {
+		expect = cur.ModRev
+	}
+	rev, err := o.backend.Update(ctx, cur.StoreKey, raw, expect)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return nil, conflict(info, cur.Key.Name)
+	case errors.Is(err, store.ErrNotFound):
+		return nil, kubeapi.NotFound(info.Group, info.Resource, cur.Key.Name)
+	case err != nil:
+		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
+	}
+	return o.readBack(ctx, info, "", cur.Key.Name, rev)
+}
+
+// Namespaces finishes what a Namespace's DELETE starts, as Kubernetes' namespace controller
+// does: it deletes every object in a Terminating namespace (each deletion reaches the edges as
+// any other), then the Namespace. It also creates the SystemNamespaces that are missing. Every
+// replica runs one; their deletions are idempotent.
+type Namespaces struct {
+	objects *Objects
+	reg     *resource.Registry
+	info    resource.Info
+	log     zerolog.Logger
+	wake    chan struct{}
+	// Sweep is how often every namespace is looked at even without a change (a replica that
+	// restarted mid-deletion, a deletion that failed).
+	Sweep time.Duration
+}
+
+// NewNamespaces returns the namespace finalizer; it must be called before the index runs.
+func NewNamespaces(objects *Objects, reg *resource.Registry, log zerolog.Logger) *Namespaces {
+	info, _ := reg.ByGroupResource(resource.Namespaces)
+	n := &Namespaces{objects: objects, reg: reg, info: info, log: log, wake: make(chan struct{}, 1), Sweep: 30 * time.Second}
+	objects.ix.Subscribe(n.onUpdate)
+	return n
+}
+
+// onUpdate runs on the index goroutine: a Namespace that is now Terminating wakes Run.
+func (n *Namespaces) onUpdate(u index.Update) {
+	if u.New != nil && u.New.Key.Resource == resource.Namespaces && terminating(u.New.Raw) {
+		select {
+		case n.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run creates the missing system namespaces, then finishes Terminating namespaces until ctx
+// ends. Failures are logged and retried at the next sweep.
+func (n *Namespaces) Run(ctx context.Context) error {
+	select {
+	case <-n.objects.ix.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	for _, ns := range SystemNamespaces {
+		body, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
+		if _, err := n.objects.Create(ctx, n.info, "", body); err != nil && !apierrors.IsAlreadyExists(err) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			n.log.Warn().Err(err).Str("namespace", ns).Msg("cannot create a system namespace; will retry at the next start")
+		}
+	}
+	t := time.NewTicker(n.Sweep)
+	defer t.Stop()
+	for {
+		if err := n.sweep(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn().Err(err).Msg("cannot finish deleting a namespace; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// sweep finishes every Terminating namespace.
+func (n *Namespaces) sweep(ctx context.Context) error {
+	snap, err := n.objects.latest(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, ns := range snap.List(resource.Prefix(resource.Namespaces, ""), "", 0) {
+		if terminating(ns.Raw) {
+			errs = append(errs, n.finish(ctx, ns.Key.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// finish deletes what is in namespace ns, then ns. An object created while the namespace was
+// being marked (its create checked before the mark was stored) is found by the second look.
+func (n *Namespaces) finish(ctx context.Context, ns string) error {
+	deleted := 0
+	for pass := 0; ; pass++ {
+		snap, err := n.objects.latest(ctx)
+		if err != nil {
+			return err
+		}
+		left := 0
+		for _, info := range n.reg.All() {
+			if !info.Namespaced {
+				continue
+			}
+			for _, obj := range snap.List(resource.Prefix(info.GroupResource(), ns), "", 0) {
+				left++
+				if _, _, err := n.objects.backend.Delete(ctx, obj.StoreKey, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("namespace %s: deleting %s: %w", ns, obj.StoreKey, err)
+				}
+				deleted++
+			}
+		}
+		if left == 0 && pass > 0 {
+			cur := snap.Get(resource.Prefix(resource.Namespaces, "") + ns)
+			if cur == nil {
+				return nil
+			}
+			_, _, err := n.objects.backend.Delete(ctx, cur.StoreKey, cur.ModRev)
+			switch {
+			case err == nil:
+				n.log.Info().Str("namespace", ns).Int("objects", deleted).Msg("namespace deleted with what was in it")
+				return nil
+			case errors.Is(err, store.ErrNotFound):
+				return nil
+			case errors.Is(err, store.ErrConflict):
+				continue // changed meanwhile (a label edit): look again
+			default:
+				return fmt.Errorf("namespace %s: %w", ns, err)
+			}
+		}
+		if pass > 10 {
+			return fmt.Errorf("namespace %s: objects keep appearing in it", ns)
+		}
+	}
+}
