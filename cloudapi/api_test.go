@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -416,5 +417,72 @@ func TestNodeNotReadyOnlyFromItsReplica(t *testing.T) {
 	}
 	if st, _ := ready(); st != "Unknown" {
 		t.Fatalf("after r1's grace period: Ready %s, want Unknown", st)
+	}
+}
+
+// fakeLiveness answers from a map; err, when set, is every answer.
+type fakeLiveness struct {
+	mu    sync.Mutex
+	alive map[string]bool
+	err   error
+	calls int
+}
+
+func (f *fakeLiveness) ReplicaAlive(_ context.Context, name string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return f.alive[name], f.err
+}
+
+// TestNodeNotReadyWhenItsReplicaStopped: with a liveness source, a replica marks a node
+// another replica holds Unknown as soon as that replica is known to have stopped, heartbeat
+// fresh or not; while it runs, or when the check fails, it leaves the node alone. Answers are
+// reused for aliveFor, so many nodes of one replica cost one check.
+func TestNodeNotReadyWhenItsReplicaStopped(t *testing.T) {
+	c := newCloud(t, 1000)
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	now := t0
+	r1 := NewNodeStatus(c.objects, resource.New(), "r1", func() time.Time { return t0 })
+	r2 := NewNodeStatus(c.objects, resource.New(), "r2", func() time.Time { return now })
+	live := &fakeLiveness{alive: map[string]bool{"r1": true}}
+	r2.UseLiveness(live)
+	const bound = 3 * time.Minute
+	for _, n := range []string{"edge-1", "edge-2"} {
+		c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"`+n+`"}}`)
+		if err := r1.SetReady(ctx, n, true, "EdgeConnected", t0, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := r2.SetReady(ctx, n, false, "NodeStatusUnknown", t0.Add(time.Second), bound); !errors.Is(err, cloudhub.ErrHeldElsewhere) {
+			t.Fatalf("%s held by a running r1: %v, want ErrHeldElsewhere", n, err)
+		}
+	}
+	if live.calls != 1 {
+		t.Fatalf("%d liveness checks for two nodes within aliveFor, want 1", live.calls)
+	}
+	live.mu.Lock()
+	live.err = errors.New("etcd unreachable")
+	live.alive["r1"] = false
+	live.mu.Unlock()
+	now = now.Add(2 * aliveFor)
+	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0.Add(2*time.Second), bound); !errors.Is(err, cloudhub.ErrHeldElsewhere) {
+		t.Fatalf("with the check failing: %v, want ErrHeldElsewhere", err)
+	}
+	live.mu.Lock()
+	live.err = nil
+	live.mu.Unlock()
+	now = now.Add(2 * aliveFor)
+	for _, n := range []string{"edge-1", "edge-2"} {
+		if err := r2.SetReady(ctx, n, false, "NodeStatusUnknown", t0.Add(3*time.Second), bound); err != nil {
+			t.Fatalf("%s of a stopped r1: %v", n, err)
+		}
+		var node struct {
+			Status struct{ Conditions []condition } `json:"status"`
+		}
+		json.Unmarshal([]byte(c.must(http.MethodGet, nodesPath+"/"+n, "")), &node)
+		if len(node.Status.Conditions) != 1 || node.Status.Conditions[0].Status != "Unknown" {
+			t.Fatalf("%s after r1 stopped: %+v, want Ready Unknown", n, node.Status.Conditions)
+		}
 	}
 }

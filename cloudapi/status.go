@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,6 +25,61 @@ type NodeStatus struct {
 	replica string
 	now     func() time.Time
 	devices cloudhub.Reports // device twins, state and uploads (devices.go); nil refuses them
+
+	liveness ReplicaLiveness // nil: a holder counts as running until its heartbeat is old
+	mu       sync.Mutex
+	alive    map[string]seenAlive // guarded by mu: recent answers of liveness, by replica
+}
+
+// ReplicaLiveness says whether a replica still runs: etcdstore.Store, where each replica keeps
+// a key on a lease (KeepReplica).
+type ReplicaLiveness interface {
+	ReplicaAlive(ctx context.Context, name string) (bool, error)
+}
+
+type seenAlive struct {
+	alive bool
+	at    time.Time
+}
+
+// aliveFor is how long an answer of the liveness check is used: a replica that died holding
+// thousands of nodes costs one check per this, not one per node.
+const aliveFor = time.Second
+
+// connectedTo starts the Ready condition's message on a connected node; the holder's name
+// follows it.
+const connectedTo = "the edge is connected to "
+
+// UseLiveness makes SetReady mark NotReady a node whose holder has stopped (its lease is
+// gone) without waiting for the holder's last heartbeat to age.
+func (n *NodeStatus) UseLiveness(l ReplicaLiveness) { n.liveness = l }
+
+// holderRuns says whether the replica named in a Ready message still runs. Without a liveness
+// source, a message of another shape, or when the check fails, it does: marking a node NotReady
+// that its replica still serves is the worse mistake.
+func (n *NodeStatus) holderRuns(ctx context.Context, msg string) bool {
+	holder, ok := strings.CutPrefix(msg, connectedTo)
+	if n.liveness == nil || !ok || holder == "" {
+		return true
+	}
+	now := n.now()
+	n.mu.Lock()
+	seen, ok := n.alive[holder]
+	n.mu.Unlock()
+	if ok && now.Sub(seen.at) < aliveFor {
+		return seen.alive
+	}
+	alive, err := n.liveness.ReplicaAlive(ctx, holder)
+	if err != nil {
+		return true
+	}
+	n.mu.Lock()
+	if n.alive == nil {
+		n.alive = map[string]seenAlive{}
+	}
+	n.alive[holder] = seenAlive{alive: alive, at: now}
+	n.mu.Unlock()
+	return alive
 }
 
 // NewNodeStatus returns the writer; replica names this cloud process in the Ready condition.
@@ -42,9 +99,10 @@ type condition struct {
 
 // SetReady implements cloudhub.Status. Which replica has a node's session is in the Ready
 // condition's message; a node that another replica holds, with a heartbeat less than interval
-// old, is not marked NotReady (cloudhub.ErrHeldElsewhere).
+// old, is not marked NotReady (cloudhub.ErrHeldElsewhere), unless that replica is known to
+// have stopped (UseLiveness).
 func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reason string, heartbeat time.Time, interval time.Duration) error {
-	connectedHere := "the edge is connected to " + n.replica
+	connectedHere := connectedTo + n.replica
 	want, msg := "True", connectedHere
 	if !ready {
 		want, msg = "Unknown", "the edge has not been connected for the grace period"
@@ -67,7 +125,7 @@ func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reas
 			}
 			found = true
 			last, _ := time.Parse(time.RFC3339, c.LastHeartbeatTime)
-			if !ready && c.Status == "True" && c.Message != connectedHere && heartbeat.Sub(last) < interval {
+			if !ready && c.Status == "True" && c.Message != connectedHere && heartbeat.Sub(last) < interval && n.holderRuns(ctx, c.Message) {
 				return nil, cloudhub.ErrHeldElsewhere // another replica has the node's session
 			}
 			if c.Status == want && c.Message == msg && (!ready || heartbeat.Sub(last) < interval) {

@@ -271,6 +271,9 @@ func (h *Hub) onUpdate(u index.Update) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.initRing()
+	if n := u.New; n != nil && n.Key.Resource == resource.Nodes && !u.Historical {
+		h.watchElsewhere(n.Key.Name)
+	}
 	if !view.Routed(u) {
 		h.advance(u.Rev())
 		return
@@ -426,6 +429,17 @@ func (h *Hub) startGrace(node string) {
 		}
 	})
 	h.grace[node] = t
+}
+
+// watchElsewhere gives a node this replica has no session for, and is not already timing, a
+// grace period: a node that joined or connected through another replica after this one
+// started is then marked NotReady here too should that replica die (see startGrace). Called
+// with h.mu held, for every change of a Node.
+func (h *Hub) watchElsewhere(node string) {
+	if _, here := h.sessions[node]; here || h.grace[node] != nil || h.stopping {
+		return
+	}
+	h.startGrace(node)
 }
 
 // watchGrace gives every node that the store says is Ready a grace period at start: after a

@@ -130,6 +130,7 @@ cat <<EOF
    mosquitto_sub -h 127.0.0.1 -t '\$hw/events/device/demo/thermometer/#' -v
    curl -s $API/metrics | grep tether_cloud_hub             # Prometheus metrics; also $META/metrics
    tail -f $DATA/*.log
+   kubectl --server $API delete namespace demo               # its Pod and Device leave the edge too
 Ctrl-C stops everything.
 EOF
 while true; do sleep 1; done

@@ -91,6 +91,7 @@ type config struct {
 	apiTokens                                 []string // read from apiTokenFile by validate
 	logFormat, logLevel                       string
 	replica                                   string
+	replicaTTL                                time.Duration
 	history                                   int64
 	hub                                       cloudhub.Config
 	join                                      join.Config
@@ -117,6 +118,7 @@ func flags(c *config, stdout io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.etcd.CAFile, "etcd-ca-file", "", "CA of etcd's serving certificate (turns TLS on)")
 	fs.StringVar(&c.etcd.CertFile, "etcd-cert-file", "", "client certificate for etcd")
 	fs.StringVar(&c.etcd.KeyFile, "etcd-key-file", "", "key of --etcd-cert-file")
+	fs.DurationVar(&c.replicaTTL, "replica-ttl", 10*time.Second, "with --store etcd: how soon the other replicas learn that this one stopped (its etcd lease), and so mark NotReady the nodes it held that reconnect nowhere")
 	fs.DurationVar(&c.etcd.CompactInterval, "etcd-compact-interval", c.etcd.CompactInterval, "how often etcd is compacted to --history revisions behind the last change; 0 leaves compaction to the operator")
 	fs.StringVar(&c.apiTokenFile, "api-token-file", "", "file of bearer tokens (one per line); required when the API listens beyond loopback")
 	fs.StringVar(&c.logFormat, "log-format", "json", "json or console")
@@ -198,6 +200,7 @@ func validate(c *config) error {
 			cli.Flag("etcd-key-file", requiredWith(c.etcd.KeyFile, c.etcd.CertFile, "--etcd-cert-file")),
 			cli.Flag("etcd-cert-file", requiredWith(c.etcd.CertFile, c.etcd.KeyFile, "--etcd-key-file")),
 			cli.Flag("etcd-compact-interval", cli.AtLeast(c.etcd.CompactInterval, 0)),
+			cli.Flag("replica-ttl", cli.Between(c.replicaTTL, 2*time.Second, 10*time.Minute)),
 		)
 		if err != nil {
 			return err
@@ -298,6 +301,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var backend store.Backend
+	var replicas *etcdstore.Store // with --store etcd: the replicas' liveness
 	var ca *pki.CA
 	var serverCert tls.Certificate
 	issue := func() (err error) {
@@ -314,7 +318,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 			return err
 		}
 		defer es.Close()
-		backend = es
+		backend, replicas = es, es
 		// The replicas on one etcd sign with one CA, kept there by the first of them.
 		if ca, err = pki.LoadSharedCA(ctx, c.dataDir, now(), es); err != nil {
 			return err
@@ -352,6 +356,9 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	namespaces := cloudapi.NewNamespaces(objects, reg, log.With().Str("component", "namespaces").Logger())
 	nodes := cloudapi.NewNodes(objects, reg)
 	status := cloudapi.NewNodeStatus(objects, reg, c.replica, now)
+	if replicas != nil {
+		status.UseLiveness(replicas)
+	}
 	uploads := cloudapi.NewUploads(backend, cloudapi.DefaultUploadsConfig(), now, log, promReg)
 	status.RouteDeviceReports(cloudapi.NewDeviceReports(objects, reg, uploads, promReg))
 	groups, err := nodegroup.New(nodegroup.DefaultConfig(), ix, objects, reg, log, promReg)
@@ -410,6 +417,9 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	g.Go(func() error { return uploads.Run(gctx) })
 	g.Go(func() error { return groups.Run(gctx) })
 	g.Go(func() error { return namespaces.Run(gctx) })
+	if replicas != nil {
+		g.Go(func() error { return replicas.KeepReplica(gctx, c.replica, c.replicaTTL) })
+	}
 	joinHTTP := joinSrv.HTTPServer(serverCert)
 	joinHTTP.Addr = c.joinListen
 	g.Go(func() error { return serveHTTP(gctx, joinHTTP, c.joinListen, true, "join", log) })

@@ -109,18 +109,18 @@ func TestEtcdBadConfiguration(t *testing.T) {
 // that replica marks it Unknown after its grace period.
 func TestEtcdTwoReplicas(t *testing.T) {
 	srv := etcdtest.Start(t)
-	etcdArgs := []string{"--store", "etcd", "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/two"}
+	etcdArgs := []string{"--store", "etcd", "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/two", "--replica-ttl", "2s"}
 	a := newCloud(t, append(etcdArgs, "--replica-name", "replica-a")...)
 	e := newEdge(t, a, "edge-1")
 	via := a // the replica the test reads the Node through
-	holder := func() (status, message string) {
+	holderOf := func(node string) (status, message string) {
 		t.Helper()
 		var n struct {
 			Status struct {
 				Conditions []struct{ Type, Status, Message string }
 			}
 		}
-		json.Unmarshal(mustDo(t, http.MethodGet, via.url("/api/v1/nodes/edge-1"), nil), &n)
+		json.Unmarshal(mustDo(t, http.MethodGet, via.url("/api/v1/nodes/"+node), nil), &n)
 		for _, c := range n.Status.Conditions {
 			if c.Type == "Ready" {
 				return c.Status, c.Message
@@ -128,6 +128,7 @@ func TestEtcdTwoReplicas(t *testing.T) {
 		}
 		return "", ""
 	}
+	holder := func() (status, message string) { t.Helper(); return holderOf("edge-1") }
 	waitFor(t, 10*time.Second, "edge-1 Ready on replica-a", func() bool {
 		s, m := holder()
 		return s == "True" && strings.HasSuffix(m, "replica-a")
@@ -165,12 +166,16 @@ func TestEtcdTwoReplicas(t *testing.T) {
 	waitNames(t, e2.url(paths["pods"]), q("on-2")...)
 	e2.stop()
 
+	// edge-3 knows only replica-a: when replica-a dies it reconnects nowhere.
+	newEdge(t, a, "edge-3")
+
 	// The edge, told both replicas, is on replica-a; kill it.
 	e.stop()
 	e.extra = []string{"--cloud", b.hub}
 	e.restart(t)
 	e.waitSynced(t)
 	a.kill()
+	killed := time.Now()
 	via = b
 	waitFor(t, 20*time.Second, "edge-1 on replica-b", func() bool {
 		s, m := holder()
@@ -178,6 +183,14 @@ func TestEtcdTwoReplicas(t *testing.T) {
 	})
 	mustDo(t, http.MethodPost, b.url(paths["pods"]), podObj("after-a", "edge-1", nil, nil))
 	waitNames(t, e.url(paths["pods"]), q("through-b", "after-a")...)
+	// replica-b learns from etcd that replica-a is gone (its lease, --replica-ttl) and marks
+	// edge-3 after its grace period, not once edge-3's last heartbeat is two status intervals
+	// (two minutes here) old.
+	waitFor(t, 20*time.Second, "edge-3 Unknown on replica-b after replica-a died", func() bool {
+		s, _ := holderOf("edge-3")
+		return s == "Unknown"
+	})
+	t.Logf("edge-3 Unknown %.1f s after replica-a was killed", time.Since(killed).Seconds())
 
 	// The edge goes away: the replica that held it marks it after its grace period.
 	e.stop()

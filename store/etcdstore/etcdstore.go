@@ -30,6 +30,8 @@ const (
 	keyRev     = "!rev"        // put by every write: its ModRevision is the revision of the last change
 	keyCompact = "!compacted"  // decimal etcd revision of the last compaction a replica made
 	keyCA      = "!ca"         // the replicas' shared CA (ClaimCA), stored by the first replica
+	// keyReplicas + a replica's name is on that replica's lease while it runs (KeepReplica).
+	keyReplicas = "!replicas/"
 )
 
 var (

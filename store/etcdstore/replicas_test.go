@@ -1,0 +1,100 @@
+package etcdstore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/tetherhub/tether/store/etcdstore/etcdtest"
+)
+
+// TestReplicaLiveness: a replica's key lives while KeepReplica runs; it is gone at once when
+// KeepReplica's context ends (a clean stop), and within the lease's TTL when the replica just
+// stops talking to etcd (a crash: here, its client closed).
+func TestReplicaLiveness(t *testing.T) {
+	srv := etcdtest.Start(t)
+	a := openTest(t, srv, nil)
+	b := openTest(t, srv, func(c *Config) { c.Prefix = a.cfg.Prefix })
+	waitAlive := func(name string, want bool, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			alive, err := b.ReplicaAlive(bg(t), name)
+			if err == nil && alive == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s alive = %v, %v after %s; want %v", name, alive, err, within, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitAlive("r1", false, time.Second) // never started
+
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.KeepReplica(ctx, "r1", 2*time.Second) }()
+	waitAlive("r1", true, 5*time.Second)
+	time.Sleep(3 * time.Second) // past one TTL: the lease is kept alive
+	waitAlive("r1", true, 0)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitAlive("r1", false, time.Second) // revoked on the way out
+
+	c := openTest(t, srv, func(c *Config) { c.Prefix = a.cfg.Prefix })
+	cdone := make(chan error, 1)
+	go func() { cdone <- c.KeepReplica(context.Background(), "r2", 2*time.Second) }()
+	waitAlive("r2", true, 5*time.Second)
+	c.Close() // no revoke: the lease runs out
+	select {
+	case <-cdone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("KeepReplica went on after its store closed")
+	}
+	start := time.Now()
+	waitAlive("r2", false, 6*time.Second)
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("r2's key went after %s: its lease was revoked, not left to expire", d)
+	}
+}
+
+// TestReplicaNameTaken: a second KeepReplica of a name that runs waits; it takes the key once
+// the first stops.
+func TestReplicaNameTaken(t *testing.T) {
+	srv := etcdtest.Start(t)
+	a := openTest(t, srv, nil)
+	b := openTest(t, srv, func(c *Config) { c.Prefix = a.cfg.Prefix })
+	ctxA, stopA := context.WithCancel(context.Background())
+	doneA := make(chan error, 1)
+	go func() { doneA <- a.KeepReplica(ctxA, "same", 3*time.Second) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for alive, _ := b.ReplicaAlive(bg(t), "same"); !alive; alive, _ = b.ReplicaAlive(bg(t), "same") {
+		if time.Now().After(deadline) {
+			t.Fatal("the first replica's key never appeared")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctxB, stopB := context.WithCancel(context.Background())
+	defer stopB()
+	doneB := make(chan error, 1)
+	go func() { doneB <- b.KeepReplica(ctxB, "same", 3*time.Second) }()
+	time.Sleep(2 * time.Second) // b tried at least twice (every TTL/3)
+	stopA()
+	<-doneA // revoked: the key is gone
+	deadline = time.Now().Add(5 * time.Second)
+	for alive, _ := b.ReplicaAlive(bg(t), "same"); !alive; alive, _ = b.ReplicaAlive(bg(t), "same") {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiting replica never took the key")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopB()
+	if err := <-doneB; err != nil {
+		t.Fatal(err)
+	}
+	if alive, err := a.ReplicaAlive(bg(t), "same"); err != nil || alive {
+		t.Fatalf("after both stopped: alive %v, %v", alive, err)
+	}
+}
