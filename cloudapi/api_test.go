@@ -21,6 +21,7 @@ import (
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store"
 	"github.com/tetherhub/tether/store/boltstore"
 )
 
@@ -33,14 +34,19 @@ type cloud struct {
 	fwd     *Forwarder
 }
 
-func newCloud(t *testing.T, cacheSize int) *cloud { return newCloudWith(t, cacheSize, true) }
+func newCloud(t *testing.T, cacheSize int) *cloud { return newCloudWith(t, cacheSize, true, nil) }
 
-// newCloudWith is newCloud, with the namespace finalizer left stopped when finalize is false.
-func newCloudWith(t *testing.T, cacheSize int, finalize bool) *cloud {
+// newCloudWith is newCloud, with the namespace finalizer left stopped when finalize is false,
+// and the objects' writes going through wrap when it is given.
+func newCloudWith(t *testing.T, cacheSize int, finalize bool, wrap func(store.Backend) store.Backend) *cloud {
 	t.Helper()
-	b, err := boltstore.Open(boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db")), zerolog.Nop(), nil)
+	bs, err := boltstore.Open(boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db")), zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var b store.Backend = bs
+	if wrap != nil {
+		b = wrap(bs)
 	}
 	reg := resource.New()
 	ix, err := index.New(index.DefaultConfig(), b, reg, zerolog.Nop(), nil)
@@ -69,7 +75,7 @@ func newCloudWith(t *testing.T, cacheSize int, finalize bool) *cloud {
 		cancel()
 		<-done
 		<-done
-		b.Close()
+		bs.Close()
 	})
 	// The namespace the tests write in.
 	c.must(http.MethodPost, "/api/v1/namespaces", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"ns"}}`)

@@ -36,15 +36,20 @@ func isSystemNamespace(ns string) bool {
 // index had it); only a namespace it does not have, which another replica may just have
 // created, costs a read of the store's revision.
 func (o *Objects) namespaceAccepts(ctx context.Context, ns string) error {
-	key := resource.Prefix(resource.Namespaces, "") + ns
-	obj := o.ix.Snapshot().Get(key)
-	if obj == nil && !isSystemNamespace(ns) {
-		snap, err := o.latest(ctx)
-		if err != nil {
-			return err
+	err := namespaceOpen(o.ix.Snapshot(), ns)
+	if apierrors.IsNotFound(err) {
+		snap, lerr := o.latest(ctx)
+		if lerr != nil {
+			return lerr
 		}
-		obj = snap.Get(key)
+		err = namespaceOpen(snap, ns)
 	}
+	return err
+}
+
+// namespaceOpen is namespaceAccepts as of one snapshot.
+func namespaceOpen(snap index.Snapshot, ns string) error {
+	obj := snap.Get(resource.Prefix(resource.Namespaces, "") + ns)
 	switch {
 	case obj == nil && isSystemNamespace(ns):
 		return nil
@@ -186,8 +191,9 @@ func (n *Namespaces) sweep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// finish deletes what is in namespace ns, then ns. An object created while the namespace was
-// being marked (its create checked before the mark was stored) is found by the second look.
+// finish deletes what is in namespace ns, then ns. A create that checked the namespace before
+// the mark and wrote after it removes its object itself (Objects.Create); one that wrote before
+// the mark is found here.
 func (n *Namespaces) finish(ctx context.Context, ns string) error {
 	deleted := 0
 	for pass := 0; ; pass++ {

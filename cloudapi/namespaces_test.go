@@ -1,11 +1,14 @@
 package cloudapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherhub/tether/store"
 )
 
 const nsPath = "/api/v1/namespaces"
@@ -17,7 +20,7 @@ func nsJSON(name string) string {
 // TestCreateNeedsANamespace: as in Kubernetes, an object is created only in a namespace that
 // exists (the system ones always do) and is not being deleted; the refusal stores nothing.
 func TestCreateNeedsANamespace(t *testing.T) {
-	c := newCloudWith(t, 1000, false) // no finalizer: a deleted namespace stays Terminating
+	c := newCloudWith(t, 1000, false, nil) // no finalizer: a deleted namespace stays Terminating
 	cm := `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg"}}`
 	code, out := c.do(http.MethodPost, "/api/v1/namespaces/nope/configmaps", "application/json", cm)
 	if code != 404 || !strings.Contains(out, `namespaces \"nope\" not found`) {
@@ -101,4 +104,41 @@ func count(t *testing.T, list string) int {
 		t.Fatal(err)
 	}
 	return len(l.Items)
+}
+
+// markFirst is a backend whose next Create of key first runs mark: the namespace is marked
+// for deletion between a create's namespace check and its write, an interleaving no real
+// store produces on demand.
+type markFirst struct {
+	store.Backend
+	key  string
+	mark func()
+}
+
+func (m *markFirst) Create(ctx context.Context, key string, value []byte) (int64, error) {
+	if key == m.key && m.mark != nil {
+		mark := m.mark
+		m.mark = nil
+		mark()
+	}
+	return m.Backend.Create(ctx, key, value)
+}
+
+// TestCreateRacingANamespaceDelete: an object written just after its namespace was marked
+// (its check came first) is removed again and refused, so it cannot outlive the namespace.
+func TestCreateRacingANamespaceDelete(t *testing.T) {
+	var mf *markFirst
+	c := newCloudWith(t, 1000, false, func(b store.Backend) store.Backend {
+		mf = &markFirst{Backend: b, key: "/configmaps/shop/late"}
+		return mf
+	})
+	c.must(http.MethodPost, nsPath, nsJSON("shop"))
+	mf.mark = func() { c.must(http.MethodDelete, nsPath+"/shop", "") }
+	code, out := c.do(http.MethodPost, "/api/v1/namespaces/shop/configmaps", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"late"}}`)
+	if code != 403 || !strings.Contains(out, "being terminated") {
+		t.Fatalf("a create racing the namespace's delete: %d %s", code, out)
+	}
+	if code, out := c.do(http.MethodGet, "/api/v1/namespaces/shop/configmaps/late", "", ""); code != 404 {
+		t.Fatalf("the racing object was left: %d %s", code, out)
+	}
 }

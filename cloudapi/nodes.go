@@ -27,17 +27,17 @@ func NewNodes(objects *Objects, reg *resource.Registry) *Nodes {
 // Register implements join.Nodes: it creates the Node on first join; on a later join (the edge
 // lost its data dir) it adds the labels given and leaves everything else as the cloud has it.
 // Either way it records on the Node which certificates the hub accepts from now on (see
-// cloudhub.AnnotationJoinedUID): this Node object's, issued at certNotBefore or later. An
+// cloudhub.AnnotationJoinedUID): this Node object's, issued at certIssued (pki.IssuedAt) or later. An
 // earlier certificate of the name, or any certificate once the Node is deleted and created
 // again, is refused until the node joins again.
-func (n *Nodes) Register(ctx context.Context, name string, labels map[string]string, certNotBefore time.Time) error {
+func (n *Nodes) Register(ctx context.Context, name string, labels map[string]string, certIssued time.Time) error {
 	md := map[string]any{"name": name}
 	node := map[string]any{"apiVersion": "v1", "kind": "Node", "metadata": md, "spec": map[string]any{}}
 	body, _ := json.Marshal(node)
 	if _, err := n.objects.Create(ctx, n.info, "", body); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	since := certNotBefore.UTC().Format(time.RFC3339)
+	since := certIssued.UTC().Format(time.RFC3339Nano)
 	_, err := n.objects.write(ctx, n.info, "", name, "", 0, func(cur object) (object, error) {
 		md := cur.metadata()
 		uid, _ := md["uid"].(string)

@@ -291,12 +291,28 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 			return nil, err
 		}
 	}
-	rev, err := o.backend.Create(ctx, storeKey(info, ns, name), raw)
+	key := storeKey(info, ns, name)
+	rev, err := o.backend.Create(ctx, key, raw)
 	switch {
 	case errors.Is(err, store.ErrExists):
 		return nil, kubeapi.AlreadyExists(info.Group, info.Resource, name)
 	case err != nil:
 		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
+	}
+	if info.Namespaced {
+		// The namespace may have been marked for deletion between the check above and this
+		// write, too late for the finalizer to see the object: the snapshot the answer is read
+		// from has both, and the object goes again.
+		snap, err := o.ix.WaitFor(ctx, rev)
+		if err != nil {
+			return nil, err
+		}
+		if err := namespaceOpen(snap, ns); err != nil {
+			if _, _, derr := o.backend.Delete(ctx, key, rev); derr != nil && !errors.Is(derr, store.ErrNotFound) && !errors.Is(derr, store.ErrConflict) {
+				return nil, kubeapi.Unavailable("the namespace went while the object was written, and the object could not be removed: %v", derr)
+			}
+			return nil, err
+		}
 	}
 	return o.readBack(ctx, info, ns, name, rev)
 }

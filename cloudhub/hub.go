@@ -28,7 +28,7 @@ const ConnectPath = "/v1/connect"
 
 // A join records on the Node which certificates of its name the hub accepts: those issued to
 // this Node object (AnnotationJoinedUID holds its UID) at or after AnnotationCertificatesSince
-// (RFC 3339; the NotBefore of the certificate the join signed). A Node deleted and created
+// (RFC 3339 to the nanosecond; pki.IssuedAt of the certificate the join signed). A Node deleted and created
 // again has another UID, so no certificate of the old one gets in; a second join of a live name
 // retires the first one's certificate. Renewals over a session leave both as they are.
 const (
@@ -262,7 +262,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(h.cfg.MaxMessage)
 	// The handshake grew this goroutine's stack; the session lives on a fresh one, which keeps
 	// an idle node's footprint small.
-	go h.serveConn(conn, node, cert.NotBefore, r.RemoteAddr)
+	go h.serveConn(conn, node, pki.IssuedAt(cert), r.RemoteAddr)
 }
 
 // onUpdate runs on the index goroutine for every change, in order: it remembers the change and

@@ -76,12 +76,12 @@ func TestRevokedBetweenCheckAndAttach(t *testing.T) {
 func TestOnlyTheJoinedNodeObjectsCertificatesGetIn(t *testing.T) {
 	r := newRig(t, rigOpts{})
 	s := &session{hub: r.hub, node: "n1"}
-	joined := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	joined := time.Date(2026, 11, 27, 10, 0, 0, 500_000_000, time.UTC)
 	node := func(uid, annotations string) {
 		r.put(nodeKey("n1"), `{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","uid":"`+uid+`","annotations":{`+annotations+`}}}`)
 	}
 	recorded := func(uid string) string {
-		return `"` + AnnotationJoinedUID + `":"` + uid + `","` + AnnotationCertificatesSince + `":"` + joined.Format(time.RFC3339) + `"`
+		return `"` + AnnotationJoinedUID + `":"` + uid + `","` + AnnotationCertificatesSince + `":"` + joined.Format(time.RFC3339Nano) + `"`
 	}
 	check := func(what string, cert time.Time, wantOK bool) {
 		t.Helper()
@@ -94,6 +94,7 @@ func TestOnlyTheJoinedNodeObjectsCertificatesGetIn(t *testing.T) {
 	check("the joined certificate", joined, true)
 	check("a renewed certificate", joined.Add(time.Hour), true)
 	check("a certificate from before the latest join", joined.Add(-time.Second), false)
+	check("a certificate from earlier in the same second", joined.Add(-time.Millisecond), false)
 	node("u2", "")
 	check("a Node created again by hand", joined, false)
 	node("u3", recorded("u1"))

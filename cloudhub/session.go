@@ -64,13 +64,13 @@ type session struct {
 	buf          []byte
 }
 
-func (h *Hub) serveConn(conn *websocket.Conn, node string, certNotBefore time.Time, remote string) {
+func (h *Hub) serveConn(conn *websocket.Conn, node string, certIssued time.Time, remote string) {
 	s := &session{
 		hub: h, conn: conn, node: node, done: make(chan struct{}),
 		remote: remote,
 	}
 	h.metrics.connects.Inc()
-	if err := s.handshake(certNotBefore); err != nil {
+	if err := s.handshake(certIssued); err != nil {
 		defer close(s.done)
 		defer conn.Close()
 		var perr *protocol.Error
@@ -107,7 +107,7 @@ func (s *session) log() *zerolog.Logger {
 }
 
 // handshake reads and checks Hello, then attaches the session.
-func (s *session) handshake(certNotBefore time.Time) error {
+func (s *session) handshake(certIssued time.Time) error {
 	h := s.hub
 	s.conn.SetReadDeadline(h.now().Add(h.cfg.HandshakeTimeout))
 	typ, frame, err := h.frames.Read(s.conn)
@@ -134,7 +134,7 @@ func (s *session) handshake(certNotBefore time.Time) error {
 	if hello.Node != s.node {
 		return &protocol.Error{Code: protocol.CodeIdentityMismatch, Message: fmt.Sprintf("the certificate is for node %q but Hello names %q", s.node, hello.Node)}
 	}
-	if err := s.checkRegistered(certNotBefore); err != nil {
+	if err := s.checkRegistered(certIssued); err != nil {
 		return err
 	}
 	// The ring holds every change after its floor only once the index's history replay is over.
@@ -161,7 +161,7 @@ func (s *session) handshake(certNotBefore time.Time) error {
 // (deleted: revoked); it is not the object the node joined as (deleted and created again, by
 // hand or from a saved manifest, or never joined); or a later join of the name retired the
 // certificate (see AnnotationJoinedUID).
-func (s *session) checkRegistered(certNotBefore time.Time) error {
+func (s *session) checkRegistered(certIssued time.Time) error {
 	snap := s.hub.ix.Snapshot()
 	node := snap.Get(resource.StoreKey(resource.Key{Resource: resource.Nodes, Name: s.node}))
 	if node == nil {
@@ -174,7 +174,7 @@ func (s *session) checkRegistered(certNotBefore time.Time) error {
 	if err != nil {
 		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q has no valid %s annotation; join it again", s.node, AnnotationCertificatesSince)}
 	}
-	if certNotBefore.Before(since) {
+	if certIssued.Before(since) {
 		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("a later join of node %q retired this certificate; join it again", s.node)}
 	}
 	return nil

@@ -33,8 +33,8 @@ type Tokens interface {
 // Nodes registers joined nodes; the cloud implements it over its Node objects.
 type Nodes interface {
 	// Register makes sure the Node object exists (creating it with these labels on first join)
-	// and records that certificates of the name issued before certNotBefore are retired.
-	Register(ctx context.Context, nodeName string, labels map[string]string, certNotBefore time.Time) error
+	// and records that certificates of the name issued before certIssued (pki.IssuedAt) are retired.
+	Register(ctx context.Context, nodeName string, labels map[string]string, certIssued time.Time) error
 }
 
 // Config is the join server's configuration.
@@ -275,7 +275,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, a *attempt) (*join
 	if err != nil {
 		return nil, s.failure(ctx, a, fmt.Errorf("read the signed certificate: %w", err))
 	}
-	if err := s.nodes.Register(ctx, req.NodeName, req.Labels, cert.NotBefore); err != nil {
+	if err := s.nodes.Register(ctx, req.NodeName, req.Labels, pki.IssuedAt(cert)); err != nil {
 		return nil, s.failure(ctx, a, fmt.Errorf("register node: %w", err))
 	}
 	return &joinResponse{Certificate: string(certPEM), CA: string(s.caPEM)}, nil

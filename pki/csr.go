@@ -89,8 +89,10 @@ func (c *CA) SignCSR(csrPEM []byte, nodeName string, validity time.Duration, now
 		return nil, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: want},
+		SerialNumber: serial,
+		// The subject's serialNumber attribute is when the certificate was issued, to the
+		// nanosecond (NotBefore has whole seconds, and is backdated): see IssuedAt.
+		Subject:               pkix.Name{CommonName: want, SerialNumber: now.UTC().Format(time.RFC3339Nano)},
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
@@ -155,4 +157,16 @@ func checkKey(pub crypto.PublicKey) error {
 	default:
 		return csrError(ErrCSRKey, fmt.Sprintf("key type %T is not accepted; use ECDSA P-256/P-384, Ed25519 or RSA", pub))
 	}
+}
+
+// IssuedAt is when SignCSR issued a node certificate: the instant in its subject's
+// serialNumber attribute, or, for a certificate without one (issued before tether recorded
+// it), its NotBefore. A join records the instant of the certificate it signed, and the hub
+// refuses the name's certificates issued before it, so a second join retires the first one's
+// certificate even within the same second.
+func IssuedAt(cert *x509.Certificate) time.Time {
+	if t, err := time.Parse(time.RFC3339Nano, cert.Subject.SerialNumber); err == nil {
+		return t
+	}
+	return cert.NotBefore
 }

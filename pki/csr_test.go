@@ -143,8 +143,19 @@ func TestSignCSRCertificateFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert := parseCert(t, certPEM)
-	if cert.Subject.String() != "CN=node:edge-1" {
-		t.Errorf("subject = %q, want only CN=node:edge-1", cert.Subject.String())
+	if cert.Subject.CommonName != "node:edge-1" || len(cert.Subject.Organization) != 0 {
+		t.Errorf("subject = %q, want CN=node:edge-1 and no organization", cert.Subject.String())
+	}
+	// The issue instant, to the nanosecond, which NotBefore (whole seconds, backdated) is not.
+	at := t0.Add(123456789 * time.Nanosecond)
+	precise := parseCert(t, must(ca.SignCSR(greedy, "edge-1", time.Hour, at)))
+	if got := pki.IssuedAt(precise); !got.Equal(at) {
+		t.Errorf("IssuedAt = %s, want %s", got, at)
+	}
+	old := *precise
+	old.Subject.SerialNumber = "" // a certificate issued before tether recorded the instant
+	if got := pki.IssuedAt(&old); !got.Equal(precise.NotBefore) {
+		t.Errorf("IssuedAt without the attribute = %s, want NotBefore %s", got, precise.NotBefore)
 	}
 	if len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.EmailAddresses)+len(cert.URIs) != 0 {
 		t.Errorf("SANs copied from the CSR: %v %v", cert.DNSNames, cert.IPAddresses)
