@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,18 +18,14 @@ import (
 	"github.com/tetherhub/tether/store"
 )
 
-// SystemNamespaces exist from the first start, as in Kubernetes: objects may be created in them
-// before their Namespace objects are (Namespaces.Run creates those).
-var SystemNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
-
-func isSystemNamespace(ns string) bool {
-	for _, s := range SystemNamespaces {
-		if s == ns {
-			return true
-		}
-	}
-	return false
+// SystemNamespaces are the namespaces that exist from the first start, as in Kubernetes:
+// objects may be created in them before their Namespace objects are (Namespaces.Run creates
+// those).
+func SystemNamespaces() []string {
+	return []string{"default", "kube-system", "kube-public", "kube-node-lease"}
 }
+
+func isSystemNamespace(ns string) bool { return slices.Contains(SystemNamespaces(), ns) }
 
 // namespaceAccepts says whether an object may be created in ns, as Kubernetes' namespace
 // lifecycle admission does: only in a namespace that exists and is not being deleted. The index
@@ -152,7 +149,7 @@ func (n *Namespaces) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	for _, ns := range SystemNamespaces {
+	for _, ns := range SystemNamespaces() {
 		body, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
 		if _, err := n.objects.Create(ctx, n.info, "", body); err != nil && !apierrors.IsAlreadyExists(err) {
 			if ctx.Err() != nil {

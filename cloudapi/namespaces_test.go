@@ -92,7 +92,7 @@ func TestDeletingANamespaceDeletesWhatIsInIt(t *testing.T) {
 			t.Errorf("%s: %d objects in the other namespace, want 1", p, n)
 		}
 	}
-	for _, ns := range SystemNamespaces {
+	for _, ns := range SystemNamespaces() {
 		c.must(http.MethodGet, nsPath+"/"+ns, "")
 	}
 }
