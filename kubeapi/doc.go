@@ -21,7 +21,9 @@
 // What kubectl and client-go need beyond that is here too: table output (Accept
 // ...;as=Table;g=meta.k8s.io, built from the stored JSON on the way out, with per-kind columns),
 // the OpenAPI documents kubectl reads before it writes (/openapi/v2 as protobuf, /openapi/v3 per
-// group version; permissive schemas, see openapi.go), YAML request bodies, and server-side field
+// group version; permissive schemas, see openapi.go), YAML request bodies, protobuf request
+// bodies of the built-in kinds (current kubectl's `create` commands send them; protobuf.go turns
+// them into JSON, and answers are JSON), and server-side field
 // validation (fieldValidation=Strict|Warn|Ignore: unknown and duplicate fields, decoded strictly
 // against the Go types of the built-in kinds). A watch that starts with the current state is
 // counted as verb "watchlist" when it starts, so a relist storm shows in the request metrics
