@@ -28,9 +28,10 @@ const ConnectPath = "/v1/connect"
 
 // A join records on the Node which certificates of its name the hub accepts: those issued to
 // this Node object (AnnotationJoinedUID holds its UID) at or after AnnotationCertificatesSince
-// (RFC 3339 to the nanosecond; pki.IssuedAt of the certificate the join signed). A Node deleted and created
-// again has another UID, so no certificate of the old one gets in; a second join of a live name
-// retires the first one's certificate. Renewals over a session leave both as they are.
+// (RFC 3339 to the nanosecond; pki.IssuedAt of the certificate the join signed). A Node deleted
+// and created again has another UID, so no certificate of the old one gets in; a second join of
+// a live name retires the first one's certificate, even within the same second. Renewals over
+// a session leave both as they are.
 const (
 	AnnotationJoinedUID         = "tether.dev/joined-uid"
 	AnnotationCertificatesSince = "tether.dev/certificates-since"
