@@ -43,6 +43,11 @@ type Config struct {
 	GracePeriod time.Duration
 	// StatusInterval is how often the Node's lastHeartbeatTime is written while connected.
 	StatusInterval time.Duration
+	// SharedStore says other replicas serve nodes from the same store (etcd): the hub then also
+	// times the nodes that joined or connected through another replica after it started, so it
+	// marks them NotReady should that replica die (watchElsewhere). With a store of its own every
+	// node is either connected here or timed since it left.
+	SharedStore bool
 	// ReadBuffer and WriteBuffer are the websocket buffer sizes. Write buffers are pooled, so
 	// only writing sessions hold one; the read buffer is held by every connection.
 	ReadBuffer, WriteBuffer int

@@ -272,7 +272,7 @@ func (h *Hub) onUpdate(u index.Update) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.initRing()
-	if n := u.New; n != nil && n.Key.Resource == resource.Nodes && !u.Historical {
+	if n := u.New; h.cfg.SharedStore && n != nil && n.Key.Resource == resource.Nodes && !u.Historical {
 		h.watchElsewhere(n.Key.Name)
 	}
 	if !view.Routed(u) {

@@ -302,6 +302,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 
 	var backend store.Backend
 	var replicas *etcdstore.Store // with --store etcd: the replicas' liveness
+	c.hub.SharedStore = c.storeKind == "etcd"
 	var ca *pki.CA
 	var serverCert tls.Certificate
 	issue := func() (err error) {
