@@ -60,8 +60,8 @@ func TestReplicaLiveness(t *testing.T) {
 	}
 }
 
-// TestReplicaNameTaken: a second KeepReplica of a name that runs waits; it takes the key once
-// the first stops.
+// TestReplicaNameTaken: a second KeepReplica of a name that runs waits without touching the
+// first one's key; it takes the key once the first stops.
 func TestReplicaNameTaken(t *testing.T) {
 	srv := etcdtest.Start(t)
 	a := openTest(t, srv, nil)
@@ -76,11 +76,25 @@ func TestReplicaNameTaken(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// A replica that waited and stops must leave the running one's key alone: had it put the
+	// key on its own lease, its revoke would take the key away.
+	ctxW, stopW := context.WithCancel(context.Background())
+	doneW := make(chan error, 1)
+	go func() { doneW <- b.KeepReplica(ctxW, "same", 3*time.Second) }()
+	time.Sleep(2 * time.Second) // it tried at least twice (every TTL/3)
+	stopW()
+	if err := <-doneW; err != nil {
+		t.Fatal(err)
+	}
+	if alive, err := b.ReplicaAlive(bg(t), "same"); err != nil || !alive {
+		t.Fatalf("after the waiting replica stopped, the running one's key: alive %v, %v", alive, err)
+	}
+
 	ctxB, stopB := context.WithCancel(context.Background())
 	defer stopB()
 	doneB := make(chan error, 1)
 	go func() { doneB <- b.KeepReplica(ctxB, "same", 3*time.Second) }()
-	time.Sleep(2 * time.Second) // b tried at least twice (every TTL/3)
+	time.Sleep(2 * time.Second)
 	stopA()
 	<-doneA // revoked: the key is gone
 	deadline = time.Now().Add(5 * time.Second)
