@@ -182,55 +182,48 @@ func (n *Namespaces) sweep(ctx context.Context) error {
 	var errs []error
 	for _, ns := range snap.List(resource.Prefix(resource.Namespaces, ""), "", 0) {
 		if terminating(ns.Raw) {
-			errs = append(errs, n.finish(ctx, ns.Key.Name))
+			errs = append(errs, n.finish(ctx, snap, ns.Key.Name))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// finish deletes what is in namespace ns, then ns. A create that checked the namespace before
-// the mark and wrote after it removes its object itself (Objects.Create); one that wrote before
-// the mark is found here.
-func (n *Namespaces) finish(ctx context.Context, ns string) error {
+// finish deletes what is in namespace ns, then ns. snap is at or after the mark, so it holds
+// every object written before it; a create that checked the namespace before the mark and wrote
+// after it removes its object itself (Objects.Create). One look is therefore enough; another is
+// taken only when the Namespace itself changed meanwhile (a label edit).
+func (n *Namespaces) finish(ctx context.Context, snap index.Snapshot, ns string) error {
 	deleted := 0
 	for pass := 0; ; pass++ {
-		snap, err := n.objects.latest(ctx)
-		if err != nil {
-			return err
-		}
-		left := 0
 		for _, info := range n.reg.All() {
 			if !info.Namespaced {
 				continue
 			}
 			for _, obj := range snap.List(resource.Prefix(info.GroupResource(), ns), "", 0) {
-				left++
 				if _, _, err := n.objects.backend.Delete(ctx, obj.StoreKey, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
 					return fmt.Errorf("namespace %s: deleting %s: %w", ns, obj.StoreKey, err)
 				}
 				deleted++
 			}
 		}
-		if left == 0 && pass > 0 {
-			cur := snap.Get(resource.Prefix(resource.Namespaces, "") + ns)
-			if cur == nil {
-				return nil
-			}
-			_, _, err := n.objects.backend.Delete(ctx, cur.StoreKey, cur.ModRev)
-			switch {
-			case err == nil:
-				n.log.Info().Str("namespace", ns).Int("objects", deleted).Msg("namespace deleted with what was in it")
-				return nil
-			case errors.Is(err, store.ErrNotFound):
-				return nil
-			case errors.Is(err, store.ErrConflict):
-				continue // changed meanwhile (a label edit): look again
-			default:
-				return fmt.Errorf("namespace %s: %w", ns, err)
-			}
+		cur := snap.Get(resource.Prefix(resource.Namespaces, "") + ns)
+		if cur == nil {
+			return nil
 		}
-		if pass > 10 {
-			return fmt.Errorf("namespace %s: objects keep appearing in it", ns)
+		_, _, err := n.objects.backend.Delete(ctx, cur.StoreKey, cur.ModRev)
+		switch {
+		case err == nil:
+			n.log.Info().Str("namespace", ns).Int("objects", deleted).Msg("namespace deleted with what was in it")
+			return nil
+		case errors.Is(err, store.ErrNotFound):
+			return nil
+		case !errors.Is(err, store.ErrConflict):
+			return fmt.Errorf("namespace %s: %w", ns, err)
+		case pass >= 10:
+			return fmt.Errorf("namespace %s: it keeps changing while it is deleted", ns)
+		}
+		if snap, err = n.objects.latest(ctx); err != nil {
+			return err
 		}
 	}
 }

@@ -299,14 +299,14 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 	case err != nil:
 		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
 	}
+	snap, err := o.ix.WaitFor(ctx, rev)
+	if err != nil {
+		return nil, err
+	}
 	if info.Namespaced {
 		// The namespace may have been marked for deletion between the check above and this
 		// write, too late for the finalizer to see the object: the snapshot the answer is read
 		// from has both, and the object goes again.
-		snap, err := o.ix.WaitFor(ctx, rev)
-		if err != nil {
-			return nil, err
-		}
 		if err := namespaceOpen(snap, ns); err != nil {
 			if _, _, derr := o.backend.Delete(ctx, key, rev); derr != nil && !errors.Is(derr, store.ErrNotFound) && !errors.Is(derr, store.ErrConflict) {
 				return nil, kubeapi.Unavailable("the namespace went while the object was written, and the object could not be removed: %v", derr)
@@ -314,7 +314,7 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 			return nil, err
 		}
 	}
-	return o.readBack(ctx, info, ns, name, rev)
+	return rawOf(snap, info, ns, name)
 }
 
 // readBack returns the object as stored at rev, once the index has it.
@@ -323,6 +323,11 @@ func (o *Objects) readBack(ctx context.Context, info resource.Info, ns, name str
 	if err != nil {
 		return nil, err
 	}
+	return rawOf(snap, info, ns, name)
+}
+
+// rawOf is the object as snap has it.
+func rawOf(snap index.Snapshot, info resource.Info, ns, name string) ([]byte, error) {
 	obj := snap.Get(storeKey(info, ns, name))
 	if obj == nil {
 		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
