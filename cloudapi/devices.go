@@ -2,7 +2,6 @@ package cloudapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -64,13 +63,7 @@ func (d *DeviceReports) Apply(ctx context.Context, node string, r *protocol.Repo
 			return fmt.Errorf("%w: %s: %v", cloudhub.ErrBadReport, r.Subject, err)
 		}
 		return d.write(ctx, node, r.Subject, "twin", func(status map[string]any) bool {
-			stored := statusTwins(status["twins"])
-			merged := twin.MergeSnapshot(stored, rep.Twins)
-			if _, had := status["twins"]; had && twin.StatusEqual(stored, merged) {
-				return false
-			}
-			status["twins"] = merged
-			return true
+			return twin.PutTwins(status, rep.Twins)
 		})
 	case protocol.ReportDeviceState:
 		s, err := twin.DecodeStateReport(r.Payload)
@@ -79,14 +72,7 @@ func (d *DeviceReports) Apply(ctx context.Context, node string, r *protocol.Repo
 			return fmt.Errorf("%w: %s: %v", cloudhub.ErrBadReport, r.Subject, err)
 		}
 		return d.write(ctx, node, r.Subject, "state", func(status map[string]any) bool {
-			changed := false
-			if s.State != "" && status["state"] != s.State {
-				status["state"], changed = s.State, true
-			}
-			if s.LastOnline != "" && status["lastOnlineTime"] != s.LastOnline {
-				status["lastOnlineTime"], changed = s.LastOnline, true
-			}
-			return changed
+			return twin.PutState(status, s)
 		})
 	case protocol.ReportUpload:
 		if d.uploads == nil {
@@ -138,21 +124,4 @@ func (d *DeviceReports) write(ctx context.Context, node, subject, kind string, c
 		return fmt.Errorf("%w: %s: %v", cloudhub.ErrBadReport, subject, err)
 	}
 	return err
-}
-
-// statusTwins reads status.twins as stored. Entries that do not parse are dropped: the next
-// snapshot rewrites the list whole.
-func statusTwins(v any) []twin.StatusTwin {
-	if v == nil {
-		return nil
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil
-	}
-	var out []twin.StatusTwin
-	if json.Unmarshal(b, &out) != nil {
-		return nil
-	}
-	return out
 }

@@ -17,6 +17,11 @@
 // sends again unchanged (same cloud version, same bytes: re-sent with a Pod that references it,
 // or named by a reset) is not a change: it keeps its local revision and watchers hear nothing.
 //
+// The edge writes one thing into the cloud's objects itself: the status it knows first-hand (a
+// Device's twins and state; see SetStatus). Such a record keeps the cloud version it was made
+// from, gets a new local revision, and is marked (Meta.EdgeStatus) so that the same cloud
+// version sent again leaves it as it is; a newer one replaces it as usual.
+//
 // Subscribers (the metaserver's watch cache, the twin engine) are called on the writer goroutine
 // after each commit with what changed, in order, and must not block.
 //

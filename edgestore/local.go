@@ -58,3 +58,58 @@ func (s *Store) DeleteLocal(ctx context.Context, key resource.Key, rev uint64) e
 		return s.applyDelete(tx, st, key, rev)
 	})
 }
+
+// StatusWrite is the edge's own status for one object (see SetStatus).
+type StatusWrite struct {
+	StoreKey string
+	LocalRev uint64 // the local revision of the record Object was made from
+	Object   []byte // that record's object with its status replaced
+}
+
+// SetStatus stores objects whose status the edge knows better than its copy of the cloud's:
+// a Device's twins and state, which the edge reports and the cloud does not send back down.
+// Each is stored only if its record is still at the local revision it was made from (a newer
+// one, from the cloud or the edge, is left alone; the caller hears of it through its
+// subscription), and never during a reset. The record keeps its cloud version: a newer one from
+// the hub replaces it as usual, and the same one again leaves it (see applyUpsert). Every write
+// is one Change with StatusOnly set, and they share one commit. It returns how many it stored.
+func (s *Store) SetStatus(ctx context.Context, writes []StatusWrite) (int, error) {
+	stored := 0
+	err := s.do(ctx, func(tx *bolt.Tx, st *txState) error {
+		stored = 0
+		if s.resetting {
+			return nil
+		}
+		b := tx.Bucket(bucketObjects)
+		for _, w := range writes {
+			v := b.Get([]byte(w.StoreKey))
+			if v == nil {
+				continue
+			}
+			old, err := decodeRecord(s.reg, w.StoreKey, v)
+			if err != nil {
+				return err
+			}
+			info, ok := s.reg.ByGroupResource(old.Key.Resource)
+			if !ok || old.LocalRev != w.LocalRev {
+				continue
+			}
+			next := st.c.localRev + 1
+			obj, meta, _, err := prepare(w.Object, old.Key, info, next)
+			if err != nil {
+				s.log.Warn().Err(err).Str("key", w.StoreKey).Msg("not storing a status the edge made: the object is not valid")
+				continue
+			}
+			meta.EdgeStatus = true
+			rec := &Record{Key: old.Key, StoreKey: w.StoreKey, Rev: old.Rev, LocalRev: next, CloudRV: old.CloudRV, Meta: meta, Object: obj}
+			if err := b.Put([]byte(w.StoreKey), encodeRecord(rec)); err != nil {
+				return err
+			}
+			st.c.localRev = next
+			st.changes = append(st.changes, Change{Key: w.StoreKey, Rev: next, Old: old, New: rec, StatusOnly: true})
+			stored++
+		}
+		return nil
+	})
+	return stored, err
+}

@@ -31,6 +31,9 @@ type Record struct {
 type Meta struct {
 	Labels   map[string]string `json:"l,omitempty"`
 	NodeName string            `json:"n,omitempty"`
+	// EdgeStatus: the object's status was written by the edge (SetStatus) over the cloud's
+	// version CloudRV.
+	EdgeStatus bool `json:"s,omitempty"`
 }
 
 // A record is uvarint(rev) uvarint(localRev) string(cloudRV) bytes(meta JSON) then the object.
@@ -166,7 +169,13 @@ func (s *Store) applyUpsert(tx *bolt.Tx, st *txState, m *protocol.Upsert) error 
 		// The hub sends an unchanged object again when something it depends on changed (a
 		// Pod's new label re-sends its ConfigMaps) and in a reset. Stored as it was, it keeps
 		// its local version, so watchers see no event for it; only the stream's revision moves.
-		if same, _, _, err := prepare(m.Object, m.Key, info, old.LocalRev); err == nil && bytes.Equal(same, old.Object) {
+		// A status the edge wrote over this very version is kept: it is newer than the cloud's.
+		same := old.Meta.EdgeStatus
+		if !same {
+			b, _, _, err := prepare(m.Object, m.Key, info, old.LocalRev)
+			same = err == nil && bytes.Equal(b, old.Object)
+		}
+		if same {
 			if s.resetting {
 				s.resetSeen[sk] = true
 			}

@@ -80,6 +80,9 @@ type Change struct {
 	Key      string // store key
 	Rev      uint64 // local revision of the change
 	Old, New *Record
+	// StatusOnly marks the edge's own status write (SetStatus): the object's cloud version and
+	// everything outside its status are as they were.
+	StatusOnly bool
 }
 
 // Store is the edge's bbolt store. Safe for concurrent use.

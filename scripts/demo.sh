@@ -127,6 +127,7 @@ cat <<EOF
    kubectl --server $API get nodes,pods,devices -A          # the cloud API
    kubectl --server $META get pods,configmaps -n demo         # the edge, from its own store
    kill -STOP \$(pgrep -f 'tether-cloud serve')  # or stop the cloud: the edge keeps serving
+   kubectl --server $META get device thermometer -n demo -o yaml   # its status: what the mapper last reported, cloud or not
    mosquitto_sub -h 127.0.0.1 -t '\$hw/events/device/demo/thermometer/#' -v
    curl -s $API/metrics | grep tether_cloud_hub             # Prometheus metrics; also $META/metrics
    tail -f $DATA/*.log

@@ -27,6 +27,13 @@
 // disappears publishes membership/updated. At start, Run reconciles every stored Device with its
 // stored twin, so a crash between the hub's commit and the engine's write loses nothing.
 //
+// The edge's copy of each Device shows its twins and state (status.go): the cloud does not send
+// that status back down, so after each stored change, and after the cloud's version of the Device
+// replaces the edge's copy, the engine writes them into the stored Device with the cloud's merge
+// rules, grouped into at most one commit per Config.StatusEvery (edgestore.SetStatus). The
+// metaserver serves it, so kubectl on the edge host reads what the devices last reported, online
+// or offline. The engine ignores these writes when it follows the store's changes.
+//
 // Reports are snapshots (twin.TwinReport: the whole twin; twin.StateReport), so the store may
 // replace a device's unsent report with the newer one in place (counted in
 // tether_edge_twin_outbox_coalesced_total): the latest value of every property wins, and one

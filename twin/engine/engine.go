@@ -41,6 +41,9 @@ type Config struct {
 	// without a PUBACK: the device keeps it and sends it again, while its connection (which
 	// cannot be read meanwhile, and may be gone) is freed.
 	UploadHold time.Duration
+	// StatusEvery bounds how often the devices' twins and state are written into the edge's
+	// copies of their Devices (see status.go): at most one commit per StatusEvery.
+	StatusEvery time.Duration
 }
 
 // DefaultConfig returns the defaults for node.
@@ -52,6 +55,7 @@ func DefaultConfig(node string) Config {
 		QoS:         1,
 		UploadRetry: time.Second,
 		UploadHold:  30 * time.Second,
+		StatusEvery: time.Second,
 	}
 }
 
@@ -66,6 +70,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("twin: qos must be 0, 1 or 2, got %d", c.QoS)
 	case c.UploadRetry <= 0:
 		return fmt.Errorf("twin: uploadRetry must be positive, got %s", c.UploadRetry)
+	case c.StatusEvery <= 0:
+		return fmt.Errorf("twin: statusEvery must be positive, got %s", c.StatusEvery)
 	case c.UploadHold < c.UploadRetry:
 		return fmt.Errorf("twin: uploadHold must be at least uploadRetry (%s), got %s", c.UploadRetry, c.UploadHold)
 	}
@@ -81,6 +87,7 @@ type Store interface {
 	Twins() (map[string][]byte, error)
 	WriteTwin(ctx context.Context, id string, state []byte, reports ...edgestore.Entry) (int, error)
 	Enqueue(ctx context.Context, entries ...edgestore.Entry) error
+	SetStatus(ctx context.Context, writes []edgestore.StatusWrite) (int, error)
 }
 
 // Broker is what the engine needs of the MQTT broker (*broker.Broker).
@@ -132,6 +139,10 @@ type Engine struct {
 	pmu     sync.Mutex          // guards pending
 	pending map[string]struct{} // store keys of Devices and DeviceModels changed since last looked at
 	wake    chan struct{}       // capacity 1: pending has keys
+
+	smu   sync.Mutex          // guards dirty
+	dirty map[string]statusOf // devices whose stored Device should show a newer twin or state (status.go)
+	swake chan struct{}       // capacity 1: dirty has devices
 }
 
 // device is one served device.
@@ -175,6 +186,8 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		models:  map[string]map[string]string{},
 		pending: map[string]struct{}{},
 		wake:    make(chan struct{}, 1),
+		dirty:   map[string]statusOf{},
+		swake:   make(chan struct{}, 1),
 		seed:    maphash.MakeSeed(),
 	}
 	for range publishers {
@@ -224,6 +237,9 @@ func (e *Engine) onStoreChanges(changes []edgestore.Change) {
 	noted := false
 	e.pmu.Lock()
 	for _, c := range changes {
+		if c.StatusOnly {
+			continue // the engine's own write (status.go)
+		}
 		if strings.HasPrefix(c.Key, devicesPrefix) || strings.HasPrefix(c.Key, modelsPrefix) {
 			e.pending[c.Key] = struct{}{}
 			noted = true
@@ -255,6 +271,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.load(ctx); err != nil {
 		return err
 	}
+	pubs.Add(1)
+	go func() {
+		defer pubs.Done()
+		e.statusLoop(ctx)
+	}()
 	close(e.ready)
 	e.log.Info().Int("devices", e.deviceCount()).Msg("twins loaded")
 	for {
@@ -444,6 +465,8 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 	}
 	d.spec, d.types = spec, types
 	e.applyDesired(ctx, d)
+	// The stored Device is the cloud's copy now, which may show an older status than the twin.
+	e.markStatus(id, d.tw, d.state)
 	if admitted && live {
 		if t := e.membershipUpdated; e.subscribed(t, pubMembershipUpdated) {
 			e.publish(e.cfg.Node, t, pubMembershipUpdated, twin.EncodeMembershipUpdated(e.eventID(), []twin.Member{d.member()}, nil, e.nowMs()))
@@ -584,6 +607,9 @@ func (e *Engine) write(ctx context.Context, d *device, tw twin.Twin, st twin.Dev
 	n, err := e.store.WriteTwin(ctx, d.id, b, reports...)
 	if n > 0 {
 		e.m.coalesced.Add(float64(n))
+	}
+	if err == nil {
+		e.markStatus(d.id, tw, st)
 	}
 	return err
 }

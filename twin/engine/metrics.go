@@ -35,6 +35,7 @@ type metrics struct {
 	unsubscribed   [nPubKinds]prometheus.Counter
 	publishErrors  prometheus.Counter
 	coalesced      prometheus.Counter
+	statusWrites   prometheus.Counter
 	uploads        *prometheus.CounterVec
 	uploadBytes    prometheus.Counter
 }
@@ -65,6 +66,9 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tether_edge_twin_outbox_coalesced_total", Help: "Twin and state reports that replaced an unsent report of the same device in the outbox.",
 		}),
+		statusWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_edge_twin_status_writes_total", Help: "Devices whose twins and state the edge wrote into its copy of the Device.",
+		}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_edge_twin_uploads_total", Help: "Upload messages from devices, by result (queued, or why a try failed).",
 		}, []string{"result"}),
@@ -88,7 +92,7 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 	}, func() float64 { return float64(e.deviceCount()) })
 	if reg != nil {
 		reg.MustRegister(m.updates, m.gets, m.states, m.membershipGets, m.updateSeconds, m.desired, m.rejected,
-			published, unsubscribed, m.publishErrors, m.coalesced, m.uploads, m.uploadBytes, devices)
+			published, unsubscribed, m.publishErrors, m.coalesced, m.statusWrites, m.uploads, m.uploadBytes, devices)
 	}
 	return m
 }
