@@ -212,6 +212,34 @@ func GoMemory(base string) (Memory, error) {
 	return Memory{InUse: m["go_memstats_heap_inuse_bytes"] + stacks, Live: m["go_memstats_heap_alloc_bytes"] + stacks, RSS: m["process_resident_memory_bytes"]}, nil
 }
 
+// QuietMemory is GoMemory's least reading (each field on its own) of n taken every gap. A
+// collection keeps whatever in-flight work references at that instant (a busy cloud's
+// decode buffers, index versions a write still holds): at 10,000 nodes that moved one reading
+// by a tenth either way. What every reading holds is what the process keeps, so comparing
+// least readings shows growth that stays, and not the instant a collection happened to hit.
+func QuietMemory(ctx context.Context, base string, n int, gap time.Duration) (Memory, error) {
+	var least Memory
+	for i := range n {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return Memory{}, ctx.Err()
+			case <-time.After(gap):
+			}
+		}
+		m, err := GoMemory(base)
+		if err != nil {
+			return Memory{}, err
+		}
+		if i == 0 {
+			least = m
+			continue
+		}
+		least = Memory{InUse: min(least.InUse, m.InUse), Live: min(least.Live, m.Live), RSS: min(least.RSS, m.RSS)}
+	}
+	return least, nil
+}
+
 // WaitUntil polls ok every 20 ms until it holds, d passes or ctx ends.
 func WaitUntil(ctx context.Context, d time.Duration, ok func() bool) error {
 	deadline := time.Now().Add(d)

@@ -715,11 +715,18 @@ func (r *run) settle(ctx context.Context) {
 // watchCacheBytes is the cloud's estimate of the memory its API watch cache holds.
 const watchCacheBytes = "tether_cloud_api_watch_cache_bytes"
 
+// The cloud's memory before and after churn is the least of churnReadings readings, churnReadingGap
+// apart (see QuietMemory).
+const (
+	churnReadings   = 5
+	churnReadingGap = 2 * time.Second
+)
+
 // churn disconnects and reconnects a share of the nodes every ChurnEvery for Duration, and
 // compares the cloud's memory and goroutines at the end with the start.
 func (r *run) churn(ctx context.Context) error {
 	r.settle(ctx)
-	mem0, err := GoMemory(r.api())
+	mem0, err := QuietMemory(ctx, r.api(), churnReadings, churnReadingGap)
 	if err != nil {
 		return err
 	}
@@ -758,7 +765,7 @@ func (r *run) churn(ctx context.Context) error {
 		return err
 	}
 	r.settle(ctx)
-	mem1, err := GoMemory(r.api())
+	mem1, err := QuietMemory(ctx, r.api(), churnReadings, churnReadingGap)
 	if err != nil {
 		return err
 	}
@@ -769,7 +776,7 @@ func (r *run) churn(ctx context.Context) error {
 	r.rep.figure("churn rounds", float64(rounds), "rounds", "")
 	// Live memory is what a leak grows; memory in use also counts the heap's fragmentation,
 	// which reconnects stir up without anything being kept.
-	r.rep.figure("churn: cloud live memory growth (live heap and stacks)", (mem1.Live-mem0.Live)/mem0.Live*100, "%", "≤ 5%")
+	r.rep.figure(fmt.Sprintf("churn: cloud live memory growth (live heap and stacks; least of %d readings)", churnReadings), (mem1.Live-mem0.Live)/mem0.Live*100, "%", "≤ 5%")
 	// The API's watch cache fills with every change, the Nodes' heartbeats included (1,000
 	// nodes write 1,000 a minute), until it holds --watch-cache of them: growth that stops, and
 	// that churn does not cause. Its estimated size, beside the figure above.
