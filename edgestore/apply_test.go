@@ -150,3 +150,70 @@ func TestUnchangedObjectKeepsItsVersion(t *testing.T) {
 		t.Fatalf("other content made %d changes, want 1", len(c))
 	}
 }
+
+// TestSetStatus: the edge's status goes over the record it was made from and no other; it keeps
+// the cloud version; nothing is written during a reset; subscribers see it marked StatusOnly.
+func TestSetStatus(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	key := resource.Key{Resource: resource.Devices, Namespace: "ns", Name: "d"}
+	sk := resource.StoreKey(key)
+	obj := func(rv, status string) []byte {
+		return []byte(`{"metadata":{"name":"d","namespace":"ns","resourceVersion":"` + rv + `"},"spec":{"nodeName":"n"},"status":` + status + `}`)
+	}
+	var mu sync.Mutex
+	var seen []Change
+	s.Subscribe(func(cs []Change) { mu.Lock(); seen = append(seen, cs...); mu.Unlock() })
+	apply := func(msgs ...protocol.Message) {
+		t.Helper()
+		done := make(chan error, 1)
+		if err := s.Apply(ctx, msgs, func(err error) { done <- err }); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(&protocol.Upsert{Key: key, Rev: 5, Object: obj("5", `{"state":"cloud"}`)})
+	rec, _ := s.Get(sk)
+	set := func(localRev uint64, status string) int {
+		t.Helper()
+		n, err := s.SetStatus(ctx, []StatusWrite{{StoreKey: sk, LocalRev: localRev, Object: obj("ignored", status)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := set(rec.LocalRev+1, `{"state":"stale"}`); n != 0 {
+		t.Fatal("a status made from another version of the record was stored")
+	}
+	if n := set(rec.LocalRev, `{"state":"edge"}`); n != 1 {
+		t.Fatal("the edge's status was not stored")
+	}
+	got, _ := s.Get(sk)
+	if got.Rev != 5 || got.CloudRV != "5" || !got.Meta.EdgeStatus || got.Meta.NodeName != "n" || got.LocalRev <= rec.LocalRev ||
+		!strings.Contains(string(got.Object), `"state":"edge"`) || !strings.Contains(string(got.Object), `"resourceVersion":"`) {
+		t.Fatalf("stored %+v %s", got, got.Object)
+	}
+	mu.Lock()
+	last := seen[len(seen)-1]
+	mu.Unlock()
+	if !last.StatusOnly || last.Rev != got.LocalRev {
+		t.Fatalf("subscribers saw %+v", last)
+	}
+	// During a reset the reset brings the truth; nothing is written.
+	apply(&protocol.ResetBegin{})
+	if n := set(got.LocalRev, `{"state":"during reset"}`); n != 0 {
+		t.Fatal("a status was stored during a reset")
+	}
+	// The reset names the same cloud version: the edge's status stays.
+	apply(&protocol.Upsert{Key: key, Rev: 6, Object: obj("5", `{"state":"cloud"}`)}, &protocol.ResetEnd{Through: 6})
+	if after, _ := s.Get(sk); after.LocalRev != got.LocalRev || after.Rev != 6 || !strings.Contains(string(after.Object), `"state":"edge"`) {
+		t.Fatalf("after a reset naming the same version: %+v %s", after, after.Object)
+	}
+	// A newer cloud version replaces it, unmarked.
+	apply(&protocol.Upsert{Key: key, Rev: 7, Object: obj("7", `{"state":"cloud"}`)})
+	if after, _ := s.Get(sk); after.Meta.EdgeStatus || !strings.Contains(string(after.Object), `"state":"cloud"`) {
+		t.Fatalf("after a newer version: %+v %s", after, after.Object)
+	}
+}
