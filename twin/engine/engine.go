@@ -41,9 +41,11 @@ type Config struct {
 	// without a PUBACK: the device keeps it and sends it again, while its connection (which
 	// cannot be read meanwhile, and may be gone) is freed.
 	UploadHold time.Duration
-	// StatusEvery bounds how often the devices' twins and state are written into the edge's
-	// copies of their Devices (see status.go): at most one commit per StatusEvery.
+	// StatusEvery and StatusRate bound how often the devices' twins and state are written into
+	// the edge's copies of their Devices (see status.go): at most one commit per StatusEvery,
+	// and StatusRate devices a second.
 	StatusEvery time.Duration
+	StatusRate  int
 }
 
 // DefaultConfig returns the defaults for node.
@@ -56,6 +58,7 @@ func DefaultConfig(node string) Config {
 		UploadRetry: time.Second,
 		UploadHold:  30 * time.Second,
 		StatusEvery: time.Second,
+		StatusRate:  100,
 	}
 }
 
@@ -72,6 +75,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("twin: uploadRetry must be positive, got %s", c.UploadRetry)
 	case c.StatusEvery <= 0:
 		return fmt.Errorf("twin: statusEvery must be positive, got %s", c.StatusEvery)
+	case c.StatusRate < 1:
+		return fmt.Errorf("twin: statusRate must be at least 1, got %d", c.StatusRate)
 	case c.UploadHold < c.UploadRetry:
 		return fmt.Errorf("twin: uploadHold must be at least uploadRetry (%s), got %s", c.UploadRetry, c.UploadHold)
 	}
@@ -142,6 +147,7 @@ type Engine struct {
 
 	smu   sync.Mutex          // guards dirty
 	dirty map[string]statusOf // devices whose stored Device should show a newer twin or state (status.go)
+	order []string            // dirty's devices, the longest waiting first
 	swake chan struct{}       // capacity 1: dirty has devices
 }
 

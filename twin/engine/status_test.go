@@ -148,3 +148,45 @@ func TestStoredDeviceShowsTheTwin(t *testing.T) {
 		t.Fatalf("after restart: %s", mustJSON(st))
 	}
 }
+
+// TestStatusWritesAreBounded: many busy devices get their status written StatusRate a second,
+// and every one of them in the end.
+func TestStatusWritesAreBounded(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.StatusEvery, c.StatusRate = 200*time.Millisecond, 10 }, nil)
+	r.model("m", "temp", "INT")
+	const n = 30
+	var ids []string
+	for i := range n {
+		name := fmt.Sprint("d", i)
+		r.device(name, "m")
+		r.waitDevice(name)
+		ids = append(ids, ns+"/"+name)
+	}
+	// The devices' arrival marked them all; let those writes pass.
+	waitUntil(t, "the first status of every device", func() bool { return value(r.engine.m.statusWrites) >= n })
+	m := connectMapper(t, r.url, nil, ids...)
+	before := value(r.engine.m.statusWrites)
+	start := time.Now()
+	for _, id := range ids {
+		if _, err := m.Report(context.Background(), id, map[string]string{"temp": "7"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "every device's status", func() bool {
+		for i := range n {
+			if _, st := r.storedDevice(fmt.Sprint("d", i)); !shows(st, "temp", "7", "") {
+				return false
+			}
+		}
+		return true
+	})
+	took := time.Since(start)
+	if got := value(r.engine.m.statusWrites) - before; got != n {
+		t.Fatalf("%v status writes for %d devices, want one each", got, n)
+	}
+	// 10 a second, 2 per commit: the 30 take at least 2.6 s after the first commit.
+	if took < 2500*time.Millisecond {
+		t.Fatalf("%d devices' status written in %s at 10 a second", n, took)
+	}
+	t.Logf("%d devices' status written in %s", n, took.Round(time.Millisecond))
+}
