@@ -33,12 +33,12 @@ var ErrWatchEnded = errors.New("kubeapi: watch ended")
 
 // Cache keeps the most recent events for watches. The zero value is not usable; use NewCache.
 type Cache struct {
-	size   int // events kept
-	buffer int // events a watcher may have undelivered before it is cut off
+	size     int   // events kept
+	maxBytes int64 // and at most about this much memory in them (eventBytes); 0: no bound
+	buffer   int   // events a watcher may have undelivered before it is cut off
 
 	mu       sync.Mutex    // guards everything below; Lock order: Cache.mu before Watch.mu
-	ring     []Event       // circular, len ≤ size
-	head     int           // index of the oldest event when the ring is full
+	ring     []Event       // oldest first, len ≤ size
 	bytes    int64         // about what the events in ring hold (eventBytes)
 	floor    int64         // every event after floor is in the ring (or there was none)
 	rev      int64         // newest revision known
@@ -55,13 +55,20 @@ func NewCache(size, buffer int) *Cache {
 	return &Cache{size: size, buffer: buffer, watchers: map[*Watch]struct{}{}, changed: make(chan struct{}), objectFields: map[string]string{}}
 }
 
+// LimitBytes makes the cache also drop its oldest events while they hold more than about n bytes
+// (as Size counts them; the newest event is always kept). Call it before the first Add.
+func (c *Cache) LimitBytes(n int64) *Cache {
+	c.maxBytes = n
+	return c
+}
+
 // Reset empties the cache and declares rev the point from which it knows every event: a
 // storage calls it when it (re)starts from a list at rev, before adding later events.
 // Watchers are ended; they re-watch and get 410 if their version is now unknown.
 func (c *Cache) Reset(rev int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ring, c.head, c.floor, c.rev, c.bytes = nil, 0, rev, rev, 0
+	c.ring, c.floor, c.rev, c.bytes = nil, rev, rev, 0
 	c.objectFields = map[string]string{}
 	c.wake()
 	for w := range c.watchers {
@@ -86,13 +93,13 @@ func (c *Cache) Add(ev Event) {
 		ev = c.complete(ev, read.value(ev.Resource))
 	}
 	c.bytes += eventBytes(ev)
-	if len(c.ring) < c.size {
-		c.ring = append(c.ring, ev)
-	} else {
-		c.floor = c.ring[c.head].Rev
-		c.bytes -= eventBytes(c.ring[c.head])
-		c.ring[c.head] = ev
-		c.head = (c.head + 1) % c.size
+	c.ring = append(c.ring, ev)
+	for len(c.ring) > c.size || (c.maxBytes > 0 && c.bytes > c.maxBytes && len(c.ring) > 1) {
+		old := c.ring[0]
+		c.floor = old.Rev
+		c.bytes -= eventBytes(old)
+		c.ring[0] = Event{} // the array's dropped front must not keep the object
+		c.ring = c.ring[1:]
 	}
 	c.rev = ev.Rev
 	c.wake()
@@ -210,9 +217,7 @@ func (c *Cache) Watch(resource, namespace string, opts ListOptions, from int64, 
 		resource: resource, namespace: namespace, opts: opts, cache: c, from: from,
 		wake: make(chan struct{}, 1), pending: initial, sent: from,
 	}
-	n := len(c.ring)
-	for i := 0; i < n; i++ {
-		ev := c.ring[(c.head+i)%n]
+	for _, ev := range c.ring {
 		if ev.Rev > from {
 			if out, ok := w.filter(ev); ok {
 				w.pending = append(w.pending, out)

@@ -338,6 +338,51 @@ func TestCacheSize(t *testing.T) {
 	}
 }
 
+// TestCacheLimitBytes: a cache bounded in bytes drops its oldest events past the bound, and a
+// watch from before what it kept is a 410, from within it an exact replay.
+func TestCacheLimitBytes(t *testing.T) {
+	c := NewCache(100, 100)
+	obj := []byte(strings.Repeat("x", 1000))
+	probe := NewCache(1, 1)
+	probe.Reset(0)
+	probe.Add(Event{Type: Modified, Rev: 1, Resource: "pods", Meta: Meta{Namespace: "ns", Name: "p"}, Object: obj})
+	_, one := probe.Size()
+	c.LimitBytes(3*one + one/2)
+	c.Reset(0)
+	for rev := int64(1); rev <= 10; rev++ {
+		c.Add(Event{Type: Modified, Rev: rev, Resource: "pods", Meta: Meta{Namespace: "ns", Name: "p"}, Object: obj})
+	}
+	if n, b := c.Size(); n != 3 || b != 3*one {
+		t.Fatalf("10 events of %d bytes under a bound of %d: %d events, %d bytes", one, 3*one+one/2, n, b)
+	}
+	if _, err := c.Watch("pods", "", ListOptions{}, 6, nil); err == nil {
+		t.Fatal("a watch from before the kept events was accepted")
+	}
+	w, err := c.Watch("pods", "", ListOptions{}, 7, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var got []int64
+	for len(got) < 3 {
+		evs, err := w.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			got = append(got, ev.Rev)
+		}
+	}
+	if fmt.Sprint(got) != "[8 9 10]" {
+		t.Fatalf("watch from 7: %v", got)
+	}
+	// One event larger than the bound is still kept: a watch from just before it works.
+	c.Add(Event{Type: Modified, Rev: 11, Resource: "pods", Meta: Meta{Namespace: "ns", Name: "p"}, Object: []byte(strings.Repeat("y", 10_000))})
+	if n, _ := c.Size(); n != 1 {
+		t.Fatalf("after an event over the bound: %d events, want 1", n)
+	}
+}
+
 // TestCacheWatch: exact replay after a version, 410 before the ring, and a slow watcher ended
 // instead of buffered.
 func TestCacheWatch(t *testing.T) {

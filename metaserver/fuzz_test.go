@@ -38,7 +38,7 @@ func FuzzRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	before, _ := st.Keys()
-	h, err := kubeapi.New(kubeapi.DefaultConfig(), reg, New(st, reg, 100, 100, &fakeCloud{offline: true}), zerolog.Nop(), nil, "fuzz")
+	h, err := kubeapi.New(kubeapi.DefaultConfig(), reg, New(st, reg, 100, 0, 100, &fakeCloud{offline: true}), zerolog.Nop(), nil, "fuzz")
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -66,7 +66,7 @@ func newEnv(t *testing.T, cacheSize, watchBuffer int, cfg kubeapi.Config) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, store: st, cloud: &fakeCloud{}, prom: prometheus.NewRegistry(), rev: 100}
-	ms := New(st, reg, cacheSize, watchBuffer, e.cloud)
+	ms := New(st, reg, cacheSize, 0, watchBuffer, e.cloud)
 	h, err := kubeapi.New(cfg, reg, ms, zerolog.Nop(), e.prom, "test")
 	if err != nil {
 		t.Fatal(err)

@@ -39,9 +39,10 @@ type Storage struct {
 }
 
 // New returns the storage and subscribes its watch cache to the store. Call before the store's
-// first write. fwd carries writes to the cloud.
-func New(store *edgestore.Store, reg *resource.Registry, cacheSize, watchBuffer int, fwd Forwarder) *Storage {
-	s := &Storage{store: store, reg: reg, cache: kubeapi.NewCache(cacheSize, watchBuffer), fwd: fwd,
+// first write. The watch cache keeps cacheSize changes and about cacheBytes of memory at most
+// (0: no bound in bytes); fwd carries writes to the cloud.
+func New(store *edgestore.Store, reg *resource.Registry, cacheSize int, cacheBytes int64, watchBuffer int, fwd Forwarder) *Storage {
+	s := &Storage{store: store, reg: reg, cache: kubeapi.NewCache(cacheSize, watchBuffer).LimitBytes(cacheBytes), fwd: fwd,
 		waitVersion: 3 * time.Second, forwardTimeout: 20 * time.Second}
 	v, err := loadView(store)
 	if err != nil {

@@ -112,7 +112,7 @@ func edgeFigures(ctx context.Context, path string, sz sizes, emit func(Result)) 
 			commits.Store(c.Rev, now)
 		}
 	})
-	meta := metaserver.New(st, reg, 10_000, 10_000, nil)
+	meta := metaserver.New(st, reg, 10_000, 0, 10_000, nil)
 	h, err := kubeapi.New(kubeapi.DefaultConfig(), reg, meta, zerolog.Nop(), nil, "apibench")
 	if err != nil {
 		return err

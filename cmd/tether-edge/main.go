@@ -325,7 +325,9 @@ func runEdge(ctx context.Context, c *config, id *edgehub.FileIdentity, log zerol
 	if err != nil {
 		return err
 	}
-	meta := metaserver.New(st, reg, 10_000, 10_000, hub)
+	// The watch cache: 10,000 changes, and no more than 4 MiB of them, which on a busy node's
+	// Device status writes (about 1.5 KB each, 100 a second) is still about half a minute.
+	meta := metaserver.New(st, reg, 10_000, 4<<20, 10_000, hub)
 	api, err := kubeapi.New(c.api, reg, meta, log.With().Str("component", "metaserver").Logger(), promReg, "tether_edge_metaserver")
 	if err != nil {
 		return err
