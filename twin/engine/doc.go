@@ -30,7 +30,8 @@
 // The edge's copy of each Device shows its twins and state (status.go): the cloud does not send
 // that status back down, so after each stored change, and after the cloud's version of the Device
 // replaces the edge's copy, the engine writes them into the stored Device with the cloud's merge
-// rules, grouped into at most one commit per Config.StatusEvery (edgestore.SetStatus). The
+// rules, at most one commit per Config.StatusEvery and Config.StatusRate devices a second, the
+// longest waiting first (edgestore.SetStatus). The
 // metaserver serves it, so kubectl on the edge host reads what the devices last reported, online
 // or offline. The engine ignores these writes when it follows the store's changes.
 //
