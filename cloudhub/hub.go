@@ -86,8 +86,10 @@ type Hub struct {
 	certValidity time.Duration
 	tlsConfig    *tls.Config
 	log          zerolog.Logger
+	sampled      zerolog.Logger // for what a storm of connects can log by the thousand
 	metrics      *metrics
 	now          func() time.Time
+	statusRetry  time.Duration // about how soon a failed heartbeat write is tried again (session.heartbeat)
 	upgrader     websocket.Upgrader
 	frames       wsframe.Reader // shared by every session's reads
 
@@ -157,7 +159,11 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		grace:    map[string]*time.Timer{},
 		ring:     ring{size: cfg.History},
 		ready:    make(chan struct{}),
+		// Tried again 2.5–7.5 s later: soon enough that a node shows Ready within seconds, and
+		// spread so that a storm's retries do not come back as one.
+		statusRetry: 5 * time.Second,
 	}
+	h.sampled = h.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: 10 * time.Second})
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadBufferSize:   cfg.ReadBuffer,

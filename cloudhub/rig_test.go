@@ -51,6 +51,7 @@ type rigOpts struct {
 	cfg     func(*Config)
 	preSub  func(index.Update) // subscribed before the hub
 	reports Reports            // nil: reports are taken and dropped
+	status  Status             // nil: heartbeats are taken and dropped
 }
 
 func newRig(t *testing.T, o rigOpts) *rig {
@@ -78,7 +79,11 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	if o.reports != nil {
 		reps = o.reports
 	}
-	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: b.ClusterID(), Status: nopStatus{}, Reports: reps,
+	var status Status = nopStatus{}
+	if o.status != nil {
+		status = o.status
+	}
+	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: b.ClusterID(), Status: status, Reports: reps,
 		TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)

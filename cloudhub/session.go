@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -278,7 +279,8 @@ func (s *session) progress(now time.Time) {
 
 // heartbeat writes the node's last heartbeat if the edge was heard from recently.
 func (s *session) heartbeat() {
-	s.statusAt.Store(s.hub.now().UnixNano())
+	asked := s.hub.now()
+	s.statusAt.Store(asked.UnixNano())
 	seen := time.Unix(0, s.lastSeen.Load())
 	if s.hub.now().Sub(seen) > 2*s.hub.cfg.Heartbeat {
 		return
@@ -287,7 +289,14 @@ func (s *session) heartbeat() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
 		defer cancel()
 		if err := s.hub.status.SetReady(ctx, s.node, true, "EdgeConnected", seen, s.hub.cfg.StatusInterval); err != nil {
-			s.log().Warn().Err(err).Msg("could not record heartbeat")
+			// Try again soon, not a StatusInterval later: a node whose first write failed would
+			// show not Ready that long. When 10,000 nodes connected at once to a cloud whose
+			// host was busy with other work, thousands of these writes missed WriteTimeout; the
+			// jitter spreads such a storm's retries.
+			retry := min(s.hub.statusRetry/2+rand.N(s.hub.statusRetry), s.hub.cfg.StatusInterval)
+			s.statusAt.CompareAndSwap(asked.UnixNano(), asked.Add(retry-s.hub.cfg.StatusInterval).UnixNano())
+			s.hub.metrics.statusFailed.Inc()
+			s.hub.sampled.Warn().Err(err).Str("node", s.node).Dur("retry_in", retry).Msg("could not record heartbeat")
 		}
 	}()
 }

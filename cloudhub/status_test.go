@@ -1,0 +1,69 @@
+package cloudhub
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+// failingStatus refuses the first fail heartbeat writes, as a store swamped by thousands of
+// connecting nodes does, and records when each write was asked for.
+type failingStatus struct {
+	mu    sync.Mutex
+	fail  int
+	calls []time.Time
+}
+
+func (f *failingStatus) SetReady(_ context.Context, _ string, ready bool, _ string, _ time.Time, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !ready {
+		return nil
+	}
+	f.calls = append(f.calls, time.Now())
+	if len(f.calls) <= f.fail {
+		return errors.New("the store refused the write: context deadline exceeded")
+	}
+	return nil
+}
+
+func (f *failingStatus) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+// TestFailedHeartbeatIsRetriedSoon: a node whose Ready write failed is written again within
+// seconds, not a StatusInterval later, and then left alone until the interval.
+func TestFailedHeartbeatIsRetriedSoon(t *testing.T) {
+	st := &failingStatus{fail: 2}
+	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.StatusInterval = time.Minute }})
+	r.hub.statusRetry = 400 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.hub.tick(ctx) // Run's ticker; the rig serves connections without Run
+	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	e := newEdge(t, "n1")
+	e.connect(r)
+	deadline := time.Now().Add(10 * time.Second)
+	for st.count() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d heartbeat writes in 10 s after 2 failures; a failed write waits for the next StatusInterval (1 min)", st.count())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Ticks come every second; after the success nothing is written for a StatusInterval.
+	time.Sleep(2500 * time.Millisecond)
+	if n := st.count(); n != 3 {
+		t.Fatalf("%d heartbeat writes; want 3 (two failed, one stored)", n)
+	}
+	var m dto.Metric
+	r.hub.metrics.statusFailed.Write(&m)
+	if n := m.GetCounter().GetValue(); n != 2 {
+		t.Fatalf("tether_cloud_hub_status_write_failures_total %v, want 2", n)
+	}
+}
