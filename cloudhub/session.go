@@ -290,9 +290,9 @@ func (s *session) heartbeat() {
 		defer cancel()
 		if err := s.hub.status.SetReady(ctx, s.node, true, "EdgeConnected", seen, s.hub.cfg.StatusInterval); err != nil {
 			// Try again soon, not a StatusInterval later: a node whose first write failed would
-			// show not Ready that long. When 10,000 nodes connected at once to a cloud whose
-			// host was busy with other work, thousands of these writes missed WriteTimeout; the
-			// jitter spreads such a storm's retries.
+			// show not Ready that long. When 10,000 nodes connected at once, here to a cloud on
+			// etcd on the same two cores, or on a host busy with other work, thousands of these
+			// writes missed WriteTimeout; the jitter spreads such a storm's retries.
 			retry := min(s.hub.statusRetry/2+rand.N(s.hub.statusRetry), s.hub.cfg.StatusInterval)
 			s.statusAt.CompareAndSwap(asked.UnixNano(), asked.Add(retry-s.hub.cfg.StatusInterval).UnixNano())
 			s.hub.metrics.statusFailed.Inc()
