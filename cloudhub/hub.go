@@ -159,8 +159,8 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		grace:    map[string]*time.Timer{},
 		ring:     ring{size: cfg.History},
 		ready:    make(chan struct{}),
-		// Tried again 2.5–7.5 s later: soon enough that a node shows Ready within seconds, and
-		// spread so that a storm's retries do not come back as one.
+		// A first failure is tried again 2.5–7.5 s later: soon enough that a node shows Ready
+		// within seconds, and spread so that a storm's retries do not come back as one.
 		statusRetry: 5 * time.Second,
 	}
 	h.sampled = h.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: 10 * time.Second})

@@ -32,6 +32,7 @@ type session struct {
 	lastSeen  atomic.Int64    // unix nanos of the last frame or ping from the edge
 	failing   atomic.Bool     // fail or end was called: the reader ignores further messages, reports are not applied
 	statusAt  atomic.Int64    // unix nanos of the last heartbeat write asked for
+	statusErr atomic.Int32    // heartbeat writes failed in a row (their retries back off)
 	batchLeft atomic.Int64    // keys of the current batch not yet sent, for metrics
 	through   atomic.Int64    // the last Through sent (lastThrough, published for the progress tick)
 
@@ -288,17 +289,30 @@ func (s *session) heartbeat() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
 		defer cancel()
-		if err := s.hub.status.SetReady(ctx, s.node, true, "EdgeConnected", seen, s.hub.cfg.StatusInterval); err != nil {
-			// Try again soon, not a StatusInterval later: a node whose first write failed would
-			// show not Ready that long. When 10,000 nodes connected at once, here to a cloud on
-			// etcd on the same two cores, or on a host busy with other work, thousands of these
-			// writes missed WriteTimeout; the jitter spreads such a storm's retries.
-			retry := min(s.hub.statusRetry/2+rand.N(s.hub.statusRetry), s.hub.cfg.StatusInterval)
-			s.statusAt.CompareAndSwap(asked.UnixNano(), asked.Add(retry-s.hub.cfg.StatusInterval).UnixNano())
-			s.hub.metrics.statusFailed.Inc()
-			s.hub.sampled.Warn().Err(err).Str("node", s.node).Dur("retry_in", retry).Msg("could not record heartbeat")
+		err := s.hub.status.SetReady(ctx, s.node, true, "EdgeConnected", seen, s.hub.cfg.StatusInterval)
+		if err == nil {
+			s.statusErr.Store(0)
+			return
 		}
+		// Try again soon, not a StatusInterval later: a node whose first write failed would show
+		// not Ready that long. When 10,000 nodes connected at once, here to a cloud on etcd on
+		// the same two cores, or on a host busy with other work, thousands of these writes
+		// missed WriteTimeout. The jitter spreads such a storm's retries, and each failure in a
+		// row doubles the wait (up to StatusInterval), so a store that stays behind is not kept
+		// there by the retries.
+		retry := retryAfter(s.hub.statusRetry, int(s.statusErr.Add(1)), s.hub.cfg.StatusInterval)
+		s.statusAt.CompareAndSwap(asked.UnixNano(), asked.Add(retry-s.hub.cfg.StatusInterval).UnixNano())
+		s.hub.metrics.statusFailed.Inc()
+		s.hub.sampled.Warn().Err(err).Str("node", s.node).Dur("retry_in", retry).Msg("could not record heartbeat")
 	}()
+}
+
+// retryAfter is how long the failures-th failed heartbeat write in a row waits before it is tried
+// again: base doubled for each earlier failure, jittered over [½, 1½) of that, and never more than
+// limit.
+func retryAfter(base time.Duration, failures int, limit time.Duration) time.Duration {
+	d := base << min(max(failures-1, 0), 16)
+	return min(d/2+rand.N(d), limit)
 }
 
 // fail ends the session after telling the edge why.

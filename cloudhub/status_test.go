@@ -67,3 +67,22 @@ func TestFailedHeartbeatIsRetriedSoon(t *testing.T) {
 		t.Fatalf("tether_cloud_hub_status_write_failures_total %v, want 2", n)
 	}
 }
+
+// TestRetryAfterBacksOff: each failure in a row doubles the wait, jittered, up to the limit.
+func TestRetryAfterBacksOff(t *testing.T) {
+	for failures, want := range map[int]time.Duration{1: 5 * time.Second, 2: 10 * time.Second, 3: 20 * time.Second} {
+		for range 200 {
+			if d := retryAfter(5*time.Second, failures, time.Minute); d < want/2 || d >= want*3/2 {
+				t.Fatalf("failure %d: %s, want within [%s, %s)", failures, d, want/2, want*3/2)
+			}
+		}
+	}
+	if d := retryAfter(5*time.Second, 4, time.Minute); d < 20*time.Second || d > time.Minute {
+		t.Fatalf("failure 4: %s, want within [20s, 1m]", d)
+	}
+	for _, failures := range []int{10, 100} {
+		if d := retryAfter(5*time.Second, failures, time.Minute); d != time.Minute {
+			t.Fatalf("failure %d: %s, want the limit", failures, d)
+		}
+	}
+}
