@@ -43,7 +43,7 @@ type Config struct {
 	UploadHold time.Duration
 	// StatusEvery and StatusRate bound how often the devices' twins and state are written into
 	// the edge's copies of their Devices (see status.go): at most one commit per StatusEvery,
-	// and StatusRate devices a second.
+	// and StatusRate Devices written a second.
 	StatusEvery time.Duration
 	StatusRate  int
 }
@@ -253,10 +253,15 @@ func (e *Engine) onStoreChanges(changes []edgestore.Change) {
 	}
 	e.pmu.Unlock()
 	if noted {
-		select {
-		case e.wake <- struct{}{}:
-		default:
-		}
+		signal(e.wake)
+	}
+}
+
+// signal wakes the one goroutine that waits on ch (capacity 1), unless a wake is pending already.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
@@ -567,10 +572,7 @@ func (e *Engine) retryLater(key string) {
 		e.pmu.Lock()
 		e.pending[key] = struct{}{}
 		e.pmu.Unlock()
-		select {
-		case e.wake <- struct{}{}:
-		default:
-		}
+		signal(e.wake)
 	})
 }
 

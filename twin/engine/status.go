@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"slices"
 	"time"
 
 	"github.com/tetherhub/tether/edgestore"
@@ -41,17 +40,10 @@ func (e *Engine) markStatus(id string, tw twin.Twin, st twin.DeviceState) {
 	}
 	e.dirty[id] = statusOf{tw: tw, state: st}
 	e.smu.Unlock()
-	e.wakeStatus()
+	signal(e.swake)
 }
 
-func (e *Engine) wakeStatus() {
-	select {
-	case e.swake <- struct{}{}:
-	default:
-	}
-}
-
-// statusLoop writes marked devices' status, at most once per StatusEvery and StatusRate devices
+// statusLoop writes marked devices' status, at most once per StatusEvery and StatusRate writes
 // a second.
 func (e *Engine) statusLoop(ctx context.Context) {
 	batch := max(1, int(float64(e.cfg.StatusRate)*e.cfg.StatusEvery.Seconds()))
@@ -74,31 +66,29 @@ func (e *Engine) statusLoop(ctx context.Context) {
 	}
 }
 
-// writeStatus stores the status of up to limit marked devices, the longest waiting first, each
-// whose stored Device shows another. Devices left marked wake the loop again.
+// writeStatus stores the status of marked devices, the longest waiting first, until limit of
+// them are written or none is left: the bound is on writes, not on devices looked at, so the
+// devices every start marks (whose stored status is mostly current already) do not hold back a
+// device that changed. Devices left marked wake the loop again.
 func (e *Engine) writeStatus(ctx context.Context, limit int) {
-	e.smu.Lock()
-	ids := e.order[:min(limit, len(e.order))]
-	e.order = slices.Clone(e.order[len(ids):])
-	marked := make(map[string]statusOf, len(ids))
-	for _, id := range ids {
-		marked[id] = e.dirty[id]
-		delete(e.dirty, id)
-	}
-	more := len(e.order) > 0
-	e.smu.Unlock()
-	if more {
-		e.wakeStatus()
-	}
-	writes := make([]edgestore.StatusWrite, 0, len(ids))
-	for _, id := range ids {
+	var (
+		taken  []string
+		marked = map[string]statusOf{}
+		writes []edgestore.StatusWrite
+	)
+	for len(writes) < limit {
+		id, s, ok := e.nextStatus()
+		if !ok {
+			break
+		}
+		taken = append(taken, id)
+		marked[id] = s
 		ns, name := splitKey(id)
 		sk := resource.StoreKey(resource.Key{Resource: resource.Devices, Namespace: ns, Name: name})
 		rec, err := e.store.Get(sk)
 		if err != nil || rec == nil {
 			continue // gone; or unreadable, and then its next change marks it again
 		}
-		s := marked[id]
 		obj, changed, err := withStatus(rec.Object, twin.Reported(s.tw), s.state)
 		if err != nil {
 			e.sampled.Warn().Err(err).Str("device", id).Msg("cannot show the twin in the stored device")
@@ -107,6 +97,12 @@ func (e *Engine) writeStatus(ctx context.Context, limit int) {
 		if changed {
 			writes = append(writes, edgestore.StatusWrite{StoreKey: sk, LocalRev: rec.LocalRev, Object: obj})
 		}
+	}
+	e.smu.Lock()
+	more := len(e.order) > 0
+	e.smu.Unlock()
+	if more {
+		signal(e.swake)
 	}
 	if len(writes) == 0 {
 		return
@@ -120,18 +116,32 @@ func (e *Engine) writeStatus(ctx context.Context, limit int) {
 		}
 		e.sampled.Warn().Err(err).Int("devices", len(writes)).Msg("cannot store the devices' status; retrying")
 		e.smu.Lock()
-		for _, id := range ids {
+		for _, id := range taken {
 			if _, newer := e.dirty[id]; !newer {
 				e.dirty[id] = marked[id]
 				e.order = append(e.order, id)
 			}
 		}
 		e.smu.Unlock()
-		e.wakeStatus()
+		signal(e.swake)
 		return
 	}
 	// A write not stored lost to a newer version of its Device, whose arrival marks it again.
 	e.m.statusWrites.Add(float64(n))
+}
+
+// nextStatus takes the longest waiting marked device.
+func (e *Engine) nextStatus() (string, statusOf, bool) {
+	e.smu.Lock()
+	defer e.smu.Unlock()
+	if len(e.order) == 0 {
+		return "", statusOf{}, false
+	}
+	id := e.order[0]
+	e.order = e.order[1:]
+	s := e.dirty[id]
+	delete(e.dirty, id)
+	return id, s, true
 }
 
 // withStatus returns the Device obj with twins and state put into its status, and whether that

@@ -190,3 +190,33 @@ func TestStatusWritesAreBounded(t *testing.T) {
 	}
 	t.Logf("%d devices' status written in %s", n, took.Round(time.Millisecond))
 }
+
+// TestStartDoesNotHoldBackAChange: every start marks every device, and the stored status of most
+// is current already; the bound counts writes, so a device that changes right after the start is
+// written at once, not behind all the others.
+func TestStartDoesNotHoldBackAChange(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.StatusEvery, c.StatusRate = 200*time.Millisecond, 10 }, nil)
+	r.model("m", "temp", "INT")
+	const n = 30
+	for i := range n {
+		r.device(fmt.Sprint("d", i), "m")
+	}
+	// d9 is the last of them in the store's (and so the start's) order.
+	r.waitDevice("d9")
+	waitUntil(t, "the first status of every device", func() bool { return value(r.engine.m.statusWrites) >= n })
+
+	r.restart()
+	m := connectMapper(t, r.url, nil, ns+"/d9")
+	start := time.Now()
+	if _, err := m.Report(context.Background(), ns+"/d9", map[string]string{"temp": "7"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "d9's status", func() bool { _, st := r.storedDevice("d9"); return shows(st, "temp", "7", "") })
+	// Looked at 2 to a commit (10 a second, every 200 ms), d9 would wait for the other 29: 2.8 s.
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("d9's status written %s after its report", took)
+	}
+	if got := value(r.engine.m.statusWrites); got != 1 {
+		t.Fatalf("%v status writes after the restart, want 1 (d9's): the others were current", got)
+	}
+}
