@@ -85,7 +85,6 @@ func TestApplyAfterAFailureIsRefused(t *testing.T) {
 // version (a filtered EndpointSlice for a node that changed groups) is stored as a change.
 func TestUnchangedObjectKeepsItsVersion(t *testing.T) {
 	s := openTwinStore(t, nil)
-	ctx := context.Background()
 	var changes []Change
 	var mu sync.Mutex
 	s.Subscribe(func(cs []Change) { mu.Lock(); changes = append(changes, cs...); mu.Unlock() })
@@ -95,16 +94,7 @@ func TestUnchangedObjectKeepsItsVersion(t *testing.T) {
 		return &protocol.Upsert{Key: key, Rev: rev,
 			Object: []byte(`{"metadata":{"name":"a","namespace":"ns","resourceVersion":"7"},"data":{"v":"` + data + `"}}`)}
 	}
-	apply := func(msgs ...protocol.Message) {
-		t.Helper()
-		done := make(chan error, 1)
-		if err := s.Apply(ctx, msgs, func(err error) { done <- err }); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
+	apply := func(msgs ...protocol.Message) { t.Helper(); applyNow(t, s, msgs...) }
 	get := func() *Record {
 		t.Helper()
 		rec, err := s.Get(resource.StoreKey(key))
@@ -164,16 +154,7 @@ func TestSetStatus(t *testing.T) {
 	var mu sync.Mutex
 	var seen []Change
 	s.Subscribe(func(cs []Change) { mu.Lock(); seen = append(seen, cs...); mu.Unlock() })
-	apply := func(msgs ...protocol.Message) {
-		t.Helper()
-		done := make(chan error, 1)
-		if err := s.Apply(ctx, msgs, func(err error) { done <- err }); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
+	apply := func(msgs ...protocol.Message) { t.Helper(); applyNow(t, s, msgs...) }
 	apply(&protocol.Upsert{Key: key, Rev: 5, Object: obj("5", `{"state":"cloud"}`)})
 	rec, _ := s.Get(sk)
 	set := func(localRev uint64, status string) int {
@@ -215,5 +196,17 @@ func TestSetStatus(t *testing.T) {
 	apply(&protocol.Upsert{Key: key, Rev: 7, Object: obj("7", `{"state":"cloud"}`)})
 	if after, _ := s.Get(sk); after.Meta.EdgeStatus || !strings.Contains(string(after.Object), `"state":"cloud"`) {
 		t.Fatalf("after a newer version: %+v %s", after, after.Object)
+	}
+}
+
+// applyNow applies msgs and waits for their commit.
+func applyNow(t *testing.T, s *Store, msgs ...protocol.Message) {
+	t.Helper()
+	done := make(chan error, 1)
+	if err := s.Apply(context.Background(), msgs, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -505,10 +505,8 @@ func TestTwinOutageAndKill(t *testing.T) {
 	acked := uploadsAcked
 	mu.Unlock()
 	// The edge's own API shows the latest values while the cloud is away, and then the cloud does.
-	for _, srv := range []apiServer{e, c} {
-		if srv == apiServer(c) {
-			c.start(t)
-		}
+	showsFinal := func(srv apiServer) {
+		t.Helper()
 		for _, id := range ids {
 			name := strings.TrimPrefix(id, ns+"/")
 			st := waitReported(t, srv, name, map[string]string{"temperature": fmt.Sprint(final[id] % 100), "humidity": fmt.Sprint(final[id], ".5")})
@@ -517,6 +515,9 @@ func TestTwinOutageAndKill(t *testing.T) {
 			}
 		}
 	}
+	showsFinal(e)
+	c.start(t)
+	showsFinal(c)
 
 	// Uploads: every acknowledged one exactly once, each publisher's in order; the one in
 	// flight at the kill at most once.
