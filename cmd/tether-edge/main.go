@@ -325,8 +325,10 @@ func runEdge(ctx context.Context, c *config, id *edgehub.FileIdentity, log zerol
 	if err != nil {
 		return err
 	}
-	// The watch cache: 10,000 changes, and no more than 4 MiB of them, which on a busy node's
-	// Device status writes (about 1.5 KB each, 100 a second) is still about half a minute.
+	// The watch cache: 10,000 changes, and no more than 4 MiB of them. A Device with two
+	// properties and its status is about 650 bytes as the engine's tests store it (more with
+	// the cloud's metadata), so 4 MiB still holds thousands of a busy node's status writes, which
+	// come at most 100 a second.
 	meta := metaserver.New(st, reg, 10_000, 4<<20, 10_000, hub)
 	api, err := kubeapi.New(c.api, reg, meta, log.With().Str("component", "metaserver").Logger(), promReg, "tether_edge_metaserver")
 	if err != nil {
