@@ -3,6 +3,7 @@ package cloudhub
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -278,8 +279,18 @@ func (h *Hub) onUpdate(u index.Update) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.initRing()
-	if n := u.New; h.cfg.SharedStore && n != nil && n.Key.Resource == resource.Nodes && !u.Historical {
-		h.watchElsewhere(n.Key.Name)
+	if n := u.New; n != nil && n.Key.Resource == resource.Nodes && !u.Historical {
+		if h.cfg.SharedStore {
+			h.watchElsewhere(n.Key.Name)
+		}
+		if s := h.sessions[n.Key.Name]; s != nil && !readyTrue(n.Raw) {
+			// The node is connected here, yet its Node says otherwise: another replica marked
+			// it NotReady (this one's lease looked gone to it, as under overload), or someone
+			// wrote the status by hand. Say so now, not at the next heartbeat write, which can
+			// be StatusInterval away. Only a write of Ready True ends this, so two replicas
+			// cannot trade writes: neither marks a node NotReady while its holder runs.
+			s.heartbeat()
+		}
 	}
 	if !view.Routed(u) {
 		h.advance(u.Rev())
@@ -436,6 +447,24 @@ func (h *Hub) startGrace(node string) {
 		}
 	})
 	h.grace[node] = t
+}
+
+// readyTrue says whether a Node's JSON has the Ready condition True.
+func readyTrue(raw []byte) bool {
+	var n struct {
+		Status struct {
+			Conditions []struct{ Type, Status string }
+		}
+	}
+	if json.Unmarshal(raw, &n) != nil {
+		return true // not the hub's to judge; the next heartbeat write looks again
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == "Ready" {
+			return c.Status == "True"
+		}
+	}
+	return false
 }
 
 // watchElsewhere gives a node this replica has no session for, and is not already timing, a

@@ -86,3 +86,40 @@ func TestRetryAfterBacksOff(t *testing.T) {
 		}
 	}
 }
+
+// TestReadyRewrittenWhenMarkedElsewhere: a Node marked not Ready while its node is connected
+// here (another replica took this one for dead) is written Ready again at once, not at the next
+// heartbeat write; a Node that says Ready, whoever wrote it, is left alone.
+func TestReadyRewrittenWhenMarkedElsewhere(t *testing.T) {
+	st := &failingStatus{}
+	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.StatusInterval = time.Hour }})
+	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	e := newEdge(t, "n1")
+	e.connect(r)
+	waitCount := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for st.count() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d Ready writes, want %d", st.count(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitCount(1) // the connect's own
+	withReady := func(status, message string) string {
+		n := nodeJSON("n1", "")
+		return n[:len(n)-1] + `,"status":{"conditions":[{"type":"Ready","status":"` + status + `","message":"` + message + `"}]}}`
+	}
+	r.put(nodeKey("n1"), withReady("True", "the edge is connected to replica-b"))
+	time.Sleep(300 * time.Millisecond)
+	if n := st.count(); n != 1 {
+		t.Fatalf("%d Ready writes after a Ready True by another replica; want it left alone", n)
+	}
+	r.put(nodeKey("n1"), withReady("Unknown", "the edge has not been connected for the grace period"))
+	waitCount(2)
+	time.Sleep(300 * time.Millisecond)
+	if n := st.count(); n != 2 {
+		t.Fatalf("%d Ready writes; want exactly one for the NotReady mark", n)
+	}
+}

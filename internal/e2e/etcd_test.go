@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,4 +200,65 @@ func TestEtcdTwoReplicas(t *testing.T) {
 		return s == "Unknown"
 	})
 	b.stop()
+}
+
+// TestEtcdStalledReplica: a replica that stalls (SIGSTOP, as an overloaded host does) past its
+// lease is taken for dead by the other, which marks its node Unknown although the node is still
+// connected to it. Once the stalled replica runs again it writes the node Ready at once, over
+// the same session (not at its next heartbeat write, five minutes away), and the two leave it
+// Ready from then on.
+func TestEtcdStalledReplica(t *testing.T) {
+	srv := etcdtest.Start(t)
+	// A 6 s heartbeat gives the edge's connection a 15 s read deadline, so it outlives the stall.
+	args := []string{"--store", "etcd", "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/stall", "--replica-ttl", "2s", "--heartbeat", "6s"}
+	a := newCloud(t, append(args, "--replica-name", "replica-a")...)
+	newEdge(t, a, "edge-1") // knows only replica-a
+	b := &cloud{dir: t.TempDir(), hub: freePort(t), join: freePort(t), api: freePort(t), extra: append(args, "--replica-name", "replica-b")}
+	b.start(t)
+	ready := func() (status, message string) {
+		t.Helper()
+		var n struct {
+			Status struct {
+				Conditions []struct{ Type, Status, Message string }
+			}
+		}
+		json.Unmarshal(mustDo(t, http.MethodGet, b.url("/api/v1/nodes/edge-1"), nil), &n)
+		for _, c := range n.Status.Conditions {
+			if c.Type == "Ready" {
+				return c.Status, c.Message
+			}
+		}
+		return "", ""
+	}
+	onA := func() bool { s, m := ready(); return s == "True" && strings.HasSuffix(m, "replica-a") }
+	waitFor(t, 10*time.Second, "edge-1 Ready on replica-a", onA)
+
+	a.cmd.Process.Signal(syscall.SIGSTOP)
+	stopped := true
+	defer func() {
+		if stopped {
+			a.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	waitFor(t, 15*time.Second, "replica-b marking edge-1 Unknown while replica-a is stalled", func() bool {
+		s, _ := ready()
+		return s == "Unknown"
+	})
+	a.cmd.Process.Signal(syscall.SIGCONT)
+	stopped = false
+	resumed := time.Now()
+	waitFor(t, 10*time.Second, "edge-1 Ready on replica-a again", onA)
+	t.Logf("edge-1 Ready on replica-a %.1f s after replica-a resumed", time.Since(resumed).Seconds())
+	// It stays so: replica-b finds replica-a's lease again and leaves the node to it.
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if !onA() {
+			s, m := ready()
+			t.Fatalf("edge-1 Ready %s %q after replica-a resumed; want True on replica-a", s, m)
+		}
+	}
+	if n := strings.Count(a.log.String(), "node connected"); n != 1 {
+		t.Fatalf("replica-a logged %d connects; the edge was meant to keep its one session through the stall", n)
+	}
+	b.stop()
+	a.stop()
 }
