@@ -41,7 +41,12 @@ type Config struct {
 	// GracePeriod is how long a node may be disconnected before the cloud reports it NotReady
 	// (so that a cloud restart or a quick reconnect does not flap it).
 	GracePeriod time.Duration
-	// StatusInterval is how often the Node's lastHeartbeatTime is written while connected.
+	// StatusInterval is how often the Node's lastHeartbeatTime is written while connected. It
+	// is not how the cloud knows a node is up (the session is, and with several replicas the
+	// holder's lease), so it can be long: like the kubelet's node status report (5 minutes
+	// unless something changed), it keeps timestamp writes from taking the store's capacity —
+	// 10,000 nodes at one a minute are 167 writes a second, and each is a change every API
+	// watcher and the watch cache take in.
 	StatusInterval time.Duration
 	// SharedStore says other replicas serve nodes from the same store (etcd): the hub then also
 	// times the nodes that joined or connected through another replica after it started, so it
@@ -70,7 +75,7 @@ func DefaultConfig() Config {
 		Progress:         5 * time.Second,
 		History:          100_000,
 		GracePeriod:      40 * time.Second,
-		StatusInterval:   time.Minute,
+		StatusInterval:   5 * time.Minute,
 		ReadBuffer:       512,
 		WriteBuffer:      16 << 10,
 		ReportQueue:      1024,
