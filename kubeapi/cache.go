@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 	"unsafe"
 )
 
@@ -25,6 +26,8 @@ type Event struct {
 	Meta     Meta   // of Object
 	Prev     *Meta  // of the object before the change; nil for a create
 	Object   []byte // the object after the change (for a delete: as it was, stamped with Rev)
+
+	added int64 // unix nanos when the cache took it, for LimitAge
 }
 
 // ErrWatchEnded is returned by Watch.Next once the watch is over: stopped, cut off for being
@@ -33,9 +36,11 @@ var ErrWatchEnded = errors.New("kubeapi: watch ended")
 
 // Cache keeps the most recent events for watches. The zero value is not usable; use NewCache.
 type Cache struct {
-	size     int   // events kept
-	maxBytes int64 // and at most about this much memory in them (eventBytes); 0: no bound
-	buffer   int   // events a watcher may have undelivered before it is cut off
+	size     int              // events kept
+	maxBytes int64            // and at most about this much memory in them (eventBytes); 0: no bound
+	buffer   int              // events a watcher may have undelivered before it is cut off
+	maxAge   time.Duration    // and none older than this once a newer one comes; 0: no bound
+	now      func() time.Time // the clock of maxAge
 
 	mu       sync.Mutex    // guards everything below; Lock order: Cache.mu before Watch.mu
 	ring     []Event       // oldest first, len ≤ size
@@ -59,6 +64,16 @@ func NewCache(size, buffer int) *Cache {
 // (as Size counts them; the newest event is always kept). Call it before the first Add.
 func (c *Cache) LimitBytes(n int64) *Cache {
 	c.maxBytes = n
+	return c
+}
+
+// LimitAge makes the cache also drop the events it took more than d ago, as newer ones come
+// (the newest event is always kept), by the clock now. Like an etcd compaction window: a watch
+// resuming from further back gets 410 and relists, and a steady stream of small changes (node
+// heartbeats) does not keep the cache growing until it holds size of them. Call it before the
+// first Add.
+func (c *Cache) LimitAge(d time.Duration, now func() time.Time) *Cache {
+	c.maxAge, c.now = d, now
 	return c
 }
 
@@ -92,9 +107,14 @@ func (c *Cache) Add(ev Event) {
 	if read != nil {
 		ev = c.complete(ev, read.value(ev.Resource))
 	}
+	var oldest int64 // events added before it are past maxAge
+	if c.maxAge > 0 {
+		ev.added = c.now().UnixNano()
+		oldest = ev.added - int64(c.maxAge)
+	}
 	c.bytes += eventBytes(ev)
 	c.ring = append(c.ring, ev)
-	for len(c.ring) > c.size || (c.maxBytes > 0 && c.bytes > c.maxBytes && len(c.ring) > 1) {
+	for len(c.ring) > c.size || len(c.ring) > 1 && (c.maxBytes > 0 && c.bytes > c.maxBytes || c.ring[0].added < oldest) {
 		old := c.ring[0]
 		c.floor = old.Rev
 		c.bytes -= eventBytes(old)

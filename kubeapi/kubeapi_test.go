@@ -383,6 +383,44 @@ func TestCacheLimitBytes(t *testing.T) {
 	}
 }
 
+// TestCacheLimitAge: events older than the age bound are dropped as newer ones come (a watch
+// from before them gets 410), the newest is always kept, and a quiet cache keeps what it has.
+func TestCacheLimitAge(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c := NewCache(100, 100).LimitAge(time.Minute, func() time.Time { return now })
+	c.Reset(0)
+	add := func(rev int64) {
+		c.Add(Event{Type: Modified, Rev: rev, Resource: "pods", Meta: Meta{Namespace: "ns", Name: "p"}, Object: []byte(`{}`)})
+	}
+	for rev := int64(1); rev <= 5; rev++ { // one every 25 s: at 0 s … 100 s
+		if rev > 1 {
+			now = now.Add(25 * time.Second)
+		}
+		add(rev)
+	}
+	// When the fifth came (100 s), the first two (0 s, 25 s) were over a minute old; the third
+	// (50 s) was not.
+	if n, _ := c.Size(); n != 3 {
+		t.Fatalf("%d events kept, want the 3 of the last minute", n)
+	}
+	if _, err := c.Watch("pods", "", ListOptions{}, 1, nil); err == nil {
+		t.Fatal("a watch from an event past the age bound was accepted")
+	}
+	w, err := c.Watch("pods", "", ListOptions{}, 2, nil)
+	if err != nil {
+		t.Fatalf("a watch from the newest dropped event: %v", err)
+	}
+	w.Stop()
+	now = now.Add(time.Hour) // nothing comes: nothing is dropped
+	if n, _ := c.Size(); n != 3 {
+		t.Fatalf("%d events after a quiet hour, want 3", n)
+	}
+	add(6)
+	if n, _ := c.Size(); n != 1 {
+		t.Fatalf("%d events after one came an hour later, want only it", n)
+	}
+}
+
 // TestCacheWatch: exact replay after a version, 410 before the ring, and a slow watcher ended
 // instead of buffered.
 func TestCacheWatch(t *testing.T) {

@@ -97,6 +97,7 @@ type config struct {
 	join                                      join.Config
 	api                                       kubeapi.Config
 	watchCache                                int
+	watchCacheWindow                          time.Duration
 	printConfig                               bool
 }
 
@@ -126,6 +127,7 @@ func flags(c *config, stdout io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.replica, "replica-name", host, "this replica's name, shown in Node status")
 	fs.Int64Var(&c.history, "history", 100_000, "revisions of change history kept for watches and catch-up")
 	fs.IntVar(&c.watchCache, "watch-cache", 10_000, "recent changes kept in memory for API watches")
+	fs.DurationVar(&c.watchCacheWindow, "watch-cache-window", 5*time.Minute, "and none older than this, once newer ones come (0: no age bound); a watch from further back relists")
 	fs.DurationVar(&c.hub.Heartbeat, "heartbeat", c.hub.Heartbeat, "interval edges ping at; two missed intervals drop a node")
 	fs.DurationVar(&c.hub.GracePeriod, "node-grace-period", c.hub.GracePeriod, "how long a disconnected node stays Ready")
 	fs.DurationVar(&c.hub.StatusInterval, "node-status-interval", c.hub.StatusInterval, "how often a connected node's heartbeat time is written")
@@ -179,6 +181,7 @@ func validate(c *config) error {
 		cli.Flag("store", oneOf(c.storeKind, "embedded", "etcd")),
 		cli.Flag("history", cli.AtLeast(c.history, 1000)),
 		cli.Flag("watch-cache", cli.AtLeast(c.watchCache, 1)),
+		cli.Flag("watch-cache-window", cli.AtLeast(c.watchCacheWindow, 0)),
 		cli.Flag("heartbeat", cli.Positive(c.hub.Heartbeat)),
 		cli.Flag("node-grace-period", cli.Positive(c.hub.GracePeriod)),
 		cli.Flag("node-status-interval", cli.Positive(c.hub.StatusInterval)),
@@ -353,6 +356,9 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 		return err
 	}
 	objects := cloudapi.NewObjects(backend, ix, reg, c.watchCache, 10_000, now)
+	if c.watchCacheWindow > 0 {
+		objects.WatchCache().LimitAge(c.watchCacheWindow, now)
+	}
 	tokens := cloudapi.NewTokens(backend, ca.Hash(), now, log)
 	namespaces := cloudapi.NewNamespaces(objects, reg, log.With().Str("component", "namespaces").Logger())
 	nodes := cloudapi.NewNodes(objects, reg)
