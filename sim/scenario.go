@@ -777,10 +777,10 @@ func (r *run) churn(ctx context.Context) error {
 	// Live memory is what a leak grows; memory in use also counts the heap's fragmentation,
 	// which reconnects stir up without anything being kept.
 	r.rep.figure(fmt.Sprintf("churn: cloud live memory growth (live heap and stacks; least of %d readings)", churnReadings), (mem1.Live-mem0.Live)/mem0.Live*100, "%", "≤ 5%")
-	// The API's watch cache fills with every change, the Nodes' heartbeats included (1,000
-	// nodes write 1,000 a minute), until it holds --watch-cache of them: growth that stops, and
+	// The API's watch cache takes every change, the Nodes' heartbeats included, and keeps those
+	// of the last --watch-cache-window, at most --watch-cache of them: growth that stops, and
 	// that churn does not cause. Its estimated size, beside the figure above.
-	r.rep.figure("churn: of which the API watch cache filling (bounded by --watch-cache)", (g1[watchCacheBytes]-g0[watchCacheBytes])/mem0.Live*100, "%", "")
+	r.rep.figure("churn: of which the API watch cache (bounded by --watch-cache and --watch-cache-window)", (g1[watchCacheBytes]-g0[watchCacheBytes])/mem0.Live*100, "%", "")
 	r.rep.figure("churn: cloud memory in use growth (fragmentation included)", (mem1.InUse-mem0.InUse)/mem0.InUse*100, "%", "")
 	r.rep.figure("churn: goroutines at the end minus at the start", g1["go_goroutines"]-g0["go_goroutines"], "goroutines", "≈ 0")
 	return nil
