@@ -109,6 +109,8 @@ func flags(c *config, stdout io.Writer) *pflag.FlagSet {
 	fs.IntVar(&c.twin.MaxDevices, "max-devices", c.twin.MaxDevices, "most devices whose twins the node serves")
 	fs.IntVar(&c.memoryLimitMiB, "memory-limit-mib", 0, "soft limit on the agent's Go memory (heap and goroutine stacks), in MiB: the garbage collector works harder near it, trading CPU for memory (0: none, or $GOMEMLIMIT)")
 	fs.IntVar(&c.twin.Limits.MaxValueLen, "twin-max-value-length", c.twin.Limits.MaxValueLen, "longest twin value accepted, in characters")
+	fs.DurationVar(&c.twin.StatusEvery, "device-status-interval", c.twin.StatusEvery, "how often, at most, what devices reported is written into the edge's own copies of their Devices (kubectl on the metaserver shows it)")
+	fs.IntVar(&c.twin.StatusRate, "device-status-rate", c.twin.StatusRate, "and at most this many Devices written a second (reports go up to the cloud at once either way)")
 	return fs
 }
 
@@ -178,6 +180,8 @@ func validate(c *config) error {
 		cli.Flag("mqtt-max-subscriptions", cli.AtLeast(c.mqtt.MaxSubscriptionsPerClient, 1)),
 		cli.Flag("max-devices", cli.AtLeast(c.twin.MaxDevices, 1)),
 		cli.Flag("twin-max-value-length", cli.AtLeast(c.twin.Limits.MaxValueLen, 1)),
+		cli.Flag("device-status-interval", cli.Positive(c.twin.StatusEvery)),
+		cli.Flag("device-status-rate", cli.AtLeast(c.twin.StatusRate, 1)),
 		cli.Flag("outbox-limit", cli.AtLeast(c.outboxLimit, 1)),
 		cli.Flag("memory-limit-mib", cli.AtLeast(c.memoryLimitMiB, 0)),
 	)

@@ -40,6 +40,8 @@ func TestFlagLimits(t *testing.T) {
 		{"metaserver-listen", "127.0.0.1:0", "nohost"},
 		{"max-devices", "1", "0"},
 		{"twin-max-value-length", "1", "0"},
+		{"device-status-interval", "1ns", "0s"},
+		{"device-status-rate", "1", "0"},
 		{"outbox-limit", "1", "0"},
 		{"memory-limit-mib", "0", "-1"},
 		{"node-name", "edge-1", "Edge_1"},
