@@ -13,9 +13,10 @@
 // the objects of watch events, remembering an object's field from its last event to tell a
 // watcher when it leaves the selection (fields.go). Server-side apply is not served (415).
 //
-// Watches are served by a Cache: a ring of recent events that storages feed in revision order.
-// A watch from a version inside the ring replays exactly the missed events; one older than the
-// ring gets 410 Gone (reason Expired), as from a compacted etcd. A watcher that does not keep up
+// Watches are served by a Cache: a ring of recent events that storages feed in revision order,
+// bounded in count and optionally in bytes (LimitBytes) and age (LimitAge). A watch from a
+// version inside the ring replays exactly the missed events; one older than the ring gets 410
+// Gone (reason Expired), as from a compacted etcd. A watcher that does not keep up
 // is cut off rather than buffered without bound; client-go then re-lists.
 //
 // What kubectl and client-go need beyond that is here too: table output (Accept
