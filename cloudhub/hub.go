@@ -93,6 +93,10 @@ type Hub struct {
 	statusRetry  time.Duration // about how soon a failed heartbeat write is tried again (session.heartbeat)
 	upgrader     websocket.Upgrader
 	frames       wsframe.Reader // shared by every session's reads
+	// frameBufs holds the writers' frame buffers (*[]byte) while they do not run: an idle
+	// session keeps none (it kept its last frame's, about 0.7 KB after a connect and more
+	// after a fan-out of larger objects, per node).
+	frameBufs sync.Pool
 
 	// processed is the last index revision whose marks are all placed. A writer that reads it
 	// before taking a session's pending keys knows every change up to it is among them.

@@ -63,7 +63,7 @@ type session struct {
 	batchThrough int64
 	batchCatchup bool
 	lastThrough  int64
-	buf          []byte
+	buf          []byte // the frame being built; from Hub.frameBufs while the writer runs
 }
 
 func (h *Hub) serveConn(conn *websocket.Conn, node string, certIssued time.Time, remote string) {
@@ -585,6 +585,9 @@ func (s *session) send(m protocol.Message) {
 
 // writeLoop sends until nothing is left that may be sent, then exits.
 func (s *session) writeLoop() {
+	if b, ok := s.hub.frameBufs.Get().(*[]byte); ok {
+		s.buf = *b
+	}
 	for {
 		frame, closing, ok := s.nextFrame()
 		if !ok {
@@ -617,8 +620,20 @@ func (s *session) writeLoop() {
 	}
 }
 
+// releaseBuf hands the frame buffer back to the hub's pool as the writer exits; a buffer the
+// writer let go for its size (nextFrame) is not kept. Called by the writer with mu held, before
+// it clears writing: the next writer then starts after it.
+func (s *session) releaseBuf() {
+	if s.buf != nil {
+		b := s.buf[:0]
+		s.hub.frameBufs.Put(&b)
+		s.buf = nil
+	}
+}
+
 func (s *session) stopWriting() {
 	s.mu.Lock()
+	s.releaseBuf()
 	s.writing = false
 	s.ended = true
 	s.mu.Unlock()
@@ -630,6 +645,7 @@ func (s *session) nextFrame() (frame []byte, closing *protocol.Error, ok bool) {
 	h := s.hub
 	s.mu.Lock()
 	if s.ended {
+		s.releaseBuf()
 		s.writing = false
 		s.mu.Unlock()
 		return nil, nil, false
@@ -672,6 +688,7 @@ func (s *session) nextFrame() (frame []byte, closing *protocol.Error, ok bool) {
 		}
 	}
 	if len(control) == 0 && closing == nil && loneProgress == 0 && (!s.inBatch || room <= 0) {
+		s.releaseBuf()
 		s.writing = false
 		s.mu.Unlock()
 		return nil, nil, false
