@@ -31,17 +31,19 @@
 // Concurrency: onUpdate runs on the index goroutine and takes Hub.mu, then each affected
 // session's mu (lock order: Hub.mu before session.mu). Each session has a reader goroutine for
 // its lifetime; a writer goroutine runs only while there is something to send, and a reporter
-// goroutine only while reports wait for the store, so an idle node costs one goroutine. Every
-// write has a deadline; the read deadline is two heartbeats plus the write timeout, renewed by
-// every frame and ping.
+// goroutine only while reports wait for the store, so an idle node costs one goroutine (and no
+// frame buffer: writers take theirs from a pool). Every write has a deadline; the read deadline
+// is two heartbeats plus the write timeout, renewed by every frame and ping.
 //
 // Reports from the edge are applied in order by the Reports collaborator and acknowledged after
 // they are stored. Node readiness is written through the Status collaborator: Ready on connect,
 // NotReady only after GracePeriod without a session (so a cloud restart does not flap nodes),
-// heartbeat times at most every StatusInterval. With several replicas, the Ready condition names
-// the one holding the session, and a replica leaves alone (ErrHeldElsewhere, looked at again
-// after another GracePeriod) a node another replica holds while that one runs (the Status
-// collaborator asks etcd) and keeps its heartbeat fresh. Every replica times every Node it has
+// heartbeat times at most every StatusInterval (5 minutes by default), and Ready again at once
+// when a change of the Node of a connected node says otherwise (another replica took this one
+// for dead). With several replicas, the Ready condition names the one holding the session, and
+// a replica leaves alone (ErrHeldElsewhere, looked at again after another GracePeriod) a node
+// another replica holds while that one runs (the Status collaborator asks etcd) and keeps its
+// heartbeat fresh. Every replica times every Node it has
 // no session for, including those that joined through another replica after it started. A
 // change only to a Node's heartbeat times or to a Device's status (what the edge
 // reported) is not routed back down (view.Routed).
