@@ -83,6 +83,30 @@ func TestEdgeWatchVersions(t *testing.T) {
 	}
 }
 
+// TestCloudWatchWindow: the cloud API's watch cache keeps --watch-cache-window of changes: a
+// watch from a version inside it gets exactly the changes since, and once a newer change has
+// pushed a version's change out of the window the same watch gets 410 Expired.
+func TestCloudWatchWindow(t *testing.T) {
+	c := newCloud(t, "--watch-cache-window", "3s")
+	mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj("a"))
+	var l struct {
+		Metadata struct{ ResourceVersion string }
+	}
+	json.Unmarshal(mustDo(t, http.MethodGet, c.url(paths["services"]), nil), &l)
+	from := l.Metadata.ResourceVersion
+	mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj("b"))
+	got, code, msg := readEvents(t, c.url(paths["services"]+"?watch=true&resourceVersion="+from), 1)
+	if code != http.StatusOK || fmt.Sprint(got) != "[ADDED b]" {
+		t.Fatalf("watch from %s inside the window: %d %s %v", from, code, msg, got)
+	}
+	time.Sleep(4 * time.Second)
+	mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj("c"))
+	_, code, msg = readEvents(t, c.url(paths["services"]+"?watch=true&resourceVersion="+from), 1)
+	if code != http.StatusGone || !strings.HasPrefix(msg, "Expired") {
+		t.Fatalf("watch from %s after its changes left the window: %d %s", from, code, msg)
+	}
+}
+
 // TestHostileAPIRequests: bad requests to the cloud API and the metaserver each get a clear
 // Status with the Kubernetes code, and nothing is stored.
 func TestHostileAPIRequests(t *testing.T) {
