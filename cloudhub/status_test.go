@@ -93,7 +93,14 @@ func TestRetryAfterBacksOff(t *testing.T) {
 func TestReadyRewrittenWhenMarkedElsewhere(t *testing.T) {
 	st := &failingStatus{}
 	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.StatusInterval = time.Hour }})
-	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	// The hub must have seen the Node before the edge connects: this fake status stores
+	// nothing, so a Node without Ready arriving after the connect would be written (rightly).
+	rev := r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	for deadline := time.Now().Add(5 * time.Second); r.hub.processed.Load() < rev; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the hub did not process the Node within 5 s")
+		}
+	}
 	e := newEdge(t, "n1")
 	e.connect(r)
 	waitCount := func(want int) {
