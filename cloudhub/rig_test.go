@@ -184,6 +184,9 @@ func (e *edge) connect(r *rig) {
 		e.t.Fatal(err)
 	}
 	e.ws = ws
+	// Held until the test ends: a test that stops using its edge after connecting must not
+	// have the connection collected (and closed by its finalizer) under it.
+	e.t.Cleanup(func() { ws.Close() })
 	ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Hello{Version: protocol.Version, Node: e.node, ClusterID: e.cluster, Cursor: e.cursor}))
 }
 

@@ -26,7 +26,10 @@ func TestIdleSessionKeepsNoFrameBuffer(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s.mu.Lock()
-		writing, held := s.writing, cap(s.buf)
+		writing, held := s.writing, 0
+		if !writing {
+			held = cap(s.buf) // the writer owns buf while it runs; read it only when none does
+		}
 		s.mu.Unlock()
 		if !writing {
 			if held != 0 {
