@@ -515,7 +515,7 @@ func (h *Hub) tick(ctx context.Context) {
 		case <-status.C:
 			now := h.now()
 			for _, s := range h.snapshotSessions() {
-				if now.Sub(time.Unix(0, s.statusAt.Load())) >= h.cfg.StatusInterval {
+				if now.UnixNano() >= s.statusDue.Load() {
 					s.heartbeat()
 				}
 			}

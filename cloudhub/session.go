@@ -31,7 +31,7 @@ type session struct {
 	sent      atomic.Uint64   // seq of the last data message written; written by the writer
 	lastSeen  atomic.Int64    // unix nanos of the last frame or ping from the edge
 	failing   atomic.Bool     // fail or end was called: the reader ignores further messages, reports are not applied
-	statusAt  atomic.Int64    // unix nanos of the last heartbeat write asked for
+	statusDue atomic.Int64    // unix nanos when the next heartbeat write is due (the tick makes it)
 	statusErr atomic.Int32    // heartbeat writes failed in a row (their retries back off)
 	batchLeft atomic.Int64    // keys of the current batch not yet sent, for metrics
 	through   atomic.Int64    // the last Through sent (lastThrough, published for the progress tick)
@@ -281,7 +281,8 @@ func (s *session) progress(now time.Time) {
 // heartbeat writes the node's last heartbeat if the edge was heard from recently.
 func (s *session) heartbeat() {
 	asked := s.hub.now()
-	s.statusAt.Store(asked.UnixNano())
+	due := asked.Add(s.hub.cfg.StatusInterval).UnixNano()
+	s.statusDue.Store(due)
 	seen := time.Unix(0, s.lastSeen.Load())
 	if s.hub.now().Sub(seen) > 2*s.hub.cfg.Heartbeat {
 		return
@@ -301,7 +302,7 @@ func (s *session) heartbeat() {
 		// row doubles the wait (up to StatusInterval), so a store that stays behind is not kept
 		// there by the retries.
 		retry := retryAfter(s.hub.statusRetry, int(s.statusErr.Add(1)), s.hub.cfg.StatusInterval)
-		s.statusAt.CompareAndSwap(asked.UnixNano(), asked.Add(retry-s.hub.cfg.StatusInterval).UnixNano())
+		s.statusDue.CompareAndSwap(due, asked.Add(retry).UnixNano()) // unless asked again since
 		s.hub.metrics.statusFailed.Inc()
 		s.hub.sampled.Warn().Err(err).Str("node", s.node).Dur("retry_in", retry).Msg("could not record heartbeat")
 	}()
