@@ -116,18 +116,8 @@ func TestEtcdTwoReplicas(t *testing.T) {
 	via := a // the replica the test reads the Node through
 	holderOf := func(node string) (status, message string) {
 		t.Helper()
-		var n struct {
-			Status struct {
-				Conditions []struct{ Type, Status, Message string }
-			}
-		}
-		json.Unmarshal(mustDo(t, http.MethodGet, via.url("/api/v1/nodes/"+node), nil), &n)
-		for _, c := range n.Status.Conditions {
-			if c.Type == "Ready" {
-				return c.Status, c.Message
-			}
-		}
-		return "", ""
+		r := readyOf(t, via, node)
+		return r.Status, r.Message
 	}
 	holder := func() (status, message string) { t.Helper(); return holderOf("edge-1") }
 	waitFor(t, 10*time.Second, "edge-1 Ready on replica-a", func() bool {
@@ -217,18 +207,8 @@ func TestEtcdStalledReplica(t *testing.T) {
 	b.start(t)
 	ready := func() (status, message string) {
 		t.Helper()
-		var n struct {
-			Status struct {
-				Conditions []struct{ Type, Status, Message string }
-			}
-		}
-		json.Unmarshal(mustDo(t, http.MethodGet, b.url("/api/v1/nodes/edge-1"), nil), &n)
-		for _, c := range n.Status.Conditions {
-			if c.Type == "Ready" {
-				return c.Status, c.Message
-			}
-		}
-		return "", ""
+		r := readyOf(t, b, "edge-1")
+		return r.Status, r.Message
 	}
 	onA := func() bool { s, m := ready(); return s == "True" && strings.HasSuffix(m, "replica-a") }
 	waitFor(t, 10*time.Second, "edge-1 Ready on replica-a", onA)

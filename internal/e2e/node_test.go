@@ -11,24 +11,32 @@ import (
 	"time"
 )
 
-func readyCondition(t *testing.T, c *cloud, node string) (status, heartbeat string) {
+// nodeReady is a Node's Ready condition as the cloud API serves it.
+type nodeReady struct{ Status, Message, LastHeartbeatTime string }
+
+// readyOf reads node's Ready condition through c's API; zero if the Node or the condition is not
+// there (or the read failed), so it can be polled.
+func readyOf(t *testing.T, c *cloud, node string) nodeReady {
 	t.Helper()
 	code, body := do(t, http.MethodGet, c.url("/api/v1/nodes/"+node), "", nil)
 	if code != http.StatusOK {
-		return "", ""
+		return nodeReady{}
 	}
 	var n struct {
 		Status struct {
-			Conditions []struct{ Type, Status, LastHeartbeatTime string }
+			Conditions []struct {
+				Type string
+				nodeReady
+			}
 		}
 	}
 	json.Unmarshal(body, &n)
 	for _, cond := range n.Status.Conditions {
 		if cond.Type == "Ready" {
-			return cond.Status, cond.LastHeartbeatTime
+			return cond.nodeReady
 		}
 	}
-	return "", ""
+	return nodeReady{}
 }
 
 // TestNodeLifecycle: the Node appears on join with Ready and a heartbeat; a stopped edge turns
@@ -36,7 +44,7 @@ func readyCondition(t *testing.T, c *cloud, node string) (status, heartbeat stri
 func TestNodeLifecycle(t *testing.T) {
 	c := newCloud(t)
 	e := newEdge(t, c, "edge-1")
-	waitFor(t, 10*time.Second, "node Ready", func() bool { s, hb := readyCondition(t, c, "edge-1"); return s == "True" && hb != "" })
+	waitFor(t, 10*time.Second, "node Ready", func() bool { r := readyOf(t, c, "edge-1"); return r.Status == "True" && r.LastHeartbeatTime != "" })
 	_, body := do(t, http.MethodGet, c.url("/api/v1/nodes/edge-1"), "", nil)
 	waitFor(t, 10*time.Second, "node status report", func() bool {
 		_, body = do(t, http.MethodGet, c.url("/api/v1/nodes/edge-1"), "", nil)
@@ -47,9 +55,9 @@ func TestNodeLifecycle(t *testing.T) {
 	}
 
 	e.stop()
-	waitFor(t, 15*time.Second, "node NotReady after the grace period", func() bool { s, _ := readyCondition(t, c, "edge-1"); return s == "Unknown" })
+	waitFor(t, 15*time.Second, "node NotReady after the grace period", func() bool { return readyOf(t, c, "edge-1").Status == "Unknown" })
 	e.restart(t)
-	waitFor(t, 15*time.Second, "node Ready again", func() bool { s, _ := readyCondition(t, c, "edge-1"); return s == "True" })
+	waitFor(t, 15*time.Second, "node Ready again", func() bool { return readyOf(t, c, "edge-1").Status == "True" })
 
 	// Revocation: the session is closed and new ones are refused.
 	mustDo(t, http.MethodDelete, c.url("/api/v1/nodes/edge-1"), nil)
