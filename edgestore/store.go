@@ -141,8 +141,9 @@ func Open(cfg Config, reg *resource.Registry, log zerolog.Logger, promReg promet
 	// bbolt as etcd runs it: a hashmap freelist, not synced. A commit then writes no list of
 	// free pages (it is rebuilt by a scan at open, quick for a store of this size), and finding
 	// free pages does not scan an array that the outbox's replaced and trimmed entries keep
-	// long. Under 1,000 busy devices bbolt's default (an array, synced) took 0.4 s and more for
-	// a commit now and then (bench twin, stop 16). A crash loses nothing: the freelist is
+	// long. Under 1,000 busy devices, with bbolt's default (an array, synced), one commit of a
+	// profiled load took 0.41–0.82 s, and such commits are a likely cause of the twin latency's
+	// long tail (bench twin, stop 16; not proven). A crash loses nothing: the freelist is
 	// derived data.
 	db, err := boltsafe.Open(cfg.Path, &bolt.Options{Timeout: cfg.OpenTimeout, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if err != nil {
