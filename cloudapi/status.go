@@ -27,6 +27,7 @@ type NodeStatus struct {
 	devices cloudhub.Reports // device twins, state and uploads (devices.go); nil refuses them
 
 	liveness ReplicaLiveness // nil: a holder counts as running until its heartbeat is old
+	grace    time.Duration   // a stopped holder's nodes stay Ready this long after it is seen stopped
 	mu       sync.Mutex
 	alive    map[string]seenAlive // guarded by mu: recent answers of liveness, by replica
 }
@@ -39,7 +40,8 @@ type ReplicaLiveness interface {
 
 type seenAlive struct {
 	alive bool
-	at    time.Time
+	at    time.Time // when liveness answered
+	since time.Time // not alive: when it was first answered so (kept across answers)
 }
 
 // aliveFor is how long an answer of the liveness check is used: a replica that died holding
@@ -51,35 +53,47 @@ const aliveFor = time.Second
 const connectedTo = "the edge is connected to "
 
 // UseLiveness makes SetReady mark NotReady a node whose holder has stopped (its lease is
-// gone) without waiting for the holder's last heartbeat to age.
-func (n *NodeStatus) UseLiveness(l ReplicaLiveness) { n.liveness = l }
+// gone) without waiting for the holder's last heartbeat to age: once grace has passed since
+// the holder was first seen stopped (cloudhub.HolderStoppedError until then), as the node
+// lost its session when its holder stopped and is most likely reconnecting to a replica.
+func (n *NodeStatus) UseLiveness(l ReplicaLiveness, grace time.Duration) {
+	n.liveness, n.grace = l, grace
+}
 
-// holderRuns says whether the replica named in a Ready message still runs. Without a liveness
-// source, a message of another shape, or when the check fails, it does: marking a node NotReady
-// that its replica still serves is the worse mistake.
-func (n *NodeStatus) holderRuns(ctx context.Context, msg string) bool {
+// holderState says whether the replica named in a Ready message still runs, and if not, since
+// when this replica knows it stopped. Without a liveness source, a message of another shape, or
+// when the check fails, it runs: marking a node NotReady that its replica still serves is the
+// worse mistake.
+func (n *NodeStatus) holderState(ctx context.Context, msg string) (holder string, runs bool, stoppedSince time.Time) {
 	holder, ok := strings.CutPrefix(msg, connectedTo)
 	if n.liveness == nil || !ok || holder == "" {
-		return true
+		return holder, true, time.Time{}
 	}
 	now := n.now()
 	n.mu.Lock()
 	seen, ok := n.alive[holder]
 	n.mu.Unlock()
 	if ok && now.Sub(seen.at) < aliveFor {
-		return seen.alive
+		return holder, seen.alive, seen.since
 	}
 	alive, err := n.liveness.ReplicaAlive(ctx, holder)
 	if err != nil {
-		return true
+		return holder, true, time.Time{}
+	}
+	next := seenAlive{alive: alive, at: now}
+	if !alive {
+		next.since = now
+		if ok && !seen.alive {
+			next.since = seen.since
+		}
 	}
 	n.mu.Lock()
 	if n.alive == nil {
 		n.alive = map[string]seenAlive{}
 	}
-	n.alive[holder] = seenAlive{alive: alive, at: now}
+	n.alive[holder] = next
 	n.mu.Unlock()
-	return alive
+	return holder, alive, next.since
 }
 
 // NewNodeStatus returns the writer; replica names this cloud process in the Ready condition.
@@ -100,7 +114,7 @@ type condition struct {
 // SetReady implements cloudhub.Status. Which replica has a node's session is in the Ready
 // condition's message; a node that another replica holds, with a heartbeat less than interval
 // old, is not marked NotReady (cloudhub.ErrHeldElsewhere), unless that replica is known to
-// have stopped (UseLiveness).
+// have stopped, for a grace period (UseLiveness).
 func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reason string, heartbeat time.Time, interval time.Duration) error {
 	connectedHere := connectedTo + n.replica
 	want, msg := "True", connectedHere
@@ -125,8 +139,14 @@ func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reas
 			}
 			found = true
 			last, _ := time.Parse(time.RFC3339, c.LastHeartbeatTime)
-			if !ready && c.Status == "True" && c.Message != connectedHere && heartbeat.Sub(last) < interval && n.holderRuns(ctx, c.Message) {
-				return nil, cloudhub.ErrHeldElsewhere // another replica has the node's session
+			if !ready && c.Status == "True" && c.Message != connectedHere && heartbeat.Sub(last) < interval {
+				holder, runs, since := n.holderState(ctx, c.Message)
+				if runs {
+					return nil, cloudhub.ErrHeldElsewhere // another replica has the node's session
+				}
+				if wait := n.grace - n.now().Sub(since); wait > 0 {
+					return nil, &cloudhub.HolderStoppedError{Holder: holder, Wait: wait}
+				}
 			}
 			if c.Status == want && c.Message == msg && (!ready || heartbeat.Sub(last) < interval) {
 				return nil, errUnchanged

@@ -45,13 +45,30 @@ var ErrBadReport = errors.New("cloudhub: bad report")
 // replica has its session.
 var ErrHeldElsewhere = errors.New("cloudhub: the node is connected to another replica")
 
+// HolderStoppedError is what Status.SetReady returns when the replica that held a node has
+// stopped less than a grace period ago: the node is on its way to another replica (its edge
+// redials within seconds), so it is looked at again after Wait, not marked NotReady at once.
+// It is an ErrHeldElsewhere.
+type HolderStoppedError struct {
+	Holder string
+	Wait   time.Duration
+}
+
+func (e *HolderStoppedError) Error() string {
+	return fmt.Sprintf("cloudhub: the node's replica %s stopped; its grace period ends in %s", e.Holder, e.Wait)
+}
+
+// Is makes a HolderStoppedError an ErrHeldElsewhere.
+func (e *HolderStoppedError) Is(target error) bool { return target == ErrHeldElsewhere }
+
 // Status records what the hub learns about nodes; the cloud implements it over Node objects.
 type Status interface {
 	// SetReady records the node's Ready condition and its last heartbeat. Ready, it writes only
 	// when something changed or the heartbeat is older than interval, so that reconnects and
 	// restarts do not write (and route) every Node. Not ready (the node is gone past its grace
 	// period), it leaves alone a node that another replica reports connected with a heartbeat
-	// less than interval before heartbeat, and returns ErrHeldElsewhere.
+	// less than interval before heartbeat, and returns ErrHeldElsewhere; a HolderStoppedError
+	// when that replica has stopped less than a grace period ago.
 	SetReady(ctx context.Context, node string, ready bool, reason string, heartbeat time.Time, interval time.Duration) error
 }
 
@@ -409,12 +426,15 @@ func (h *Hub) detach(s *session) {
 
 // startGrace reports node NotReady unless it reconnects within the grace period. Called with
 // h.mu held.
-func (h *Hub) startGrace(node string) {
+func (h *Hub) startGrace(node string) { h.startGraceFor(node, h.cfg.GracePeriod) }
+
+// startGraceFor is startGrace with the time left of a grace period. Called with h.mu held.
+func (h *Hub) startGraceFor(node string, d time.Duration) {
 	if t := h.grace[node]; t != nil {
 		t.Stop()
 	}
 	var t *time.Timer
-	t = time.AfterFunc(h.cfg.GracePeriod, func() {
+	t = time.AfterFunc(d, func() {
 		h.mu.Lock()
 		_, back := h.sessions[node]
 		// A timer that fired while a newer one replaced it (it waited for h.mu) is stale: the
@@ -434,14 +454,21 @@ func (h *Hub) startGrace(node string) {
 		// (a write that would move it by less is skipped, so the stored one can be up to twice
 		// that old): one older than that and a grace period means that replica is gone too.
 		err := h.status.SetReady(ctx, node, false, "NodeStatusUnknown", h.now(), 2*h.cfg.StatusInterval+h.cfg.GracePeriod)
+		var stopped *HolderStoppedError
 		switch {
 		case errors.Is(err, ErrHeldElsewhere):
 			// Look again after another grace period: the replica holding it may go away
-			// without marking it.
-			h.log.Debug().Str("node", node).Msg("node connected to another replica; not marked NotReady")
+			// without marking it. Once it has, the node gets what is left of a grace period
+			// from then: its edge is redialling (here, most likely), and a failover must not
+			// show a connected fleet NotReady.
+			wait := h.cfg.GracePeriod
+			if errors.As(err, &stopped) {
+				wait = max(stopped.Wait, time.Millisecond)
+			}
+			h.log.Debug().Err(err).Str("node", node).Msg("node held by another replica; not marked NotReady")
 			h.mu.Lock()
 			if _, back := h.sessions[node]; !back && h.grace[node] == nil && !h.stopping {
-				h.startGrace(node)
+				h.startGraceFor(node, wait)
 			}
 			h.mu.Unlock()
 		case err != nil:

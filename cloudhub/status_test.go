@@ -3,6 +3,7 @@ package cloudhub
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -128,5 +129,61 @@ func TestReadyRewrittenWhenMarkedElsewhere(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := st.count(); n != 2 {
 		t.Fatalf("%d Ready writes; want exactly one for the NotReady mark", n)
+	}
+}
+
+// stoppedHolderStatus answers the hub's NotReady marks as a replica does whose node was held by
+// a replica that stopped wait ago (less than a grace period): the first is a HolderStoppedError
+// with what is left, the next ones mark. It records when each mark was asked for.
+type stoppedHolderStatus struct {
+	wait time.Duration
+	mu   sync.Mutex
+	asks []time.Time
+}
+
+func (f *stoppedHolderStatus) SetReady(_ context.Context, _ string, ready bool, _ string, _ time.Time, _ time.Duration) error {
+	if ready {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asks = append(f.asks, time.Now())
+	if len(f.asks) == 1 {
+		return &HolderStoppedError{Holder: "replica-a", Wait: f.wait}
+	}
+	return nil
+}
+
+func (f *stoppedHolderStatus) asked() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.asks)
+}
+
+// TestStoppedHolderWaitsWhatIsLeft: a node whose holder stopped less than a grace period ago
+// is looked at again when that grace period ends (the HolderStoppedError's Wait), not a whole
+// grace period later, as for a holder that runs.
+func TestStoppedHolderWaitsWhatIsLeft(t *testing.T) {
+	st := &stoppedHolderStatus{wait: 100 * time.Millisecond}
+	const grace = 1500 * time.Millisecond
+	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.GracePeriod = grace }})
+	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	e := newEdge(t, "n1")
+	e.connect(r)
+	for deadline := time.Now().Add(5 * time.Second); !r.hub.Connected("n1"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no session within 5 s")
+		}
+	}
+	e.ws.Close()
+	var asks []time.Time
+	for deadline := time.Now().Add(10 * time.Second); len(asks) < 2; asks = st.asked() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d NotReady marks asked for in 10 s, want 2", len(asks))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if gap := asks[1].Sub(asks[0]); gap < st.wait || gap > grace/2 {
+		t.Fatalf("asked again %s after the HolderStoppedError, want about its %s (not the grace period, %s)", gap, st.wait, grace)
 	}
 }

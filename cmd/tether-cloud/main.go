@@ -98,6 +98,7 @@ type config struct {
 	api                                       kubeapi.Config
 	watchCache                                int
 	watchCacheWindow                          time.Duration
+	watchCacheBytes                           int64
 	printConfig                               bool
 }
 
@@ -126,7 +127,8 @@ func flags(c *config, stdout io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&c.replica, "replica-name", host, "this replica's name, shown in Node status")
 	fs.Int64Var(&c.history, "history", 100_000, "revisions of change history kept for watches and catch-up")
-	fs.IntVar(&c.watchCache, "watch-cache", 10_000, "recent changes kept in memory for API watches")
+	fs.IntVar(&c.watchCache, "watch-cache", 100_000, "recent changes kept in memory for API watches (and list continue tokens)")
+	fs.Int64Var(&c.watchCacheBytes, "watch-cache-bytes", 256<<20, "and at most about this many bytes of objects in them (0: no byte bound)")
 	fs.DurationVar(&c.watchCacheWindow, "watch-cache-window", 5*time.Minute, "and none older than this, once newer ones come (0: no age bound); a watch from further back relists")
 	fs.DurationVar(&c.hub.Heartbeat, "heartbeat", c.hub.Heartbeat, "interval edges ping at; two missed intervals drop a node")
 	fs.DurationVar(&c.hub.GracePeriod, "node-grace-period", c.hub.GracePeriod, "how long a disconnected node stays Ready")
@@ -182,6 +184,7 @@ func validate(c *config) error {
 		cli.Flag("history", cli.AtLeast(c.history, 1000)),
 		cli.Flag("watch-cache", cli.AtLeast(c.watchCache, 1)),
 		cli.Flag("watch-cache-window", cli.AtLeast(c.watchCacheWindow, 0)),
+		cli.Flag("watch-cache-bytes", cli.AtLeast(c.watchCacheBytes, 0)),
 		cli.Flag("heartbeat", cli.Positive(c.hub.Heartbeat)),
 		cli.Flag("node-grace-period", cli.Positive(c.hub.GracePeriod)),
 		cli.Flag("node-status-interval", cli.Positive(c.hub.StatusInterval)),
@@ -356,6 +359,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 		return err
 	}
 	objects := cloudapi.NewObjects(backend, ix, reg, c.watchCache, 10_000, now)
+	objects.WatchCache().LimitBytes(c.watchCacheBytes)
 	if c.watchCacheWindow > 0 {
 		objects.WatchCache().LimitAge(c.watchCacheWindow, now)
 	}
@@ -364,7 +368,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	nodes := cloudapi.NewNodes(objects, reg)
 	status := cloudapi.NewNodeStatus(objects, reg, c.replica, now)
 	if replicas != nil {
-		status.UseLiveness(replicas)
+		status.UseLiveness(replicas, c.hub.GracePeriod)
 	}
 	uploads := cloudapi.NewUploads(backend, cloudapi.DefaultUploadsConfig(), now, log, promReg)
 	status.RouteDeviceReports(cloudapi.NewDeviceReports(objects, reg, uploads, promReg))

@@ -38,6 +38,7 @@ func TestFlagLimits(t *testing.T) {
 		{"history", "1000", "999"},
 		{"watch-cache", "1", "0"},
 		{"watch-cache-window", "0s", "-1s"},
+		{"watch-cache-bytes", "0", "-1"},
 		{"hub-listen", "127.0.0.1:0", "127.0.0.1"},
 		{"advertise-address", "Cloud.Example.", "cloud.example:10000"},
 		{"store", "embedded", "mongo"},
