@@ -342,7 +342,8 @@ func (r *run) sample(ctx context.Context) {
 		}
 		m, err := Scrape(r.api()+"/metrics", "process_resident_memory_bytes", "process_cpu_seconds_total", "go_goroutines",
 			"go_memstats_heap_inuse_bytes", "tether_cloud_hub_connected_nodes")
-		if err == nil && len(m) > 0 {
+		scraped := err == nil && len(m) > 0
+		if scraped {
 			s.CloudRSS = m["process_resident_memory_bytes"]
 			s.CloudHeap = m["go_memstats_heap_inuse_bytes"]
 			s.Goroutines = m["go_goroutines"]
@@ -359,8 +360,11 @@ func (r *run) sample(ctx context.Context) {
 			if p := r.phase.Load(); p != nil {
 				phase = *p
 			}
-			r.say("%s — %d/%d connected, cloud RSS %.0f MB, CPU %.0f%% of %d cores, %d errors",
-				phase, s.Connected, r.cfg.Nodes, s.CloudRSS/1e6, s.CloudCPU, runtime.NumCPU(), r.errs.Load())
+			cloud := "the cloud's metrics unreachable at " + r.api()
+			if scraped {
+				cloud = fmt.Sprintf("cloud RSS %.0f MB, CPU %.0f%% of %d cores", s.CloudRSS/1e6, s.CloudCPU, runtime.NumCPU())
+			}
+			r.say("%s — %d/%d connected, %s, %d errors", phase, s.Connected, r.cfg.Nodes, cloud, r.errs.Load())
 		}
 	}
 }
