@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tetherhub/tether/bench/apibench"
+	"github.com/tetherhub/tether/bench/failbench"
 	"github.com/tetherhub/tether/bench/groupbench"
 	"github.com/tetherhub/tether/bench/hubbench"
 	"github.com/tetherhub/tether/bench/simbench"
@@ -22,7 +23,7 @@ import (
 func main() {
 	size := flag.String("size", "default", "default (fits a 2-core machine in minutes) or full")
 	bin := flag.String("bin", "bin", "directory holding the tether binaries")
-	only := flag.String("only", "", "run only this suite (hub, api, twin, groups, sim)")
+	only := flag.String("only", "", "run only this suite (hub, api, twin, groups, sim, failover)")
 	simNodes := flag.Int("sim-nodes", 0, "nodes for the sim suite (0: 1,000, or 10,000 with -size full)")
 	baseline := flag.Bool("baseline-server", false, "internal: run the bare gorilla baseline server")
 	ws := flag.String("ws", "", "internal: baseline websocket address")
@@ -94,6 +95,17 @@ func main() {
 		fmt.Println("== sim (tether-sim scenarios against a real cloud)")
 		if err := simbench.Run(ctx, simbench.Options{Bin: binDir, Size: *size, Nodes: *simNodes, Fanout: fanout}, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "sim:", err)
+			failed = true
+		}
+	}
+	if *only == "" || *only == "failover" {
+		fmt.Println("== failover (two replicas on etcd)")
+		o := failbench.Options{Bin: binDir, Nodes: 1000, Log: log}
+		if *size == "full" {
+			o.Nodes = 10000
+		}
+		if err := failbench.Run(ctx, o, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "failover:", err)
 			failed = true
 		}
 	}

@@ -58,7 +58,8 @@ func (c *Cloud) Start() error {
 		return err
 	}
 	c.done = make(chan error, 1)
-	go func() { c.done <- c.cmd.Wait() }()
+	cmd := c.cmd
+	go func() { c.done <- cmd.Wait() }()
 	return c.WaitReady(30 * time.Second)
 }
 
@@ -88,7 +89,7 @@ func (c *Cloud) end(sig syscall.Signal) error {
 		return nil
 	}
 	c.cmd.Process.Signal(sig)
-	defer c.logf.Close()
+	defer func() { c.logf.Close(); c.cmd = nil }() // ended: a second Stop or Kill has nothing to do
 	select {
 	case err := <-c.done:
 		if sig == syscall.SIGKILL {

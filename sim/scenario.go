@@ -661,33 +661,55 @@ func (r *run) notReady() (int, error) { return NotReady(r.api(), "sim-") }
 // NotReady counts the nodes whose names start with prefix and whose Ready condition the cloud
 // at api reports other than True.
 func NotReady(api, prefix string) (int, error) {
-	body, err := Request(api, http.MethodGet, "/api/v1/nodes", "", nil)
+	ready, err := Readiness(api, prefix)
 	if err != nil {
 		return 0, err
+	}
+	n := 0
+	for _, r := range ready {
+		if r.Status != "" && r.Status != "True" {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// NodeReady is a Node's Ready condition: its status, and its message, which names the replica
+// holding the node's session while it is True.
+type NodeReady struct{ Status, Message string }
+
+// Readiness reads the Ready condition of every node whose name starts with prefix from the cloud
+// at api, by node name (a Node without the condition maps to the zero NodeReady).
+func Readiness(api, prefix string) (map[string]NodeReady, error) {
+	body, err := Request(api, http.MethodGet, "/api/v1/nodes", "", nil)
+	if err != nil {
+		return nil, err
 	}
 	var list struct {
 		Items []struct {
 			Metadata struct{ Name string }
 			Status   struct {
-				Conditions []struct{ Type, Status string }
+				Conditions []struct{ Type, Status, Message string }
 			}
 		}
 	}
 	if err := json.Unmarshal(body, &list); err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	out := map[string]NodeReady{}
 	for _, it := range list.Items {
 		if !strings.HasPrefix(it.Metadata.Name, prefix) {
 			continue
 		}
+		var r NodeReady
 		for _, c := range it.Status.Conditions {
-			if c.Type == "Ready" && c.Status != "True" {
-				n++
+			if c.Type == "Ready" {
+				r = NodeReady{c.Status, c.Message}
 			}
 		}
+		out[it.Metadata.Name] = r
 	}
-	return n, nil
+	return out, nil
 }
 
 // settle waits until the cloud's goroutine count holds still for three seconds (connects and

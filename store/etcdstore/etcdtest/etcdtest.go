@@ -30,12 +30,9 @@ type Server struct {
 // Start runs etcd and waits until it answers; the test's cleanup stops it.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("etcd")
+	bin, err := binary()
 	if err != nil {
-		bin = "/usr/bin/etcd"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Skip("etcd is not installed: install the Debian package etcd-server (apt-get install etcd-server)")
+		t.Skip(err)
 	}
 	s := &Server{t: t, bin: bin, dir: t.TempDir()}
 	t.Cleanup(func() {
@@ -44,13 +41,51 @@ func Start(t testing.TB) *Server {
 			t.Logf("--- etcd log (%s) ---\n%s", s.client, s.logTail(40))
 		}
 	})
+	if err := s.startOnFreePorts(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Run is Start for a program that is not a test (a benchmark): etcd keeps its data and log in
+// dir, and the caller stops it with Kill. Only Endpoint and Kill may be called on it.
+func Run(dir string) (*Server, error) {
+	bin, err := binary()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin, dir: dir}
+	return s, s.startOnFreePorts()
+}
+
+// Kill ends the etcd that Run started.
+func (s *Server) Kill() { s.kill() }
+
+func binary() (string, error) {
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		bin = "/usr/bin/etcd"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("etcd is not installed: install the Debian package etcd-server (apt-get install etcd-server)")
+	}
+	return bin, nil
+}
+
+func (s *Server) startOnFreePorts() error {
 	for attempt := 1; ; attempt++ {
 		// A port picked free may be taken by the time etcd binds it; pick again then.
-		s.client, s.peer = freePort(t), freePort(t)
-		if err := s.start(); err == nil {
-			return s
+		var err error
+		if s.client, err = freeport.Addr(); err != nil {
+			return err
+		}
+		if s.peer, err = freeport.Addr(); err != nil {
+			return err
+		}
+		if err = s.start(); err == nil {
+			return nil
 		} else if attempt == 3 {
-			t.Fatalf("etcd did not start: %v\n%s", err, s.logTail(40))
+			return fmt.Errorf("etcd did not start: %w\n%s", err, s.logTail(40))
 		}
 	}
 }
@@ -164,12 +199,4 @@ func (s *Server) logTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func freePort(t testing.TB) string {
-	addr, err := freeport.Addr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }

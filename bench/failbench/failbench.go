@@ -1,0 +1,137 @@
+package failbench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/bench/figure"
+	"github.com/tetherhub/tether/edgehub"
+	"github.com/tetherhub/tether/sim"
+	"github.com/tetherhub/tether/store/etcdstore/etcdtest"
+)
+
+// Options configure a run.
+type Options struct {
+	Bin   string // directory holding tether-cloud
+	Nodes int
+	Log   zerolog.Logger
+}
+
+const prefix = "failover-"
+
+// Run measures one failover and prints its figures.
+func Run(ctx context.Context, o Options, w io.Writer) error {
+	dir, err := os.MkdirTemp("", "failbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	for _, d := range []string{"etcd", "a", "b"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	etcd, err := etcdtest.Run(filepath.Join(dir, "etcd"))
+	if err != nil {
+		return err
+	}
+	defer etcd.Kill()
+	replica := func(name string) (*sim.Cloud, error) {
+		return sim.StartCloud(o.Bin, filepath.Join(dir, name[len(name)-1:]), "--store", "etcd", "--etcd-endpoints", etcd.Endpoint(),
+			"--replica-name", name)
+	}
+	a, err := replica("replica-a")
+	if err != nil {
+		return fmt.Errorf("replica-a: %w", err)
+	}
+	defer a.Kill()
+	b, err := replica("replica-b") // after a: it takes the CA a stored in etcd
+	if err != nil {
+		return fmt.Errorf("replica-b: %w", err)
+	}
+	defer b.Kill()
+
+	tok, err := a.Token(2 * time.Hour)
+	if err != nil {
+		return err
+	}
+	hc := edgehub.DefaultConfig()
+	hc.Agent = "bench"
+	var addrs []string
+	for i := 1; i <= 8; i++ {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.%d", i))
+	}
+	f, err := sim.JoinFleet(ctx, sim.FleetConfig{Cloud: []string{a.Hub, b.Hub}, Join: "https://" + a.Join, Token: tok, Nodes: o.Nodes,
+		Prefix: prefix, LocalAddrs: addrs, Hub: hc, JoinConcurrency: 32}, o.Log, nil)
+	if err != nil {
+		return err
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	connectStart := time.Now()
+	go func() { defer close(stopped); f.Run(fctx) }()
+	defer func() { cancel(); <-stopped }()
+	if err := sim.WaitUntil(ctx, 2*time.Minute, func() bool { return f.Connected() == o.Nodes }); err != nil {
+		return fmt.Errorf("connecting %d edges: %w (%d connected)", o.Nodes, err, f.Connected())
+	}
+	connected := time.Since(connectStart)
+	var onA int
+	err = sim.WaitUntil(ctx, time.Minute, func() bool {
+		ready, err := sim.Readiness(b.URL(""), prefix)
+		if err != nil || len(ready) < o.Nodes {
+			return false
+		}
+		onA = 0
+		for _, r := range ready {
+			if r.Status != "True" {
+				return false
+			}
+			if strings.HasSuffix(r.Message, "replica-a") {
+				onA++
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for every node Ready: %w", err)
+	}
+
+	killed := time.Now()
+	if err := a.Kill(); err != nil {
+		return err
+	}
+	everNot := map[string]bool{}
+	err = sim.WaitUntil(ctx, 2*time.Minute, func() bool {
+		ready, err := sim.Readiness(b.URL(""), prefix)
+		if err != nil {
+			return false
+		}
+		onB := 0
+		for name, r := range ready {
+			switch {
+			case r.Status != "True":
+				everNot[name] = true
+			case strings.HasSuffix(r.Message, "replica-b"):
+				onB++
+			}
+		}
+		return onB == o.Nodes
+	})
+	took := time.Since(killed)
+	if err != nil {
+		return fmt.Errorf("waiting for every node on replica-b: %w", err)
+	}
+	fmt.Fprintln(w, figure.Format(figure.Result{Name: fmt.Sprintf("failover on etcd, %d nodes: all Ready on the other replica", o.Nodes), Unit: "s",
+		Value: took.Seconds(), Baseline: connected.Seconds(),
+		Note: fmt.Sprintf("baseline: the same edges' first connect; %d of them were on the killed replica", onA)}))
+	fmt.Fprintln(w, figure.Format(figure.Result{Name: fmt.Sprintf("failover on etcd, %d nodes: nodes seen not Ready meanwhile", o.Nodes), Unit: "nodes",
+		Value: float64(len(everNot)), Goal: "0", Note: "the other replica's Node list read again 20 ms after each read"}))
+	return nil
+}
