@@ -44,8 +44,9 @@
 // a replica leaves alone (ErrHeldElsewhere, looked at again after another GracePeriod) a node
 // another replica holds while that one runs (the Status collaborator asks etcd) and keeps its
 // heartbeat fresh; once that one has stopped, the node gets a grace period from when it was
-// first seen stopped (HolderStoppedError), as its edge is redialling. Every replica times every Node it has
-// no session for, including those that joined through another replica after it started. A
+// first seen stopped (HolderStoppedError), as its edge is redialling. Every replica times every
+// Node it has no session for, including those that joined through another replica after it
+// started. A
 // change only to a Node's heartbeat times or to a Device's status (what the edge
 // reported) is not routed back down (view.Routed).
 package cloudhub

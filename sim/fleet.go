@@ -201,6 +201,30 @@ func (f *Fleet) Run(ctx context.Context) {
 	}
 }
 
+// RunUntilConnected runs f in the background (Run) and waits, at most d, until every edge is
+// connected. stop ends the run and waits for it; on an error the run is already stopped.
+func (f *Fleet) RunUntilConnected(ctx context.Context, d time.Duration) (stop func(), err error) {
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); f.Run(rctx) }()
+	stop = func() { cancel(); <-done }
+	if err := WaitUntil(ctx, d, func() bool { return f.Connected() == len(f.Edges) }); err != nil {
+		stop()
+		return nil, fmt.Errorf("connecting %d edges: %w (%d connected)", len(f.Edges), err, f.Connected())
+	}
+	return stop, nil
+}
+
+// LoopbackAddrs lists 127.0.0.1 … 127.0.0.n: source addresses to spread edges over, each with
+// its own range of ephemeral ports.
+func LoopbackAddrs(n int) []string {
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("127.0.0.%d", i+1)
+	}
+	return addrs
+}
+
 // Connected counts edges whose session is up.
 func (f *Fleet) Connected() int {
 	n := 0

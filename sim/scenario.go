@@ -234,10 +234,7 @@ func (r *run) joinAndConnect() error {
 	if err != nil {
 		return err
 	}
-	var addrs []string
-	for i := 1; i <= r.cfg.LocalAddrs; i++ {
-		addrs = append(addrs, fmt.Sprintf("127.0.0.%d", i))
-	}
+	addrs := LoopbackAddrs(r.cfg.LocalAddrs)
 	r.setPhase(fmt.Sprintf("joining %d nodes", r.cfg.Nodes))
 	t0 := time.Now()
 	var joined atomic.Int64

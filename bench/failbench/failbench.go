@@ -33,7 +33,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	for _, d := range []string{"etcd", "a", "b"} {
+	for _, d := range []string{"etcd", "replica-a", "replica-b"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
 			return err
 		}
@@ -44,7 +44,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	}
 	defer etcd.Kill()
 	replica := func(name string) (*sim.Cloud, error) {
-		return sim.StartCloud(o.Bin, filepath.Join(dir, name[len(name)-1:]), "--store", "etcd", "--etcd-endpoints", etcd.Endpoint(),
+		return sim.StartCloud(o.Bin, filepath.Join(dir, name), "--store", "etcd", "--etcd-endpoints", etcd.Endpoint(),
 			"--replica-name", name)
 	}
 	a, err := replica("replica-a")
@@ -64,23 +64,17 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	}
 	hc := edgehub.DefaultConfig()
 	hc.Agent = "bench"
-	var addrs []string
-	for i := 1; i <= 8; i++ {
-		addrs = append(addrs, fmt.Sprintf("127.0.0.%d", i))
-	}
 	f, err := sim.JoinFleet(ctx, sim.FleetConfig{Cloud: []string{a.Hub, b.Hub}, Join: "https://" + a.Join, Token: tok, Nodes: o.Nodes,
-		Prefix: prefix, LocalAddrs: addrs, Hub: hc, JoinConcurrency: 32}, o.Log, nil)
+		Prefix: prefix, LocalAddrs: sim.LoopbackAddrs(8), Hub: hc, JoinConcurrency: 32}, o.Log, nil)
 	if err != nil {
 		return err
 	}
-	fctx, cancel := context.WithCancel(ctx)
-	stopped := make(chan struct{})
 	connectStart := time.Now()
-	go func() { defer close(stopped); f.Run(fctx) }()
-	defer func() { cancel(); <-stopped }()
-	if err := sim.WaitUntil(ctx, 2*time.Minute, func() bool { return f.Connected() == o.Nodes }); err != nil {
-		return fmt.Errorf("connecting %d edges: %w (%d connected)", o.Nodes, err, f.Connected())
+	stop, err := f.RunUntilConnected(ctx, 2*time.Minute)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	connected := time.Since(connectStart)
 	var onA int
 	err = sim.WaitUntil(ctx, time.Minute, func() bool {

@@ -206,12 +206,8 @@ func (b *bench) setUp() error {
 	}
 	hc := edgehub.DefaultConfig()
 	hc.Agent = "groupbench"
-	var addrs []string
-	for i := 1; i <= 8; i++ {
-		addrs = append(addrs, fmt.Sprintf("127.0.0.%d", i))
-	}
 	f, err := sim.JoinFleet(b.ctx, sim.FleetConfig{Cloud: []string{b.c.Hub}, Join: "https://" + b.c.Join, Token: tok, Nodes: n,
-		Prefix: "gb-", LocalAddrs: addrs, Hub: hc, JoinConcurrency: 32}, zerolog.Nop(), nil)
+		Prefix: "gb-", LocalAddrs: sim.LoopbackAddrs(8), Hub: hc, JoinConcurrency: 32}, zerolog.Nop(), nil)
 	if err != nil {
 		return err
 	}
@@ -223,14 +219,8 @@ func (b *bench) setUp() error {
 	for i, e := range f.Edges {
 		e.Store.SetOnApply(b.rec.hook(i))
 	}
-	fctx, cancel := context.WithCancel(b.ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); f.Run(fctx) }()
-	b.stop = func() { cancel(); wg.Wait() }
-	if err := sim.WaitUntil(b.ctx, 2*time.Minute, func() bool { return f.Connected() == n }); err != nil {
-		b.stop()
-		return fmt.Errorf("connecting %d edges: %w (%d connected)", n, err, f.Connected())
+	if b.stop, err = f.RunUntilConnected(b.ctx, 2*time.Minute); err != nil {
+		return err
 	}
 
 	// Groups: node i is in group i mod G, by a zone label the groups match.

@@ -86,23 +86,14 @@ func fleet(ctx context.Context, o Options, c *sim.Cloud, n int) (*sim.Fleet, fun
 	}
 	hc := edgehub.DefaultConfig()
 	hc.Agent = "bench"
-	var addrs []string
-	for i := 1; i <= 8; i++ {
-		addrs = append(addrs, fmt.Sprintf("127.0.0.%d", i))
-	}
 	f, err := sim.JoinFleet(ctx, sim.FleetConfig{Cloud: []string{c.Hub}, Join: "https://" + c.Join, Token: tok, Nodes: n,
-		Prefix: "bench-", LocalAddrs: addrs, Hub: hc, JoinConcurrency: 32}, o.Log, nil)
+		Prefix: "bench-", LocalAddrs: sim.LoopbackAddrs(8), Hub: hc, JoinConcurrency: 32}, o.Log, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	fctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); f.Run(fctx) }()
-	stop := func() { cancel(); wg.Wait() }
-	if err := sim.WaitUntil(ctx, 2*time.Minute, func() bool { return f.Connected() == n }); err != nil {
-		stop()
-		return nil, nil, fmt.Errorf("connecting %d edges: %w (%d connected)", n, err, f.Connected())
+	stop, err := f.RunUntilConnected(ctx, 2*time.Minute)
+	if err != nil {
+		return nil, nil, err
 	}
 	return f, stop, nil
 }
