@@ -106,7 +106,8 @@ func TestEtcdBadConfiguration(t *testing.T) {
 // one replica is served by the other, and a token made through one joins a node through the
 // other. The replica without a node's session leaves it Ready past its grace period (before, it
 // marked Unknown every node it had no session for); when the replica holding the node is killed,
-// the edge moves to the other, which names itself in the Ready condition; once the edge stops,
+// the edge moves to the other, which names itself in the Ready condition, and no condition but
+// Ready True is written for it meanwhile (read from a watch, not polled); once the edge stops,
 // that replica marks it Unknown after its grace period.
 func TestEtcdTwoReplicas(t *testing.T) {
 	srv := etcdtest.Start(t)
@@ -165,13 +166,34 @@ func TestEtcdTwoReplicas(t *testing.T) {
 	e.extra = []string{"--cloud", b.hub}
 	e.restart(t)
 	e.waitSynced(t)
+	changes := readyChanges(t, b, "edge-1")
 	a.kill()
 	killed := time.Now()
 	via = b
-	waitFor(t, 20*time.Second, "edge-1 on replica-b", func() bool {
-		s, m := holder()
-		return s == "True" && strings.HasSuffix(m, "replica-b")
+	// The edge reconnects to replica-b within a second or two; replica-b learns that replica-a
+	// is gone once its lease ends (2 s) and waits the grace period (3 s) before it marks a node
+	// of replica-a's. edge-1 must stay Ready all through, and after: every Ready condition
+	// written from the kill until the lease and the grace period have passed with a margin is
+	// read from a watch, so that a mark quickly undone is seen too.
+	var moved time.Duration
+	waitFor(t, 20*time.Second, "edge-1 on replica-b, and 8 s since the kill", func() bool {
+		if s, m := holder(); moved == 0 && s == "True" && strings.HasSuffix(m, "replica-b") {
+			moved = time.Since(killed)
+		}
+		return moved > 0 && time.Since(killed) > 8*time.Second
 	})
+	seen := changes()
+	onB := false
+	for _, r := range seen {
+		if !strings.HasPrefix(r, "True ") {
+			t.Fatalf("edge-1, told both replicas, was written not Ready during the failover: %q", seen)
+		}
+		onB = onB || strings.HasSuffix(r, "replica-b")
+	}
+	if !onB { // the watch must have seen the move, or it saw nothing
+		t.Fatalf("the watch on replica-b did not see edge-1 move to it: %q", seen)
+	}
+	t.Logf("edge-1 Ready on replica-b %.1f s after replica-a was killed", moved.Seconds())
 	mustDo(t, http.MethodPost, b.url(paths["pods"]), podObj("after-a", "edge-1", nil, nil))
 	waitNames(t, e.url(paths["pods"]), q("through-b", "after-a")...)
 	// replica-b learns from etcd that replica-a is gone (its lease, --replica-ttl) and marks

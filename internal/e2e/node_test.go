@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -37,6 +39,60 @@ func readyOf(t *testing.T, c *cloud, node string) nodeReady {
 		}
 	}
 	return nodeReady{}
+}
+
+// readyChanges watches node through c's API from its current version and returns a function
+// that stops the watch and gives every Ready condition the watch saw, as "Status message",
+// in order. Unlike polling readyOf it misses no reading however quickly it was overwritten.
+func readyChanges(t *testing.T, c *cloud, node string) (stop func() []string) {
+	t.Helper()
+	var n struct {
+		Metadata struct{ ResourceVersion string }
+	}
+	json.Unmarshal(mustDo(t, http.MethodGet, c.url("/api/v1/nodes/"+node), nil), &n)
+	ctx, cancel := context.WithCancel(context.Background())
+	url := c.url("/api/v1/nodes?watch=true&fieldSelector=metadata.name%3D" + node + "&resourceVersion=" + n.Metadata.ResourceVersion)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		cancel()
+		t.Fatalf("watch %s: %s", url, resp.Status)
+	}
+	var seen []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 4<<20)
+		for sc.Scan() {
+			var ev struct {
+				Object struct {
+					Status struct {
+						Conditions []struct {
+							Type string
+							nodeReady
+						}
+					}
+				}
+			}
+			json.Unmarshal(sc.Bytes(), &ev)
+			for _, c := range ev.Object.Status.Conditions {
+				if c.Type == "Ready" {
+					seen = append(seen, c.Status+" "+c.Message)
+				}
+			}
+		}
+	}()
+	return func() []string {
+		cancel()
+		<-done
+		return seen
+	}
 }
 
 // TestNodeLifecycle: the Node appears on join with Ready and a heartbeat; a stopped edge turns
