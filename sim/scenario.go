@@ -36,8 +36,10 @@ func Scenarios() []string { return append([]string(nil), scenarioNames...) }
 type Config struct {
 	Cloud []string // hub addresses
 	Join  string   // join URL
-	API   string   // cloud API base URL (setup, metrics)
-	Token string   // fleet token; made through the API when empty and the API is on loopback
+	// API holds the cloud API's base URLs, one per replica: setup and metrics go to the first
+	// that answers, and when it stops answering the progress moves on to the next that does.
+	API   []string
+	Token string // fleet token; made through the API when empty and the API is on loopback
 	// StartCloud, if set, is a directory holding tether-cloud: the simulator starts (and for
 	// restart, kills and restarts) its own cloud with its data in DataDir.
 	StartCloud string
@@ -60,7 +62,7 @@ func DefaultConfig() Config {
 	h := edgehub.DefaultConfig()
 	h.Agent = "tether-sim"
 	return Config{
-		Cloud: []string{"127.0.0.1:10000"}, Join: "https://127.0.0.1:10002", API: "http://127.0.0.1:10080",
+		Cloud: []string{"127.0.0.1:10000"}, Join: "https://127.0.0.1:10002", API: []string{"http://127.0.0.1:10080"},
 		Nodes: 100, DevicesPerNode: 1, Scenario: "connect", Duration: 30 * time.Second,
 		ReportInterval: 10 * time.Second, Changes: 50, ChurnShare: 0.1, ChurnEvery: time.Minute, LocalAddrs: 8, Hub: h,
 	}
@@ -89,7 +91,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("local-addrs: must be 1..254, got %d", c.LocalAddrs)
 	}
 	if c.StartCloud == "" {
-		if len(c.Cloud) == 0 || c.Join == "" || c.API == "" {
+		if len(c.Cloud) == 0 || c.Join == "" || len(c.API) == 0 {
 			return errors.New("cloud, join and api are required unless --start-cloud is given")
 		}
 		for _, a := range c.Cloud {
@@ -116,7 +118,8 @@ type run struct {
 	cluster string
 	errs    atomic.Int64
 	phase   atomic.Pointer[string]
-	wire    Wire // bytes on the simulated edges' connections
+	apiAt   atomic.Int32 // which of cfg.API is read
+	wire    Wire         // bytes on the simulated edges' connections
 	// joined is fleet, published for the sampler goroutine once the joins are done.
 	joined atomic.Pointer[Fleet]
 	// joinedInUse is the cloud's Go memory in use (heap spans and stacks, after a GC) with
@@ -183,7 +186,28 @@ func (r *run) api() string {
 	if r.cloud != nil {
 		return r.cloud.URL("")
 	}
-	return strings.TrimSuffix(r.cfg.API, "/")
+	return strings.TrimSuffix(r.cfg.API[r.apiAt.Load()], "/")
+}
+
+// reachAPI makes r.api() the first of the configured API URLs, from the one in use on, whose
+// metrics answer, and says so when that is another one. It reports whether any answered.
+func (r *run) reachAPI() bool {
+	if r.cloud != nil {
+		return false
+	}
+	from := int(r.apiAt.Load())
+	for i := range r.cfg.API {
+		at := (from + i) % len(r.cfg.API)
+		if _, err := Scrape(strings.TrimSuffix(r.cfg.API[at], "/")+"/metrics", "go_goroutines"); err != nil {
+			continue
+		}
+		if at != from {
+			r.say("the cloud API at %s does not answer; reading %s from now on", r.api(), r.cfg.API[at])
+			r.apiAt.Store(int32(at))
+		}
+		return true
+	}
+	return false
 }
 
 func (r *run) setup() error {
@@ -207,6 +231,7 @@ func (r *run) setup() error {
 		r.cfg.Cloud, r.cfg.Join = []string{c.Hub}, "https://"+c.Join
 		r.say("started tether-cloud (hub %s, API %s, data %s)", c.Hub, c.API, dir)
 	}
+	r.reachAPI()
 	info, err := GetInfo(r.api())
 	if err != nil {
 		return fmt.Errorf("the cloud API at %s: %w", r.api(), err)
@@ -337,8 +362,20 @@ func (r *run) sample(ctx context.Context) {
 		if f := r.joined.Load(); f != nil {
 			s.Connected = f.Connected()
 		}
-		m, err := Scrape(r.api()+"/metrics", "process_resident_memory_bytes", "process_cpu_seconds_total", "go_goroutines",
-			"go_memstats_heap_inuse_bytes", "tether_cloud_hub_connected_nodes")
+		metrics := func() (map[string]float64, error) {
+			return Scrape(r.api()+"/metrics", "process_resident_memory_bytes", "process_cpu_seconds_total", "go_goroutines",
+				"go_memstats_heap_inuse_bytes", "tether_cloud_hub_connected_nodes")
+		}
+		m, err := metrics()
+		if err != nil && len(r.cfg.API) > 1 {
+			// The replica read is gone (a failover); another's figures from now on, and its CPU
+			// counter is not compared with the gone one's.
+			before := r.apiAt.Load()
+			if r.reachAPI() && r.apiAt.Load() != before {
+				lastAt = time.Time{}
+				m, err = metrics()
+			}
+		}
 		scraped := err == nil && len(m) > 0
 		if scraped {
 			s.CloudRSS = m["process_resident_memory_bytes"]
@@ -358,8 +395,14 @@ func (r *run) sample(ctx context.Context) {
 				phase = *p
 			}
 			cloud := "the cloud's metrics unreachable at " + r.api()
+			if len(r.cfg.API) > 1 {
+				cloud = "the cloud's metrics unreachable at every API given (" + strings.Join(r.cfg.API, ", ") + ")"
+			}
 			if scraped {
 				cloud = fmt.Sprintf("cloud RSS %.0f MB, CPU %.0f%% of %d cores", s.CloudRSS/1e6, s.CloudCPU, runtime.NumCPU())
+				if len(r.cfg.API) > 1 {
+					cloud += " (the replica at " + r.api() + ")"
+				}
 			}
 			r.say("%s — %d/%d connected, %s, %d errors", phase, s.Connected, r.cfg.Nodes, cloud, r.errs.Load())
 		}
@@ -451,9 +494,13 @@ func (r *run) steady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	at0 := r.apiAt.Load()
 	r.setPhase(fmt.Sprintf("steady for %s (reports every %s per device)", r.cfg.Duration, r.cfg.ReportInterval))
 	t0 := time.Now()
 	wireIn0, wireOut0 := r.wire.In.Load(), r.wire.Out.Load()
+	// The reporting devices stop with the run, not at their next report after it.
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.Duration)
+	defer cancel()
 	var wg sync.WaitGroup
 	if r.cfg.ReportInterval > 0 && r.cfg.DevicesPerNode > 0 {
 		for _, e := range r.fleet.Edges {
@@ -463,7 +510,7 @@ func (r *run) steady(ctx context.Context) error {
 				// Spread the first report over the interval so reports do not arrive in waves.
 				select {
 				case <-time.After(time.Duration(rand.Int64N(int64(r.cfg.ReportInterval)))):
-				case <-ctx.Done():
+				case <-rctx.Done():
 					return
 				}
 				t := time.NewTicker(r.cfg.ReportInterval)
@@ -474,36 +521,40 @@ func (r *run) steady(ctx context.Context) error {
 					}
 					select {
 					case <-t.C:
-					case <-ctx.Done():
-						return
-					}
-					if time.Since(t0) >= r.cfg.Duration {
+					case <-rctx.Done():
 						return
 					}
 				}
 			}(e)
 		}
 	}
-	select {
-	case <-time.After(r.cfg.Duration):
-	case <-ctx.Done():
-		return ctx.Err()
+	<-rctx.Done()
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	wg.Wait()
 	took := time.Since(t0).Seconds()
-	m1, err := Scrape(r.api()+"/metrics", "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_received_bytes_total", "process_cpu_seconds_total", "tether_cloud_hub_reports_total")
-	if err != nil {
-		return err
-	}
-	mem1, _ := GoMemory(r.api())
 	n := float64(r.cfg.Nodes)
 	wire := float64(r.wire.In.Load()-wireIn0+r.wire.Out.Load()-wireOut0) / n / took
-	payload := (m1["tether_cloud_hub_sent_bytes_total"] - m0["tether_cloud_hub_sent_bytes_total"] + m1["tether_cloud_hub_received_bytes_total"] - m0["tether_cloud_hub_received_bytes_total"]) / n / took
 	name, goal := "traffic per node, both ways, on the wire (TLS, pings included)", ""
 	if r.cfg.ReportInterval == 0 {
 		name, goal = "idle traffic per node, both ways, on the wire (TLS, pings included)", "≤ 30 B/s"
 	}
 	r.rep.figure(name, wire, "B/s", goal)
+	if len(r.cfg.API) > 1 {
+		r.reachAPI()
+	}
+	if r.apiAt.Load() != at0 {
+		// The wire was counted on the edges; the cloud's counters are another process's now.
+		r.say("the replica read was replaced during the run: the cloud's figures (CPU, reports, memory) are left out")
+		return nil
+	}
+	m1, err := Scrape(r.api()+"/metrics", "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_received_bytes_total", "process_cpu_seconds_total", "tether_cloud_hub_reports_total")
+	if err != nil {
+		return err
+	}
+	mem1, _ := GoMemory(r.api())
+	payload := (m1["tether_cloud_hub_sent_bytes_total"] - m0["tether_cloud_hub_sent_bytes_total"] + m1["tether_cloud_hub_received_bytes_total"] - m0["tether_cloud_hub_received_bytes_total"]) / n / took
 	r.rep.figure("of which protocol messages (hub count)", payload, "B/s", "")
 	r.rep.figure("cloud CPU (share of all cores)", (m1["process_cpu_seconds_total"]-m0["process_cpu_seconds_total"])/took/float64(runtime.NumCPU())*100, "%", "< 50% at 10k nodes")
 	r.rep.figure("reports applied", (m1["tether_cloud_hub_reports_total"]-m0["tether_cloud_hub_reports_total"])/took, "reports/s", "")

@@ -21,7 +21,7 @@ func runScenario(args []string, stdout, stderr io.Writer) error {
 	printConfig := fs.Bool("print-config", false, "print the effective configuration and exit")
 	fs.StringSliceVar(&cfg.Cloud, "cloud", cfg.Cloud, "hub addresses HOST:PORT")
 	fs.StringVar(&cfg.Join, "join", cfg.Join, "join service URL")
-	fs.StringVar(&cfg.API, "api", cfg.API, "cloud API URL (setup and metrics)")
+	fs.StringSliceVar(&cfg.API, "api", cfg.API, "cloud API URLs, one per replica: setup and metrics use the first that answers")
 	fs.StringVar(&cfg.Token, "token", "", "a fleet token (tether-cloud token create --any-node); made through the API if empty")
 	cli.MarkSecret(fs, "token")
 	fs.StringVar(&cfg.StartCloud, "start-cloud", "", "directory holding tether-cloud: start (and for restart, kill) a cloud of the simulator's own")

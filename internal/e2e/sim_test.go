@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tetherhub/tether/store/etcdstore/etcdtest"
 )
 
 // TestSimulator runs tether-sim briefly, as a user would, against a real cloud it starts itself,
@@ -61,4 +64,71 @@ func TestSimulator(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSimFollowsReplica: tether-sim told two replicas' APIs reads its progress from the first;
+// when that replica is killed mid-run it says so, reads the other from then on, and its steady
+// run still ends converged, with the cloud's figures left out rather than mixed from two
+// processes.
+func TestSimFollowsReplica(t *testing.T) {
+	srv := etcdtest.Start(t)
+	args := []string{"--store", "etcd", "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/simfollow", "--replica-ttl", "2s"}
+	a := newCloud(t, append(args, "--replica-name", "replica-a")...)
+	b := newCloud(t, append(args, "--replica-name", "replica-b")...)
+	report := filepath.Join(t.TempDir(), "report.json")
+	cmd := exec.Command(filepath.Join(binDir, "tether-sim"), "--cloud", a.hub+","+b.hub, "--join", "https://"+a.join,
+		"--api", a.url("")+","+b.url(""), "--nodes", "10", "--scenario", "steady", "--duration", "12s", "--report", report)
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var out strings.Builder
+	sc := bufio.NewScanner(pipe)
+	killed := false
+	for sc.Scan() {
+		line := sc.Text()
+		out.WriteString(line + "\n")
+		if !killed && strings.Contains(line, "steady for") && strings.Contains(line, "cloud RSS") {
+			a.kill()
+			killed = true
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("tether-sim: %v\n%s", err, out.String())
+	}
+	if !killed {
+		t.Fatalf("no progress line of the steady phase read from replica-a:\n%s", out.String())
+	}
+	switched := "does not answer; reading " + b.url("") + " from now on"
+	_, after, found := strings.Cut(out.String(), switched)
+	if !found {
+		t.Fatalf("tether-sim did not move to replica-b:\n%s", out.String())
+	}
+	if !strings.Contains(after, "(the replica at "+b.url("")+")") {
+		t.Fatalf("no progress read from replica-b after the move:\n%s", out.String())
+	}
+	var rep struct {
+		Converged bool
+		Errors    int
+		Figures   []struct{ Name string }
+	}
+	raw, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(raw, &rep)
+	if !rep.Converged || rep.Errors != 0 {
+		t.Fatalf("report: converged %v, errors %d\n%s", rep.Converged, rep.Errors, out.String())
+	}
+	for _, f := range rep.Figures {
+		if strings.HasPrefix(f.Name, "cloud CPU") {
+			t.Fatalf("a cloud CPU figure across two replicas: %+v\n%s", rep.Figures, out.String())
+		}
+	}
+	t.Logf("tether-sim's output:\n%s", out.String())
 }
