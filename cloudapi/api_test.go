@@ -510,3 +510,50 @@ func TestNodeNotReadyWhenItsReplicaStopped(t *testing.T) {
 		}
 	}
 }
+
+// TestHolderStoppedTold: a replica told that another stopped (HolderStopped, from the etcd
+// watch of replica keys) times that one's nodes from then, although its liveness check, asked
+// less than aliveFor ago, said it ran; a second telling keeps the first time; being told of
+// itself changes nothing.
+func TestHolderStoppedTold(t *testing.T) {
+	c := newCloud(t, 1000)
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	now := t0
+	r1 := NewNodeStatus(c.objects, resource.New(), "r1", func() time.Time { return t0 })
+	r2 := NewNodeStatus(c.objects, resource.New(), "r2", func() time.Time { return now })
+	live := &fakeLiveness{alive: map[string]bool{"r1": true}}
+	const grace, bound = 40 * time.Second, 3 * time.Minute
+	r2.UseLiveness(live, grace)
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	if err := r1.SetReady(ctx, "edge-1", true, "EdgeConnected", t0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0, bound); !errors.Is(err, cloudhub.ErrHeldElsewhere) {
+		t.Fatalf("held by a running r1: %v, want ErrHeldElsewhere", err)
+	}
+	told := now
+	r2.HolderStopped("r1")
+	r2.HolderStopped("r2")
+	now = told.Add(10 * time.Second)
+	r2.HolderStopped("r1") // told again: the stop is still from told
+	var stopped *cloudhub.HolderStoppedError
+	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0, bound); !errors.As(err, &stopped) || stopped.Wait != grace-10*time.Second {
+		t.Fatalf("10 s after told r1 stopped: %v, want a HolderStoppedError with %s to wait", err, grace-10*time.Second)
+	}
+	// By then the check is asked again, and etcd says what the watch did.
+	live.mu.Lock()
+	live.alive["r1"] = false
+	live.mu.Unlock()
+	now = told.Add(grace)
+	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0, bound); err != nil {
+		t.Fatalf("a grace period after told r1 stopped: %v", err)
+	}
+	// r2's own name is not a holder to time: its nodes are its sessions.
+	r2.mu.Lock()
+	_, self := r2.alive["r2"]
+	r2.mu.Unlock()
+	if self {
+		t.Fatal("HolderStopped of the replica itself was recorded")
+	}
+}

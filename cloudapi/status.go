@@ -96,6 +96,26 @@ func (n *NodeStatus) holderState(ctx context.Context, msg string) (holder string
 	return holder, alive, next.since
 }
 
+// HolderStopped records that the replica called name stopped, as of now, without waiting for
+// a node's check to ask the liveness source (etcdstore.Store.WatchReplicasGone tells of it the
+// moment its key goes). A stop already known keeps the time it was first seen.
+func (n *NodeStatus) HolderStopped(name string) {
+	if name == n.replica {
+		return
+	}
+	now := n.now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.alive == nil {
+		n.alive = map[string]seenAlive{}
+	}
+	next := seenAlive{alive: false, at: now, since: now}
+	if seen, ok := n.alive[name]; ok && !seen.alive {
+		next.since = seen.since
+	}
+	n.alive[name] = next
+}
+
 // NewNodeStatus returns the writer; replica names this cloud process in the Ready condition.
 func NewNodeStatus(objects *Objects, reg *resource.Registry, replica string, now func() time.Time) *NodeStatus {
 	info, _ := reg.ByGroupResource(resource.Nodes)

@@ -46,7 +46,7 @@
 // heartbeat fresh; once that one has stopped, the node gets a grace period from when it was
 // first seen stopped (HolderStoppedError), as its edge is redialling. Every replica times every
 // Node it has no session for, including those that joined through another replica after it
-// started. A
-// change only to a Node's heartbeat times or to a Device's status (what the edge
+// started; told that a replica stopped (RecheckElsewhere), it looks at them all again within a
+// quarter of GracePeriod rather than at the end of the current one. A change only to a Node's heartbeat times or to a Device's status (what the edge
 // reported) is not routed back down (view.Routed).
 package cloudhub

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -478,6 +479,24 @@ func (h *Hub) startGraceFor(node string, d time.Duration) {
 		}
 	})
 	h.grace[node] = t
+}
+
+// RecheckElsewhere is for when another replica has just stopped (see cloudapi.NodeStatus's
+// HolderStopped): every node this replica is timing without a session is looked at again
+// soon, spread over a quarter of the grace period, instead of at the end of its current
+// period; Status.SetReady then times those of the stopped replica from when it stopped. A node
+// that replica held and that reconnects nowhere is marked a replica TTL and one grace period
+// after the stop, not up to two grace periods.
+func (h *Hub) RecheckElsewhere() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopping {
+		return
+	}
+	spread := max(int64(h.cfg.GracePeriod/4), 1)
+	for node := range h.grace {
+		h.startGraceFor(node, time.Duration(rand.Int64N(spread)))
+	}
 }
 
 // readyTrue says whether a Node's JSON has the Ready condition True.

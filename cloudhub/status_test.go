@@ -187,3 +187,51 @@ func TestStoppedHolderWaitsWhatIsLeft(t *testing.T) {
 		t.Fatalf("asked again %s after the HolderStoppedError, want about its %s (not the grace period, %s)", gap, st.wait, grace)
 	}
 }
+
+// heldElsewhereStatus answers every NotReady mark as a replica does for a node another one
+// holds, and records when each was asked for.
+type heldElsewhereStatus struct{ stoppedHolderStatus }
+
+func (f *heldElsewhereStatus) SetReady(_ context.Context, _ string, ready bool, _ string, _ time.Time, _ time.Duration) error {
+	if ready {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asks = append(f.asks, time.Now())
+	return ErrHeldElsewhere
+}
+
+// TestRecheckElsewhere: a node this replica has no session for is looked at once a grace
+// period; told that another replica stopped (RecheckElsewhere), the hub looks at it again
+// within a quarter of the grace period, not at the end of the current one, and then goes back
+// to once a grace period.
+func TestRecheckElsewhere(t *testing.T) {
+	st := &heldElsewhereStatus{}
+	const grace = 4 * time.Second
+	// SharedStore: the hub times nodes that connected through another replica (watchElsewhere).
+	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.GracePeriod, c.SharedStore = grace, true }})
+	rev := r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	for deadline := time.Now().Add(5 * time.Second); r.hub.processed.Load() < rev; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the hub did not process the Node within 5 s")
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	told := time.Now()
+	r.hub.RecheckElsewhere()
+	var asks []time.Time
+	for deadline := told.Add(grace / 2); len(asks) < 1; asks = st.asked() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not looked at within %s of RecheckElsewhere (grace period %s)", grace/2, grace)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := asks[0].Sub(told); d > grace/4+200*time.Millisecond {
+		t.Fatalf("looked at %s after RecheckElsewhere, want within a quarter of the grace period", d)
+	}
+	time.Sleep(grace / 2)
+	if n := len(st.asked()); n != 1 {
+		t.Fatalf("%d looks within half a grace period of the first, want 1 (held elsewhere: once a grace period)", n)
+	}
+}

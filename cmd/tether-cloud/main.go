@@ -430,6 +430,16 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	g.Go(func() error { return namespaces.Run(gctx) })
 	if replicas != nil {
 		g.Go(func() error { return replicas.KeepReplica(gctx, c.replica, c.replicaTTL) })
+		g.Go(func() error {
+			return replicas.WatchReplicasGone(gctx, func(name string) {
+				if name == c.replica {
+					return // this one's own key, revoked on the way out
+				}
+				log.Info().Str("replica", name).Msg("a replica stopped; timing the nodes it held from now")
+				status.HolderStopped(name)
+				hub.RecheckElsewhere()
+			})
+		})
 	}
 	joinHTTP := joinSrv.HTTPServer(serverCert)
 	joinHTTP.Addr = c.joinListen

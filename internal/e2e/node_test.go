@@ -41,10 +41,16 @@ func readyOf(t *testing.T, c *cloud, node string) nodeReady {
 	return nodeReady{}
 }
 
+// readyChange is a Ready condition a watch saw, and when.
+type readyChange struct {
+	nodeReady
+	at time.Time
+}
+
 // readyChanges watches node through c's API from its current version and returns a function
-// that stops the watch and gives every Ready condition the watch saw, as "Status message",
-// in order. Unlike polling readyOf it misses no reading however quickly it was overwritten.
-func readyChanges(t *testing.T, c *cloud, node string) (stop func() []string) {
+// that stops the watch and gives every Ready condition the watch saw, in order. Unlike polling
+// readyOf it misses no reading however quickly it was overwritten.
+func readyChanges(t *testing.T, c *cloud, node string) (stop func() []readyChange) {
 	t.Helper()
 	var n struct {
 		Metadata struct{ ResourceVersion string }
@@ -62,7 +68,7 @@ func readyChanges(t *testing.T, c *cloud, node string) (stop func() []string) {
 		cancel()
 		t.Fatalf("watch %s: %s", url, resp.Status)
 	}
-	var seen []string
+	var seen []readyChange
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -83,12 +89,12 @@ func readyChanges(t *testing.T, c *cloud, node string) (stop func() []string) {
 			json.Unmarshal(sc.Bytes(), &ev)
 			for _, c := range ev.Object.Status.Conditions {
 				if c.Type == "Ready" {
-					seen = append(seen, c.Status+" "+c.Message)
+					seen = append(seen, readyChange{c.nodeReady, time.Now()})
 				}
 			}
 		}
 	}()
-	return func() []string {
+	return func() []readyChange {
 		cancel()
 		<-done
 		return seen

@@ -7,7 +7,8 @@
 // the prefix), Prefix+"!rev" (put by every write), Prefix+"!compacted" (the last compaction a
 // replica made), Prefix+"!ca" (the CA the replicas share, see ClaimCA; it holds the CA's
 // private key, so etcd needs the protection of the CA files it replaces) and
-// Prefix+"!replicas/"+name (on the lease of the running replica of that name, see KeepReplica).
+// Prefix+"!replicas/"+name (on the lease of the running replica of that name, see KeepReplica;
+// the others learn of its going from WatchReplicasGone).
 //
 // Revisions: a write is one etcd transaction that changes one key and puts Prefix+"!rev", so it
 // takes one etcd revision and makes exactly one event in the watched range. Rev is the

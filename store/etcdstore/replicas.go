@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -100,4 +101,35 @@ func (s *Store) ReplicaAlive(ctx context.Context, name string) (bool, error) {
 		return resp.Header, nil
 	})
 	return found, err
+}
+
+// WatchReplicasGone calls gone with the name of each replica whose key vanishes (KeepReplica:
+// its lease ran out, or it was revoked on a clean stop) until ctx ends or the store is closed,
+// so that the replica left can time the nodes the gone one held from the moment it went
+// instead of finding out at its next look. A broken watch is opened again, from now: a
+// replica that goes meanwhile is found by ReplicaAlive as before, only later.
+func (s *Store) WatchReplicasGone(ctx context.Context, gone func(name string)) error {
+	prefix := s.cfg.Prefix + keyReplicas
+	for ctx.Err() == nil && !s.closed.Load() {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		for resp := range s.client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithFilterPut()) {
+			if err := resp.Err(); err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn().Err(err).Msg("the watch of replica keys broke; opening it again")
+				}
+				break
+			}
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					gone(strings.TrimPrefix(string(ev.Kv.Key), prefix))
+				}
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
 }

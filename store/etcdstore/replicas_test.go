@@ -10,11 +10,29 @@ import (
 
 // TestReplicaLiveness: a replica's key lives while KeepReplica runs; it is gone at once when
 // KeepReplica's context ends (a clean stop), and within the lease's TTL when the replica just
-// stops talking to etcd (a crash: here, its client closed).
+// stops talking to etcd (a crash: here, its client closed). WatchReplicasGone tells of each
+// going, once, and of nothing else.
 func TestReplicaLiveness(t *testing.T) {
 	srv := etcdtest.Start(t)
 	a := openTest(t, srv, nil)
 	b := openTest(t, srv, func(c *Config) { c.Prefix = a.cfg.Prefix })
+	gone := make(chan string, 10)
+	wctx, wstop := context.WithCancel(context.Background())
+	wdone := make(chan error, 1)
+	go func() { wdone <- b.WatchReplicasGone(wctx, func(name string) { gone <- name }) }()
+	t.Cleanup(func() { wstop(); <-wdone })
+	time.Sleep(200 * time.Millisecond) // the watch is open
+	wantGone := func(name string, within time.Duration) {
+		t.Helper()
+		select {
+		case got := <-gone:
+			if got != name {
+				t.Fatalf("told %q gone, want %q", got, name)
+			}
+		case <-time.After(within):
+			t.Fatalf("not told %q gone within %s", name, within)
+		}
+	}
 	waitAlive := func(name string, want bool, within time.Duration) {
 		t.Helper()
 		deadline := time.Now().Add(within)
@@ -42,6 +60,7 @@ func TestReplicaLiveness(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAlive("r1", false, time.Second) // revoked on the way out
+	wantGone("r1", time.Second)
 
 	c := openTest(t, srv, func(c *Config) { c.Prefix = a.cfg.Prefix })
 	cdone := make(chan error, 1)
@@ -57,6 +76,12 @@ func TestReplicaLiveness(t *testing.T) {
 	waitAlive("r2", false, 6*time.Second)
 	if d := time.Since(start); d < time.Second {
 		t.Fatalf("r2's key went after %s: its lease was revoked, not left to expire", d)
+	}
+	wantGone("r2", time.Second)
+	select {
+	case name := <-gone:
+		t.Fatalf("told %q gone once more", name)
+	case <-time.After(200 * time.Millisecond):
 	}
 }
 
