@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"sort"
@@ -35,7 +36,9 @@ func Scenarios() []string { return append([]string(nil), scenarioNames...) }
 // Config is one simulation.
 type Config struct {
 	Cloud []string // hub addresses
-	Join  string   // join URL
+	// Join holds the join service's URLs, one per replica: nodes join through the first that
+	// accepts a connection at the start.
+	Join []string
 	// API holds the cloud API's base URLs, one per replica: setup and metrics go to the first
 	// that answers, and when it stops answering the progress moves on to the next that does.
 	API   []string
@@ -62,7 +65,7 @@ func DefaultConfig() Config {
 	h := edgehub.DefaultConfig()
 	h.Agent = "tether-sim"
 	return Config{
-		Cloud: []string{"127.0.0.1:10000"}, Join: "https://127.0.0.1:10002", API: []string{"http://127.0.0.1:10080"},
+		Cloud: []string{"127.0.0.1:10000"}, Join: []string{"https://127.0.0.1:10002"}, API: []string{"http://127.0.0.1:10080"},
 		Nodes: 100, DevicesPerNode: 1, Scenario: "connect", Duration: 30 * time.Second,
 		ReportInterval: 10 * time.Second, Changes: 50, ChurnShare: 0.1, ChurnEvery: time.Minute, LocalAddrs: 8, Hub: h,
 	}
@@ -91,7 +94,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("local-addrs: must be 1..254, got %d", c.LocalAddrs)
 	}
 	if c.StartCloud == "" {
-		if len(c.Cloud) == 0 || c.Join == "" || len(c.API) == 0 {
+		if len(c.Cloud) == 0 || len(c.Join) == 0 || len(c.API) == 0 {
 			return errors.New("cloud, join and api are required unless --start-cloud is given")
 		}
 		for _, a := range c.Cloud {
@@ -189,6 +192,30 @@ func (r *run) api() string {
 	return strings.TrimSuffix(r.cfg.API[r.apiAt.Load()], "/")
 }
 
+// reachable returns the first of urls whose host accepts a TCP connection within two seconds.
+func reachable(urls []string) (string, error) {
+	var errs []error
+	for _, u := range urls {
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" {
+			errs = append(errs, fmt.Errorf("%q is not a URL", u))
+			continue
+		}
+		host := p.Host
+		if p.Port() == "" {
+			host = net.JoinHostPort(p.Hostname(), "443")
+		}
+		c, err := net.DialTimeout("tcp", host, 2*time.Second)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.Close()
+		return u, nil
+	}
+	return "", fmt.Errorf("no join service answers: %w", errors.Join(errs...))
+}
+
 // reachAPI makes r.api() the first of the configured API URLs, from the one in use on, whose
 // metrics answer, and says so when that is another one. It reports whether any answered.
 func (r *run) reachAPI() bool {
@@ -228,7 +255,7 @@ func (r *run) setup() error {
 			return err
 		}
 		r.cloud = c
-		r.cfg.Cloud, r.cfg.Join = []string{c.Hub}, "https://"+c.Join
+		r.cfg.Cloud, r.cfg.Join = []string{c.Hub}, []string{"https://" + c.Join}
 		r.say("started tether-cloud (hub %s, API %s, data %s)", c.Hub, c.API, dir)
 	}
 	r.reachAPI()
@@ -263,7 +290,14 @@ func (r *run) joinAndConnect() error {
 	r.setPhase(fmt.Sprintf("joining %d nodes", r.cfg.Nodes))
 	t0 := time.Now()
 	var joined atomic.Int64
-	f, err := JoinFleet(r.ctx, FleetConfig{Cloud: r.cfg.Cloud, Join: r.cfg.Join, Token: tok, Nodes: r.cfg.Nodes,
+	join, err := reachable(r.cfg.Join)
+	if err != nil {
+		return err
+	}
+	if join != r.cfg.Join[0] {
+		r.say("the join service at %s does not answer; joining through %s", r.cfg.Join[0], join)
+	}
+	f, err := JoinFleet(r.ctx, FleetConfig{Cloud: r.cfg.Cloud, Join: join, Token: tok, Nodes: r.cfg.Nodes,
 		Prefix: "sim-", LocalAddrs: addrs, Hub: r.cfg.Hub, JoinConcurrency: 32, Wire: &r.wire}, r.log, func(n int) { joined.Store(int64(n)) })
 	if err != nil {
 		return err

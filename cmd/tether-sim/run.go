@@ -20,7 +20,7 @@ func runScenario(args []string, stdout, stderr io.Writer) error {
 	fs.String("config", "", "YAML file whose keys are these flags' names")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration and exit")
 	fs.StringSliceVar(&cfg.Cloud, "cloud", cfg.Cloud, "hub addresses HOST:PORT")
-	fs.StringVar(&cfg.Join, "join", cfg.Join, "join service URL")
+	fs.StringSliceVar(&cfg.Join, "join", cfg.Join, "join service URLs, one per replica: nodes join through the first that answers")
 	fs.StringSliceVar(&cfg.API, "api", cfg.API, "cloud API URLs, one per replica: setup and metrics use the first that answers")
 	fs.StringVar(&cfg.Token, "token", "", "a fleet token (tether-cloud token create --any-node); made through the API if empty")
 	cli.MarkSecret(fs, "token")

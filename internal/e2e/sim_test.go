@@ -66,7 +66,8 @@ func TestSimulator(t *testing.T) {
 	}
 }
 
-// TestSimFollowsReplica: tether-sim told two replicas' APIs reads its progress from the first;
+// TestSimFollowsReplica: tether-sim given a join URL that does not answer joins through the
+// next one. Told two replicas' APIs, it reads its progress from the first;
 // when that replica is killed mid-run it says so, reads the other from then on, and its steady
 // run still ends converged, with the cloud's figures left out rather than mixed from two
 // processes.
@@ -76,7 +77,9 @@ func TestSimFollowsReplica(t *testing.T) {
 	a := newCloud(t, append(args, "--replica-name", "replica-a")...)
 	b := newCloud(t, append(args, "--replica-name", "replica-b")...)
 	report := filepath.Join(t.TempDir(), "report.json")
-	cmd := exec.Command(filepath.Join(binDir, "tether-sim"), "--cloud", a.hub+","+b.hub, "--join", "https://"+a.join,
+	// The first join URL given is a replica that is not there: the nodes join through the next.
+	deadJoin := "https://" + freePort(t)
+	cmd := exec.Command(filepath.Join(binDir, "tether-sim"), "--cloud", a.hub+","+b.hub, "--join", deadJoin+",https://"+a.join,
 		"--api", a.url("")+","+b.url(""), "--nodes", "10", "--scenario", "steady", "--duration", "12s", "--report", report)
 	pipe, err := cmd.StdoutPipe()
 	if err != nil {
@@ -103,6 +106,9 @@ func TestSimFollowsReplica(t *testing.T) {
 	}
 	if !killed {
 		t.Fatalf("no progress line of the steady phase read from replica-a:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "the join service at "+deadJoin+" does not answer; joining through https://"+a.join) {
+		t.Fatalf("tether-sim did not say it joined through the second join URL:\n%s", out.String())
 	}
 	switched := "does not answer; reading " + b.url("") + " from now on"
 	_, after, found := strings.Cut(out.String(), switched)
