@@ -441,21 +441,36 @@ func (f *fakeLiveness) ReplicaAlive(_ context.Context, name string) (bool, error
 	return f.alive[name], f.err
 }
 
+// replicaPair is two NodeStatus writers on one store: r1, whose clock stays at t0, holds the
+// nodes; r2, told r1's liveness by live (r1 running at first) and with a grace period, reads
+// its clock from now, which the test moves.
+type replicaPair struct {
+	c       *cloud
+	r1, r2  *NodeStatus
+	live    *fakeLiveness
+	t0, now time.Time
+}
+
+func newReplicaPair(t *testing.T, grace time.Duration) *replicaPair {
+	p := &replicaPair{c: newCloud(t, 1000), live: &fakeLiveness{alive: map[string]bool{"r1": true}}}
+	p.t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	p.now = p.t0
+	p.r1 = NewNodeStatus(p.c.objects, resource.New(), "r1", func() time.Time { return p.t0 })
+	p.r2 = NewNodeStatus(p.c.objects, resource.New(), "r2", func() time.Time { return p.now })
+	p.r2.UseLiveness(p.live, grace)
+	return p
+}
+
 // TestNodeNotReadyWhenItsReplicaStopped: with a liveness source, a replica marks a node
 // another replica holds Unknown a grace period after that replica is first seen stopped,
 // heartbeat fresh or not (before, at once: in a failover of 10,000 nodes, 26 that were
 // redialling showed NotReady); while it runs, or when the check fails, it leaves the node
 // alone. Answers are reused for aliveFor, so many nodes of one replica cost one check.
 func TestNodeNotReadyWhenItsReplicaStopped(t *testing.T) {
-	c := newCloud(t, 1000)
-	ctx := context.Background()
-	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	now := t0
-	r1 := NewNodeStatus(c.objects, resource.New(), "r1", func() time.Time { return t0 })
-	r2 := NewNodeStatus(c.objects, resource.New(), "r2", func() time.Time { return now })
-	live := &fakeLiveness{alive: map[string]bool{"r1": true}}
 	const grace = 40 * time.Second
-	r2.UseLiveness(live, grace)
+	p := newReplicaPair(t, grace)
+	c, r1, r2, live, t0 := p.c, p.r1, p.r2, p.live, p.t0
+	ctx := context.Background()
 	const bound = 3 * time.Minute
 	for _, n := range []string{"edge-1", "edge-2"} {
 		c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"`+n+`"}}`)
@@ -473,15 +488,15 @@ func TestNodeNotReadyWhenItsReplicaStopped(t *testing.T) {
 	live.err = errors.New("etcd unreachable")
 	live.alive["r1"] = false
 	live.mu.Unlock()
-	now = now.Add(2 * aliveFor)
+	p.now = p.now.Add(2 * aliveFor)
 	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0.Add(2*time.Second), bound); !errors.Is(err, cloudhub.ErrHeldElsewhere) {
 		t.Fatalf("with the check failing: %v, want ErrHeldElsewhere", err)
 	}
 	live.mu.Lock()
 	live.err = nil
 	live.mu.Unlock()
-	now = now.Add(2 * aliveFor)
-	stoppedSeen := now
+	p.now = p.now.Add(2 * aliveFor)
+	stoppedSeen := p.now
 	readyOf := func(n string) []condition {
 		var node struct {
 			Status struct{ Conditions []condition } `json:"status"`
@@ -490,17 +505,17 @@ func TestNodeNotReadyWhenItsReplicaStopped(t *testing.T) {
 		return node.Status.Conditions
 	}
 	for i, n := range []string{"edge-1", "edge-2"} {
-		now = stoppedSeen.Add(time.Duration(i) * 10 * time.Second)
+		p.now = stoppedSeen.Add(time.Duration(i) * 10 * time.Second)
 		err := r2.SetReady(ctx, n, false, "NodeStatusUnknown", t0.Add(3*time.Second), bound)
 		var stopped *cloudhub.HolderStoppedError
-		if !errors.As(err, &stopped) || !errors.Is(err, cloudhub.ErrHeldElsewhere) || stopped.Holder != "r1" || stopped.Wait != grace-now.Sub(stoppedSeen) {
-			t.Fatalf("%s just after r1 was seen stopped: %v, want a HolderStoppedError of r1 with %s to wait", n, err, grace-now.Sub(stoppedSeen))
+		if !errors.As(err, &stopped) || !errors.Is(err, cloudhub.ErrHeldElsewhere) || stopped.Holder != "r1" || stopped.Wait != grace-p.now.Sub(stoppedSeen) {
+			t.Fatalf("%s just after r1 was seen stopped: %v, want a HolderStoppedError of r1 with %s to wait", n, err, grace-p.now.Sub(stoppedSeen))
 		}
 		if conds := readyOf(n); len(conds) != 1 || conds[0].Status != "True" {
 			t.Fatalf("%s within the grace period after r1 stopped: %+v, want Ready True", n, conds)
 		}
 	}
-	now = stoppedSeen.Add(grace)
+	p.now = stoppedSeen.Add(grace)
 	for _, n := range []string{"edge-1", "edge-2"} {
 		if err := r2.SetReady(ctx, n, false, "NodeStatusUnknown", t0.Add(45*time.Second), bound); err != nil {
 			t.Fatalf("%s a grace period after r1 stopped: %v", n, err)
@@ -516,15 +531,10 @@ func TestNodeNotReadyWhenItsReplicaStopped(t *testing.T) {
 // less than aliveFor ago, said it ran; a second telling keeps the first time; being told of
 // itself changes nothing.
 func TestHolderStoppedTold(t *testing.T) {
-	c := newCloud(t, 1000)
-	ctx := context.Background()
-	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	now := t0
-	r1 := NewNodeStatus(c.objects, resource.New(), "r1", func() time.Time { return t0 })
-	r2 := NewNodeStatus(c.objects, resource.New(), "r2", func() time.Time { return now })
-	live := &fakeLiveness{alive: map[string]bool{"r1": true}}
 	const grace, bound = 40 * time.Second, 3 * time.Minute
-	r2.UseLiveness(live, grace)
+	p := newReplicaPair(t, grace)
+	c, r1, r2, live, t0 := p.c, p.r1, p.r2, p.live, p.t0
+	ctx := context.Background()
 	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
 	if err := r1.SetReady(ctx, "edge-1", true, "EdgeConnected", t0, time.Minute); err != nil {
 		t.Fatal(err)
@@ -532,10 +542,11 @@ func TestHolderStoppedTold(t *testing.T) {
 	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0, bound); !errors.Is(err, cloudhub.ErrHeldElsewhere) {
 		t.Fatalf("held by a running r1: %v, want ErrHeldElsewhere", err)
 	}
-	told := now
-	r2.HolderStopped("r1")
-	r2.HolderStopped("r2")
-	now = told.Add(10 * time.Second)
+	told := p.now
+	if !r2.HolderStopped("r1") || r2.HolderStopped("r2") {
+		t.Fatal("HolderStopped must take r1 and refuse r2, the replica itself")
+	}
+	p.now = told.Add(10 * time.Second)
 	r2.HolderStopped("r1") // told again: the stop is still from told
 	var stopped *cloudhub.HolderStoppedError
 	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0, bound); !errors.As(err, &stopped) || stopped.Wait != grace-10*time.Second {
@@ -545,7 +556,7 @@ func TestHolderStoppedTold(t *testing.T) {
 	live.mu.Lock()
 	live.alive["r1"] = false
 	live.mu.Unlock()
-	now = told.Add(grace)
+	p.now = told.Add(grace)
 	if err := r2.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0, bound); err != nil {
 		t.Fatalf("a grace period after told r1 stopped: %v", err)
 	}

@@ -98,10 +98,11 @@ func (n *NodeStatus) holderState(ctx context.Context, msg string) (holder string
 
 // HolderStopped records that the replica called name stopped, as of now, without waiting for
 // a node's check to ask the liveness source (etcdstore.Store.WatchReplicasGone tells of it the
-// moment its key goes). A stop already known keeps the time it was first seen.
-func (n *NodeStatus) HolderStopped(name string) {
+// moment its key goes). A stop already known keeps the time it was first seen. It reports
+// whether name is another replica's: this one's own key goes only as it stops.
+func (n *NodeStatus) HolderStopped(name string) bool {
 	if name == n.replica {
-		return
+		return false
 	}
 	now := n.now()
 	n.mu.Lock()
@@ -114,6 +115,7 @@ func (n *NodeStatus) HolderStopped(name string) {
 		next.since = seen.since
 	}
 	n.alive[name] = next
+	return true
 }
 
 // NewNodeStatus returns the writer; replica names this cloud process in the Ready condition.

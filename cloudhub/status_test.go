@@ -132,39 +132,48 @@ func TestReadyRewrittenWhenMarkedElsewhere(t *testing.T) {
 	}
 }
 
-// stoppedHolderStatus answers the hub's NotReady marks as a replica does whose node was held by
-// a replica that stopped wait ago (less than a grace period): the first is a HolderStoppedError
-// with what is left, the next ones mark. It records when each mark was asked for.
-type stoppedHolderStatus struct {
-	wait time.Duration
-	mu   sync.Mutex
-	asks []time.Time
+// markStatus records when each NotReady mark was asked for and answers it with answer, given
+// how many were asked so far, counting this one.
+type markStatus struct {
+	answer func(asks int) error
+	mu     sync.Mutex
+	asks   []time.Time
 }
 
-func (f *stoppedHolderStatus) SetReady(_ context.Context, _ string, ready bool, _ string, _ time.Time, _ time.Duration) error {
+func (f *markStatus) SetReady(_ context.Context, _ string, ready bool, _ string, _ time.Time, _ time.Duration) error {
 	if ready {
 		return nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.asks = append(f.asks, time.Now())
-	if len(f.asks) == 1 {
-		return &HolderStoppedError{Holder: "replica-a", Wait: f.wait}
-	}
-	return nil
+	return f.answer(len(f.asks))
 }
 
-func (f *stoppedHolderStatus) asked() []time.Time {
+func (f *markStatus) asked() []time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.asks)
+}
+
+// stoppedHolder answers as a replica does whose node was held by a replica that stopped wait
+// ago (less than a grace period): the first mark is a HolderStoppedError with what is left,
+// the next ones mark.
+func stoppedHolder(wait time.Duration) *markStatus {
+	return &markStatus{answer: func(asks int) error {
+		if asks == 1 {
+			return &HolderStoppedError{Holder: "replica-a", Wait: wait}
+		}
+		return nil
+	}}
 }
 
 // TestStoppedHolderWaitsWhatIsLeft: a node whose holder stopped less than a grace period ago
 // is looked at again when that grace period ends (the HolderStoppedError's Wait), not a whole
 // grace period later, as for a holder that runs.
 func TestStoppedHolderWaitsWhatIsLeft(t *testing.T) {
-	st := &stoppedHolderStatus{wait: 100 * time.Millisecond}
+	const wait = 100 * time.Millisecond
+	st := stoppedHolder(wait)
 	const grace = 1500 * time.Millisecond
 	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.GracePeriod = grace }})
 	r.put(nodeKey("n1"), nodeJSON("n1", ""))
@@ -183,23 +192,9 @@ func TestStoppedHolderWaitsWhatIsLeft(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if gap := asks[1].Sub(asks[0]); gap < st.wait || gap > grace/2 {
-		t.Fatalf("asked again %s after the HolderStoppedError, want about its %s (not the grace period, %s)", gap, st.wait, grace)
+	if gap := asks[1].Sub(asks[0]); gap < wait || gap > grace/2 {
+		t.Fatalf("asked again %s after the HolderStoppedError, want about its %s (not the grace period, %s)", gap, wait, grace)
 	}
-}
-
-// heldElsewhereStatus answers every NotReady mark as a replica does for a node another one
-// holds, and records when each was asked for.
-type heldElsewhereStatus struct{ stoppedHolderStatus }
-
-func (f *heldElsewhereStatus) SetReady(_ context.Context, _ string, ready bool, _ string, _ time.Time, _ time.Duration) error {
-	if ready {
-		return nil
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.asks = append(f.asks, time.Now())
-	return ErrHeldElsewhere
 }
 
 // TestRecheckElsewhere: a node this replica has no session for is looked at once a grace
@@ -207,7 +202,8 @@ func (f *heldElsewhereStatus) SetReady(_ context.Context, _ string, ready bool, 
 // within a quarter of the grace period, not at the end of the current one, and then goes back
 // to once a grace period.
 func TestRecheckElsewhere(t *testing.T) {
-	st := &heldElsewhereStatus{}
+	// Every mark answered as for a node another replica holds.
+	st := &markStatus{answer: func(int) error { return ErrHeldElsewhere }}
 	const grace = 4 * time.Second
 	// SharedStore: the hub times nodes that connected through another replica (watchElsewhere).
 	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.GracePeriod, c.SharedStore = grace, true }})

@@ -192,49 +192,59 @@ func (r *run) api() string {
 	return strings.TrimSuffix(r.cfg.API[r.apiAt.Load()], "/")
 }
 
-// reachable returns the first of urls whose host accepts a TCP connection within two seconds.
-func reachable(urls []string) (string, error) {
+// firstAnswering returns the index of the first of urls, from from on and wrapping round, that
+// probe accepts, or -1 and every probe's error.
+func firstAnswering(urls []string, from int, probe func(string) error) (int, error) {
 	var errs []error
-	for _, u := range urls {
-		p, err := url.Parse(u)
-		if err != nil || p.Host == "" {
-			errs = append(errs, fmt.Errorf("%q is not a URL", u))
-			continue
+	for i := range urls {
+		at := (from + i) % len(urls)
+		err := probe(urls[at])
+		if err == nil {
+			return at, nil
 		}
-		host := p.Host
-		if p.Port() == "" {
-			host = net.JoinHostPort(p.Hostname(), "443")
-		}
-		c, err := net.DialTimeout("tcp", host, 2*time.Second)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		c.Close()
-		return u, nil
+		errs = append(errs, fmt.Errorf("%s: %w", urls[at], err))
 	}
-	return "", fmt.Errorf("no join service answers: %w", errors.Join(errs...))
+	return -1, errors.Join(errs...)
 }
 
-// reachAPI makes r.api() the first of the configured API URLs, from the one in use on, whose
-// metrics answer, and says so when that is another one. It reports whether any answered.
-func (r *run) reachAPI() bool {
-	if r.cloud != nil {
+// dialable says whether the host of the URL u accepts a TCP connection within two seconds.
+func dialable(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		return fmt.Errorf("not a URL")
+	}
+	host := p.Host
+	if p.Port() == "" {
+		host = net.JoinHostPort(p.Hostname(), "443")
+	}
+	c, err := net.DialTimeout("tcp", host, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// metricsAnswer says whether the cloud API at base serves its metrics.
+func metricsAnswer(base string) error {
+	_, err := Scrape(strings.TrimSuffix(base, "/")+"/metrics", "go_goroutines")
+	return err
+}
+
+// moveAPI makes r.api() the next configured API after the one in use (wrapping round) whose
+// metrics answer, and says so; it is called once the one in use has failed, which is not asked
+// again. It reports whether it moved.
+func (r *run) moveAPI() bool {
+	if r.cloud != nil || len(r.cfg.API) < 2 {
 		return false
 	}
 	from := int(r.apiAt.Load())
-	for i := range r.cfg.API {
-		at := (from + i) % len(r.cfg.API)
-		if _, err := Scrape(strings.TrimSuffix(r.cfg.API[at], "/")+"/metrics", "go_goroutines"); err != nil {
-			continue
-		}
-		if at != from {
-			r.say("the cloud API at %s does not answer; reading %s from now on", r.api(), r.cfg.API[at])
-			r.apiAt.Store(int32(at))
-		}
-		return true
+	at, _ := firstAnswering(r.cfg.API, from+1, metricsAnswer)
+	if at < 0 || at == from {
+		return false
 	}
-	return false
+	r.say("the cloud API at %s does not answer; reading %s from now on", r.api(), r.cfg.API[at])
+	r.apiAt.Store(int32(at))
+	return true
 }
 
 func (r *run) setup() error {
@@ -258,8 +268,10 @@ func (r *run) setup() error {
 		r.cfg.Cloud, r.cfg.Join = []string{c.Hub}, []string{"https://" + c.Join}
 		r.say("started tether-cloud (hub %s, API %s, data %s)", c.Hub, c.API, dir)
 	}
-	r.reachAPI()
 	info, err := GetInfo(r.api())
+	if err != nil && r.moveAPI() {
+		info, err = GetInfo(r.api())
+	}
 	if err != nil {
 		return fmt.Errorf("the cloud API at %s: %w", r.api(), err)
 	}
@@ -290,11 +302,12 @@ func (r *run) joinAndConnect() error {
 	r.setPhase(fmt.Sprintf("joining %d nodes", r.cfg.Nodes))
 	t0 := time.Now()
 	var joined atomic.Int64
-	join, err := reachable(r.cfg.Join)
-	if err != nil {
-		return err
+	at, err := firstAnswering(r.cfg.Join, 0, dialable)
+	if at < 0 {
+		return fmt.Errorf("no join service answers: %w", err)
 	}
-	if join != r.cfg.Join[0] {
+	join := r.cfg.Join[at]
+	if at > 0 {
 		r.say("the join service at %s does not answer; joining through %s", r.cfg.Join[0], join)
 	}
 	f, err := JoinFleet(r.ctx, FleetConfig{Cloud: r.cfg.Cloud, Join: join, Token: tok, Nodes: r.cfg.Nodes,
@@ -401,14 +414,11 @@ func (r *run) sample(ctx context.Context) {
 				"go_memstats_heap_inuse_bytes", "tether_cloud_hub_connected_nodes")
 		}
 		m, err := metrics()
-		if err != nil && len(r.cfg.API) > 1 {
+		if err != nil && r.moveAPI() {
 			// The replica read is gone (a failover); another's figures from now on, and its CPU
 			// counter is not compared with the gone one's.
-			before := r.apiAt.Load()
-			if r.reachAPI() && r.apiAt.Load() != before {
-				lastAt = time.Time{}
-				m, err = metrics()
-			}
+			lastAt = time.Time{}
+			m, err = metrics()
 		}
 		scraped := err == nil && len(m) > 0
 		if scraped {
@@ -575,17 +585,17 @@ func (r *run) steady(ctx context.Context) error {
 		name, goal = "idle traffic per node, both ways, on the wire (TLS, pings included)", "≤ 30 B/s"
 	}
 	r.rep.figure(name, wire, "B/s", goal)
-	if len(r.cfg.API) > 1 {
-		r.reachAPI()
+	var m1 map[string]float64
+	if r.apiAt.Load() == at0 {
+		m1, err = Scrape(r.api()+"/metrics", "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_received_bytes_total", "process_cpu_seconds_total", "tether_cloud_hub_reports_total")
+		if err != nil && !r.moveAPI() {
+			return err
+		}
 	}
 	if r.apiAt.Load() != at0 {
 		// The wire was counted on the edges; the cloud's counters are another process's now.
 		r.say("the replica read was replaced during the run: the cloud's figures (CPU, reports, memory) are left out")
 		return nil
-	}
-	m1, err := Scrape(r.api()+"/metrics", "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_received_bytes_total", "process_cpu_seconds_total", "tether_cloud_hub_reports_total")
-	if err != nil {
-		return err
 	}
 	mem1, _ := GoMemory(r.api())
 	payload := (m1["tether_cloud_hub_sent_bytes_total"] - m0["tether_cloud_hub_sent_bytes_total"] + m1["tether_cloud_hub_received_bytes_total"] - m0["tether_cloud_hub_received_bytes_total"]) / n / took

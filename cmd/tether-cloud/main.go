@@ -432,12 +432,10 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 		g.Go(func() error { return replicas.KeepReplica(gctx, c.replica, c.replicaTTL) })
 		g.Go(func() error {
 			return replicas.WatchReplicasGone(gctx, func(name string) {
-				if name == c.replica {
-					return // this one's own key, revoked on the way out
+				if status.HolderStopped(name) { // not this one's own key, revoked on the way out
+					log.Info().Str("replica", name).Msg("a replica stopped; timing the nodes it held from now")
+					hub.RecheckElsewhere()
 				}
-				log.Info().Str("replica", name).Msg("a replica stopped; timing the nodes it held from now")
-				status.HolderStopped(name)
-				hub.RecheckElsewhere()
 			})
 		})
 	}
