@@ -107,17 +107,33 @@ func (s *Store) ReplicaAlive(ctx context.Context, name string) (bool, error) {
 // its lease ran out, or it was revoked on a clean stop) until ctx ends or the store is closed,
 // so that the replica left can time the nodes the gone one held from the moment it went
 // instead of finding out at its next look. A broken watch is opened again, from now: a
-// replica that goes meanwhile is found by ReplicaAlive as before, only later.
+// replica that goes meanwhile is found by ReplicaAlive as before, only later. While it keeps
+// breaking (etcd unreachable, no leader) it is opened again less and less often, up to every
+// watchRetryMax, and only the first break is logged as a warning until the watch opens again.
 func (s *Store) WatchReplicasGone(ctx context.Context, gone func(name string)) error {
 	prefix := s.cfg.Prefix + keyReplicas
+	delay := time.Second
+	broken := 0 // breaks in a row, without a watch that opened in between
 	for ctx.Err() == nil && !s.closed.Load() {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for resp := range s.client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithFilterPut()) {
+		watch := s.client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+		for resp := range watch {
 			if err := resp.Err(); err != nil {
+				broken++
 				if ctx.Err() == nil {
-					s.log.Warn().Err(err).Msg("the watch of replica keys broke; opening it again")
+					ev := s.log.Debug()
+					if broken == 1 {
+						ev = s.log.Warn()
+					}
+					ev.Err(err).Int("breaks_in_a_row", broken).Msg("the watch of replica keys broke; opening it again")
 				}
 				break
+			}
+			if resp.Created {
+				if broken > 0 {
+					s.log.Info().Int("breaks", broken).Msg("the watch of replica keys is open again")
+				}
+				broken, delay = 0, time.Second
 			}
 			for _, ev := range resp.Events {
 				if ev.Type == clientv3.EventTypeDelete {
@@ -128,8 +144,14 @@ func (s *Store) WatchReplicasGone(ctx context.Context, gone func(name string)) e
 		cancel()
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(delay):
+		}
+		if broken > 0 {
+			delay = min(2*delay, watchRetryMax)
 		}
 	}
 	return nil
 }
+
+// watchRetryMax is the longest WatchReplicasGone waits before opening a broken watch again.
+const watchRetryMax = 30 * time.Second

@@ -1,9 +1,14 @@
 package etcdstore
 
 import (
+	"bytes"
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/tetherhub/tether/store/etcdstore/etcdtest"
 )
@@ -137,3 +142,74 @@ func TestReplicaNameTaken(t *testing.T) {
 		t.Fatalf("after both stopped: alive %v, %v", alive, err)
 	}
 }
+
+// TestReplicaWatchOutlivesEtcd: while etcd is down the watch of replica keys logs at most one
+// warning (a broken watch is opened again less and less often, not every second); once etcd
+// is back, a replica that goes is told of as before.
+func TestReplicaWatchOutlivesEtcd(t *testing.T) {
+	srv := etcdtest.Start(t)
+	a := openTest(t, srv, nil)
+	var logged syncBuffer
+	b := openTest(t, srv, func(c *Config) { c.Prefix = a.cfg.Prefix })
+	b.log = zerolog.New(&logged).Level(zerolog.DebugLevel)
+	gone := make(chan string, 10)
+	wctx, wstop := context.WithCancel(context.Background())
+	wdone := make(chan error, 1)
+	go func() { wdone <- b.WatchReplicasGone(wctx, func(name string) { gone <- name }) }()
+	t.Cleanup(func() { wstop(); <-wdone })
+	time.Sleep(200 * time.Millisecond) // the watch is open
+
+	srv.Stop()
+	time.Sleep(8 * time.Second)
+	warns, breaks := logged.count(`"level":"warn"`), logged.count("the watch of replica keys broke")
+	t.Logf("etcd down 8 s: %d breaks logged, %d of them warnings", breaks, warns)
+	if warns > 1 || breaks > 4 { // opened again after 1, 2 and 4 s at most, not every second
+		t.Fatalf("%d breaks and %d warnings in 8 s of etcd down:\n%s", breaks, warns, logged.String())
+	}
+	srv.Restart()
+	if breaks > 0 {
+		deadline := time.Now().Add(20 * time.Second)
+		for logged.count("the watch of replica keys is open again") == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the watch did not open again within 20 s of etcd's restart:\n%s", logged.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.KeepReplica(ctx, "r3", 2*time.Second) }()
+	time.Sleep(time.Second)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case name := <-gone:
+		if name != "r3" {
+			t.Fatalf("told %q gone, want r3", name)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("not told r3 gone after the watch opened again:\n%s", logged.String())
+	}
+}
+
+// syncBuffer is a log sink that tests read while the code under test writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *syncBuffer) count(s string) int { return strings.Count(b.String(), s) }
