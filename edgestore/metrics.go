@@ -8,6 +8,7 @@ import (
 
 type metrics struct {
 	commitSeconds prometheus.Histogram
+	diskSeconds   prometheus.Histogram
 	batchSize     prometheus.Histogram
 	stale         prometheus.Counter
 	rejected      *prometheus.CounterVec
@@ -18,6 +19,10 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 	m := &metrics{
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tether_edge_store_commit_seconds", Help: "Time to commit one batch to the edge store, fsync included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		diskSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tether_edge_store_commit_disk_seconds", Help: "Part of a commit of the edge store spent writing its pages and syncing them to disk (two fdatasyncs).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -50,7 +55,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 		Name: "tether_edge_sync_cursor", Help: "Cloud revision through which the stored view is complete.",
 	}, func() float64 { _, c := s.Cursor(); return float64(c) })
 	if reg != nil {
-		reg.MustRegister(m.commitSeconds, m.batchSize, m.stale, m.rejected, m.outboxFull, depth, age, cursor)
+		reg.MustRegister(m.commitSeconds, m.diskSeconds, m.batchSize, m.stale, m.rejected, m.outboxFull, depth, age, cursor)
 	}
 	return m
 }

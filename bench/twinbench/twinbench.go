@@ -138,9 +138,16 @@ func Run(ctx context.Context, size string, w io.Writer) (err error) {
 	prof()
 	mem, _ := sim.Scrape(r.meta+"/metrics", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes")
 	var paced []load
+	var pacedCommits []commitHist // the edge store's commits during each paced load
 	for _, rate := range p.rates {
 		prof := r.profiler(p.duration, fmt.Sprintf("paced-%.0f", rate))
+		before, err0 := r.commits()
 		paced = append(paced, drive(ctx, clients, p.duration, rate, 0, r.edge))
+		after, err1 := r.commits()
+		if err := errors.Join(err0, err1); err != nil {
+			return err
+		}
+		pacedCommits = append(pacedCommits, after.since(before))
 		prof()
 	}
 	// Devices do not wait for a result before their next report: offered more than it can do
@@ -170,7 +177,7 @@ func Run(ctx context.Context, size string, w io.Writer) (err error) {
 		t.row(fmt.Sprintf("bare mochi publish → PUBACK p99 at %.0f msg/s offered", rate), b.p(0.99), "ms", 0, "",
 			fmt.Sprintf("achieved %.0f msg/s, p50 %.2f ms, %.1f µs server CPU/msg; %s", b.rate(), b.p(0.5), b.cpuPer(), b.busy()))
 		t.row(fmt.Sprintf("twin/update publish → result p99 at %.0f upd/s offered", rate), l.p(0.99), "ms", b.p(0.99), "≤ 10 ms",
-			fmt.Sprintf("achieved %.0f upd/s, p50 %.2f ms, %d errors, %.1f µs agent CPU/upd; %s", l.rate(), l.p(0.5), l.errors, l.cpuPer(), l.busy()))
+			fmt.Sprintf("achieved %.0f upd/s, p50 %.2f ms, %d errors, %.1f µs agent CPU/upd; %s; %s during the load and its warm-up second", l.rate(), l.p(0.5), l.errors, l.cpuPer(), l.busy(), pacedCommits[i]))
 	}
 	t.row(fmt.Sprintf("edge RSS idle (%d devices, %d stored objects)", p.idleDevices, p.objects), idleMem.rss/(1<<20), "MiB", 0, "≤ 40 MB",
 		fmt.Sprintf("anonymous %.0f MiB, file-backed %.0f MiB", idleMem.anon/(1<<20), idleMem.file/(1<<20)))
