@@ -260,6 +260,10 @@ func (t *Topic) Publish(payload []byte, qos byte) error {
 // room (a full outbox) and has given up waiting for some.
 var ErrNoRoom = errors.New("broker: no room for the message")
 
+// ErrRefused is what a Handle consumer returns (wrapped) for a message it will never take, as
+// it breaks one of the consumer's own bounds: sent again, it would only be refused again.
+var ErrRefused = errors.New("broker: message refused by its consumer")
+
 // Handle registers h to receive every PUBLISH a client sends on a topic matching filter, and
 // every client's will message on such a topic. See the package documentation for the goroutine h
 // runs on, ordering, and what blocking in h does. There is no way to remove a handler: consumers
@@ -271,6 +275,10 @@ var ErrNoRoom = errors.New("broker: no room for the message")
 // the consumer has no room for it now: an MQTT 5 client's QoS 1 PUBLISH is answered with
 // PUBACK 0x97 (quota exceeded), and any other client's connection is closed, which is how MQTT
 // 3.1.1 tells a client its message was not taken; the client sends it again after it reconnects.
+// An error wrapping ErrRefused means the consumer will never take it: an MQTT 5 client's QoS 1
+// PUBLISH is answered with PUBACK 0x83 (implementation specific error: the receiver is not
+// willing to accept it), and any other is acknowledged as usual, so that the client does not
+// send it again for ever, but not routed to subscribers.
 func (b *Broker) Handle(filter string, h func(topic string, payload []byte) error) error {
 	if h == nil {
 		return errors.New("broker: Handle: nil handler")

@@ -330,3 +330,44 @@ func TestHandleNoRoomTellsTheClient(t *testing.T) {
 		t.Fatalf("MQTT 3.1.1: got %d packets, want the connection closed without a PUBACK", len(got))
 	}
 }
+
+// TestHandleRefusedIsAnsweredOnce: a consumer that will never take a message (ErrRefused) has
+// the client answered, so that it does not send it again for ever: an MQTT 5 client gets PUBACK
+// 0x83, an MQTT 3.1.1 client an ordinary PUBACK; both keep their connections, and the message
+// reaches no subscriber.
+func TestHandleRefusedIsAnsweredOnce(t *testing.T) {
+	b := startBroker(t, nil)
+	calls := make(chan string, 4)
+	if err := b.Handle("big/#", func(topic string, _ []byte) error {
+		calls <- topic
+		return fmt.Errorf("too long: %w", ErrRefused)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sub := dialRaw(t, b.addr)
+	sub.mustConnect(4, "watcher")
+	sub.subscribe(1, "big/#")
+
+	for _, c := range []struct {
+		version byte
+		reason  byte
+	}{{5, packets.ErrImplementationSpecificError.Code}, {4, 0}} {
+		pub := dialRaw(t, b.addr)
+		pub.mustConnect(c.version, fmt.Sprintf("big%d", c.version))
+		pub.sendPacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "big/x", PacketID: 9, Payload: []byte("v")})
+		ack, err := pub.read(waitLong)
+		if err != nil || ack.FixedHeader.Type != packets.Puback || ack.PacketID != 9 || ack.ReasonCode != c.reason {
+			t.Fatalf("MQTT v%d: got %v (type %d, id %d, reason %#x), want PUBACK 9 with %#x", c.version, err, ack.FixedHeader.Type, ack.PacketID, ack.ReasonCode, c.reason)
+		}
+		pub.sendPacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+		if pk, err := pub.read(waitLong); err != nil || pk.FixedHeader.Type != packets.Pingresp {
+			t.Fatalf("MQTT v%d: the connection did not go on after the refusal: %v", c.version, err)
+		}
+		if got := <-calls; got != "big/x" {
+			t.Fatalf("the consumer saw %q", got)
+		}
+	}
+	if pk, err := sub.read(300 * time.Millisecond); err == nil {
+		t.Fatalf("a subscriber got a message on %q, which its consumer refused", pk.TopicName)
+	}
+}

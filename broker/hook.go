@@ -204,6 +204,15 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		// delivered. For lack of room the client is told: MQTT 5 QoS 1 with PUBACK 0x97;
 		// otherwise the connection is closed (else a 3.1.1 client would wait for ever).
 		h.b.m.notTaken.Inc()
+		if errors.Is(err, ErrRefused) {
+			// Never to be taken: a resend would be refused again, so the client is answered
+			// (MQTT 5 QoS 1: PUBACK 0x83; otherwise an ordinary PUBACK) and the message is
+			// not routed.
+			if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
+				return pk, packets.ErrImplementationSpecificError
+			}
+			return pk, packets.CodeSuccessIgnore
+		}
 		if errors.Is(err, ErrNoRoom) {
 			if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
 				return pk, packets.ErrQuotaExceeded

@@ -86,8 +86,10 @@ func DefaultConfig() Config {
 // beside them, stay under protocol.MaxFrameMessages.
 const MaxWindow = 16384
 
-// MinMaxMessage is the smallest Config.MaxMessage: room for a frame of ordinary messages.
-const MinMaxMessage = 4096
+// MinMaxMessage is the smallest Config.MaxMessage: room for a frame carrying the largest report
+// an edge may queue (protocol.MaxReportPayload) beside its other messages. With less, such a
+// report would fail its frame at every resend and hold back every report behind it.
+const MinMaxMessage = protocol.MaxReportPayload + 64<<10
 
 // Validate reports the first unusable setting.
 func (c Config) Validate() error {

@@ -35,7 +35,7 @@ func TestQueuedReportsBoundedInBytes(t *testing.T) {
 	if !e.syncTo(r.hub.processed.Load(), 5*time.Second) {
 		t.Fatalf("sync: %v", e.log)
 	}
-	payload := bytes.Repeat([]byte("r"), 3<<20)
+	payload := bytes.Repeat([]byte("r"), protocol.MaxReportPayload)
 	sent := 0
 	for seq := uint64(1); seq <= maxQueuedReportBytes/uint64(len(payload))+3; seq++ {
 		err := e.ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Report{Seq: seq, Kind: protocol.ReportUpload, Subject: "t", Payload: payload}))

@@ -15,6 +15,25 @@ import (
 // Entry is one report in the outbox: exactly what goes on the wire, Seq included.
 type Entry = protocol.Report
 
+// checkEntries refuses reports that no hub would accept (protocol.CheckReport): queued, such a
+// report would fail its frame at every resend, and every report after it would wait for good.
+func checkEntries(entries []Entry) error {
+	for _, e := range entries {
+		if err := protocol.CheckReport(e.Subject, len(e.Payload)); err != nil {
+			return fmt.Errorf("edgestore: report %q not queued: %w", truncate(e.Subject, 64), err)
+		}
+	}
+	return nil
+}
+
+// truncate shortens s for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
 // An outbox value is kind, uvarint(len subject) subject, varint(time), payload.
 
 func encodeEntry(e Entry) []byte {
@@ -49,20 +68,22 @@ func decodeEntry(seq uint64, v []byte) (Entry, error) {
 }
 
 // Enqueue appends reports to the outbox and returns once they are durable. It fails with
-// ErrOutboxFull (appending none of them) when the outbox would pass its limit.
+// ErrOutboxFull (appending none of them) when the outbox would pass its limit, and with an
+// error wrapping protocol.ErrReportTooLarge when a report is beyond what a hub accepts.
 func (s *Store) Enqueue(ctx context.Context, entries ...Entry) error {
 	return s.do(ctx, func(tx *bolt.Tx, st *txState) error {
 		return s.enqueue(tx, st, entries)
 	})
 }
 
-// EnqueueWith appends reports in the same transaction as fn's changes to the view of local
-// state (so a report exists exactly when the state it describes does). fn may be nil.
 // outboxReserve is room kept beyond the limit for the node's own status reports, so that an
 // outbox full of device reports can still carry the condition that says so.
 const outboxReserve = 64
 
 func (s *Store) enqueue(tx *bolt.Tx, st *txState, entries []Entry) error {
+	if err := checkEntries(entries); err != nil {
+		return err
+	}
 	limit := s.cfg.OutboxLimit
 	status := true
 	for _, e := range entries {

@@ -104,12 +104,16 @@ func entryIs(v []byte, kind protocol.ReportKind, subject string) (time int64, ok
 // Subject if that entry has not been read for sending yet, and is appended otherwise, so a report
 // must carry everything its reader needs (a snapshot), never a difference. replaced says how
 // many reports replaced an entry. When the outbox has no room for what would be appended,
-// nothing is written and the error is ErrOutboxFull.
+// nothing is written and the error is ErrOutboxFull; a report beyond what a hub accepts writes
+// nothing either (protocol.ErrReportTooLarge).
 //
 // Concurrent calls are committed together (see groupCommit); each succeeds or fails on its own.
 func (s *Store) WriteTwin(ctx context.Context, id string, state []byte, reports ...Entry) (replaced int, err error) {
 	if id == "" {
 		return 0, ErrEmptyID
+	}
+	if err := checkEntries(reports); err != nil {
+		return 0, err
 	}
 	w := &twinWrite{id: id, state: state, reports: reports, done: make(chan struct{})}
 	g := &s.rep.group

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,5 +301,42 @@ func TestAckInTheTransactionOfAnAppend(t *testing.T) {
 	}
 	if n, _ := s.OutboxDepth(); n != 1 {
 		t.Fatalf("depth %d, want 1", n)
+	}
+}
+
+// TestReportBeyondHubBounds: a report no hub would accept (a subject over
+// protocol.MaxReportSubject bytes, a payload over protocol.MaxReportPayload) is refused by
+// Enqueue and WriteTwin with nothing written, so it can never hold back the reports after it;
+// one at the bounds is queued.
+func TestReportBeyondHubBounds(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	long := "$hw/events/upload/" + strings.Repeat("x", protocol.MaxReportSubject)
+	cases := []struct {
+		name string
+		err  error
+	}{
+		{"enqueue, long subject", s.Enqueue(ctx, Entry{Kind: protocol.ReportUpload, Subject: long, Payload: []byte("v")})},
+		{"enqueue, large payload", s.Enqueue(ctx, Entry{Kind: protocol.ReportUpload, Subject: "a", Payload: make([]byte, protocol.MaxReportPayload+1)})},
+	}
+	_, err := s.WriteTwin(ctx, "ns/dev", []byte(`{}`), twinReport("ns/dev", string(make([]byte, protocol.MaxReportPayload+1))))
+	cases = append(cases, struct {
+		name string
+		err  error
+	}{"write twin, large report", err})
+	for _, c := range cases {
+		if !errors.Is(c.err, protocol.ErrReportTooLarge) {
+			t.Errorf("%s: %v, want ErrReportTooLarge", c.name, c.err)
+		}
+	}
+	if n, _ := s.OutboxDepth(); n != 0 {
+		t.Fatalf("%d entries queued, want none", n)
+	}
+	if twins, err := s.Twins(); err != nil || len(twins) != 0 {
+		t.Fatalf("twins stored: %d, %v; want none", len(twins), err)
+	}
+	atBounds := Entry{Kind: protocol.ReportUpload, Subject: long[:protocol.MaxReportSubject], Payload: make([]byte, protocol.MaxReportPayload)}
+	if err := s.Enqueue(ctx, atBounds); err != nil {
+		t.Fatalf("a report at the bounds: %v", err)
 	}
 }

@@ -329,9 +329,9 @@ func (m *Report) appendBody(b []byte) []byte {
 func (m *Report) decodeBody(d *decoder) {
 	m.Seq = d.uvarint()
 	m.Kind = ReportKind(d.byte())
-	m.Subject = d.string(maxShort * 2)
+	m.Subject = d.string(MaxReportSubject)
 	m.Time = d.int64()
-	m.Payload = d.bytes(len(d.b))
+	m.Payload = d.bytes(MaxReportPayload)
 }
 
 func (m *ReportAck) appendBody(b []byte) []byte { return appendUvarint(b, m.Seq) }

@@ -1,6 +1,9 @@
 package protocol
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Version is the protocol version this package speaks. A peer announcing another version gets
 // an Error with CodeUnsupportedVersion.
@@ -167,12 +170,35 @@ type Ack struct {
 }
 
 // Report carries one outbox entry upward. Seq numbers are the outbox's own and only grow.
+// Subject and Payload are bounded (MaxReportSubject, MaxReportPayload; see CheckReport).
 type Report struct {
 	Seq     uint64
 	Kind    ReportKind
 	Subject string
 	Time    int64 // Unix milliseconds when the edge recorded it
 	Payload []byte
+}
+
+// Bounds of a Report that every hub accepts. An edge refuses to queue a report beyond them: it
+// could never be delivered, and every report queued after it would wait behind it for good.
+const (
+	MaxReportSubject = 2 * maxShort // bytes: a namespace/name device id, an MQTT upload topic
+	MaxReportPayload = 1 << 20      // bytes
+)
+
+// ErrReportTooLarge is returned (wrapped) by CheckReport.
+var ErrReportTooLarge = errors.New("protocol: report beyond the bounds a hub accepts")
+
+// CheckReport says whether a report with this subject and payload length is within the bounds
+// every hub accepts.
+func CheckReport(subject string, payloadLen int) error {
+	switch {
+	case len(subject) > MaxReportSubject:
+		return fmt.Errorf("%w: subject of %d bytes, at most %d", ErrReportTooLarge, len(subject), MaxReportSubject)
+	case payloadLen > MaxReportPayload:
+		return fmt.Errorf("%w: payload of %d bytes, at most %d", ErrReportTooLarge, payloadLen, MaxReportPayload)
+	}
+	return nil
 }
 
 // ReportAck acknowledges every report up to and including Seq, once the cloud has stored them.

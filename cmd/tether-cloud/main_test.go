@@ -31,7 +31,7 @@ func TestFlagLimits(t *testing.T) {
 		{"slow-node-timeout", "1ns", "0s"},
 		{"node-window", "1", "0"},
 		{"node-window", "16384", "16385"},
-		{"max-message-bytes", "4096", "4095"},
+		{"max-message-bytes", "1114112", "1114111"},
 		{"cert-validity", "1h", "59m59s"},
 		{"cert-validity", "87600h", "87600h1s"},
 		{"max-body-bytes", "1024", "1023"},

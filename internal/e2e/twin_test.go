@@ -662,6 +662,47 @@ func TestUploadStreamFollow(t *testing.T) {
 	c.stop()
 }
 
+// TestUploadBeyondBoundsRefused: an upload the cloud would never accept (its topic longer than
+// a report's subject may be) is answered and refused by the agent, not queued, where it would
+// fail its frame at every resend and hold back every report after it: real mosquitto_pub
+// clients (MQTT 3.1.1 and 5) publish it, and an upload sent after it still reaches the cloud.
+func TestUploadBeyondBoundsRefused(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-b")
+	m := newMapper(t, e, nil)
+	host, port, _ := net.SplitHostPort(e.mqtt)
+	long := "$hw/events/upload/" + strings.Repeat("x", 600)
+	for _, version := range []string{"mqttv311", "mqttv5"} {
+		out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-V", version, "-q", "1", "-t", long, "-m", "big").CombinedOutput()
+		t.Logf("mosquitto_pub -V %s: %v %q", version, err, strings.TrimSpace(string(out)))
+		switch {
+		case version == "mqttv311" && err != nil:
+			t.Fatalf("MQTT 3.1.1: mosquitto_pub %v: %s (want its PUBACK)", err, out)
+		case version == "mqttv5" && !strings.Contains(string(out), "Implementation specific error"):
+			t.Fatalf("MQTT 5: mosquitto_pub said %q, want PUBACK 0x83 reported", out)
+		}
+	}
+	if n := metric(t, e.url("/metrics"), `tether_edge_twin_uploads_total{result="refused"}`); n != 2 {
+		t.Fatalf("%v uploads refused, want 2", n)
+	}
+	if err := m.Upload(ctxT(t, 10*time.Second), "$hw/events/upload/after", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := readUploads(t, c, "?after=0")
+		if len(got) == 1 && got[0].Topic == "$hw/events/upload/after" && string(got[0].Payload) == "after" {
+			break
+		}
+		if len(got) > 1 || time.Now().After(deadline) {
+			t.Fatalf("uploads in the cloud: %+v; want the one sent after the refused ones", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.stop()
+	c.stop()
+}
+
 // TestMQTTHostileAgainstAgent sends the real agent the truncated MQTT 5 SUBSCRIBE that panics
 // mochi v2.7.9 and a packet announcing 256 MB: each sender is dropped, a mapper connected all
 // along keeps its session and is still answered, and the agent lives.

@@ -38,8 +38,13 @@ func (e *Engine) limited(id string) error {
 
 func storeError(err error) error {
 	reason := "the edge could not store the change; nothing was accepted, send it again"
-	if errors.Is(err, edgestore.ErrOutboxFull) {
+	switch {
+	case errors.Is(err, edgestore.ErrOutboxFull):
 		reason = "the edge's outbox is full; nothing was accepted, send it again later"
+	case errors.Is(err, protocol.ErrReportTooLarge):
+		// The device's whole twin, reported as one snapshot, would be beyond what the cloud
+		// accepts: sent again, it fails again.
+		return &twin.Error{Code: twin.CodeBadRequest, Err: ErrStore, Reason: "the device's twin would be larger than the cloud accepts; nothing was accepted"}
 	}
 	return &twin.Error{Code: twin.CodeInternal, Err: ErrStore, Reason: reason}
 }
@@ -312,10 +317,19 @@ func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) erro
 // durable. A full outbox or a failing store is retried, not dropped: the publisher waits, up to
 // UploadHold; then the upload is refused (MQTT 5: PUBACK 0x97; 3.1.1: the connection closes)
 // and the device keeps it and sends it again. If the engine stops first, the upload is not
-// acknowledged either, and the device sends it again.
+// acknowledged either, and the device sends it again. An upload the cloud would never accept
+// (protocol.CheckReport: a topic over 512 bytes, a payload over 1 MiB) is refused for good
+// (broker.ErrRefused): never queued, where it would hold back every report after it.
 func (e *Engine) onUpload(topic string, payload []byte) error {
 	if !e.wait() {
 		return errStopped
+	}
+	if err := protocol.CheckReport(topic, len(payload)); err != nil {
+		// The cloud could never take it, and it would hold back every report queued after it.
+		e.m.uploads.WithLabelValues("refused").Inc()
+		e.sampled.Warn().Err(err).Str("topic_start", topic[:min(len(topic), 80)]).Int("topic_bytes", len(topic)).Int("bytes", len(payload)).
+			Msg("refused an upload beyond what the cloud accepts; not queued")
+		return fmt.Errorf("%w: %w", broker.ErrRefused, err)
 	}
 	entry := edgestore.Entry{Kind: protocol.ReportUpload, Subject: topic, Payload: bytes.Clone(payload)}
 	backoff := 10 * time.Millisecond
