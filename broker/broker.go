@@ -283,6 +283,36 @@ func (b *Broker) Handle(filter string, h func(topic string, payload []byte) erro
 	if h == nil {
 		return errors.New("broker: Handle: nil handler")
 	}
+	return b.HandleFrom(filter, func(_ Publisher, topic string, payload []byte) error { return h(topic, payload) })
+}
+
+// Publisher is the client a message came from, as a consumer sees it. Closed reports whether its
+// connection has ended (closed, or taken over by the same client connecting again); the client
+// then sends what it had not seen acknowledged again, on its new connection. For a will message
+// Closed is always false: nobody will send it again.
+type Publisher interface{ Closed() bool }
+
+// client is the Publisher of a client's message. mochi's Closed alone would not do: with
+// PassiveClientDisconnect a taken-over client is stopped only once its reader, the goroutine
+// the consumer holds, gets back to reading.
+type client struct{ cl *mqtt.Client }
+
+func (c client) Closed() bool { return c.cl.Closed() || c.cl.IsTakenOver() }
+
+// willSender is the Publisher of will messages.
+type willSender struct{}
+
+func (willSender) Closed() bool { return false }
+
+// HandleFrom is Handle for a consumer that may hold its publisher a long time (waiting for room,
+// say): it is also given the publisher, so that it can give up once the publisher's connection
+// has ended, instead of taking the message after the client sent it again on a new connection,
+// out of order with what the client sent since. Giving up is returning an error, as for a
+// consumer that is stopping.
+func (b *Broker) HandleFrom(filter string, h func(from Publisher, topic string, payload []byte) error) error {
+	if h == nil {
+		return errors.New("broker: Handle: nil handler")
+	}
 	if !validFilter(filter) {
 		return fmt.Errorf("%w: %q", ErrInvalidFilter, filter)
 	}
@@ -300,7 +330,7 @@ func (b *Broker) Handle(filter string, h func(topic string, payload []byte) erro
 // handler is one Handle consumer.
 type handler struct {
 	filter string
-	fn     func(topic string, payload []byte) error
+	fn     func(from Publisher, topic string, payload []byte) error
 }
 
 // disconnectAll sends every client connected through our listener a DISCONNECT "server shutting
@@ -320,7 +350,7 @@ func (b *Broker) disconnectAll() {
 // It runs at the bottom of mochi's read path, whose frames pass 800-byte packets by value, and a
 // handler may block there for a store commit: nothing here copies a packet, so the connection's
 // stack stays in the smaller size class while it waits (see TestHandlerStack).
-func (b *Broker) dispatch(topic string, payload []byte) (matched bool, err error) {
+func (b *Broker) dispatch(from Publisher, topic string, payload []byte) (matched bool, err error) {
 	hs := b.handlers.Load()
 	if hs == nil {
 		return false, nil
@@ -328,7 +358,7 @@ func (b *Broker) dispatch(topic string, payload []byte) (matched bool, err error
 	for _, h := range *hs {
 		if matchFilter(h.filter, topic) {
 			matched = true
-			if herr := h.fn(topic, payload); herr != nil && err == nil {
+			if herr := h.fn(from, topic, payload); herr != nil && err == nil {
 				err = herr
 			}
 		}
@@ -371,7 +401,7 @@ func (b *Broker) dispatchContained(topic string, payload []byte) {
 			b.sampled.Error().Str("topic", topic).Str("panic", fmt.Sprint(r)).Msg("mqtt: Handle callback panicked on a will message; contained")
 		}
 	}()
-	if _, err := b.dispatch(topic, payload); err != nil {
+	if _, err := b.dispatch(willSender{}, topic, payload); err != nil {
 		b.sampled.Warn().Err(err).Str("topic", topic).Msg("mqtt: a will message was not taken by its consumer")
 	}
 }
@@ -430,7 +460,7 @@ func (b *Broker) publishWill(cl *mqtt.Client) {
 	if err := b.srv.Publish(w.TopicName, w.Payload, w.Retain, w.Qos); err != nil {
 		b.log.Warn().Err(err).Str("client", cl.ID).Msg("mqtt: publish will after panic")
 	}
-	if _, err := b.dispatch(w.TopicName, w.Payload); err != nil {
+	if _, err := b.dispatch(willSender{}, w.TopicName, w.Payload); err != nil {
 		b.log.Warn().Err(err).Str("client", cl.ID).Msg("mqtt: a will message was not taken by its consumer")
 	}
 }

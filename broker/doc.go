@@ -34,7 +34,10 @@
 //     clients are not affected. A callback must still return eventually: Run waits for it on
 //     stop.
 //   - A QoS 1 message may be delivered again (the device resends it when no PUBACK came), so
-//     consumers must tolerate duplicates.
+//     consumers must tolerate duplicates. A callback that waits long (for room, say) should be
+//     registered with HandleFrom and give up once its Publisher is Closed: the device has
+//     reconnected and sent the message again, and taking the old copy later would put it
+//     after what the device sent since.
 //   - A callback may call Publish and Handle. It must not keep payload beyond the call unless
 //     it copies it, and must not modify it (subscribers are sent the same bytes).
 //   - Will messages reach callbacks too: on the goroutine of the connection that ended, or for a

@@ -197,7 +197,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		pk.FixedHeader.Retain = false // delivered, not kept
 		h.b.m.rejected.WithLabelValues(reasonRetainedLimit).Inc()
 	}
-	matched, err := h.b.dispatch(pk.TopicName, pk.Payload)
+	matched, err := h.b.dispatch(client{cl}, pk.TopicName, pk.Payload)
 	if err != nil {
 		// Not taken (the consumer is stopping, or has no room): no PUBACK, so the client keeps
 		// the message and sends it again after it reconnects, instead of believing it

@@ -98,6 +98,8 @@ type Store interface {
 // Broker is what the engine needs of the MQTT broker (*broker.Broker).
 type Broker interface {
 	Handle(filter string, h func(topic string, payload []byte) error) error
+	// HandleFrom is Handle with the publisher, for handlers that may hold it a long time.
+	HandleFrom(filter string, h func(from broker.Publisher, topic string, payload []byte) error) error
 	// Topic returns the topic the engine publishes on; it remembers whether a client subscribed
 	// to it, and messages nobody would receive are neither encoded nor published.
 	Topic(name string) (*broker.Topic, error)
@@ -220,10 +222,13 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		filterTwinGet:       e.onDevice(e.onTwinGet),
 		filterStateUpdate:   e.onDevice(e.onStateUpdate),
 		filterMembershipGet: e.onDevice(e.onMembershipGet),
-		filterUpload:        e.onUpload,
-		topicUploadRecords:  e.onUpload,
 	} {
 		if err := d.Broker.Handle(filter, h); err != nil {
+			return nil, fmt.Errorf("twin: %w", err)
+		}
+	}
+	for _, filter := range []string{filterUpload, topicUploadRecords} {
+		if err := d.Broker.HandleFrom(filter, e.onUpload); err != nil {
 			return nil, fmt.Errorf("twin: %w", err)
 		}
 	}

@@ -100,8 +100,9 @@ func (e *Engine) onDevice(h func(topic string, payload []byte, arrived time.Time
 // errUploadHeld, that an upload found no room in the outbox for UploadHold (the broker then
 // tells the device, see broker.ErrNoRoom).
 var (
-	errStopped    = errors.New("twin: the engine has stopped")
-	errUploadHeld = fmt.Errorf("twin: no room in the outbox for the upload; the device keeps it: %w", broker.ErrNoRoom)
+	errStopped       = errors.New("twin: the engine has stopped")
+	errPublisherGone = errors.New("twin: the device's connection ended while its upload waited for room")
+	errUploadHeld    = fmt.Errorf("twin: no room in the outbox for the upload; the device keeps it: %w", broker.ErrNoRoom)
 )
 
 // resultTopic returns the result topic of a topic a client published on, made for the one
@@ -316,11 +317,12 @@ func (e *Engine) onMembershipGet(topic string, payload []byte, _ time.Time) erro
 // outbox as it is, and the callback returns (the device gets its PUBACK) only once it is
 // durable. A full outbox or a failing store is retried, not dropped: the publisher waits, up to
 // UploadHold; then the upload is refused (MQTT 5: PUBACK 0x97; 3.1.1: the connection closes)
-// and the device keeps it and sends it again. If the engine stops first, the upload is not
-// acknowledged either, and the device sends it again. An upload the cloud would never accept
+// and the device keeps it and sends it again. If the engine stops first, or the device's
+// connection ends (it reconnected: it sends the upload again there, and this copy would land
+// after what it sent since), the upload is not acknowledged either, and the device sends it again. An upload the cloud would never accept
 // (protocol.CheckReport: a topic over 512 bytes, a payload over 1 MiB) is refused for good
 // (broker.ErrRefused): never queued, where it would hold back every report after it.
-func (e *Engine) onUpload(topic string, payload []byte) error {
+func (e *Engine) onUpload(from broker.Publisher, topic string, payload []byte) error {
 	if !e.wait() {
 		return errStopped
 	}
@@ -361,6 +363,12 @@ func (e *Engine) onUpload(topic string, payload []byte) error {
 		case <-e.done:
 			e.m.uploads.WithLabelValues("stopped").Inc()
 			return errStopped
+		}
+		if from.Closed() {
+			// The device reconnected (or left): it sends the upload again on its new connection,
+			// and queued from here it would come after what the device sent there since.
+			e.m.uploads.WithLabelValues("publisher_gone").Inc()
+			return errPublisherGone
 		}
 		backoff = min(2*backoff, e.cfg.UploadRetry)
 	}

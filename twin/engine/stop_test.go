@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -198,5 +200,75 @@ func TestUnreadableDeviceKeepsItsStoredTwin(t *testing.T) {
 	}
 	if p := g.Twin["temp"]; p == nil || p.Actual == nil || p.Actual.Value == nil || *p.Actual.Value != "5" {
 		t.Fatalf("the stored actual value was lost: %s", mustJSON(g.Twin))
+	}
+}
+
+// TestHeldUploadLeftWhenItsDeviceReconnects: an upload waiting for room is given up once its
+// device's connection has ended. The device sends it again on its new connection; before, the
+// copy held on the old connection was stored too once room came, a second time and possibly
+// after what the device sent since.
+func TestHeldUploadLeftWhenItsDeviceReconnects(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.UploadRetry, c.UploadHold = 50*time.Millisecond, 10*time.Second },
+		func(c *edgestore.Config) { c.OutboxLimit = 1 })
+	dial := func() paho.Client {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(r.url).SetClientID("same-id").SetAutoReconnect(false).SetCleanSession(false))
+		if tok := c.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+		return c
+	}
+	publish := func(c paho.Client, payload string) paho.Token {
+		return c.Publish("$hw/events/upload/a", 1, false, []byte(payload))
+	}
+	old := dial()
+	if tok := publish(old, "fill"); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	publish(old, "one")                // held: the outbox is full
+	time.Sleep(200 * time.Millisecond) // a few retries on the old connection
+	c := dial()                        // the device reconnects, and the old connection ends
+	defer c.Disconnect(0)
+	resent := publish(c, "one") // held too, on the new connection
+
+	// The cloud link drains the outbox from now on, and records what it sent, in order.
+	ctx := context.Background()
+	var mu sync.Mutex
+	var sent []string
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			if es := r.outbox(); len(es) > 0 {
+				mu.Lock()
+				for _, e := range es {
+					sent = append(sent, string(e.Payload))
+				}
+				mu.Unlock()
+				if err := r.store.AckOutbox(ctx, es[len(es)-1].Seq); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	if !resent.WaitTimeout(waitFor) || resent.Error() != nil {
+		t.Fatalf("the upload sent again was not acknowledged: %v", resent.Error())
+	}
+	if tok := publish(c, "two"); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	time.Sleep(500 * time.Millisecond) // ten retry periods of the old connection's copy
+	close(stop)
+	<-drained
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"fill", "one", "two"}; !slices.Equal(sent, want) {
+		t.Fatalf("sent upward %q, want %q", sent, want)
 	}
 }
