@@ -533,9 +533,10 @@ const maxForwarding = 16
 const closeLinger = time.Second
 
 // maxQueuedReportBytes bounds the payload bytes of one node's reports waiting for the store,
-// beside the count (Config.ReportQueue). An edge's own window allows 256 reports of up to
-// 256 KiB: 64 MiB.
-const maxQueuedReportBytes = 64 << 20
+// beside the count (Config.ReportQueue). An edge keeps its reports in flight under
+// protocol.MaxReportBytesInFlight (but for one report), so an edge that keeps to the protocol
+// never reaches it.
+const maxQueuedReportBytes = 2 * protocol.MaxReportBytesInFlight
 
 // maxControl bounds the control messages (answers, mostly) waiting for a node's writer: past it,
 // a node that keeps sending requests is disconnected instead of being answered without end.

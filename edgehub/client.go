@@ -246,9 +246,11 @@ type conn struct {
 	wmu     sync.Mutex
 	ackSent atomic.Uint64 // highest data seq acknowledged; written under wmu
 
-	mu          sync.Mutex // guards the fields below
-	reportSent  uint64     // highest report seq written
-	reportAcked uint64     // highest report seq the hub acknowledged
+	mu          sync.Mutex   // guards the fields below
+	reportSent  uint64       // highest report seq written
+	reportAcked uint64       // highest report seq the hub acknowledged
+	unacked     []sentReport // reports written and not acknowledged yet, in seq order
+	unackedSize int          // their payload bytes: at most protocol.MaxReportBytesInFlight, but for one report
 	renewing    bool
 	requests    []protocol.Message                 // forwarded requests to write
 	pending     map[uint64]chan *protocol.Response // forwarded requests awaiting an answer
@@ -561,6 +563,12 @@ func (k *conn) signal() {
 	}
 }
 
+// sentReport is a report written and not acknowledged yet: its seq and payload bytes.
+type sentReport struct {
+	seq  uint64
+	size int
+}
+
 func (k *conn) reportAck(ctx context.Context, seq uint64) {
 	k.mu.Lock()
 	if seq <= k.reportAcked || seq > k.reportSent {
@@ -568,6 +576,12 @@ func (k *conn) reportAck(ctx context.Context, seq uint64) {
 		return
 	}
 	k.reportAcked = seq
+	n := 0
+	for n < len(k.unacked) && k.unacked[n].seq <= seq {
+		k.unackedSize -= k.unacked[n].size
+		n++
+	}
+	k.unacked = k.unacked[n:]
 	k.mu.Unlock()
 	k.c.metrics.reportsAcked.Inc()
 	go func() {
@@ -639,12 +653,15 @@ func (k *conn) flush() error {
 	}
 	k.mu.Lock()
 	room := c.cfg.ReportWindow - int(k.reportSent-k.reportAcked)
+	// The window is in bytes too, or a window of large uploads could pass what the hub queues
+	// for a node (it ends the session, and the resend would do the same for ever).
+	byteRoom := protocol.MaxReportBytesInFlight - k.unackedSize
 	after := k.reportSent
 	msgs = append(msgs, k.requests...)
 	k.requests = nil
 	k.mu.Unlock()
-	if room > 0 {
-		entries, err := c.store.ReadOutbox(after, room, c.cfg.MaxReportBytes)
+	if room > 0 && byteRoom > 0 {
+		entries, err := c.store.ReadOutbox(after, room, min(c.cfg.MaxReportBytes, byteRoom))
 		if err != nil {
 			return err
 		}
@@ -654,6 +671,10 @@ func (k *conn) flush() error {
 		if len(entries) > 0 {
 			k.mu.Lock()
 			k.reportSent = entries[len(entries)-1].Seq
+			for _, e := range entries {
+				k.unacked = append(k.unacked, sentReport{e.Seq, len(e.Payload)})
+				k.unackedSize += len(e.Payload)
+			}
 			k.mu.Unlock()
 			c.metrics.reportsSent.Add(float64(len(entries)))
 			if room == len(entries) {

@@ -186,6 +186,11 @@ const (
 	MaxReportPayload = 1 << 20      // bytes
 )
 
+// MaxReportBytesInFlight bounds the payload bytes of the reports an edge has written and the hub
+// has not acknowledged yet (one report may take it past, so that any report can be sent). A hub
+// queues at least twice that per node before it refuses more.
+const MaxReportBytesInFlight = 32 << 20
+
 // ErrReportTooLarge is returned (wrapped) by CheckReport.
 var ErrReportTooLarge = errors.New("protocol: report beyond the bounds a hub accepts")
 
