@@ -686,7 +686,14 @@ func tooLarge(info resource.Info, err error) error {
 // applyJSONPatch applies an RFC 6902 patch to doc. Operations are applied in runs; a copy ends
 // its run, and the document's size is checked after it, so no intermediate document grows past
 // twice maxObjectBytes.
-func applyJSONPatch(doc, patch []byte) ([]byte, error) {
+func applyJSONPatch(doc, patch []byte) (_ []byte, err error) {
+	defer func() {
+		// json-patch dereferences nil on some malformed operations (a "test" without a value):
+		// that is the patch's fault, answered like any other bad patch.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the patch could not be applied: %v", r)
+		}
+	}()
 	p, err := jsonpatch.DecodePatch(patch)
 	if err != nil {
 		return nil, err

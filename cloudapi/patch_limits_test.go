@@ -82,3 +82,20 @@ func TestNumericResourceVersionIsRefused(t *testing.T) {
 		t.Fatalf("PUT with the stale resourceVersion %s as a JSON number: %d %s, want 400", stale, code, body)
 	}
 }
+
+// A JSON patch whose "test" has no value made json-patch dereference nil. Forwarded by an edge
+// (on its own Node's status) that panic ran on the hub's goroutine and ended the process; it is
+// now a 400 like any patch that cannot be applied, through the API and from an edge.
+func TestJSONPatchTestWithoutValueIs400(t *testing.T) {
+	c := newCloud(t, 1000)
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	const patch = `[{"op":"test","path":""}]`
+	resp := c.fwd.Forward(context.Background(), "edge-1", &protocol.Request{Method: http.MethodPatch,
+		Path: nodesPath + "/edge-1/status", ContentType: "application/json-patch+json", Body: []byte(patch)})
+	if resp.Code != http.StatusBadRequest {
+		t.Fatalf("forwarded: %d %s, want 400", resp.Code, resp.Body)
+	}
+	if code, out := c.do(http.MethodPatch, nodesPath+"/edge-1", "application/json-patch+json", patch); code != http.StatusBadRequest {
+		t.Fatalf("API: %d %s, want 400", code, out)
+	}
+}

@@ -26,6 +26,7 @@ type metrics struct {
 	// messages' and reports' children, resolved once: they are counted per message.
 	sentUpsert, sentDelete, sentProgress, sentResetBegin, sentResetEnd prometheus.Counter
 	reportsApplied, reportsBad, reportsFailed                          prometheus.Counter
+	panics                                                             prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
@@ -42,6 +43,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 		catchupMessages: prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_catchup_messages_total", Help: "Upserts and deletes sent as a node's catch-up after it connects."}),
 		catchupBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_catchup_bytes_total", Help: "Encoded bytes of catch-up upserts and deletes."}),
 		statusFailed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_status_write_failures_total", Help: "Node heartbeat (Ready) writes the store did not take in time; each is tried again seconds later."}),
+		panics:          prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_panics_total", Help: "Panics contained while applying an edge's report or serving its forwarded request."}),
 		forwarded:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_cloud_hub_forwarded_requests_total", Help: "API requests relayed by edges, by HTTP status."}, []string{"code"}),
 	}
 	m.sentUpsert, m.sentDelete = m.messages.WithLabelValues("upsert"), m.messages.WithLabelValues("delete")
@@ -50,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 	m.reportsApplied, m.reportsBad = m.reports.WithLabelValues("applied"), m.reports.WithLabelValues("bad")
 	m.reportsFailed = m.reports.WithLabelValues("failed")
 	if reg != nil {
-		reg.MustRegister(m.connects, m.rejected, m.resets, m.slowCutoffs, m.bytesIn, m.bytesOut, m.frames, m.messages, m.reports, m.catchupMessages, m.catchupBytes, m.forwarded, m.statusFailed, &sessionCollector{h: h})
+		reg.MustRegister(m.connects, m.rejected, m.resets, m.slowCutoffs, m.bytesIn, m.bytesOut, m.frames, m.messages, m.reports, m.catchupMessages, m.catchupBytes, m.forwarded, m.statusFailed, m.panics, &sessionCollector{h: h})
 	}
 	return m
 }

@@ -61,3 +61,56 @@ func TestQueuedReportsBoundedInBytes(t *testing.T) {
 		}
 	}
 }
+
+// panickyReports panics on the report whose subject is "boom", as a bug reached through an
+// edge's input would, and records the others.
+type panickyReports struct{ applied chan string }
+
+func (p panickyReports) Apply(_ context.Context, _ string, r *protocol.Report) error {
+	if r.Subject == "boom" {
+		var m map[string]int
+		m["boom"]++ // nil map: panics
+	}
+	p.applied <- r.Subject
+	return nil
+}
+
+// TestReportPanicIsContained: a panic while applying a report drops that report as malformed
+// (it is acknowledged, so it is not sent again) and the node's next report is applied; before,
+// it ended the process and every node's session with it.
+func TestReportPanicIsContained(t *testing.T) {
+	rep := panickyReports{applied: make(chan string, 4)}
+	r := newRig(t, rigOpts{reports: rep})
+	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	e := newEdge(t, "n1")
+	e.connect(r)
+	if !e.syncTo(r.hub.processed.Load(), 5*time.Second) {
+		t.Fatalf("sync: %v", e.log)
+	}
+	for seq, subject := range []string{"boom", "after"} {
+		if err := e.ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Report{Seq: uint64(seq + 1), Kind: protocol.ReportUpload, Subject: subject, Payload: []byte("x")})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case got := <-rep.applied:
+		if got != "after" {
+			t.Fatalf("applied %q, want the report after the one that panicked", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the report after the one that panicked was not applied")
+	}
+	e.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, frame, err := e.ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("no ReportAck through 2: %v", err)
+		}
+		msgs, _ := protocol.Decode(frame)
+		for _, m := range msgs {
+			if a, ok := m.(*protocol.ReportAck); ok && a.Seq == 2 {
+				return
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -502,9 +503,7 @@ func (s *session) reportLoop() {
 			s.mu.Unlock()
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
-		err := s.hub.reports.Apply(ctx, s.node, r)
-		cancel()
+		err := s.applyReport(r)
 		lock.Unlock()
 		switch {
 		case err == nil:
@@ -523,6 +522,22 @@ func (s *session) reportLoop() {
 		}
 		s.send(&protocol.ReportAck{Seq: r.Seq})
 	}
+}
+
+// applyReport applies one report with the write deadline. A panic while applying it (a bug
+// reached through an edge's input) is contained: the report is dropped as malformed, and the
+// process, which holds every other node's session, lives.
+func (s *session) applyReport(r *protocol.Report) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.hub.metrics.panics.Inc()
+			s.log().Error().Str("panic", fmt.Sprint(p)).Bytes("stack", debug.Stack()).Uint64("seq", r.Seq).Msg("applying a report panicked; contained")
+			err = fmt.Errorf("%w: applying it panicked: %v", ErrBadReport, p)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
+	defer cancel()
+	return s.hub.reports.Apply(ctx, s.node, r)
 }
 
 // maxForwarding bounds the forwarded API requests one node may have executing at once.
@@ -549,6 +564,16 @@ func (s *session) forward(m *protocol.Request) {
 		s.mu.Unlock()
 	}()
 	var resp *protocol.Response
+	defer func() {
+		// A panic while serving an edge's request (a bug reached through its input) ends
+		// that request with a 500, not the process that holds every other node's session.
+		if p := recover(); p != nil {
+			s.hub.metrics.panics.Inc()
+			s.log().Error().Str("panic", fmt.Sprint(p)).Bytes("stack", debug.Stack()).Str("method", m.Method).Str("path", m.Path).Msg("a forwarded request panicked; contained")
+			s.send(&protocol.Response{ID: m.ID, Code: 500, ContentType: "application/json",
+				Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"internal error while serving the request","reason":"InternalError","code":500}`)})
+		}
+	}()
 	if s.hub.forwarder == nil {
 		resp = &protocol.Response{ID: m.ID, Code: 501, ContentType: "application/json",
 			Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"this cloud does not accept writes from edges","reason":"NotImplemented","code":501}`)}
