@@ -61,6 +61,9 @@ func validate(reg *resource.Registry, info resource.Info, ns, name string, obj o
 		// edge reads and a body the API accepts.
 		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the %s would be %d bytes, over the limit of %d", info.Kind, len(raw), maxObjectBytes))
 	}
+	if err := kubeapi.CheckQuantities(info.Kind, obj); err != nil {
+		return nil, kubeapi.BadRequest("the object is not a valid %s: %v", info.Kind, err)
+	}
 	var meta metav1.ObjectMeta
 	if typed, ok := kubeapi.BuiltinType(info); ok {
 		if err := json.Unmarshal(raw, typed); err != nil {

@@ -128,6 +128,16 @@ func fieldProblems(info resource.Info, body []byte) []string {
 	if !ok {
 		target = &customShape{}
 	}
+	if info.Kind == "Node" || info.Kind == "Pod" {
+		// A quantity beyond reason would take the typed decode minutes (CheckQuantities);
+		// the storage refuses it.
+		d := json.NewDecoder(bytes.NewReader(body))
+		d.UseNumber()
+		var obj map[string]any
+		if d.Decode(&obj) != nil || CheckQuantities(info.Kind, obj) != nil {
+			return nil
+		}
+	}
 	strict, err := sigsjson.UnmarshalStrict(body, target, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
 	if err != nil {
 		return nil
