@@ -114,3 +114,54 @@ func TestReportPanicIsContained(t *testing.T) {
 		}
 	}
 }
+
+// bigAnswers answers every forwarded request with a body of 1 MiB, as a GET of a large object.
+type bigAnswers struct{}
+
+func (bigAnswers) Forward(context.Context, string, *protocol.Request) *protocol.Response {
+	return &protocol.Response{Code: 200, ContentType: "application/json", Body: bytes.Repeat([]byte("a"), 1<<20)}
+}
+
+// TestUnreadAnswersBounded: an edge that keeps sending requests, a few at a time, and does not
+// read the answers ends its session once maxControlBytes of answers wait; before, the answers
+// of requests within the in-flight limit queued without bound (10 GiB in 3 s in a review).
+func TestUnreadAnswersBounded(t *testing.T) {
+	r := newRig(t, rigOpts{forward: bigAnswers{}})
+	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	e := newEdge(t, "n1")
+	e.connect(r)
+	if !e.syncTo(r.hub.processed.Load(), 5*time.Second) {
+		t.Fatalf("sync: %v", e.log)
+	}
+	sent := 0
+	for id := uint64(1); id <= 200; id++ {
+		if err := e.ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Request{ID: id, Method: "GET", Path: "/api/v1/nodes/n1"})); err != nil {
+			break // the hub ended the session
+		}
+		sent++
+		if id%10 == 0 {
+			time.Sleep(20 * time.Millisecond) // within the in-flight limit
+		}
+	}
+	answers := 0
+	e.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, frame, err := e.ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("%d requests sent, %d answers read, then %v; want an Error", sent, answers, err)
+		}
+		msgs, _ := protocol.Decode(frame)
+		for _, m := range msgs {
+			switch m := m.(type) {
+			case *protocol.Response:
+				answers++
+			case *protocol.Error:
+				t.Logf("%d requests sent, %d answers read, then: %s", sent, answers, m.Message)
+				if m.Code != protocol.CodeProtocol || answers > 40 {
+					t.Fatalf("error %v after %d answers, want a protocol error within about 32", m, answers)
+				}
+				return
+			}
+		}
+	}
+}

@@ -52,6 +52,7 @@ type rigOpts struct {
 	preSub  func(index.Update) // subscribed before the hub
 	reports Reports            // nil: reports are taken and dropped
 	status  Status             // nil: heartbeats are taken and dropped
+	forward Forwarder          // nil: edges' requests are answered 501
 }
 
 func newRig(t *testing.T, o rigOpts) *rig {
@@ -83,7 +84,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	if o.status != nil {
 		status = o.status
 	}
-	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: b.ClusterID(), Status: status, Reports: reps,
+	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: b.ClusterID(), Status: status, Reports: reps, Forwarder: o.forward,
 		TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)

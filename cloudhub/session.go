@@ -1,6 +1,7 @@
 package cloudhub
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -431,7 +432,10 @@ func (s *session) handle(m protocol.Message) error {
 			s.mu.Unlock()
 			return &protocol.Error{Code: protocol.CodeProtocol, Message: "more reports in flight than the cloud accepts; lower the outbox window"}
 		}
-		// Each frame is read into a buffer of its own (wsframe), so the payload can be kept.
+		// The payload is copied out of its frame: kept in place it would keep the whole frame
+		// (up to MaxMessage, most of it perhaps a request's body) alive while the report waits,
+		// and the queue's bound counts payload bytes.
+		m.Payload = bytes.Clone(m.Payload)
 		s.reports = append(s.reports, m)
 		s.reportBytes += len(m.Payload)
 		start := !s.reporting
@@ -451,16 +455,17 @@ func (s *session) handle(m protocol.Message) error {
 		go s.renew(m)
 	case *protocol.Request:
 		s.mu.Lock()
+		if unread, size := len(s.control), answerBytes(s.control); unread >= maxControl || size >= maxControlBytes {
+			// Answers pile up unread: the edge sends requests and does not read what they
+			// return (each may hold a whole object).
+			s.mu.Unlock()
+			return &protocol.Error{Code: protocol.CodeProtocol, Message: fmt.Sprintf("%d answers (%d bytes) wait to be read, more than the %d (%d bytes) allowed; requests are refused", unread, size, maxControl, maxControlBytes)}
+		}
 		busy := s.forwarding >= maxForwarding
 		if !busy {
 			s.forwarding++
 		}
-		unread := len(s.control)
 		s.mu.Unlock()
-		if busy && unread >= maxControl {
-			// Refusals pile up unread: the edge sends requests and does not read the answers.
-			return &protocol.Error{Code: protocol.CodeProtocol, Message: fmt.Sprintf("more than %d answers wait to be read; requests are refused", maxControl)}
-		}
 		if busy {
 			s.send(&protocol.Response{ID: m.ID, Code: 429, ContentType: "application/json",
 				Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too many requests in flight from this node","reason":"TooManyRequests","code":429}`)})
@@ -552,6 +557,21 @@ const closeLinger = time.Second
 // protocol.MaxReportBytesInFlight (but for one report), so an edge that keeps to the protocol
 // never reaches it.
 const maxQueuedReportBytes = 2 * protocol.MaxReportBytesInFlight
+
+// maxControlBytes bounds the bodies of the answers waiting for a node's writer, beside their
+// count (maxControl): a request is refused with the session past it.
+const maxControlBytes = 16 << 20
+
+// answerBytes adds up the bodies of the answers among control messages.
+func answerBytes(control []protocol.Message) int {
+	n := 0
+	for _, m := range control {
+		if r, ok := m.(*protocol.Response); ok {
+			n += len(r.Body)
+		}
+	}
+	return n
+}
 
 // maxControl bounds the control messages (answers, mostly) waiting for a node's writer: past it,
 // a node that keeps sending requests is disconnected instead of being answered without end.
