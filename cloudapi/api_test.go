@@ -568,3 +568,44 @@ func TestHolderStoppedTold(t *testing.T) {
 		t.Fatal("HolderStopped of the replica itself was recorded")
 	}
 }
+
+// sizeLimited refuses values over limit with store.ErrTooLarge, as etcdstore does past etcd's
+// request limit (TestValueTooLarge there shows it with a real etcd).
+type sizeLimited struct {
+	store.Backend
+	limit int
+}
+
+func (b sizeLimited) Create(ctx context.Context, key string, value []byte) (int64, error) {
+	if len(value) > b.limit {
+		return 0, store.ErrTooLarge
+	}
+	return b.Backend.Create(ctx, key, value)
+}
+
+func (b sizeLimited) Update(ctx context.Context, key string, value []byte, rev int64) (int64, error) {
+	if len(value) > b.limit {
+		return 0, store.ErrTooLarge
+	}
+	return b.Backend.Update(ctx, key, value, rev)
+}
+
+// TestStoreTooLargeIsFinal: a write the store refuses for its size (etcd's limit is below
+// maxObjectBytes) is a 413 through the API, and a report that makes one is dropped as bad. Before
+// it was a 503, and the hub ended the edge's session over the report, which the edge then sent
+// again at every reconnect, holding back every report after it.
+func TestStoreTooLargeIsFinal(t *testing.T) {
+	c := newCloudWith(t, 1000, true, func(b store.Backend) store.Backend { return sizeLimited{Backend: b, limit: 64 << 10} })
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	big := strings.Repeat("k", 100<<10)
+	if code, out := c.do(http.MethodPost, "/api/v1/namespaces/ns/configmaps", "application/json",
+		`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"a":"`+big+`"}}`); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("create: %d %s, want 413", code, out)
+	}
+	ns := NewNodeStatus(c.objects, resource.New(), "r1", time.Now)
+	raw, _ := json.Marshal(map[string]any{"nodeInfo": map[string]string{"kernelVersion": big}})
+	err := ns.Apply(context.Background(), "edge-1", &protocol.Report{Seq: 1, Kind: protocol.ReportNodeStatus, Payload: raw})
+	if !errors.Is(err, cloudhub.ErrBadReport) {
+		t.Fatalf("a node status report the store refuses for its size: %v, want a bad report", err)
+	}
+}

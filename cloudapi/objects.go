@@ -296,6 +296,8 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 	switch {
 	case errors.Is(err, store.ErrExists):
 		return nil, kubeapi.AlreadyExists(info.Group, info.Resource, name)
+	case errors.Is(err, store.ErrTooLarge):
+		return nil, tooLarge(info, err)
 	case err != nil:
 		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
 	}
@@ -461,6 +463,10 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			return nil, conflict(info, name)
 		case errors.Is(err, store.ErrNotFound):
 			return nil, kubeapi.NotFound(info.Group, info.Resource, name)
+		case errors.Is(err, store.ErrTooLarge):
+			// The backend's own bound (etcd's request limit) is below maxObjectBytes: the
+			// writer's fault as much as a body over maxObjectBytes, and as final.
+			return nil, tooLarge(info, err)
 		case err != nil:
 			return nil, kubeapi.Unavailable("the store refused the write: %v", err)
 		}

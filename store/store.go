@@ -17,6 +17,9 @@ var (
 	ErrCompacted = errors.New("store: revision compacted")
 	// ErrFutureRev: Watch from a revision the store has not reached (its history was reset).
 	ErrFutureRev = errors.New("store: revision is ahead of the store")
+	// ErrTooLarge: a write of a value the backend refuses for its size (etcd's request limit,
+	// 1.5 MiB by default): trying again cannot succeed.
+	ErrTooLarge = errors.New("store: value too large for the store")
 	// ErrClosed: any call after Close.
 	ErrClosed = errors.New("store: closed")
 	// ErrSlowWatcher: ends a watch whose reader fell too far behind; re-watch from the last

@@ -16,10 +16,13 @@ import (
 	"github.com/rs/zerolog"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tetherhub/tether/store"
 )
@@ -455,6 +458,8 @@ func (s *Store) call(ctx context.Context, op, key string, fn func(context.Contex
 		return s.checkHeader(h)
 	case s.closed.Load():
 		return store.ErrClosed
+	case tooLarge(err):
+		return fmt.Errorf("etcdstore: %s %s: %w (%v)", op, key, store.ErrTooLarge, err)
 	case key == "":
 		return fmt.Errorf("etcdstore: %s: %w", op, err)
 	default:
@@ -554,4 +559,12 @@ func modRev(kvs []*mvccpb.KeyValue) int64 {
 		return 0
 	}
 	return kvs[0].ModRevision
+}
+
+// tooLarge reports whether etcd (its request limit, --max-request-bytes) or its client (the
+// largest message it sends) refused a request for its size. Not etcd's "database space
+// exceeded", also ResourceExhausted: that one passes once an operator makes room.
+func tooLarge(err error) bool {
+	return errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) ||
+		(status.Code(err) == codes.ResourceExhausted && strings.Contains(err.Error(), "larger than max"))
 }

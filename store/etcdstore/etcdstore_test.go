@@ -439,3 +439,23 @@ func counter(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestValueTooLarge: a value past etcd's request limit (1.5 MiB by default) is store.ErrTooLarge,
+// which a caller can tell from an outage: trying it again cannot succeed (a report that makes
+// one is dropped as too large, instead of being sent again for ever).
+func TestValueTooLarge(t *testing.T) {
+	srv := etcdtest.Start(t)
+	s := openTest(t, srv, nil)
+	big := make([]byte, 2<<20)
+	_, err := s.Create(bg(t), "/big", big)
+	if !errors.Is(err, store.ErrTooLarge) {
+		t.Fatalf("create of 2 MiB: %v, want ErrTooLarge", err)
+	}
+	rev, err := s.Create(bg(t), "/small", []byte("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(bg(t), "/small", big, rev); !errors.Is(err, store.ErrTooLarge) {
+		t.Fatalf("update to 2 MiB: %v, want ErrTooLarge", err)
+	}
+}
