@@ -23,6 +23,7 @@ import (
 	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/store"
 	"github.com/tetherhub/tether/store/boltstore"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 // cloud is a cloud API over a real bbolt store and index, as tether-cloud wires it.
@@ -275,18 +276,24 @@ func TestHostileBodies(t *testing.T) {
 
 // TestNodeDeletesOnlyThePodItChecked: a node's delete of its own pod carries the UID of the
 // pod that was checked to be the node's, so a pod of the same name created on another node in
-// between is not deleted (409 instead). A UID the node sent itself is kept.
+// between is not deleted (409 instead). A UID the node sent itself cannot clear that (null or
+// empty is the checked pod's), and one that is not the checked pod's is a 409 at once.
 func TestNodeDeletesOnlyThePodItChecked(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{``, `{"preconditions":{"uid":"u-1"}}`},
 		{`{"propagationPolicy":"Background"}`, `{"preconditions":{"uid":"u-1"},"propagationPolicy":"Background"}`},
-		{`{"preconditions":{"uid":"mine"}}`, `{"preconditions":{"uid":"mine"}}`},
+		{`{"preconditions":{"uid":"u-1"}}`, `{"preconditions":{"uid":"u-1"}}`},
 		{`{"preconditions":null}`, `{"preconditions":{"uid":"u-1"}}`},
+		{`{"preconditions":{"uid":null}}`, `{"preconditions":{"uid":"u-1"}}`},
+		{`{"preconditions":{"uid":""}}`, `{"preconditions":{"uid":"u-1"}}`},
 	} {
 		out, err := withUIDPrecondition([]byte(tc.in), "u-1")
 		if err != nil || string(out) != tc.want {
 			t.Errorf("withUIDPrecondition(%s) = %s, %v; want %s", tc.in, out, err, tc.want)
 		}
+	}
+	if _, err := withUIDPrecondition([]byte(`{"preconditions":{"uid":"another"}}`), "u-1"); !apierrors.IsConflict(err) {
+		t.Errorf("a uid that is not the checked pod's: %v, want a conflict", err)
 	}
 	if _, err := withUIDPrecondition([]byte(`[1]`), "u-1"); err == nil {
 		t.Error("delete options that are not an object were accepted")

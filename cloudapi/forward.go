@@ -135,8 +135,13 @@ func withUIDPrecondition(body []byte, uid string) ([]byte, error) {
 	if pre == nil {
 		pre = map[string]any{}
 	}
-	if _, set := pre["uid"]; !set {
+	switch own, _ := pre["uid"].(string); own {
+	case "", uid: // unset, null or empty (no precondition), or the very pod checked
 		pre["uid"] = uid
+	default:
+		// The node names another pod than the one checked to be its own: only a pod of the
+		// same name created elsewhere since could match, and that one is not the node's.
+		return nil, kubeapi.Conflict("", "pods", "", fmt.Errorf("the uid precondition %q is not the uid of the node's pod (%s)", own, uid))
 	}
 	opts["preconditions"] = pre
 	return json.Marshal(opts)
