@@ -179,18 +179,26 @@ func TestReplicaWatchOutlivesEtcd(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.KeepReplica(ctx, "r3", 2*time.Second) }()
-	time.Sleep(time.Second)
+	deadline := time.Now().Add(20 * time.Second) // a's client redials etcd with a backoff of its own
+	for alive, _ := b.ReplicaAlive(bg(t), "r3"); !alive; alive, _ = b.ReplicaAlive(bg(t), "r3") {
+		if time.Now().After(deadline) {
+			t.Fatal("r3's key did not appear within 20 s of etcd's restart")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	went := time.Now()
 	select {
 	case name := <-gone:
 		if name != "r3" {
 			t.Fatalf("told %q gone, want r3", name)
 		}
-	case <-time.After(3 * time.Second):
-		t.Fatalf("not told r3 gone after the watch opened again:\n%s", logged.String())
+		t.Logf("told r3 gone %s after it went", time.Since(went).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatalf("not told r3 gone within 5 s:\n%s", logged.String())
 	}
 }
 
