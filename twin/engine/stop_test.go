@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"github.com/tetherhub/tether/edgestore"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/sim/mapper"
+	"github.com/tetherhub/tether/twin"
 )
 
 // TestNothingAcknowledgedOnceTheEngineStops: a device's message the engine did not take care
@@ -271,4 +275,48 @@ func TestHeldUploadLeftWhenItsDeviceReconnects(t *testing.T) {
 	if want := []string{"fill", "one", "two"}; !slices.Equal(sent, want) {
 		t.Fatalf("sent upward %q, want %q", sent, want)
 	}
+}
+
+// TestTwinBeyondReportBoundIs400: an update that would make the device's whole twin, reported
+// as one snapshot, larger than a hub accepts (protocol.MaxReportPayload) is answered 400 and
+// changes nothing; before, it was a 500 ("send it again"), which could only fail again.
+func TestTwinBeyondReportBoundIs400(t *testing.T) {
+	r := newRig(t, nil, nil)
+	var props []string
+	for i := range 800 {
+		props = append(props, fmt.Sprintf("p%03d", i), "STRING")
+	}
+	r.model("m", props...)
+	r.device("a", "m")
+	r.waitDevice("a")
+	m := connectMapper(t, r.url, nil, ns+"/a")
+	ctx := context.Background()
+	long := strings.Repeat("𝄞", twin.DefaultMaxValueLen) // 2 KiB of UTF-8
+	stored := 0
+	for batch := 0; batch < 8; batch++ {
+		values := map[string]string{}
+		for i := batch * 100; i < (batch+1)*100; i++ {
+			values[fmt.Sprintf("p%03d", i)] = long
+		}
+		_, err := m.Report(ctx, ns+"/a", values)
+		var re *mapper.ResultError
+		switch {
+		case err == nil:
+			stored += len(values)
+			continue
+		case errors.As(err, &re) && re.Code == 400:
+			t.Logf("refused after %d properties: %s", stored, re.Reason)
+		default:
+			t.Fatalf("after %d properties: %v, want 400", stored, err)
+		}
+		g, err := m.Get(ctx, ns+"/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(g.Twin) != stored {
+			t.Fatalf("the twin has %d properties after the refusal, want the %d stored before", len(g.Twin), stored)
+		}
+		return
+	}
+	t.Fatalf("%d properties of %d bytes stored, none refused", stored, len(long))
 }
