@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/tetherhub/tether/internal/syncbuf"
 	"go.uber.org/goleak"
 )
 
@@ -28,28 +29,10 @@ func TestMain(m *testing.M) {
 
 const waitLong = 10 * time.Second
 
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
 type testBroker struct {
 	*Broker
 	reg  *prometheus.Registry
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	addr string
 	stop func() error // cancels Run and waits for it; idempotent
 }
@@ -62,7 +45,7 @@ func startBroker(t testing.TB, mutate func(*Config)) *testBroker {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	reg := prometheus.NewRegistry()
 	b, err := New(cfg, zerolog.New(logs).Level(zerolog.InfoLevel), reg)
 	if err != nil {

@@ -29,12 +29,7 @@ func TestQueuedReportsBoundedInBytes(t *testing.T) {
 	held := heldReports{release: make(chan struct{})}
 	defer close(held.release)
 	r := newRig(t, rigOpts{reports: held})
-	r.put(nodeKey("n1"), nodeJSON("n1", ""))
-	e := newEdge(t, "n1")
-	e.connect(r)
-	if !e.syncTo(r.hub.processed.Load(), 5*time.Second) {
-		t.Fatalf("sync: %v", e.log)
-	}
+	e := syncedEdge(t, r, "n1")
 	payload := bytes.Repeat([]byte("r"), protocol.MaxReportPayload)
 	sent := 0
 	for seq := uint64(1); seq <= maxQueuedReportBytes/uint64(len(payload))+3; seq++ {
@@ -81,12 +76,7 @@ func (p panickyReports) Apply(_ context.Context, _ string, r *protocol.Report) e
 func TestReportPanicIsContained(t *testing.T) {
 	rep := panickyReports{applied: make(chan string, 4)}
 	r := newRig(t, rigOpts{reports: rep})
-	r.put(nodeKey("n1"), nodeJSON("n1", ""))
-	e := newEdge(t, "n1")
-	e.connect(r)
-	if !e.syncTo(r.hub.processed.Load(), 5*time.Second) {
-		t.Fatalf("sync: %v", e.log)
-	}
+	e := syncedEdge(t, r, "n1")
 	for seq, subject := range []string{"boom", "after"} {
 		if err := e.ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Report{Seq: uint64(seq + 1), Kind: protocol.ReportUpload, Subject: subject, Payload: []byte("x")})); err != nil {
 			t.Fatal(err)
@@ -127,12 +117,7 @@ func (bigAnswers) Forward(context.Context, string, *protocol.Request) *protocol.
 // of requests within the in-flight limit queued without bound (10 GiB in 3 s in a review).
 func TestUnreadAnswersBounded(t *testing.T) {
 	r := newRig(t, rigOpts{forward: bigAnswers{}})
-	r.put(nodeKey("n1"), nodeJSON("n1", ""))
-	e := newEdge(t, "n1")
-	e.connect(r)
-	if !e.syncTo(r.hub.processed.Load(), 5*time.Second) {
-		t.Fatalf("sync: %v", e.log)
-	}
+	e := syncedEdge(t, r, "n1")
 	sent := 0
 	for id := uint64(1); id <= 200; id++ {
 		if err := e.ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Request{ID: id, Method: "GET", Path: "/api/v1/nodes/n1"})); err != nil {
@@ -164,4 +149,16 @@ func TestUnreadAnswersBounded(t *testing.T) {
 			}
 		}
 	}
+}
+
+// syncedEdge stores Node name, connects an edge as it and waits until the edge is in sync.
+func syncedEdge(t *testing.T, r *rig, name string) *edge {
+	t.Helper()
+	r.put(nodeKey(name), nodeJSON(name, ""))
+	e := newEdge(t, name)
+	e.connect(r)
+	if !e.syncTo(r.hub.processed.Load(), 5*time.Second) {
+		t.Fatalf("sync: %v", e.log)
+	}
+	return e
 }

@@ -1,7 +1,6 @@
 package join_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tetherhub/tether/internal/syncbuf"
 	"github.com/tetherhub/tether/join"
 	"github.com/tetherhub/tether/pki"
 )
@@ -82,24 +82,6 @@ func (f *fakeNodes) registrations() []registration {
 	return append([]registration(nil), f.regs...)
 }
 
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is a real join server on 127.0.0.1:0 with a fresh CA, fake Tokens and Nodes, a log buffer
 // and a metrics registry.
 type env struct {
@@ -108,7 +90,7 @@ type env struct {
 	tokens   *fakeTokens
 	nodes    *fakeNodes
 	reg      *prometheus.Registry
-	logs     *syncBuffer
+	logs     *syncbuf.Buffer
 	url      string
 	client   *http.Client // trusts only ca, as a node does after pinning it
 	mu       sync.Mutex
@@ -128,7 +110,7 @@ func newEnv(t *testing.T, tweak ...func(*join.Config)) *env {
 		tokens: &fakeTokens{byID: map[string]storedToken{}},
 		nodes:  &fakeNodes{},
 		reg:    prometheus.NewRegistry(),
-		logs:   &syncBuffer{},
+		logs:   &syncbuf.Buffer{},
 	}
 	// Registered first so it runs last, after the server has stopped writing.
 	t.Cleanup(e.checkLogs)

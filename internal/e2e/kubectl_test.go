@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/tetherhub/tether/internal/syncbuf"
 	"net/http"
 	"os"
 	"os/exec"
@@ -107,11 +108,11 @@ func (k *kubectl) manifest(name, content string) string {
 }
 
 // watch starts `kubectl get -w` and collects its output lines.
-func (k *kubectl) watch(args ...string) *syncBuffer {
+func (k *kubectl) watch(args ...string) *syncbuf.Buffer {
 	k.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := k.cmd(ctx, append([]string{"get", "-w"}, args...)...)
-	var errb syncBuffer
+	var errb syncbuf.Buffer
 	cmd.Stderr = &errb
 	pipe, err := cmd.StdoutPipe()
 	if err != nil {
@@ -120,7 +121,7 @@ func (k *kubectl) watch(args ...string) *syncBuffer {
 	if err := cmd.Start(); err != nil {
 		k.t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -141,7 +142,7 @@ func (k *kubectl) watch(args ...string) *syncBuffer {
 }
 
 // waitLine waits until some line of b matches every one of words.
-func waitLine(t *testing.T, b *syncBuffer, what string, words ...string) {
+func waitLine(t *testing.T, b *syncbuf.Buffer, what string, words ...string) {
 	t.Helper()
 	waitFor(t, 20*time.Second, what, func() bool {
 		for _, line := range strings.Split(b.String(), "\n") {
@@ -449,7 +450,7 @@ func TestKubectlEdge(t *testing.T) {
 	ops["kubectl-current"].must("apply", "-f", ops["kubectl-current"].manifest("fleet.yaml", fleetManifest("edge-ns", "edge-m")))
 	waitNames(t, e.url("/apis/devices.kubeedge.io/v1beta1/namespaces/edge-ns/devices"), "edge-ns/boiler")
 
-	watches := map[string]*syncBuffer{}
+	watches := map[string]*syncbuf.Buffer{}
 	for gen, bin := range gens {
 		k := newKubectl(t, bin, "http://"+e.meta)
 		requireRow(t, k.must("get", "devices", "-n", "edge-ns"), "boiler", "thermometer", "edge-m", "unknown")

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhub/tether/internal/syncbuf"
 	"github.com/tetherhub/tether/sim/mapper"
 	"github.com/tetherhub/tether/twin"
 )
@@ -144,7 +145,7 @@ func mosquittoSub(t *testing.T, e *edge, topic string, count int) (wait func() [
 	cmd := exec.Command("mosquitto_sub", "-h", host, "-p", port, "-q", "1", "-t", topic, "-C", strconv.Itoa(count), "-W", "20", "-v")
 	var out bytes.Buffer
 	cmd.Stdout = &out
-	stderr := &syncBuffer{}
+	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,15 +1,14 @@
 package etcdstore
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherhub/tether/internal/syncbuf"
 	"github.com/tetherhub/tether/store/etcdstore/etcdtest"
 )
 
@@ -40,17 +39,7 @@ func TestReplicaLiveness(t *testing.T) {
 	}
 	waitAlive := func(name string, want bool, within time.Duration) {
 		t.Helper()
-		deadline := time.Now().Add(within)
-		for {
-			alive, err := b.ReplicaAlive(bg(t), name)
-			if err == nil && alive == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s alive = %v, %v after %s; want %v", name, alive, err, within, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitReplica(t, b, name, want, within)
 	}
 	waitAlive("r1", false, time.Second) // never started
 
@@ -99,13 +88,7 @@ func TestReplicaNameTaken(t *testing.T) {
 	ctxA, stopA := context.WithCancel(context.Background())
 	doneA := make(chan error, 1)
 	go func() { doneA <- a.KeepReplica(ctxA, "same", 3*time.Second) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for alive, _ := b.ReplicaAlive(bg(t), "same"); !alive; alive, _ = b.ReplicaAlive(bg(t), "same") {
-		if time.Now().After(deadline) {
-			t.Fatal("the first replica's key never appeared")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitReplica(t, b, "same", true, 5*time.Second) // the first replica's key appears
 	// A replica that waited and stops must leave the running one's key alone: had it put the
 	// key on its own lease, its revoke would take the key away.
 	ctxW, stopW := context.WithCancel(context.Background())
@@ -127,13 +110,7 @@ func TestReplicaNameTaken(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	stopA()
 	<-doneA // revoked: the key is gone
-	deadline = time.Now().Add(5 * time.Second)
-	for alive, _ := b.ReplicaAlive(bg(t), "same"); !alive; alive, _ = b.ReplicaAlive(bg(t), "same") {
-		if time.Now().After(deadline) {
-			t.Fatal("the waiting replica never took the key")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitReplica(t, b, "same", true, 5*time.Second) // the waiting replica takes the key
 	stopB()
 	if err := <-doneB; err != nil {
 		t.Fatal(err)
@@ -149,7 +126,7 @@ func TestReplicaNameTaken(t *testing.T) {
 func TestReplicaWatchOutlivesEtcd(t *testing.T) {
 	srv := etcdtest.Start(t)
 	a := openTest(t, srv, nil)
-	var logged syncBuffer
+	var logged syncbuf.Buffer
 	b := openTest(t, srv, func(c *Config) { c.Prefix = a.cfg.Prefix })
 	b.log = zerolog.New(&logged).Level(zerolog.DebugLevel)
 	gone := make(chan string, 10)
@@ -161,7 +138,7 @@ func TestReplicaWatchOutlivesEtcd(t *testing.T) {
 
 	srv.Stop()
 	time.Sleep(8 * time.Second)
-	warns, breaks := logged.count(`"level":"warn"`), logged.count("the watch of replica keys broke")
+	warns, breaks := strings.Count(logged.String(), `"level":"warn"`), strings.Count(logged.String(), "the watch of replica keys broke")
 	t.Logf("etcd down 8 s: %d breaks logged, %d of them warnings", breaks, warns)
 	if warns > 1 || breaks > 4 { // opened again after 1, 2 and 4 s at most, not every second
 		t.Fatalf("%d breaks and %d warnings in 8 s of etcd down:\n%s", breaks, warns, logged.String())
@@ -169,7 +146,7 @@ func TestReplicaWatchOutlivesEtcd(t *testing.T) {
 	srv.Restart()
 	if breaks > 0 {
 		deadline := time.Now().Add(20 * time.Second)
-		for logged.count("the watch of replica keys is open again") == 0 {
+		for strings.Count(logged.String(), "the watch of replica keys is open again") == 0 {
 			if time.Now().After(deadline) {
 				t.Fatalf("the watch did not open again within 20 s of etcd's restart:\n%s", logged.String())
 			}
@@ -179,13 +156,7 @@ func TestReplicaWatchOutlivesEtcd(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.KeepReplica(ctx, "r3", 2*time.Second) }()
-	deadline := time.Now().Add(20 * time.Second) // a's client redials etcd with a backoff of its own
-	for alive, _ := b.ReplicaAlive(bg(t), "r3"); !alive; alive, _ = b.ReplicaAlive(bg(t), "r3") {
-		if time.Now().After(deadline) {
-			t.Fatal("r3's key did not appear within 20 s of etcd's restart")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReplica(t, b, "r3", true, 20*time.Second) // a's client redials etcd with a backoff of its own
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -202,22 +173,19 @@ func TestReplicaWatchOutlivesEtcd(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink that tests read while the code under test writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// waitReplica waits until s sees replica name alive (or not, as want says), failing the test
+// after within.
+func waitReplica(t *testing.T, s *Store, name string, want bool, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		alive, err := s.ReplicaAlive(bg(t), name)
+		if err == nil && alive == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s alive = %v, %v after %s; want %v", name, alive, err, within, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) count(s string) int { return strings.Count(b.String(), s) }

@@ -147,13 +147,7 @@ func TestDesiredChangeWaitsForRoomInTheOutbox(t *testing.T) {
 func TestHeldUploadIsGivenUp(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.UploadRetry, c.UploadHold = 50*time.Millisecond, 300*time.Millisecond },
 		func(c *edgestore.Config) { c.OutboxLimit = 1 })
-	dial := func() paho.Client {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker(r.url).SetClientID("same-id").SetAutoReconnect(false).SetCleanSession(false))
-		if tok := c.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
-			t.Fatal(tok.Error())
-		}
-		return c
-	}
+	dial := func() paho.Client { return dialDevice(t, r.url, "same-id") }
 	c := dial()
 	if tok := c.Publish("$hw/events/upload/a", 1, false, []byte("fill")); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
 		t.Fatal(tok.Error())
@@ -214,13 +208,7 @@ func TestUnreadableDeviceKeepsItsStoredTwin(t *testing.T) {
 func TestHeldUploadLeftWhenItsDeviceReconnects(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.UploadRetry, c.UploadHold = 50*time.Millisecond, 10*time.Second },
 		func(c *edgestore.Config) { c.OutboxLimit = 1 })
-	dial := func() paho.Client {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker(r.url).SetClientID("same-id").SetAutoReconnect(false).SetCleanSession(false))
-		if tok := c.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
-			t.Fatal(tok.Error())
-		}
-		return c
-	}
+	dial := func() paho.Client { return dialDevice(t, r.url, "same-id") }
 	publish := func(c paho.Client, payload string) paho.Token {
 		return c.Publish("$hw/events/upload/a", 1, false, []byte(payload))
 	}
@@ -319,4 +307,15 @@ func TestTwinBeyondReportBoundIs400(t *testing.T) {
 		return
 	}
 	t.Fatalf("%d properties of %d bytes stored, none refused", stored, len(long))
+}
+
+// dialDevice connects a paho client with a persistent session as device id, as a device that
+// reconnects does.
+func dialDevice(t *testing.T, url, id string) paho.Client {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetAutoReconnect(false).SetCleanSession(false))
+	if tok := c.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	return c
 }
