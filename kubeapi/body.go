@@ -128,7 +128,7 @@ func fieldProblems(info resource.Info, body []byte) []string {
 	if !ok {
 		target = &customShape{}
 	}
-	if info.Kind == "Node" || info.Kind == "Pod" {
+	if (info.Kind == "Node" || info.Kind == "Pod") && mayHoldHugeQuantity(body) {
 		// A quantity beyond reason would take the typed decode minutes (CheckQuantities);
 		// the storage refuses it.
 		d := json.NewDecoder(bytes.NewReader(body))

@@ -88,3 +88,35 @@ func BadQuantity(s string) error {
 	}
 	return nil
 }
+
+// mayHoldHugeQuantity is a scan of raw JSON that finds every string or number BadQuantity could
+// refuse (a run of more than maxQuantityDigits digits, or an exponent of four digits or more)
+// and few others, so that an ordinary body is not decoded a second time to look.
+func mayHoldHugeQuantity(body []byte) bool {
+	run := 0 // digits and dots in a row
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		switch {
+		case c >= '0' && c <= '9' || c == '.':
+			if run++; run > maxQuantityDigits {
+				return true
+			}
+		case (c == 'e' || c == 'E') && run > 0:
+			j := i + 1
+			if j < len(body) && (body[j] == '+' || body[j] == '-') {
+				j++
+			}
+			k := j
+			for k < len(body) && body[k] >= '0' && body[k] <= '9' {
+				k++
+			}
+			if k-j >= len(strconv.Itoa(maxQuantityExponent)) {
+				return true
+			}
+			run = 0
+		default:
+			run = 0
+		}
+	}
+	return false
+}

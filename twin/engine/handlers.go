@@ -329,7 +329,7 @@ func (e *Engine) onUpload(from broker.Publisher, topic string, payload []byte) e
 	if err := protocol.CheckReport(topic, len(payload)); err != nil {
 		// The cloud could never take it, and it would hold back every report queued after it.
 		e.m.uploads.WithLabelValues("refused").Inc()
-		e.sampled.Warn().Err(err).Str("topic_start", topic[:min(len(topic), 80)]).Int("topic_bytes", len(topic)).Int("bytes", len(payload)).
+		e.sampled.Warn().Err(err).Str("topic_start", cut(topic)).Int("topic_bytes", len(topic)).Int("bytes", len(payload)).
 			Msg("refused an upload beyond what the cloud accepts; not queued")
 		return fmt.Errorf("%w: %w", broker.ErrRefused, err)
 	}
