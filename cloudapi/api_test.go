@@ -324,7 +324,7 @@ func TestNodeStatusBounded(t *testing.T) {
 	ns := NewNodeStatus(c.objects, resource.New(), "r1", time.Now)
 	apply := func(seq uint64, payload any) error {
 		raw, _ := json.Marshal(payload)
-		return ns.Apply(context.Background(), "edge-1", &protocol.Report{Seq: seq, Kind: protocol.ReportNodeStatus, Payload: raw})
+		return ns.Apply(context.Background(), "edge-1", 0, &protocol.Report{Seq: seq, Kind: protocol.ReportNodeStatus, Payload: raw})
 	}
 	conds := func(from, to int) map[string]any {
 		var cs []map[string]string
@@ -611,7 +611,7 @@ func TestStoreTooLargeIsFinal(t *testing.T) {
 	}
 	ns := NewNodeStatus(c.objects, resource.New(), "r1", time.Now)
 	raw, _ := json.Marshal(map[string]any{"nodeInfo": map[string]string{"kernelVersion": big}})
-	err := ns.Apply(context.Background(), "edge-1", &protocol.Report{Seq: 1, Kind: protocol.ReportNodeStatus, Payload: raw})
+	err := ns.Apply(context.Background(), "edge-1", 0, &protocol.Report{Seq: 1, Kind: protocol.ReportNodeStatus, Payload: raw})
 	if !errors.Is(err, cloudhub.ErrBadReport) {
 		t.Fatalf("a node status report the store refuses for its size: %v, want a bad report", err)
 	}

@@ -24,7 +24,9 @@ import (
 // edge resends after a newer one cannot move a value back, and a report that changes nothing
 // writes nothing. A node may report only devices bound to it (spec.nodeName); a report about
 // another node's device, or a malformed one, is dropped (cloudhub.ErrBadReport). A report about
-// a device that no longer exists is dropped too: there is nothing left to show it on.
+// a device that no longer exists is dropped too: there is nothing left to show it on. So is a
+// report from an older session of the node than the one the Device holds a report from (see
+// fenced).
 type DeviceReports struct {
 	objects *Objects
 	info    resource.Info
@@ -38,7 +40,7 @@ func NewDeviceReports(objects *Objects, reg *resource.Registry, uploads *Uploads
 	d := &DeviceReports{objects: objects, info: info, uploads: uploads,
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_cloud_device_reports_total",
-			Help: "Device twin and state reports from edges, by kind and outcome (applied, unchanged, gone, refused).",
+			Help: "Device twin and state reports from edges, by kind and outcome (applied, unchanged, gone, refused, stale: from an older session than the device holds).",
 		}, []string{"kind", "outcome"})}
 	if promReg != nil {
 		promReg.MustRegister(d.reports)
@@ -54,7 +56,7 @@ func (n *NodeStatus) RouteDeviceReports(d cloudhub.Reports) { n.devices = d }
 var errNotOwner = errors.New("cloudapi: the device is not bound to this node")
 
 // Apply implements cloudhub.Reports.
-func (d *DeviceReports) Apply(ctx context.Context, node string, r *protocol.Report) error {
+func (d *DeviceReports) Apply(ctx context.Context, node string, epoch int64, r *protocol.Report) error {
 	switch r.Kind {
 	case protocol.ReportTwin:
 		rep, err := twin.DecodeTwinReport(r.Payload)
@@ -62,7 +64,7 @@ func (d *DeviceReports) Apply(ctx context.Context, node string, r *protocol.Repo
 			d.reports.WithLabelValues("twin", "refused").Inc()
 			return fmt.Errorf("%w: %s: %v", cloudhub.ErrBadReport, r.Subject, err)
 		}
-		return d.write(ctx, node, r.Subject, "twin", func(status map[string]any) bool {
+		return d.write(ctx, node, epoch, r.Subject, "twin", func(status map[string]any) bool {
 			return twin.PutTwins(status, rep.Twins)
 		})
 	case protocol.ReportDeviceState:
@@ -71,7 +73,7 @@ func (d *DeviceReports) Apply(ctx context.Context, node string, r *protocol.Repo
 			d.reports.WithLabelValues("state", "refused").Inc()
 			return fmt.Errorf("%w: %s: %v", cloudhub.ErrBadReport, r.Subject, err)
 		}
-		return d.write(ctx, node, r.Subject, "state", func(status map[string]any) bool {
+		return d.write(ctx, node, epoch, r.Subject, "state", func(status map[string]any) bool {
 			return twin.PutState(status, s)
 		})
 	case protocol.ReportUpload:
@@ -85,13 +87,13 @@ func (d *DeviceReports) Apply(ctx context.Context, node string, r *protocol.Repo
 
 // write changes the status of the Device named by subject (namespace/name) with change, which
 // reports whether it changed anything.
-func (d *DeviceReports) write(ctx context.Context, node, subject, kind string, change func(status map[string]any) bool) error {
+func (d *DeviceReports) write(ctx context.Context, node string, epoch int64, subject, kind string, change func(status map[string]any) bool) error {
 	ns, name, ok := strings.Cut(subject, "/")
 	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 		d.reports.WithLabelValues(kind, "refused").Inc()
 		return fmt.Errorf("%w: device %q is not namespace/name", cloudhub.ErrBadReport, subject)
 	}
-	_, err := d.objects.write(ctx, d.info, ns, name, "status", 0, func(cur object) (object, error) {
+	_, err := d.objects.write(withReportEpoch(ctx, epoch), d.info, ns, name, "status", 0, fenced(epoch, func(cur object) (object, error) {
 		spec, _ := cur["spec"].(map[string]any)
 		if owner, _ := spec["nodeName"].(string); owner != node {
 			return nil, errNotOwner
@@ -105,13 +107,16 @@ func (d *DeviceReports) write(ctx context.Context, node, subject, kind string, c
 		}
 		cur["status"] = status
 		return cur, nil
-	})
+	}))
 	switch {
 	case err == nil:
 		d.reports.WithLabelValues(kind, "applied").Inc()
 		return nil
 	case errors.Is(err, errUnchanged):
 		d.reports.WithLabelValues(kind, "unchanged").Inc()
+		return nil
+	case errors.Is(err, errStale):
+		d.reports.WithLabelValues(kind, "stale").Inc()
 		return nil
 	case apierrors.IsNotFound(err):
 		d.reports.WithLabelValues(kind, "gone").Inc()

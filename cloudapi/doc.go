@@ -16,6 +16,12 @@
 // (no new version, no event). A Device whose desired values its DeviceModel's types refuse is
 // refused (422) when its spec is written, since its edge would refuse its whole desired state.
 //
+// Reports from edges (NodeStatus, DeviceReports, Uploads) are applied one at a time per node by
+// the hub. Replicas on one etcd fence each other's (fence.go): a session's epoch is the revision
+// of a write (ReportEpochs), a report writes it into the object it changes
+// (resource.AnnotationReportEpoch), and a report from an older epoch than the object holds is
+// dropped.
+//
 // Namespaces follow Kubernetes' lifecycle: a namespaced object is created only in a Namespace
 // that exists and has no deletionTimestamp (the SystemNamespaces always count as existing). A
 // Namespace's DELETE only marks it Terminating; Namespaces, run by every replica, deletes what

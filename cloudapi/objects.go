@@ -266,6 +266,7 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 	}
 	delete(md, "resourceVersion")
 	delete(md, "deletionTimestamp")
+	dropReportEpoch(md)
 	if info.GroupResource() == resource.Namespaces {
 		// As in Kubernetes, a namespace starts Active (its DELETE makes it Terminating).
 		obj["status"] = map[string]any{"phase": "Active"}
@@ -400,7 +401,8 @@ func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 
 // write is the read-modify-write of update and patch. mutate gets the current object (a fresh
 // copy) and returns the wanted one; write then enforces what clients may not change (identity,
-// creation time, the other half of a status subresource), bumps the generation when the spec
+// creation time, the other half of a status subresource, the report epoch but for a report's
+// write: see fenced), bumps the generation when the spec
 // changed, and stores it if the object has not changed meanwhile. A patch that races another
 // writer is retried on the fresher object, as the Kubernetes API server does.
 func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub string, precondition int64, mutate func(object) (object, error)) ([]byte, error) {
@@ -440,6 +442,9 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			return nil, conflict(info, name)
 		}
 		next := merge(info, sub, curObj, want)
+		if epoch, ok := ctx.Value(reportEpochKey{}).(int64); ok && epoch > reportEpoch(next) {
+			setReportEpoch(next, epoch) // a report's write (see fenced)
+		}
 		raw, err := validate(o.reg, info, ns, name, next)
 		if err != nil {
 			return nil, err
@@ -521,6 +526,7 @@ func merge(info resource.Info, sub string, cur, want object) object {
 			delete(md, k) // set by a DELETE only
 		}
 	}
+	keepReportEpoch(md, curMD)
 	delete(md, "resourceVersion")
 	next["apiVersion"], next["kind"] = info.APIVersion(), info.Kind
 	gen, _ := curMD["generation"].(json.Number)

@@ -211,13 +211,13 @@ type nodeReport struct {
 }
 
 // Apply implements cloudhub.Reports.
-func (n *NodeStatus) Apply(ctx context.Context, node string, r *protocol.Report) error {
+func (n *NodeStatus) Apply(ctx context.Context, node string, epoch int64, r *protocol.Report) error {
 	switch r.Kind {
 	case protocol.ReportNodeStatus:
-		return n.applyNodeStatus(ctx, node, r.Payload)
+		return n.applyNodeStatus(ctx, node, epoch, r.Payload)
 	case protocol.ReportTwin, protocol.ReportDeviceState, protocol.ReportUpload:
 		if n.devices != nil {
-			return n.devices.Apply(ctx, node, r)
+			return n.devices.Apply(ctx, node, epoch, r)
 		}
 	}
 	return fmt.Errorf("%w: report kind %d is not handled by this cloud", cloudhub.ErrBadReport, r.Kind)
@@ -228,14 +228,14 @@ func (n *NodeStatus) Apply(ctx context.Context, node string, r *protocol.Report)
 // its Node without end.
 const maxNodeConditions = 16
 
-func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, payload []byte) error {
+func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, epoch int64, payload []byte) error {
 	var rep nodeReport
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rep); err != nil {
 		return fmt.Errorf("%w: node status: %v", cloudhub.ErrBadReport, err)
 	}
-	_, err := n.objects.write(ctx, n.info, "", node, "status", 0, func(cur object) (object, error) {
+	_, err := n.objects.write(withReportEpoch(ctx, epoch), n.info, "", node, "status", 0, fenced(epoch, func(cur object) (object, error) {
 		status, _ := cur["status"].(map[string]any)
 		if status == nil {
 			status = map[string]any{}
@@ -283,8 +283,8 @@ func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, payload [
 		}
 		cur["status"] = status
 		return cur, nil
-	})
-	if err == errUnchanged {
+	}))
+	if err == errUnchanged || err == errStale {
 		return nil
 	}
 	if refusedInput(err) {

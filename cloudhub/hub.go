@@ -75,10 +75,24 @@ type Status interface {
 
 // Reports applies what edges send up; the cloud implements it over the store.
 type Reports interface {
-	// Apply stores one report from node. An error wrapping ErrBadReport means the report is
-	// malformed: it is acknowledged (the edge drops it) and counted. Any other error means it
-	// could not be stored: the session ends and the edge sends it again on its next one.
-	Apply(ctx context.Context, node string, r *protocol.Report) error
+	// Apply stores one report from node, received on the session numbered epoch (see Epochs;
+	// 0 without them). An error wrapping ErrBadReport means the report is malformed: it is
+	// acknowledged (the edge drops it) and counted. Any other error means it could not be
+	// stored: the session ends and the edge sends it again on its next one.
+	//
+	// A report is older than every report of a later session of its node: Apply may drop it
+	// (and return nil) once an object holds what a session with a greater epoch reported.
+	Apply(ctx context.Context, node string, epoch int64, r *protocol.Report) error
+}
+
+// Epochs numbers sessions when several replicas serve one store (etcd). One replica applies a
+// node's reports in order, across a session and the one that replaced it; two replicas do not
+// see each other's sessions, and a report the node sent to one could be applied after newer
+// reports it sent to the other. Each session takes a number before it reads its first report,
+// and Reports.Apply keeps an object from going back to an older session's report.
+type Epochs interface {
+	// Next returns a number greater than any Next returned before, on any replica.
+	Next(ctx context.Context, node string) (int64, error)
 }
 
 // Forwarder executes API requests edges relay from their metaserver; the cloud decides what a
@@ -100,6 +114,7 @@ type Hub struct {
 	cluster      string
 	status       Status
 	reports      Reports
+	epochs       Epochs
 	forwarder    Forwarder
 	signer       Signer
 	certValidity time.Duration
@@ -154,6 +169,7 @@ type Deps struct {
 	ClusterID    string
 	Status       Status
 	Reports      Reports
+	Epochs       Epochs    // optional: without it every session's epoch is 0 (one replica)
 	Forwarder    Forwarder // optional: without it forwarded writes are refused with 501
 	Signer       Signer
 	CertValidity time.Duration
@@ -175,7 +191,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		d.Now = time.Now
 	}
 	h := &Hub{
-		cfg: cfg, ix: d.Index, registry: d.Registry, cluster: d.ClusterID, status: d.Status, reports: d.Reports, forwarder: d.Forwarder,
+		cfg: cfg, ix: d.Index, registry: d.Registry, cluster: d.ClusterID, status: d.Status, reports: d.Reports, epochs: d.Epochs, forwarder: d.Forwarder,
 		signer: d.Signer, certValidity: d.CertValidity, tlsConfig: d.TLS, now: d.Now,
 		log:      d.Log.With().Str("component", "cloudhub").Logger(),
 		sessions: map[string]*session{},

@@ -14,7 +14,7 @@ import (
 // heldReports blocks every Apply until released.
 type heldReports struct{ release chan struct{} }
 
-func (h heldReports) Apply(ctx context.Context, _ string, _ *protocol.Report) error {
+func (h heldReports) Apply(ctx context.Context, _ string, _ int64, _ *protocol.Report) error {
 	select {
 	case <-h.release:
 	case <-ctx.Done():
@@ -61,7 +61,7 @@ func TestQueuedReportsBoundedInBytes(t *testing.T) {
 // edge's input would, and records the others.
 type panickyReports struct{ applied chan string }
 
-func (p panickyReports) Apply(_ context.Context, _ string, r *protocol.Report) error {
+func (p panickyReports) Apply(_ context.Context, _ string, _ int64, r *protocol.Report) error {
 	if r.Subject == "boom" {
 		var m map[string]int
 		m["boom"]++ // nil map: panics

@@ -31,7 +31,7 @@ func (nopStatus) SetReady(context.Context, string, bool, string, time.Time, time
 
 type nopReports struct{}
 
-func (nopReports) Apply(context.Context, string, *protocol.Report) error { return nil }
+func (nopReports) Apply(context.Context, string, int64, *protocol.Report) error { return nil }
 
 // rig is a store, an index and a hub in one process; edges connect over a plain websocket to
 // an httptest server that hands the connection to serveConn (the TLS identity step is skipped).
@@ -51,6 +51,7 @@ type rigOpts struct {
 	cfg     func(*Config)
 	preSub  func(index.Update) // subscribed before the hub
 	reports Reports            // nil: reports are taken and dropped
+	epochs  Epochs             // nil: sessions are not numbered (one replica)
 	status  Status             // nil: heartbeats are taken and dropped
 	forward Forwarder          // nil: edges' requests are answered 501
 }
@@ -84,7 +85,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	if o.status != nil {
 		status = o.status
 	}
-	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: b.ClusterID(), Status: status, Reports: reps, Forwarder: o.forward,
+	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: b.ClusterID(), Status: status, Reports: reps, Epochs: o.epochs, Forwarder: o.forward,
 		TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,8 @@ type session struct {
 	conn      *websocket.Conn // set at construction; writes only by the writer (and WriteControl)
 	node      string          // set at construction
 	remote    string          // set at construction
+	epoch     int64           // set by the handshake (see Epochs), before the reader starts
+	noEpoch   bool            // the handshake could not take an epoch: reports end the session
 	done      chan struct{}   // closed when the session has ended
 	sent      atomic.Uint64   // seq of the last data message written; written by the writer
 	lastSeen  atomic.Int64    // unix nanos of the last frame or ping from the edge
@@ -152,6 +154,7 @@ func (s *session) handshake(certIssued time.Time) error {
 			return &protocol.Error{Code: protocol.CodeShuttingDown, Message: "the cloud is still loading; reconnect"}
 		}
 	}
+	s.takeEpoch()
 	mode, err := h.attach(s, hello)
 	if err != nil {
 		return err
@@ -159,6 +162,26 @@ func (s *session) handshake(certIssued time.Time) error {
 	s.log().Info().Uint64("cursor", hello.Cursor).Str("agent", hello.Agent).Str("mode", modeName(mode)).Msg("node connected")
 	s.heartbeat()
 	return nil
+}
+
+// takeEpoch numbers the session for Reports.Apply, before it can read a report: a report this
+// session applies was sent after this number was taken, so after every number of the node's
+// earlier sessions, and before any of its later ones. A session that could not take one
+// (the store is unreachable) still serves the node its objects; it ends when a report arrives,
+// which the edge sends again on its next session.
+func (s *session) takeEpoch() {
+	if s.hub.epochs == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
+	defer cancel()
+	e, err := s.hub.epochs.Next(ctx, s.node)
+	if err != nil {
+		s.noEpoch = true
+		s.hub.sampled.Warn().Err(err).Str("node", s.node).Msg("could not number the session for its reports; its first report will end it")
+		return
+	}
+	s.epoch = e
 }
 
 // checkRegistered refuses a certificate the Node object does not vouch for: the Node is gone
@@ -501,6 +524,10 @@ func (s *session) reportLoop() {
 		// successor attaches, and when it ends).
 		lock := s.hub.reportLock(s.node)
 		lock.Lock()
+		if s.noEpoch && !s.failing.Load() {
+			s.hub.metrics.reportsFailed.Inc()
+			s.fail(protocol.CodeInternal, "the cloud could not number this session's reports; they will be resent on the next one")
+		}
 		if s.failing.Load() {
 			lock.Unlock()
 			s.mu.Lock()
@@ -542,7 +569,7 @@ func (s *session) applyReport(r *protocol.Report) (err error) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
 	defer cancel()
-	return s.hub.reports.Apply(ctx, s.node, r)
+	return s.hub.reports.Apply(ctx, s.node, s.epoch, r)
 }
 
 // maxForwarding bounds the forwarded API requests one node may have executing at once.

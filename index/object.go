@@ -134,7 +134,15 @@ func stamp(obj []byte, rev int64, res string) ([]byte, uint64, error) {
 //
 // Every other status change is routed like any change, so the edge's copy of its Node (Ready,
 // and what it reported about itself) and of its Pods and Services follows the cloud's.
+//
+// The epoch of the session whose report an object holds (resource.AnnotationReportEpoch) is left
+// out too: it moves with the reports.
 func reported(res string, m map[string]any) {
+	if md, _ := m["metadata"].(map[string]any); md != nil {
+		if ann, _ := md["annotations"].(map[string]any); ann != nil {
+			delete(ann, resource.AnnotationReportEpoch)
+		}
+	}
 	switch res {
 	case resource.Devices:
 		delete(m, "status")

@@ -43,6 +43,12 @@ const (
 	GroupDiscovery = "discovery.k8s.io"
 )
 
+// AnnotationReportEpoch is kept by the cloud on a Node or Device its edge reports about, when
+// several replicas serve one store: the epoch of the newest session whose report the object
+// holds (see cloudhub.Epochs). Clients cannot set, change or remove it; a change to it alone is
+// not routed to edges.
+const AnnotationReportEpoch = "tether.dev/report-epoch"
+
 // The served kinds, by their group-qualified resource.
 const (
 	Nodes          = "nodes"

@@ -380,8 +380,12 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var epochs cloudhub.Epochs // several replicas on one store fence each other's reports
+	if replicas != nil {
+		epochs = cloudapi.NewReportEpochs(backend)
+	}
 	hub, err := cloudhub.New(c.hub, cloudhub.Deps{
-		Index: ix, Registry: reg, ClusterID: backend.ClusterID(), Status: status, Reports: status,
+		Index: ix, Registry: reg, ClusterID: backend.ClusterID(), Status: status, Reports: status, Epochs: epochs,
 		Forwarder: cloudapi.NewForwarder(api, objects),
 		Signer:    ca, CertValidity: c.join.CertValidity, TLS: ca.ServerTLSConfig(serverCert),
 		Log: log, Metrics: promReg, Now: now,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,6 +167,35 @@ func TestEtcdTwoReplicas(t *testing.T) {
 	e.extra = []string{"--cloud", b.hub}
 	e.restart(t)
 	e.waitSynced(t)
+	// A device on edge-1 reports its state through replica-a: the Device holds the epoch of
+	// that session (the cloud's report fence, see cloudapi/fence.go).
+	mustDo(t, http.MethodPost, a.url(paths["devicemodels"]), twinModelObj("thermo"))
+	mustDo(t, http.MethodPost, a.url(paths["devices"]), twinDeviceObj("thermo", "edge-1", "thermo"))
+	waitNames(t, e.url(paths["devices"]), q("thermo")...)
+	m := newMapper(t, e, nil, ns+"/thermo")
+	stateVia := func(c *cloud, state string) int64 {
+		t.Helper()
+		if _, err := m.SetState(ctxT(t, 10*time.Second), ns+"/thermo", state); err != nil {
+			t.Fatal(err)
+		}
+		var epoch int64
+		waitFor(t, 20*time.Second, "thermo "+state+" in the cloud", func() bool {
+			var d struct {
+				Metadata struct {
+					Annotations map[string]string `json:"annotations"`
+				} `json:"metadata"`
+				Status deviceStatus `json:"status"`
+			}
+			json.Unmarshal(mustDo(t, http.MethodGet, c.url(paths["devices"]+"/thermo"), nil), &d)
+			epoch, _ = strconv.ParseInt(d.Metadata.Annotations["tether.dev/report-epoch"], 10, 64)
+			return d.Status.State == state
+		})
+		return epoch
+	}
+	onA := stateVia(a, "online")
+	if onA <= 0 {
+		t.Fatalf("the Device reported through replica-a holds report epoch %d, want one", onA)
+	}
 	changes := readyChanges(t, b, "edge-1")
 	orphan := readyChanges(t, b, "edge-3")
 	a.kill()
@@ -197,6 +227,11 @@ func TestEtcdTwoReplicas(t *testing.T) {
 	t.Logf("edge-1 Ready on replica-b %.1f s after replica-a was killed", moved.Seconds())
 	mustDo(t, http.MethodPost, b.url(paths["pods"]), podObj("after-a", "edge-1", nil, nil))
 	waitNames(t, e.url(paths["pods"]), q("through-b", "after-a")...)
+	onB := stateVia(b, "offline")
+	if onB <= onA {
+		t.Fatalf("the Device reported through replica-b holds report epoch %d, want more than replica-a's session's %d", onB, onA)
+	}
+	t.Logf("thermo's report epoch: %d through replica-a, %d through replica-b", onA, onB)
 	// replica-b learns from etcd that replica-a is gone (its lease, --replica-ttl, 2 s) the
 	// moment its key goes, and marks edge-3 a grace period (3 s) after that: not before the
 	// grace period, not once edge-3's last heartbeat is two status intervals (two minutes here)

@@ -1,0 +1,198 @@
+package cloudapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store"
+)
+
+// gateKey is the context key of a gate: a write whose context carries one waits at the store
+// until the gate is closed, as one from a replica whose store requests are slow.
+type gateKey struct{}
+
+// gated holds back the updates whose context carries a gate; it tells on entered when one waits.
+type gated struct {
+	store.Backend
+	entered chan struct{}
+}
+
+func (b gated) Update(ctx context.Context, key string, value []byte, rev int64) (int64, error) {
+	if gate, ok := ctx.Value(gateKey{}).(chan struct{}); ok {
+		b.entered <- struct{}{}
+		<-gate
+	}
+	return b.Backend.Update(ctx, key, value, rev)
+}
+
+// fenceRig is a cloud with one Device, ns/d1 on edge-1, its reports, and the store's epochs.
+type fenceRig struct {
+	c       *cloud
+	reports *DeviceReports
+	nodes   *NodeStatus
+	epochs  *ReportEpochs
+	entered chan struct{}
+}
+
+func newFenceRig(t *testing.T) *fenceRig {
+	r := &fenceRig{entered: make(chan struct{}, 1)}
+	r.c = newCloudWith(t, 1000, true, func(b store.Backend) store.Backend {
+		r.epochs = NewReportEpochs(b)
+		return gated{Backend: b, entered: r.entered}
+	})
+	r.c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	r.c.must(http.MethodPost, devsPath, deviceJSON("d1", "edge-1"))
+	r.reports = NewDeviceReports(r.c.objects, resource.New(), nil, nil)
+	r.nodes = NewNodeStatus(r.c.objects, resource.New(), "r1", time.Now)
+	r.nodes.RouteDeviceReports(r.reports)
+	return r
+}
+
+func (r *fenceRig) epoch(t *testing.T) int64 {
+	t.Helper()
+	e, err := r.epochs.Next(context.Background(), "edge-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (r *fenceRig) state(t *testing.T, ctx context.Context, epoch int64, state string) {
+	t.Helper()
+	err := r.nodes.Apply(ctx, "edge-1", epoch, &protocol.Report{Kind: protocol.ReportDeviceState, Subject: "ns/d1", Payload: []byte(`{"state":"` + state + `"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// device returns d1's state and the epoch it holds.
+func (r *fenceRig) device(t *testing.T) (state, epoch string) {
+	t.Helper()
+	var d struct {
+		Metadata struct {
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+		Status struct {
+			State string `json:"state"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(r.c.must(http.MethodGet, devsPath+"/d1", "")), &d); err != nil {
+		t.Fatal(err)
+	}
+	return d.Status.State, d.Metadata.Annotations[resource.AnnotationReportEpoch]
+}
+
+// held applies a state report from session epoch whose write waits at the store until the
+// returned release is called; release returns Apply's error.
+func (r *fenceRig) held(t *testing.T, epoch int64, state string) (release func() error) {
+	gate, done := make(chan struct{}), make(chan error, 1)
+	ctx := context.WithValue(context.Background(), gateKey{}, gate)
+	go func() {
+		done <- r.nodes.Apply(ctx, "edge-1", epoch, &protocol.Report{Kind: protocol.ReportDeviceState, Subject: "ns/d1", Payload: []byte(`{"state":"` + state + `"}`)})
+	}()
+	<-r.entered
+	return func() error { close(gate); return <-done }
+}
+
+// TestOlderSessionsReportDropped: a replica whose store write of a node's report was held up
+// (the node's old session) does not overwrite what the node reported since on its new session,
+// on another replica. Before the fence, the device went back to "offline" for good (until its
+// next report): the held write failed its compare-and-swap, was tried again on the fresher
+// object, and won.
+func TestOlderSessionsReportDropped(t *testing.T) {
+	r := newFenceRig(t)
+	old := r.epoch(t)
+	release := r.held(t, old, "offline")
+	// The edge reconnected elsewhere and sent the report again, and a newer one.
+	newer := r.epoch(t)
+	r.state(t, context.Background(), newer, "offline")
+	r.state(t, context.Background(), newer, "online")
+	if err := release(); err != nil {
+		t.Fatalf("the old session's report: %v, want it dropped without an error (it is acknowledged)", err)
+	}
+	state, epoch := r.device(t)
+	if state != "online" || epoch != itoa(newer) {
+		t.Fatalf("device: state %q, epoch %q; want online from epoch %d", state, epoch, newer)
+	}
+}
+
+// TestNewerSessionsUnchangedReportFences: a report from a new session that changes nothing
+// still moves the epoch, or the old session's held report, older, would land after it.
+func TestNewerSessionsUnchangedReportFences(t *testing.T) {
+	r := newFenceRig(t)
+	r.state(t, context.Background(), r.epoch(t), "online")
+	old := r.epoch(t)
+	release := r.held(t, old, "offline")
+	newer := r.epoch(t)
+	r.state(t, context.Background(), newer, "online") // what the device already shows
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	if state, epoch := r.device(t); state != "online" || epoch != itoa(newer) {
+		t.Fatalf("device: state %q, epoch %q; want online from epoch %d", state, epoch, newer)
+	}
+	// A report from the same session that changes nothing writes nothing.
+	before := r.c.must(http.MethodGet, devsPath+"/d1", "")
+	r.state(t, context.Background(), newer, "online")
+	if after := r.c.must(http.MethodGet, devsPath+"/d1", ""); after != before {
+		t.Fatalf("an unchanged report from the same session wrote:\n%s\nthen\n%s", before, after)
+	}
+}
+
+// TestNodeStatusReportFenced: the same holds for what a node reports about itself.
+func TestNodeStatusReportFenced(t *testing.T) {
+	r := newFenceRig(t)
+	report := func(ctx context.Context, epoch int64, kernel string) error {
+		return r.nodes.Apply(ctx, "edge-1", epoch, &protocol.Report{Kind: protocol.ReportNodeStatus,
+			Payload: []byte(`{"nodeInfo":{"kernelVersion":"` + kernel + `"}}`)})
+	}
+	old := r.epoch(t)
+	gate, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- report(context.WithValue(context.Background(), gateKey{}, gate), old, "5.10") }()
+	<-r.entered
+	newer := r.epoch(t)
+	if err := report(context.Background(), newer, "6.1"); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if out := r.c.must(http.MethodGet, nodesPath+"/edge-1", ""); !strings.Contains(out, `"kernelVersion":"6.1"`) {
+		t.Fatalf("node after the old session's report: %s; want kernelVersion 6.1", out)
+	}
+}
+
+// TestReportEpochIsTheClouds: clients cannot set, change or remove the epoch, and a Device
+// created from another's manifest does not take its epoch.
+func TestReportEpochIsTheClouds(t *testing.T) {
+	r := newFenceRig(t)
+	e := r.epoch(t)
+	r.state(t, context.Background(), e, "online")
+	want := itoa(e)
+	r.c.must(http.MethodPatch, devsPath+"/d1", `{"metadata":{"annotations":{"`+resource.AnnotationReportEpoch+`":"999999999","a":"b"}}}`)
+	if _, got := r.device(t); got != want {
+		t.Fatalf("after a patch setting it: epoch %q, want %q", got, want)
+	}
+	r.c.must(http.MethodPut, devsPath+"/d1", deviceJSON("d1", "edge-1"))
+	if _, got := r.device(t); got != want {
+		t.Fatalf("after a replace without it: epoch %q, want %q", got, want)
+	}
+	r.c.must(http.MethodPatch, devsPath+"/d1/status", `{"metadata":{"annotations":{"`+resource.AnnotationReportEpoch+`":"1"}},"status":{"state":"offline"}}`)
+	if state, got := r.device(t); got != want || state != "offline" {
+		t.Fatalf("after a status patch: state %q, epoch %q; want offline, %q", state, got, want)
+	}
+	out := r.c.must(http.MethodPost, devsPath, `{"apiVersion":"devices.kubeedge.io/v1beta1","kind":"Device","metadata":{"name":"d2","namespace":"ns","annotations":{"`+
+		resource.AnnotationReportEpoch+`":"999999999"}},"spec":{"nodeName":"edge-1","deviceModelRef":{"name":"m"}}}`)
+	if strings.Contains(out, resource.AnnotationReportEpoch) {
+		t.Fatalf("created with another's epoch: %s", out)
+	}
+}
+
+func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
