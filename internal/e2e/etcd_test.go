@@ -192,9 +192,9 @@ func TestEtcdTwoReplicas(t *testing.T) {
 		})
 		return epoch
 	}
-	onA := stateVia(a, "online")
-	if onA <= 0 {
-		t.Fatalf("the Device reported through replica-a holds report epoch %d, want one", onA)
+	epochA := stateVia(a, "online")
+	if epochA <= 0 {
+		t.Fatalf("the Device reported through replica-a holds report epoch %d, want one", epochA)
 	}
 	changes := readyChanges(t, b, "edge-1")
 	orphan := readyChanges(t, b, "edge-3")
@@ -227,11 +227,11 @@ func TestEtcdTwoReplicas(t *testing.T) {
 	t.Logf("edge-1 Ready on replica-b %.1f s after replica-a was killed", moved.Seconds())
 	mustDo(t, http.MethodPost, b.url(paths["pods"]), podObj("after-a", "edge-1", nil, nil))
 	waitNames(t, e.url(paths["pods"]), q("through-b", "after-a")...)
-	onB := stateVia(b, "offline")
-	if onB <= onA {
-		t.Fatalf("the Device reported through replica-b holds report epoch %d, want more than replica-a's session's %d", onB, onA)
+	epochB := stateVia(b, "offline")
+	if epochB <= epochA {
+		t.Fatalf("the Device reported through replica-b holds report epoch %d, want more than replica-a's session's %d", epochB, epochA)
 	}
-	t.Logf("thermo's report epoch: %d through replica-a, %d through replica-b", onA, onB)
+	t.Logf("thermo's report epoch: %d through replica-a, %d through replica-b", epochA, epochB)
 	// replica-b learns from etcd that replica-a is gone (its lease, --replica-ttl, 2 s) the
 	// moment its key goes, and marks edge-3 a grace period (3 s) after that: not before the
 	// grace period, not once edge-3's last heartbeat is two status intervals (two minutes here)
