@@ -93,7 +93,7 @@ func (d *DeviceReports) write(ctx context.Context, node string, epoch int64, sub
 		d.reports.WithLabelValues(kind, "refused").Inc()
 		return fmt.Errorf("%w: device %q is not namespace/name", cloudhub.ErrBadReport, subject)
 	}
-	_, err := d.objects.write(withReportEpoch(ctx, epoch), d.info, ns, name, "status", 0, fenced(epoch, func(cur object) (object, error) {
+	_, err := d.objects.write(withReportEpoch(ctx, node, epoch), d.info, ns, name, "status", 0, fenced(node, epoch, func(cur object) (object, error) {
 		spec, _ := cur["spec"].(map[string]any)
 		if owner, _ := spec["nodeName"].(string); owner != node {
 			return nil, errNotOwner

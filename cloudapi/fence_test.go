@@ -4,13 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/store"
+	"github.com/tetherhub/tether/store/boltstore"
 )
 
 // gateKey is the context key of a gate: a write whose context carries one waits at the store
@@ -37,13 +44,14 @@ type fenceRig struct {
 	reports *DeviceReports
 	nodes   *NodeStatus
 	epochs  *ReportEpochs
+	backend store.Backend
 	entered chan struct{}
 }
 
 func newFenceRig(t *testing.T) *fenceRig {
 	r := &fenceRig{entered: make(chan struct{}, 1)}
 	r.c = newCloudWith(t, 1000, true, func(b store.Backend) store.Backend {
-		r.epochs = NewReportEpochs(b)
+		r.epochs, r.backend = NewReportEpochs(b, 10*time.Second), b
 		return gated{Backend: b, entered: r.entered}
 	})
 	r.c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
@@ -56,7 +64,7 @@ func newFenceRig(t *testing.T) *fenceRig {
 
 func (r *fenceRig) epoch(t *testing.T) int64 {
 	t.Helper()
-	e, err := r.epochs.Next(context.Background(), "edge-1")
+	e, err := r.epochs.Next(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +125,7 @@ func TestOlderSessionsReportDropped(t *testing.T) {
 		t.Fatalf("the old session's report: %v, want it dropped without an error (it is acknowledged)", err)
 	}
 	state, epoch := r.device(t)
-	if state != "online" || epoch != itoa(newer) {
+	if state != "online" || epoch != held("edge-1", newer) {
 		t.Fatalf("device: state %q, epoch %q; want online from epoch %d", state, epoch, newer)
 	}
 }
@@ -134,7 +142,7 @@ func TestNewerSessionsUnchangedReportFences(t *testing.T) {
 	if err := release(); err != nil {
 		t.Fatal(err)
 	}
-	if state, epoch := r.device(t); state != "online" || epoch != itoa(newer) {
+	if state, epoch := r.device(t); state != "online" || epoch != held("edge-1", newer) {
 		t.Fatalf("device: state %q, epoch %q; want online from epoch %d", state, epoch, newer)
 	}
 	// A report from the same session that changes nothing writes nothing.
@@ -175,7 +183,7 @@ func TestReportEpochIsTheClouds(t *testing.T) {
 	r := newFenceRig(t)
 	e := r.epoch(t)
 	r.state(t, context.Background(), e, "online")
-	want := itoa(e)
+	want := held("edge-1", e)
 	r.c.must(http.MethodPatch, devsPath+"/d1", `{"metadata":{"annotations":{"`+resource.AnnotationReportEpoch+`":"999999999","a":"b"}}}`)
 	if _, got := r.device(t); got != want {
 		t.Fatalf("after a patch setting it: epoch %q, want %q", got, want)
@@ -195,4 +203,109 @@ func TestReportEpochIsTheClouds(t *testing.T) {
 	}
 }
 
-func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+// held is the annotation's value for node's session epoch.
+func held(node string, epoch int64) string { return node + "/" + strconv.FormatInt(epoch, 10) }
+
+// TestMovedDeviceTakesItsNewNodesReports: epochs are numbered across all nodes, so a Device
+// moved to another node takes that node's reports even when their session is older than the
+// one of the old node whose report the Device holds. Before the epoch named its node, every
+// report of the new node was dropped as stale until that node reconnected.
+func TestMovedDeviceTakesItsNewNodesReports(t *testing.T) {
+	r := newFenceRig(t)
+	onEdge2 := r.epoch(t) // edge-2's session, which goes on through the move
+	r.state(t, context.Background(), r.epoch(t), "online")
+	r.c.must(http.MethodPut, devsPath+"/d1", deviceJSON("d1", "edge-2"))
+	err := r.nodes.Apply(context.Background(), "edge-2", onEdge2, &protocol.Report{Kind: protocol.ReportDeviceState, Subject: "ns/d1", Payload: []byte(`{"state":"offline"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state, epoch := r.device(t); state != "offline" || epoch != held("edge-2", onEdge2) {
+		t.Fatalf("device moved to edge-2: state %q, epoch %q; want offline from edge-2's epoch %d", state, epoch, onEdge2)
+	}
+}
+
+// TestForeignReportEpochIgnored: an epoch at or above the object's own version was not written
+// by a report on this store (a value from before the cloud owned the annotation, or from an etcd
+// whose revisions ran higher), and holds back nothing.
+func TestForeignReportEpochIgnored(t *testing.T) {
+	r := newFenceRig(t)
+	ctx := context.Background()
+	key := resource.StoreKey(resource.Key{Resource: resource.Devices, Namespace: "ns", Name: "d1"})
+	kv, err := r.backend.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d map[string]any
+	json.Unmarshal(kv.Value, &d)
+	d["metadata"].(map[string]any)["annotations"] = map[string]any{resource.AnnotationReportEpoch: "edge-1/1000000"}
+	raw, _ := json.Marshal(d)
+	if _, err := r.backend.Update(ctx, key, raw, 0); err != nil {
+		t.Fatal(err)
+	}
+	e := r.epoch(t)
+	r.state(t, ctx, e, "online")
+	if state, epoch := r.device(t); state != "online" || epoch != held("edge-1", e) {
+		t.Fatalf("device: state %q, epoch %q; want online from epoch %d", state, epoch, e)
+	}
+}
+
+// countingUpdates counts the store's updates.
+type countingUpdates struct {
+	store.Backend
+	n atomic.Int64
+}
+
+func (b *countingUpdates) Update(ctx context.Context, key string, value []byte, rev int64) (int64, error) {
+	b.n.Add(1)
+	return b.Backend.Update(ctx, key, value, rev)
+}
+
+// TestReportEpochsOrderedAndShared: an epoch is greater than every epoch returned before it
+// was asked for, and sessions asking at once share a write.
+func TestReportEpochsOrderedAndShared(t *testing.T) {
+	bs, err := boltstore.Open(boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db")), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bs.Close()
+	b := &countingUpdates{Backend: bs}
+	epochs := NewReportEpochs(b, 10*time.Second)
+	type call struct {
+		asked, got time.Time
+		epoch      int64
+	}
+	const workers, each = 50, 20
+	calls := make([][]call, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				asked := time.Now()
+				e, err := epochs.Next(context.Background())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				calls[w] = append(calls[w], call{asked, time.Now(), e})
+			}
+		}()
+	}
+	wg.Wait()
+	var all []call
+	for _, cs := range calls {
+		all = append(all, cs...)
+	}
+	for _, a := range all {
+		for _, b := range all {
+			if a.got.Before(b.asked) && a.epoch >= b.epoch {
+				t.Fatalf("epoch %d returned at %s; %d asked for after it, at %s", a.epoch, a.got.Format(time.StampMicro), b.epoch, b.asked.Format(time.StampMicro))
+			}
+		}
+	}
+	if n := b.n.Load(); n >= workers*each {
+		t.Fatalf("%d writes for %d epochs asked for by %d sessions at once; want them shared", n, workers*each, workers)
+	}
+	t.Logf("%d epochs from %d writes", workers*each, b.n.Load())
+}

@@ -442,8 +442,8 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			return nil, conflict(info, name)
 		}
 		next := merge(info, sub, curObj, want)
-		if epoch, ok := ctx.Value(reportEpochKey{}).(int64); ok && epoch > reportEpoch(next) {
-			setReportEpoch(next, epoch) // a report's write (see fenced)
+		if rs, ok := ctx.Value(reportEpochKey{}).(reportSession); ok && rs.epoch > reportEpoch(curObj, rs.node) {
+			setReportEpoch(next, rs.node, rs.epoch) // a report's write (see fenced)
 		}
 		raw, err := validate(o.reg, info, ns, name, next)
 		if err != nil {

@@ -20,7 +20,7 @@ type countingEpochs struct {
 	failing bool
 }
 
-func (c *countingEpochs) Next(context.Context, string) (int64, error) {
+func (c *countingEpochs) Next(context.Context) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.failing {

@@ -91,8 +91,9 @@ type Reports interface {
 // reports it sent to the other. Each session takes a number before it reads its first report,
 // and Reports.Apply keeps an object from going back to an older session's report.
 type Epochs interface {
-	// Next returns a number greater than any Next returned before, on any replica.
-	Next(ctx context.Context, node string) (int64, error)
+	// Next returns a number greater than any Next returned before it was called, on any
+	// replica.
+	Next(ctx context.Context) (int64, error)
 }
 
 // Forwarder executes API requests edges relay from their metaserver; the cloud decides what a

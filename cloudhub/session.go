@@ -173,9 +173,11 @@ func (s *session) takeEpoch() {
 	if s.hub.epochs == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
+	// The edge waits for Welcome as long as the hub waits for Hello: a slow store must not make
+	// it give up and redial, which would ask for yet another epoch.
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.hub.cfg.WriteTimeout, s.hub.cfg.HandshakeTimeout/2))
 	defer cancel()
-	e, err := s.hub.epochs.Next(ctx, s.node)
+	e, err := s.hub.epochs.Next(ctx)
 	if err != nil {
 		s.noEpoch = true
 		s.hub.sampled.Warn().Err(err).Str("node", s.node).Msg("could not number the session for its reports; its first report will end it")

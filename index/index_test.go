@@ -207,4 +207,11 @@ func TestContentLeavesOutOnlyWhatTheEdgeReports(t *testing.T) {
 	if content(dev, `{"metadata":{"name":"d1","labels":{"a":"b"}},"spec":{"nodeName":"edge-1"}}`, 9) == d0 {
 		t.Error("a Device's label change kept its Content")
 	}
+	if content(dev, `{"metadata":{"name":"d1","annotations":{"tether.dev/report-epoch":"edge-1/7"}},"spec":{"nodeName":"edge-1"},"status":{"state":"online"}}`, 10) != d0 {
+		t.Error("a Device's first report epoch changed its Content: each Device would be sent to its edge again at its first report of a session")
+	}
+	withNote := `{"metadata":{"name":"d1","annotations":{"note":"x"%s}},"spec":{"nodeName":"edge-1"}}`
+	if content(dev, fmt.Sprintf(withNote, ""), 11) != content(dev, fmt.Sprintf(withNote, `,"tether.dev/report-epoch":"edge-1/7"`), 12) {
+		t.Error("a report epoch beside another annotation changed the Device's Content")
+	}
 }

@@ -140,7 +140,12 @@ func stamp(obj []byte, rev int64, res string) ([]byte, uint64, error) {
 func reported(res string, m map[string]any) {
 	if md, _ := m["metadata"].(map[string]any); md != nil {
 		if ann, _ := md["annotations"].(map[string]any); ann != nil {
-			delete(ann, resource.AnnotationReportEpoch)
+			if _, ok := ann[resource.AnnotationReportEpoch]; ok {
+				delete(ann, resource.AnnotationReportEpoch)
+				if len(ann) == 0 {
+					delete(md, "annotations") // as the object was before its first report
+				}
+			}
 		}
 	}
 	switch res {

@@ -44,8 +44,8 @@ const (
 )
 
 // AnnotationReportEpoch is kept by the cloud on a Node or Device its edge reports about, when
-// several replicas serve one store: the epoch of the newest session whose report the object
-// holds (see cloudhub.Epochs). Clients cannot set, change or remove it; a change to it alone is
+// several replicas serve one store: "node/epoch", the node and the epoch of the newest session
+// whose report the object holds (see cloudhub.Epochs). Clients cannot set, change or remove it; a change to it alone is
 // not routed to edges.
 const AnnotationReportEpoch = "tether.dev/report-epoch"
 

@@ -382,7 +382,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	}
 	var epochs cloudhub.Epochs // several replicas on one store fence each other's reports
 	if replicas != nil {
-		epochs = cloudapi.NewReportEpochs(backend)
+		epochs = cloudapi.NewReportEpochs(backend, c.hub.WriteTimeout)
 	}
 	hub, err := cloudhub.New(c.hub, cloudhub.Deps{
 		Index: ix, Registry: reg, ClusterID: backend.ClusterID(), Status: status, Reports: status, Epochs: epochs,

@@ -187,7 +187,11 @@ func TestEtcdTwoReplicas(t *testing.T) {
 				Status deviceStatus `json:"status"`
 			}
 			json.Unmarshal(mustDo(t, http.MethodGet, c.url(paths["devices"]+"/thermo"), nil), &d)
-			epoch, _ = strconv.ParseInt(d.Metadata.Annotations["tether.dev/report-epoch"], 10, 64)
+			// "edge-1/N": the node whose session wrote it, and its epoch.
+			epoch = 0
+			if n, ok := strings.CutPrefix(d.Metadata.Annotations["tether.dev/report-epoch"], "edge-1/"); ok {
+				epoch, _ = strconv.ParseInt(n, 10, 64)
+			}
 			return d.Status.State == state
 		})
 		return epoch
