@@ -109,7 +109,7 @@ func TestReplicaNameTaken(t *testing.T) {
 	go func() { doneB <- b.KeepReplica(ctxB, "same", 3*time.Second) }()
 	time.Sleep(2 * time.Second)
 	stopA()
-	<-doneA // revoked: the key is gone
+	<-doneA                                        // revoked: the key is gone
 	waitReplica(t, b, "same", true, 5*time.Second) // the waiting replica takes the key
 	stopB()
 	if err := <-doneB; err != nil {
