@@ -18,6 +18,7 @@ import (
 
 	"github.com/tetherhub/tether/cloudhub"
 	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/join"
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
@@ -614,5 +615,35 @@ func TestStoreTooLargeIsFinal(t *testing.T) {
 	err := ns.Apply(context.Background(), "edge-1", 0, &protocol.Report{Seq: 1, Kind: protocol.ReportNodeStatus, Payload: raw})
 	if !errors.Is(err, cloudhub.ErrBadReport) {
 		t.Fatalf("a node status report the store refuses for its size: %v, want a bad report", err)
+	}
+}
+
+// TestRegisterKeepsTheLaterJoin: of two joins of one name signed close together, the one whose
+// certificate was issued later is recorded whatever order they reach the store in; the other
+// gets join.ErrLaterJoin. Before, the last to write moved certificates-since back, and both
+// certificates were let in.
+func TestRegisterKeepsTheLaterJoin(t *testing.T) {
+	c := newCloud(t, 1000)
+	nodes := NewNodes(c.objects, resource.New())
+	ctx := context.Background()
+	a := time.Date(2026, 11, 29, 10, 0, 0, 100, time.UTC)
+	b := a.Add(50 * time.Millisecond)
+	if err := nodes.Register(ctx, "edge-1", nil, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes.Register(ctx, "edge-1", nil, a); !errors.Is(err, join.ErrLaterJoin) {
+		t.Fatalf("the earlier join recorded after the later: %v, want join.ErrLaterJoin", err)
+	}
+	var n struct {
+		Metadata struct {
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	json.Unmarshal([]byte(c.must(http.MethodGet, nodesPath+"/edge-1", "")), &n)
+	if got := n.Metadata.Annotations[cloudhub.AnnotationCertificatesSince]; got != b.Format(time.RFC3339Nano) {
+		t.Fatalf("certificates-since %s, want the later join's %s", got, b.Format(time.RFC3339Nano))
+	}
+	if err := nodes.Register(ctx, "edge-1", nil, b.Add(time.Second)); err != nil {
+		t.Fatalf("a join after both: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/tetherhub/tether/cloudhub"
+	"github.com/tetherhub/tether/join"
 	"github.com/tetherhub/tether/resource"
 )
 
@@ -29,7 +30,8 @@ func NewNodes(objects *Objects, reg *resource.Registry) *Nodes {
 // Either way it records on the Node which certificates the hub accepts from now on (see
 // cloudhub.AnnotationJoinedUID): this Node object's, issued at certIssued (pki.IssuedAt) or later. An
 // earlier certificate of the name, or any certificate once the Node is deleted and created
-// again, is refused until the node joins again.
+// again, is refused until the node joins again. A join whose certificate was issued before one
+// already recorded for this Node object gets join.ErrLaterJoin and records nothing.
 func (n *Nodes) Register(ctx context.Context, name string, labels map[string]string, certIssued time.Time) error {
 	md := map[string]any{"name": name}
 	node := map[string]any{"apiVersion": "v1", "kind": "Node", "metadata": md, "spec": map[string]any{}}
@@ -44,6 +46,14 @@ func (n *Nodes) Register(ctx context.Context, name string, labels map[string]str
 		annotations, _ := md["annotations"].(map[string]any)
 		if annotations == nil {
 			annotations = map[string]any{}
+		}
+		if annotations[cloudhub.AnnotationJoinedUID] == uid {
+			// Two joins of the name signed close together may get here in either order: the
+			// later certificate's must win, or the older certificate would be let back in.
+			held, _ := annotations[cloudhub.AnnotationCertificatesSince].(string)
+			if t, err := time.Parse(time.RFC3339Nano, held); err == nil && t.After(certIssued) {
+				return nil, join.ErrLaterJoin
+			}
 		}
 		annotations[cloudhub.AnnotationJoinedUID] = uid
 		annotations[cloudhub.AnnotationCertificatesSince] = since

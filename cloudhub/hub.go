@@ -309,7 +309,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(h.cfg.MaxMessage)
 	// The handshake grew this goroutine's stack; the session lives on a fresh one, which keeps
 	// an idle node's footprint small.
-	go h.serveConn(conn, node, pki.IssuedAt(cert), r.RemoteAddr)
+	go h.serveConn(conn, node, pki.IssuedAt(cert), cert.NotAfter, r.RemoteAddr)
 }
 
 // onUpdate runs on the index goroutine for every change, in order: it remembers the change and
@@ -321,6 +321,14 @@ func (h *Hub) onUpdate(u index.Update) {
 	if n := u.New; n != nil && n.Key.Resource == resource.Nodes && !u.Historical {
 		if h.cfg.SharedStore {
 			h.watchElsewhere(n.Key.Name)
+		}
+		if s := h.sessions[n.Key.Name]; s != nil {
+			if err := retired(n, time.Unix(0, s.certIssued)); err != nil {
+				// A later join of the name (or the Node made again) retired the certificate
+				// this session connected with: it ends now, not at its next reconnect, and
+				// cannot renew meanwhile.
+				go s.fail(err.Code, err.Message)
+			}
 		}
 		if s := h.sessions[n.Key.Name]; s != nil && !readyTrue(n.Raw) {
 			// The node is connected here, yet its Node says otherwise: another replica marked

@@ -29,11 +29,11 @@ func TestRevokedBetweenCheckAndAttach(t *testing.T) {
 		if err != nil {
 			return
 		}
-		s := &session{hub: h, conn: conn, node: "n1", done: make(chan struct{}), remote: req.RemoteAddr}
+		s := &session{hub: h, conn: conn, node: "n1", done: make(chan struct{}), remote: req.RemoteAddr, certIssued: time.Now().UnixNano()}
 		_, frame, _ := conn.ReadMessage()
 		msgs, _ := protocol.Decode(frame)
 		hello := msgs[0].(*protocol.Hello)
-		if err := s.checkRegistered(time.Now()); err != nil { // handshake's first step
+		if err := s.checkRegistered(); err != nil { // handshake's first step
 			t.Errorf("refused before the delete: %v", err)
 			return
 		}
@@ -85,7 +85,8 @@ func TestOnlyTheJoinedNodeObjectsCertificatesGetIn(t *testing.T) {
 	}
 	check := func(what string, cert time.Time, wantOK bool) {
 		t.Helper()
-		err := s.checkRegistered(cert)
+		s.certIssued = cert.UnixNano()
+		err := s.checkRegistered()
 		if (err == nil) != wantOK {
 			t.Errorf("%s: checkRegistered = %v, want ok=%v", what, err, wantOK)
 		}
@@ -101,4 +102,68 @@ func TestOnlyTheJoinedNodeObjectsCertificatesGetIn(t *testing.T) {
 	check("a Node created again from a saved manifest", joined, false)
 	r.del(nodeKey("n1"))
 	check("a deleted Node", joined, false)
+}
+
+// TestRejoinEndsTheRetiredSession: a later join of the name ends the session of a certificate it
+// retired at once. Before, that session (a stolen key's, say) lived on, and could renew its
+// certificate past the join and keep coming back.
+func TestRejoinEndsTheRetiredSession(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	e := syncedEdge(t, r, "n1") // its certificate was issued now
+	later := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
+	r.put(nodeKey("n1"), `{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","uid":"uid-n1","annotations":{"`+
+		AnnotationJoinedUID+`":"uid-n1","`+AnnotationCertificatesSince+`":"`+later+`"}}}`)
+	e.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, frame, err := e.ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("the retired certificate's session was not ended with an Error: %v", err)
+		}
+		msgs, _ := protocol.Decode(frame)
+		for _, m := range msgs {
+			if m, ok := m.(*protocol.Error); ok {
+				if m.Code != protocol.CodeRevoked || !strings.Contains(m.Message, "retired") {
+					t.Fatalf("error %s %q, want revoked: retired", m.Code, m.Message)
+				}
+				return
+			}
+		}
+	}
+}
+
+// refusingSigner fails the test if it is asked to sign.
+type refusingSigner struct{ t *testing.T }
+
+func (s refusingSigner) SignCSR([]byte, string, time.Duration, time.Time) ([]byte, error) {
+	s.t.Error("a renewal was signed")
+	return nil, nil
+}
+
+// TestRenewalChecksTheSessionsCertificate: a session renews only what the cloud would still let
+// connect: not a certificate a later join retired, nor one that has expired.
+func TestRenewalChecksTheSessionsCertificate(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	r.hub.signer = refusingSigner{t}
+	r.put(nodeKey("n1"), nodeJSON("n1", "")) // certificates since 2026-01-01
+	renewed := func(issued, expires time.Time) string {
+		t.Helper()
+		s := &session{hub: r.hub, node: "n1", done: make(chan struct{}), certIssued: issued.UnixNano(), certExpires: expires.UnixNano()}
+		s.renewing = true
+		s.writing = true // no connection: what it would send stays in control
+		s.renew(&protocol.Renew{CSR: []byte("csr")})
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, m := range s.control {
+			if m, ok := m.(*protocol.Renewed); ok {
+				return m.Message
+			}
+		}
+		return ""
+	}
+	if msg := renewed(time.Date(2025, 12, 1, 0, 0, 0, 0, time.UTC), time.Now().Add(time.Hour)); !strings.Contains(msg, "retired") {
+		t.Errorf("renewal of a retired certificate: %q, want it refused as retired", msg)
+	}
+	if msg := renewed(time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)); !strings.Contains(msg, "expired") {
+		t.Errorf("renewal of an expired certificate: %q, want it refused as expired", msg)
+	}
 }

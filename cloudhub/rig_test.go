@@ -96,7 +96,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 		if err != nil {
 			return
 		}
-		go h.serveConn(conn, req.URL.Query().Get("node"), time.Now(), req.RemoteAddr)
+		go h.serveConn(conn, req.URL.Query().Get("node"), time.Now(), time.Now().Add(24*time.Hour), req.RemoteAddr)
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
+	"github.com/tetherhub/tether/index"
 	"github.com/tetherhub/tether/internal/wsframe"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
@@ -25,20 +26,23 @@ import (
 // goroutine exists only while there is something to send (so an idle node costs one goroutine),
 // and a reporter goroutine only while reports wait for the store.
 type session struct {
-	hub       *Hub
-	conn      *websocket.Conn // set at construction; writes only by the writer (and WriteControl)
-	node      string          // set at construction
-	remote    string          // set at construction
-	epoch     int64           // set by the handshake (see Epochs), before the reader starts
-	noEpoch   bool            // the handshake could not take an epoch: reports end the session
-	done      chan struct{}   // closed when the session has ended
-	sent      atomic.Uint64   // seq of the last data message written; written by the writer
-	lastSeen  atomic.Int64    // unix nanos of the last frame or ping from the edge
-	failing   atomic.Bool     // fail or end was called: the reader ignores further messages, reports are not applied
-	statusDue atomic.Int64    // unix nanos when the next heartbeat write is due (the tick makes it)
-	statusErr atomic.Int32    // heartbeat writes failed in a row (their retries back off)
-	batchLeft atomic.Int64    // keys of the current batch not yet sent, for metrics
-	through   atomic.Int64    // the last Through sent (lastThrough, published for the progress tick)
+	hub    *Hub
+	conn   *websocket.Conn // set at construction; writes only by the writer (and WriteControl)
+	node   string          // set at construction
+	remote string          // set at construction
+	// certIssued and certExpires (unix nanos) are those of the certificate the session
+	// connected with (pki.IssuedAt, NotAfter); set at construction.
+	certIssued, certExpires int64
+	epoch                   int64         // set by the handshake (see Epochs), before the reader starts
+	noEpoch                 bool          // the handshake could not take an epoch: reports end the session
+	done                    chan struct{} // closed when the session has ended
+	sent                    atomic.Uint64 // seq of the last data message written; written by the writer
+	lastSeen                atomic.Int64  // unix nanos of the last frame or ping from the edge
+	failing                 atomic.Bool   // fail or end was called: the reader ignores further messages, reports are not applied
+	statusDue               atomic.Int64  // unix nanos when the next heartbeat write is due (the tick makes it)
+	statusErr               atomic.Int32  // heartbeat writes failed in a row (their retries back off)
+	batchLeft               atomic.Int64  // keys of the current batch not yet sent, for metrics
+	through                 atomic.Int64  // the last Through sent (lastThrough, published for the progress tick)
 
 	mu          sync.Mutex          // guards the fields below
 	pending     map[string]struct{} // keys to send; nil when none
@@ -70,13 +74,13 @@ type session struct {
 	buf          []byte // the frame being built; from Hub.frameBufs while the writer runs
 }
 
-func (h *Hub) serveConn(conn *websocket.Conn, node string, certIssued time.Time, remote string) {
+func (h *Hub) serveConn(conn *websocket.Conn, node string, certIssued, certExpires time.Time, remote string) {
 	s := &session{
 		hub: h, conn: conn, node: node, done: make(chan struct{}),
-		remote: remote,
+		remote: remote, certIssued: certIssued.UnixNano(), certExpires: certExpires.UnixNano(),
 	}
 	h.metrics.connects.Inc()
-	if err := s.handshake(certIssued); err != nil {
+	if err := s.handshake(); err != nil {
 		defer close(s.done)
 		defer conn.Close()
 		var perr *protocol.Error
@@ -113,7 +117,7 @@ func (s *session) log() *zerolog.Logger {
 }
 
 // handshake reads and checks Hello, then attaches the session.
-func (s *session) handshake(certIssued time.Time) error {
+func (s *session) handshake() error {
 	h := s.hub
 	s.conn.SetReadDeadline(h.now().Add(h.cfg.HandshakeTimeout))
 	typ, frame, err := h.frames.Read(s.conn)
@@ -140,7 +144,7 @@ func (s *session) handshake(certIssued time.Time) error {
 	if hello.Node != s.node {
 		return &protocol.Error{Code: protocol.CodeIdentityMismatch, Message: fmt.Sprintf("the certificate is for node %q but Hello names %q", s.node, hello.Node)}
 	}
-	if err := s.checkRegistered(certIssued); err != nil {
+	if err := s.checkRegistered(); err != nil {
 		return err
 	}
 	// The ring holds every change after its floor only once the index's history replay is over.
@@ -186,25 +190,32 @@ func (s *session) takeEpoch() {
 	s.epoch = e
 }
 
-// checkRegistered refuses a certificate the Node object does not vouch for: the Node is gone
-// (deleted: revoked); it is not the object the node joined as (deleted and created again, by
-// hand or from a saved manifest, or never joined); or a later join of the name retired the
-// certificate (see AnnotationJoinedUID).
-func (s *session) checkRegistered(certIssued time.Time) error {
+// checkRegistered refuses the session's certificate if the Node object no longer vouches for it
+// (see retired).
+func (s *session) checkRegistered() *protocol.Error {
 	snap := s.hub.ix.Snapshot()
 	node := snap.Get(resource.StoreKey(resource.Key{Resource: resource.Nodes, Name: s.node}))
 	if node == nil {
 		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q is not registered in the cloud (deleted?); join it again", s.node)}
 	}
+	return retired(node, time.Unix(0, s.certIssued))
+}
+
+// retired refuses a certificate issued at certIssued that node, the Node object, does not vouch
+// for: it is not the object the node joined as (deleted and created again, by hand or from a
+// saved manifest, or never joined); or a later join of the name retired the certificate (see
+// AnnotationJoinedUID).
+func retired(node *index.Object, certIssued time.Time) *protocol.Error {
+	name := node.Key.Name
 	if uid := node.Annotations[AnnotationJoinedUID]; uid == "" || uid != node.UID {
-		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q was created again since it joined (or never joined); join it again", s.node)}
+		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q was created again since it joined (or never joined); join it again", name)}
 	}
 	since, err := time.Parse(time.RFC3339, node.Annotations[AnnotationCertificatesSince])
 	if err != nil {
-		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q has no valid %s annotation; join it again", s.node, AnnotationCertificatesSince)}
+		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q has no valid %s annotation; join it again", name, AnnotationCertificatesSince)}
 	}
 	if certIssued.Before(since) {
-		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("a later join of node %q retired this certificate; join it again", s.node)}
+		return &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("a later join of node %q retired this certificate; join it again", name)}
 	}
 	return nil
 }
@@ -642,6 +653,20 @@ func (s *session) renew(m *protocol.Renew) {
 		s.renewing = false
 		s.mu.Unlock()
 	}()
+	// The session outlives the checks of its handshake: renew only what the cloud would still
+	// let connect, or a retired or expired certificate's session could renew itself for ever.
+	if perr := s.checkRegistered(); perr != nil {
+		s.log().Warn().Str("code", perr.Code.String()).Msg("certificate renewal refused: " + perr.Message)
+		s.send(&protocol.Renewed{Message: perr.Message})
+		s.fail(perr.Code, perr.Message)
+		return
+	}
+	if now := s.hub.now(); now.UnixNano() >= s.certExpires {
+		msg := fmt.Sprintf("the certificate this session connected with expired at %s; join the node again", time.Unix(0, s.certExpires).UTC().Format(time.RFC3339))
+		s.log().Warn().Msg("certificate renewal refused: " + msg)
+		s.send(&protocol.Renewed{Message: msg})
+		return
+	}
 	cert, err := s.hub.signer.SignCSR(m.CSR, s.node, s.hub.certValidity, s.hub.now())
 	if err != nil {
 		s.log().Warn().Err(err).Msg("certificate renewal refused")

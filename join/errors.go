@@ -25,6 +25,11 @@ var (
 	// the CA request has been sent when it is returned. Join's *Error also matches it when a
 	// server answers 400 ca_mismatch.
 	ErrCAMismatch = errors.New("join: the CA at the join URL does not match the token")
+
+	// ErrLaterJoin is returned by Nodes.Register when a join of the name whose certificate was
+	// issued later has already been recorded: recording this one would let its older certificate
+	// back in. The server answers 409 later_join, and the certificate is not released.
+	ErrLaterJoin = errors.New("join: a later join of the node was recorded")
 )
 
 // Machine codes in error bodies. Clients branch on these, not on messages.
@@ -41,6 +46,7 @@ const (
 	CodeTokenWrongNode   = "token_wrong_node"       // 403: bound to another node name
 	CodeInvalidCSR       = "invalid_csr"            // 400: pki.SignCSR refused the CSR
 	CodeNotFound         = "not_found"              // 404
+	CodeLaterJoin        = "later_join"             // 409: a later join of the name was recorded meanwhile
 	CodeMethodNotAllowed = "method_not_allowed"     // 405
 	CodeUnavailable      = "unavailable"            // 503: the request was cancelled or timed out in the cloud
 	CodeInternal         = "internal"               // 500: the cloud failed; details are in its log
@@ -51,7 +57,7 @@ func joinCodes() []string {
 	return []string{
 		codeOK, CodeInvalidRequest, CodeBodyTooLarge, CodeUnsupportedMedia, CodeInvalidToken,
 		CodeCAMismatch, CodeInvalidNodeName, CodeInvalidLabels, CodeTokenUnknown, CodeTokenExpired,
-		CodeTokenWrongNode, CodeInvalidCSR, CodeMethodNotAllowed, CodeUnavailable, CodeInternal,
+		CodeTokenWrongNode, CodeInvalidCSR, CodeMethodNotAllowed, CodeLaterJoin, CodeUnavailable, CodeInternal,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -288,6 +289,23 @@ func TestServerCloudFailures(t *testing.T) {
 		}
 		if e.joinCount("internal") != 1 {
 			t.Errorf("internal count = %v", e.joinCount("internal"))
+		}
+	})
+	t.Run("a later join recorded", func(t *testing.T) {
+		e := newEnv(t)
+		tok := e.token("edge-1", time.Hour)
+		e.nodes.fail = fmt.Errorf("record the join of node edge-1: %w", join.ErrLaterJoin)
+		key, _ := pki.NewKey()
+		cert, _, err := join.Join(ctxT(t), e.url, tok, "edge-1", nil, key)
+		var je *join.Error
+		if !errors.As(err, &je) || je.Status != 409 || je.Code != join.CodeLaterJoin || !strings.Contains(je.Message, "join again") {
+			t.Fatalf("err = %v, want a 409 later_join *Error", err)
+		}
+		if cert != nil {
+			t.Error("the older join's certificate was released")
+		}
+		if e.joinCount("later_join") != 1 {
+			t.Errorf("later_join count = %v", e.joinCount("later_join"))
 		}
 	})
 }

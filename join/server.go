@@ -275,7 +275,11 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, a *attempt) (*join
 	if err != nil {
 		return nil, s.failure(ctx, a, fmt.Errorf("read the signed certificate: %w", err))
 	}
-	if err := s.nodes.Register(ctx, req.NodeName, req.Labels, pki.IssuedAt(cert)); err != nil {
+	if err := s.nodes.Register(ctx, req.NodeName, req.Labels, pki.IssuedAt(cert)); errors.Is(err, ErrLaterJoin) {
+		a.cause = err
+		return nil, &Error{Status: http.StatusConflict, Code: CodeLaterJoin,
+			Message: fmt.Sprintf("another join of node %q was recorded while this one was signed; join again.", req.NodeName)}
+	} else if err != nil {
 		return nil, s.failure(ctx, a, fmt.Errorf("register node: %w", err))
 	}
 	return &joinResponse{Certificate: string(certPEM), CA: string(s.caPEM)}, nil
