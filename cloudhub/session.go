@@ -657,8 +657,7 @@ func (s *session) renew(m *protocol.Renew) {
 	// let connect, or a retired or expired certificate's session could renew itself for ever.
 	if perr := s.checkRegistered(); perr != nil {
 		s.log().Warn().Str("code", perr.Code.String()).Msg("certificate renewal refused: " + perr.Message)
-		s.send(&protocol.Renewed{Message: perr.Message})
-		s.fail(perr.Code, perr.Message)
+		s.send(&protocol.Renewed{Message: perr.Message}) // onUpdate ends the session of a retired certificate
 		return
 	}
 	if now := s.hub.now(); now.UnixNano() >= s.certExpires {
