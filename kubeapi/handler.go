@@ -386,9 +386,15 @@ func (h *Handler) deleteOptions(r *http.Request) (DeleteOptions, error) {
 			UID             *string `json:"uid"`
 			ResourceVersion *string `json:"resourceVersion"`
 		} `json:"preconditions"`
+		DryRun []string `json:"dryRun"`
 	}
 	if err := json.Unmarshal(body, &o); err != nil {
 		return DeleteOptions{}, BadRequest("the delete options are not valid: %s", DecodeProblem(err))
+	}
+	if len(o.DryRun) > 0 {
+		// client-go sends a delete's dry run here, not in the query (kubectl delete
+		// --dry-run=server): taking it for a real delete would delete the object.
+		return DeleteOptions{}, BadRequest("dry runs are not supported by this server; nothing was changed")
 	}
 	var opts DeleteOptions
 	if p := o.Preconditions; p != nil {

@@ -475,6 +475,16 @@ func TestKubectlEdge(t *testing.T) {
 		t.Fatalf("a label change through the metaserver was not refused: %s", errOut)
 	}
 
+	// A server-side dry run is refused, not carried out: client-go sends a delete's dry run in
+	// the body, and before, the metaserver forwarded it as a real delete.
+	for name, k := range map[string]*kubectl{"edge": cur, "cloud": ops["kubectl-current"]} {
+		if _, errOut, ok := k.run("delete", "pod", "reader", "-n", "edge-ns", "--dry-run=server"); ok || !strings.Contains(errOut, "dry runs are not supported") {
+			t.Fatalf("%s: delete --dry-run=server: ok=%v %s", name, ok, errOut)
+		}
+	}
+	requireRow(t, cur.must("get", "pods", "-n", "edge-ns"), "reader")
+	requireRow(t, ops["kubectl-current"].must("get", "pods", "-n", "edge-ns"), "reader")
+
 	c.stop()
 	waitFor(t, 10*time.Second, "edge notices the cloud is gone", func() bool {
 		_, body := do(t, http.MethodGet, e.url("/readyz?verbose"), "", nil)
