@@ -347,7 +347,15 @@ func (w *Watch) end() {
 
 // Next waits for events. It returns ErrWatchEnded once the watch is over and ctx.Err() if ctx
 // ends first.
-func (w *Watch) Next(ctx context.Context) ([]Event, error) {
+func (w *Watch) Next(ctx context.Context) ([]Event, error) { return w.NextOrBookmark(ctx, nil) }
+
+// NextOrBookmark is Next that also returns, when tick fires and nothing is pending, a single
+// Bookmark event (Rev only, no Object) at the revision BookmarkRev allows. The caller delivers
+// what it returns in order: a bookmark is decided only after the events returned before it were
+// handed over, so it never announces a revision whose events come after it. (Decided elsewhere,
+// between Next taking the pending events and their delivery, it could: a client resuming from
+// it would skip them.)
+func (w *Watch) NextOrBookmark(ctx context.Context, tick <-chan time.Time) ([]Event, error) {
 	for {
 		w.mu.Lock()
 		evs, ended := w.pending, w.ended
@@ -364,6 +372,10 @@ func (w *Watch) Next(ctx context.Context) ([]Event, error) {
 		}
 		select {
 		case <-w.wake:
+		case <-tick:
+			if rev, ok := w.BookmarkRev(); ok {
+				return []Event{{Type: Bookmark, Rev: rev}}, nil
+			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

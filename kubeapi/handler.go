@@ -641,7 +641,7 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	errc := make(chan error, 1)
 	go func() {
 		for {
-			evs, err := wt.Next(ctx)
+			evs, err := wt.NextOrBookmark(ctx, bookmarks)
 			if err != nil {
 				errc <- err
 				return
@@ -665,6 +665,9 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		case evs := <-events:
 			for _, ev := range evs {
 				obj := ev.Object
+				if ev.Type == Bookmark && obj == nil { // a periodic one (NextOrBookmark)
+					obj = bookmarkObject(req.info, ev.Rev, false)
+				}
 				if tw != nil && ev.Type != Bookmark {
 					if obj, err = tw.table([][]byte{ev.Object}, strconv.FormatInt(ev.Rev, 10), "", nil); err != nil {
 						h.log.Error().Err(err).Msg("watch: table row")
@@ -673,12 +676,6 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 				}
 				writeEvent(&buf, ev.Type, obj)
 			}
-		case <-bookmarks:
-			rev, ok := wt.BookmarkRev()
-			if !ok {
-				continue
-			}
-			writeEvent(&buf, Bookmark, bookmarkObject(req.info, rev, false))
 		case <-errc:
 			return verb, watchCounted // the client re-watches from the last version it saw
 		}

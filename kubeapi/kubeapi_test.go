@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -525,4 +526,67 @@ func TestDecodeBody(t *testing.T) {
 			t.Errorf("%q %q: %s %v, want %s", tc.ct, tc.body, got, err, tc.want)
 		}
 	}
+}
+
+// TestBookmarkNeverAheadOfEvents: a periodic bookmark never announces a version whose events
+// are written after it. Before, a bookmark decided while the reader held events taken from the
+// watch (not yet written) named their version and went out first; a client resuming from it
+// would never see them.
+func TestBookmarkNeverAheadOfEvents(t *testing.T) {
+	m := &memStore{cache: NewCache(100_000, 100_000)}
+	m.cache.Reset(7)
+	cfg := DefaultConfig()
+	cfg.BookmarkInterval = time.Millisecond
+	h, err := New(cfg, resource.New(), m, zerolog.Nop(), nil, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/api/v1/namespaces/ns/configmaps?watch=true&allowWatchBookmarks=true&resourceVersion=7", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	const last = 20_007
+	go func() {
+		for rev := int64(8); rev <= last; rev++ {
+			m.cache.Add(Event{Type: Added, Rev: rev, Resource: "configmaps", Meta: Meta{Namespace: "ns", Name: fmt.Sprint("c", rev)},
+				Object: []byte(fmt.Sprintf(`{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c%d","namespace":"ns","resourceVersion":"%d"}}`, rev, rev))})
+			if rev%50 == 0 {
+				time.Sleep(100 * time.Microsecond) // let bookmarks come between
+			}
+		}
+	}()
+	dec := json.NewDecoder(resp.Body)
+	var bookmark, bookmarks int64
+	for {
+		var ev struct {
+			Type   string
+			Object struct {
+				Metadata struct{ ResourceVersion string }
+			}
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("after bookmark %d: %v", bookmark, err)
+		}
+		rv, _ := strconv.ParseInt(ev.Object.Metadata.ResourceVersion, 10, 64)
+		if ev.Type == "BOOKMARK" {
+			bookmark, bookmarks = rv, bookmarks+1
+			continue
+		}
+		if rv <= bookmark {
+			t.Fatalf("%s at %d arrived after a BOOKMARK at %d", ev.Type, rv, bookmark)
+		}
+		if rv == last {
+			break
+		}
+	}
+	if bookmarks == 0 {
+		t.Fatal("no bookmark came between the events; the test shows nothing")
+	}
+	t.Logf("%d bookmarks between %d events", bookmarks, last-7)
 }
