@@ -115,8 +115,11 @@ func (e *env) upsert(o map[string]any) *protocol.Upsert {
 	md["resourceVersion"] = fmt.Sprint(e.rev)
 	raw, _ := json.Marshal(o)
 	k := resource.Key{Resource: "configmaps", Namespace: "ns", Name: md["name"].(string)}
-	if o["kind"] == "Pod" {
+	switch o["kind"] {
+	case "Pod":
 		k.Resource = "pods"
+	case "Device":
+		k.Resource = resource.Devices
 	}
 	return &protocol.Upsert{Key: k, Rev: e.rev, Object: raw}
 }
@@ -438,5 +441,56 @@ func TestWritesAreForwardedAndReadBack(t *testing.T) {
 	}
 	if len(e.cloud.requests()) != n {
 		t.Fatal("an offline write was queued")
+	}
+}
+
+// TestDeviceStatusWriteNotHeldToAStaleCloudVersion: the cloud moves a Device's status (its
+// edge's reports) without sending it down, so the cloud version the edge holds falls behind. A
+// status write at the current local version is checked here and sent without a version; before,
+// it was sent at the stale cloud version and refused with 409 on every retry.
+func TestDeviceStatusWriteNotHeldToAStaleCloudVersion(t *testing.T) {
+	e := newEnv(t, 100, 100, kubeapi.DefaultConfig())
+	dev := map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device", "metadata": map[string]any{"name": "d1", "namespace": "ns"},
+		"spec": map[string]any{"nodeName": "edge-1"}}
+	e.sync(dev)
+	e.cloud.answer = func(req *protocol.Request) *protocol.Response {
+		var m map[string]any
+		json.Unmarshal(req.Body, &m)
+		if md, _ := m["metadata"].(map[string]any); md["resourceVersion"] != nil {
+			// The cloud's version has moved on since the edge's copy.
+			return &protocol.Response{Code: 409, Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409,"message":"the object has been modified"}`)}
+		}
+		m["metadata"].(map[string]any)["resourceVersion"] = "900"
+		raw, _ := json.Marshal(m)
+		return &protocol.Response{Code: 200, ContentType: "application/json", Body: raw}
+	}
+	const path = "/apis/devices.kubeedge.io/v1beta1/namespaces/ns/devices/d1"
+	_, b := e.do(http.MethodGet, path, "", "")
+	var cur map[string]any
+	json.Unmarshal(b, &cur)
+	cur["status"] = map[string]any{"state": "online"}
+	body, _ := json.Marshal(cur)
+	if code, out := e.do(http.MethodPut, path+"/status", "application/json", string(body)); code != http.StatusOK {
+		t.Fatalf("status update at the current local version: %d %s", code, out)
+	}
+	// A stale local version is still a 409, without a round trip.
+	n := len(e.cloud.requests())
+	if code, out := e.do(http.MethodPut, path+"/status", "application/json", string(body)); code != http.StatusConflict || len(e.cloud.requests()) != n {
+		t.Fatalf("status update at a stale local version: %d %s, forwarded %d", code, out, len(e.cloud.requests())-n)
+	}
+	// The same for a JSON patch that tests the version.
+	_, b = e.do(http.MethodGet, path, "", "")
+	json.Unmarshal(b, &cur)
+	rv := cur["metadata"].(map[string]any)["resourceVersion"].(string)
+	patch := `[{"op":"test","path":"/metadata/resourceVersion","value":"` + rv + `"},{"op":"replace","path":"/status","value":{"state":"offline"}}]`
+	e.cloud.answer = func(req *protocol.Request) *protocol.Response {
+		if strings.Contains(string(req.Body), "resourceVersion") {
+			return &protocol.Response{Code: 409, Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409}`)}
+		}
+		raw, _ := json.Marshal(cur)
+		return &protocol.Response{Code: 200, ContentType: "application/json", Body: raw}
+	}
+	if code, out := e.do(http.MethodPatch, path+"/status", "application/json-patch+json", patch); code != http.StatusOK {
+		t.Fatalf("JSON patch testing the current local version: %d %s", code, out)
 	}
 }

@@ -39,7 +39,7 @@ func (s *Storage) Create(ctx context.Context, info resource.Info, ns string, bod
 // Update implements kubeapi.Storage.
 func (s *Storage) Update(ctx context.Context, info resource.Info, ns, name, sub string, body []byte) ([]byte, error) {
 	key := resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name}
-	body, err := s.translate(info, key, body, func(m map[string]any) (*string, bool) {
+	body, err := s.translate(info, key, sub, body, func(m map[string]any) (*string, bool) {
 		md, _ := m["metadata"].(map[string]any)
 		rv, ok := md["resourceVersion"].(string)
 		if !ok || rv == "" {
@@ -65,7 +65,7 @@ func (s *Storage) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 	var err error
 	switch pt {
 	case kubeapi.MergePatch, kubeapi.StrategicPatch:
-		patch, err = s.translate(info, key, patch, func(m map[string]any) (*string, bool) {
+		patch, err = s.translate(info, key, sub, patch, func(m map[string]any) (*string, bool) {
 			md, _ := m["metadata"].(map[string]any)
 			rv, ok := md["resourceVersion"].(string)
 			if !ok || rv == "" {
@@ -74,7 +74,7 @@ func (s *Storage) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 			return &rv, true
 		})
 	case kubeapi.JSONPatch:
-		patch, err = s.translateJSONPatch(info, key, patch)
+		patch, err = s.translateJSONPatch(info, key, sub, patch)
 	}
 	if err != nil {
 		return nil, err
@@ -116,8 +116,19 @@ func (s *Storage) Delete(ctx context.Context, info resource.Info, ns, name strin
 	return s.applyAnswer(ctx, info, resp, &key)
 }
 
-// translate replaces the local version a body names (found by rvOf) with the cloud's.
-func (s *Storage) translate(info resource.Info, key resource.Key, body []byte, rvOf func(map[string]any) (*string, bool)) ([]byte, error) {
+// statusMovesUnseen says whether the cloud changes the status of info's objects without sending
+// the change down: a Node's heartbeat time, a Device's twins and state from this edge's own
+// reports (and the report epoch beside them). The cloud version the edge holds for such an object
+// falls behind, and a status write that named it would be refused (409) on every retry, the edge
+// answering each re-read with the same version. For their status, the local version is checked
+// here and not forwarded: the edge's copy is what its clients (and the edge's reports) know best.
+func statusMovesUnseen(info resource.Info, sub string) bool {
+	return sub == "status" && (info.GroupResource() == resource.Nodes || info.GroupResource() == resource.Devices)
+}
+
+// translate replaces the local version a body names (found by rvOf) with the cloud's, or, for a
+// status the cloud moves unseen (statusMovesUnseen), checks it and leaves it out.
+func (s *Storage) translate(info resource.Info, key resource.Key, sub string, body []byte, rvOf func(map[string]any) (*string, bool)) ([]byte, error) {
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.UseNumber()
 	var m map[string]any
@@ -132,34 +143,41 @@ func (s *Storage) translate(info resource.Info, key resource.Key, body []byte, r
 	if err != nil {
 		return nil, err
 	}
-	m["metadata"].(map[string]any)["resourceVersion"] = cloudRV
+	if statusMovesUnseen(info, sub) {
+		delete(m["metadata"].(map[string]any), "resourceVersion")
+	} else {
+		m["metadata"].(map[string]any)["resourceVersion"] = cloudRV
+	}
 	return json.Marshal(m)
 }
 
-func (s *Storage) translateJSONPatch(info resource.Info, key resource.Key, patch []byte) ([]byte, error) {
+func (s *Storage) translateJSONPatch(info resource.Info, key resource.Key, sub string, patch []byte) ([]byte, error) {
 	var ops []map[string]any
 	if err := json.Unmarshal(patch, &ops); err != nil {
 		return patch, nil
 	}
 	changed := false
+	kept := ops[:0:0]
 	for _, op := range ops {
-		if p, _ := op["path"].(string); p != "/metadata/resourceVersion" {
-			continue
-		}
 		rv, ok := op["value"].(string)
-		if !ok {
+		if p, _ := op["path"].(string); p != "/metadata/resourceVersion" || !ok {
+			kept = append(kept, op)
 			continue
 		}
 		cloudRV, err := s.cloudVersion(info, key, rv)
 		if err != nil {
 			return nil, err
 		}
-		op["value"], changed = cloudRV, true
+		changed = true
+		if !statusMovesUnseen(info, sub) {
+			op["value"] = cloudRV
+			kept = append(kept, op)
+		}
 	}
 	if !changed {
 		return patch, nil
 	}
-	return json.Marshal(ops)
+	return json.Marshal(kept)
 }
 
 // cloudVersion maps a local version of key to the cloud's, or fails with 409 if it is stale.
