@@ -262,8 +262,12 @@ type conn struct {
 const MaxReportWindow = 16384
 
 // ErrOffline is returned by Forward when there is no session with the cloud (or it ended before
-// the answer came). The metaserver answers 503 at once: writes are never queued silently.
+// the request was sent). The metaserver answers 503 at once: writes are never queued silently.
 var ErrOffline = errors.New("edgehub: not connected to the cloud")
+
+// ErrAnswerLost is returned by Forward when the session ended after the request was sent and
+// before its answer came: the cloud may or may not have carried it out.
+var ErrAnswerLost = errors.New("edgehub: the session with the cloud ended after the request was sent, before its answer")
 
 // Forward relays an API request to the cloud and waits for its answer.
 func (c *Client) Forward(ctx context.Context, req *protocol.Request) (*protocol.Response, error) {
@@ -284,8 +288,11 @@ func (c *Client) Forward(ctx context.Context, req *protocol.Request) (*protocol.
 	k.signal()
 	select {
 	case resp, ok := <-ch:
-		if !ok {
+		switch {
+		case !ok:
 			return nil, ErrOffline
+		case resp == nil:
+			return nil, ErrAnswerLost
 		}
 		return resp, nil
 	case <-ctx.Done():
@@ -296,12 +303,22 @@ func (c *Client) Forward(ctx context.Context, req *protocol.Request) (*protocol.
 	}
 }
 
-// close fails every forwarded request still waiting.
+// close fails every forwarded request still waiting: one not sent yet with ErrOffline (its
+// channel closed), one sent with ErrAnswerLost (a nil answer).
 func (k *conn) close() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.closed = true
+	unsent := make(map[uint64]bool, len(k.requests))
+	for _, m := range k.requests {
+		if r, ok := m.(*protocol.Request); ok {
+			unsent[r.ID] = true
+		}
+	}
 	for id, ch := range k.pending {
+		if !unsent[id] {
+			ch <- nil // the channel holds one answer, and this is the only one it gets
+		}
 		close(ch)
 		delete(k.pending, id)
 	}

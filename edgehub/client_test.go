@@ -262,3 +262,54 @@ func TestStateCountsDowntimeAcrossAttempts(t *testing.T) {
 		t.Fatalf("State = %s for %s, want connected for 1s", s, d)
 	}
 }
+
+// TestForwardTellsSentFromUnsent: a forwarded request whose session ends before its answer
+// fails with ErrOffline if it was never sent (nothing was changed) and ErrAnswerLost if it was
+// (the cloud may have carried it out). Before, both were ErrOffline, and the metaserver told
+// the client of a write that may have been made that nothing was changed.
+func TestForwardTellsSentFromUnsent(t *testing.T) {
+	forward := func(k *conn) <-chan error {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := k.c.Forward(context.Background(), &protocol.Request{Method: "DELETE", Path: "/api/v1/namespaces/ns/pods/p"})
+			errc <- err
+		}()
+		return errc
+	}
+	queued := func(k *conn) {
+		for {
+			k.mu.Lock()
+			n := len(k.requests)
+			k.mu.Unlock()
+			if n > 0 {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	k, hub := testConn(t, &failingStore{})
+	k.c.live.Store(k)
+	errc := forward(k)
+	queued(k)
+	if err := k.flush(); err != nil {
+		t.Fatal(err)
+	}
+	hub.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := hub.ReadMessage(); err != nil { // the request reached the hub
+		t.Fatal(err)
+	}
+	k.close()
+	if err := <-errc; !errors.Is(err, ErrAnswerLost) {
+		t.Fatalf("a sent request whose session ended: %v, want ErrAnswerLost", err)
+	}
+
+	k, _ = testConn(t, &failingStore{})
+	k.c.live.Store(k)
+	errc = forward(k)
+	queued(k)
+	k.close()
+	if err := <-errc; !errors.Is(err, ErrOffline) {
+		t.Fatalf("an unsent request whose session ended: %v, want ErrOffline", err)
+	}
+}

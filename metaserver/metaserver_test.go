@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tetherhub/tether/edgehub"
 	"github.com/tetherhub/tether/edgestore"
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/protocol"
@@ -29,6 +30,7 @@ import (
 type fakeCloud struct {
 	mu      sync.Mutex
 	offline bool
+	lost    bool // the session ends after each request is sent
 	asked   []*protocol.Request
 	answer  func(*protocol.Request) *protocol.Response
 }
@@ -38,6 +40,10 @@ func (f *fakeCloud) Forward(_ context.Context, req *protocol.Request) (*protocol
 	defer f.mu.Unlock()
 	if f.offline {
 		return nil, fmt.Errorf("edgehub: not connected to the cloud")
+	}
+	if f.lost {
+		f.asked = append(f.asked, req)
+		return nil, edgehub.ErrAnswerLost
 	}
 	f.asked = append(f.asked, req)
 	return f.answer(req), nil
@@ -441,6 +447,14 @@ func TestWritesAreForwardedAndReadBack(t *testing.T) {
 	}
 	if len(e.cloud.requests()) != n {
 		t.Fatal("an offline write was queued")
+	}
+	// Sent, and the session ended before the answer: it may have been made.
+	e.cloud.mu.Lock()
+	e.cloud.offline, e.cloud.lost = false, true
+	e.cloud.mu.Unlock()
+	code, body = e.do(http.MethodPatch, "/api/v1/namespaces/ns/pods/p/status", "application/merge-patch+json", `{"status":{"phase":"Failed"}}`)
+	if code != http.StatusGatewayTimeout || !strings.Contains(string(body), "may or may not have been made") {
+		t.Fatalf("a write whose answer was lost: %d %s", code, body)
 	}
 }
 

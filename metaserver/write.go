@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tetherhub/tether/edgehub"
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
@@ -201,7 +202,8 @@ func staleVersion(info resource.Info, name string) error {
 }
 
 // forward sends one write to the cloud. No answer is a 503 (not connected: nothing was sent)
-// or a 504 (sent, but no answer in time: the write may or may not have been made).
+// or a 504 (sent, but no answer in time or the session ended: the write may or may not have
+// been made).
 func (s *Storage) forward(ctx context.Context, method, p, contentType string, body []byte) (*protocol.Response, error) {
 	if s.fwd == nil {
 		return nil, kubeapi.Unavailable("this metaserver does not forward writes to the cloud")
@@ -214,6 +216,8 @@ func (s *Storage) forward(ctx context.Context, method, p, contentType string, bo
 		return resp, nil
 	case ctx.Err() != nil:
 		return nil, apierrors.NewTimeoutError("the cloud did not answer in time; the write may or may not have been made", 1)
+	case errors.Is(err, edgehub.ErrAnswerLost):
+		return nil, apierrors.NewTimeoutError("the connection to the cloud ended before its answer; the write may or may not have been made", 1)
 	}
 	return nil, kubeapi.Unavailable("the edge is not connected to the cloud, and writes need it (%v); nothing was changed", err)
 }
