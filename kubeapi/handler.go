@@ -37,11 +37,14 @@ type Config struct {
 	// WatchWriteTimeout bounds one write to a watcher: a client that does not read for this
 	// long is disconnected, so that it holds neither a goroutine nor a buffer.
 	WatchWriteTimeout time.Duration
+	// BodyTimeout bounds reading a request body: a client that announces a body and sends it
+	// slowly, or not at all, gets 400 instead of holding a goroutine and a buffer.
+	BodyTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults of SPEC §10.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 3 << 20, BookmarkInterval: time.Minute, MaxWatchTimeout: 30 * time.Minute, ServerVersion: "v1.30.0-tether", WatchWriteTimeout: 10 * time.Second}
+	return Config{MaxBodyBytes: 3 << 20, BookmarkInterval: time.Minute, MaxWatchTimeout: 30 * time.Minute, ServerVersion: "v1.30.0-tether", WatchWriteTimeout: 10 * time.Second, BodyTimeout: 30 * time.Second}
 }
 
 // MinMaxBodyBytes is the smallest Config.MaxBodyBytes.
@@ -58,6 +61,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("kubeapi: max watch timeout must be positive, got %s", c.MaxWatchTimeout)
 	case c.WatchWriteTimeout <= 0:
 		return fmt.Errorf("kubeapi: watch write timeout must be positive, got %s", c.WatchWriteTimeout)
+	case c.BodyTimeout <= 0:
+		return fmt.Errorf("kubeapi: body timeout must be positive, got %s", c.BodyTimeout)
 	}
 	return nil
 }
@@ -202,14 +207,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (verb string, co
 		if _, err := parseFieldValidation(q); err != nil {
 			return req.verb, h.fail(w, err)
 		}
-		body, err := h.readBody(r)
+		body, err := h.readBody(w, r)
 		if err != nil {
 			return req.verb, h.fail(w, err)
 		}
 		obj, err := h.store.Patch(ctx, req.info, req.namespace, req.name, req.subresource, pt, body)
 		return req.verb, h.respond(w, http.StatusOK, obj, err)
 	case "delete":
-		opts, err := h.deleteOptions(r)
+		opts, err := h.deleteOptions(w, r)
 		if err != nil {
 			return req.verb, h.fail(w, err)
 		}
@@ -308,9 +313,15 @@ func (h *Handler) parse(method string, q map[string][]string, parts []string) (r
 }
 
 // readBody reads a request body up to the limit.
-func (h *Handler) readBody(r *http.Request) ([]byte, error) {
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > h.cfg.MaxBodyBytes {
 		return nil, TooLarge(h.cfg.MaxBodyBytes)
+	}
+	// The deadline covers the body only, and is lifted once it is read: left on the connection,
+	// it would end the request's context while the write is carried out.
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout)) == nil {
+		defer rc.SetReadDeadline(time.Time{})
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxBodyBytes+1))
 	if err != nil {
@@ -329,7 +340,7 @@ func (h *Handler) body(w http.ResponseWriter, r *http.Request, req request) ([]b
 	if err != nil {
 		return nil, err
 	}
-	raw, err := h.readBody(r)
+	raw, err := h.readBody(w, r)
 	if err != nil {
 		return nil, err
 	}
@@ -376,8 +387,8 @@ func patchType(ct string) (PatchType, error) {
 	return "", UnsupportedPatch(ct, JSONPatch, MergePatch, StrategicPatch)
 }
 
-func (h *Handler) deleteOptions(r *http.Request) (DeleteOptions, error) {
-	body, err := h.readBody(r)
+func (h *Handler) deleteOptions(w http.ResponseWriter, r *http.Request) (DeleteOptions, error) {
+	body, err := h.readBody(w, r)
 	if err != nil || len(bytes.TrimSpace(body)) == 0 {
 		return DeleteOptions{}, err
 	}

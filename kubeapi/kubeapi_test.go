@@ -1,10 +1,12 @@
 package kubeapi
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -589,4 +591,32 @@ func TestBookmarkNeverAheadOfEvents(t *testing.T) {
 		t.Fatal("no bookmark came between the events; the test shows nothing")
 	}
 	t.Logf("%d bookmarks between %d events", bookmarks, last-7)
+}
+
+// TestSlowBodyCutOff: a client that announces a body and stops sending it gets 400 once the
+// body timeout passes, instead of holding its goroutine and buffer for as long as it likes.
+func TestSlowBodyCutOff(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.BodyTimeout = 300 * time.Millisecond
+	h, err := New(cfg, resource.New(), &memStore{cache: NewCache(10, 10)}, zerolog.Nop(), nil, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT /api/v1/namespaces/ns/configmaps/c HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n{\"api")
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(status, "400") {
+		t.Fatalf("after %s: %q %v; want a 400", time.Since(start), status, err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the stalled body was cut off after %s, want about the body timeout", d)
+	}
 }

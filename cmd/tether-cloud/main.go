@@ -446,7 +446,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	joinHTTP := joinSrv.HTTPServer(serverCert)
 	joinHTTP.Addr = c.joinListen
 	g.Go(func() error { return serveHTTP(gctx, joinHTTP, c.joinListen, true, "join", log) })
-	apiHTTP := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second}
+	apiHTTP := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	if apiTLS {
 		apiHTTP.TLSConfig = join.TLSConfig(serverCert)
 	}
