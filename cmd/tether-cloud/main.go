@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tetherhub/tether/cli"
@@ -445,12 +446,12 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 	}
 	joinHTTP := joinSrv.HTTPServer(serverCert)
 	joinHTTP.Addr = c.joinListen
-	g.Go(func() error { return serveHTTP(gctx, joinHTTP, c.joinListen, true, "join", log) })
+	g.Go(func() error { return serveHTTP(gctx, joinHTTP, c.joinListen, true, "join", maxJoinConns, log) })
 	apiHTTP := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	if apiTLS {
 		apiHTTP.TLSConfig = join.TLSConfig(serverCert)
 	}
-	g.Go(func() error { return serveHTTP(gctx, apiHTTP, c.apiListen, apiTLS, "api", log) })
+	g.Go(func() error { return serveHTTP(gctx, apiHTTP, c.apiListen, apiTLS, "api", maxAPIConns, log) })
 	log.Info().Str("version", version).Str("data_dir", c.dataDir).Str("cluster", backend.ClusterID()).
 		Str("ca_hash", ca.Hash()).Msg("tether-cloud starting")
 	return g.Wait()
@@ -472,8 +473,27 @@ func certHosts(c *config) []string {
 }
 
 // serveHTTP runs srv on addr until ctx ends, then shuts it down.
-func serveHTTP(ctx context.Context, srv *http.Server, addr string, tls bool, name string, log zerolog.Logger) error {
+// Connections the join port and the API port serve at once; more wait to be accepted. A join is
+// one short request (an enrolment storm runs a few dozen at a time); the API's connections are
+// operators' and controllers', watches included.
+const (
+	maxJoinConns = 1024
+	maxAPIConns  = 4096
+)
+
+// limitedListen listens on addr and accepts at most maxConns connections at once: a client
+// opening connections and stalling them waits in the backlog instead of using up the process's
+// file descriptors.
+func limitedListen(addr string, maxConns int) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return netutil.LimitListener(ln, maxConns), nil
+}
+
+func serveHTTP(ctx context.Context, srv *http.Server, addr string, tls bool, name string, maxConns int, log zerolog.Logger) error {
+	ln, err := limitedListen(addr, maxConns)
 	if err != nil {
 		return fmt.Errorf("%s: listen: %w", name, err)
 	}

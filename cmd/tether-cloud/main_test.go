@@ -2,9 +2,12 @@ package main
 
 import (
 	"io"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetherhub/tether/cli"
 )
@@ -66,5 +69,44 @@ func TestCertHostsNameListenIPs(t *testing.T) {
 	}
 	if !slices.Equal(c.advertise, []string{"cloud.example"}) {
 		t.Fatalf("certHosts changed --advertise-address: %v", c.advertise)
+	}
+}
+
+// TestListenerLimit: past maxConns connections at once, the next waits to be accepted (a client
+// that opens connections and stalls them cannot use up the file descriptors); it is served once
+// one of them closes.
+func TestListenerLimit(t *testing.T) {
+	ln, err := limitedListen("127.0.0.1:0", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })}
+	go srv.Serve(ln)
+	defer srv.Close()
+	addr := ln.Addr().String()
+	var stalled []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		stalled = append(stalled, c)
+	}
+	get := func() error {
+		c := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get("http://" + addr)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	time.Sleep(100 * time.Millisecond) // both stalled connections accepted
+	if err := get(); err == nil {
+		t.Fatal("a third connection was served while two stalled ones held the limit")
+	}
+	stalled[0].Close()
+	if err := get(); err != nil {
+		t.Fatalf("after one stalled connection closed: %v", err)
 	}
 }
