@@ -10,8 +10,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherhub/tether/index"
 	"github.com/tetherhub/tether/join"
 	"github.com/tetherhub/tether/pki"
+	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/store"
 )
 
@@ -90,6 +92,46 @@ func (t *Tokens) Check(ctx context.Context, id, secret, node string) error {
 		return join.ErrTokenWrongNode
 	}
 	return nil
+}
+
+// RevokeWithNodes makes the tokens bound to a node's name go with its Node: once ix sees a Node
+// deleted, the tokens bound to that name made before the deletion are deleted. Deleting a Node
+// revokes the node; the token it joined with (often still in the edge's configuration or a
+// shell's history, and valid for up to a year) would otherwise join it again at once. A token
+// made after the deletion, to join the node again, is left alone, also when a restarted cloud
+// replays the deletion from its history. Fleet tokens are not bound to a name and stay. Call it
+// before ix runs.
+func (t *Tokens) RevokeWithNodes(ix *index.Index) {
+	ix.Subscribe(func(u index.Update) {
+		if u.New != nil || u.Old == nil || u.Old.Key.Resource != resource.Nodes {
+			return
+		}
+		go t.revokeBound(u.Old.Key.Name, u.Rev()) // store I/O stays off the index goroutine
+	})
+}
+
+// revokeBound deletes the tokens bound to node that were created before revision before.
+func (t *Tokens) revokeBound(node string, before int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kvs, _, err := t.backend.List(ctx, tokenPrefix, "", 0)
+	if err != nil {
+		t.log.Warn().Err(err).Str("node", node).Msg("could not revoke the join tokens of a deleted node")
+		return
+	}
+	for _, kv := range kvs {
+		var st storedToken
+		if kv.CreateRev >= before || json.Unmarshal(kv.Value, &st) != nil || st.Node != node {
+			continue
+		}
+		_, _, err := t.backend.Delete(ctx, kv.Key, kv.ModRev)
+		switch {
+		case err == nil:
+			t.log.Info().Str("token_id", st.ID).Str("node", node).Msg("join token revoked with its node")
+		case !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict):
+			t.log.Warn().Err(err).Str("token_id", st.ID).Str("node", node).Msg("could not revoke the join token of a deleted node")
+		}
+	}
 }
 
 // tokenRequest is the body of POST /tether/v1/tokens.

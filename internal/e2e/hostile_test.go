@@ -377,3 +377,49 @@ func runEdgeOnce(t *testing.T, c *cloud, name, token string) string {
 	}
 	return string(out)
 }
+
+// TestDeletedNodesTokensRevoked: deleting a Node also deletes the join tokens bound to its
+// name, so the token it joined with (still in the edge's configuration, say) cannot join it again
+// at once; a fleet token, or a token made after the deletion, can. Before, a node-bound token
+// stayed valid for its whole TTL (24 h by default, up to a year).
+func TestDeletedNodesTokensRevoked(t *testing.T) {
+	c := newCloud(t)
+	joinWith := func(raw string) error {
+		t.Helper()
+		tok, err := pki.ParseToken(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := pki.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = join.Join(ctxT(t, 10*time.Second), "https://"+c.join, tok, "edge-1", nil, key)
+		return err
+	}
+	bound, fleet := c.token(t, "--node", "edge-1"), c.token(t, "--any-node")
+	if err := joinWith(bound); err != nil {
+		t.Fatal(err)
+	}
+	if err := joinWith(bound); err != nil { // while the Node lives, its token joins it again
+		t.Fatalf("a second join with the node's token: %v", err)
+	}
+	mustDo(t, http.MethodDelete, c.url("/api/v1/nodes/edge-1"), nil)
+	var err error
+	waitFor(t, 10*time.Second, "the deleted node's token refused", func() bool {
+		err = joinWith(bound)
+		return errors.Is(err, join.ErrTokenUnknown)
+	})
+	if err := joinWith(fleet); err != nil {
+		t.Fatalf("a fleet token after the deletion: %v", err)
+	}
+	mustDo(t, http.MethodDelete, c.url("/api/v1/nodes/edge-1"), nil)
+	fresh := c.token(t, "--node", "edge-1")
+	// A restarted cloud replays the deletion from its history: the token made after it stays.
+	c.stop()
+	c.start(t)
+	time.Sleep(time.Second) // the replayed deletion's revocation has run
+	if err := joinWith(fresh); err != nil {
+		t.Fatalf("a token made after the deletion, once the cloud restarted: %v", err)
+	}
+}
