@@ -401,11 +401,16 @@ func (h *Hub) attach(s *session, hello *protocol.Hello) (protocol.Mode, error) {
 	if h.stopping {
 		return 0, &protocol.Error{Code: protocol.CodeShuttingDown, Message: "the cloud is shutting down"}
 	}
-	// Taken under h.mu: a Node deletion published after it reaches onUpdate after this session is
-	// registered (and fails it); one published before is seen here.
+	// Taken under h.mu: a Node deletion or a join that retires the certificate, published after
+	// it, reaches onUpdate after this session is registered (and fails it); one published before
+	// is seen here.
 	snap := h.ix.Snapshot()
-	if snap.Get(resource.StoreKey(resource.Key{Resource: resource.Nodes, Name: s.node})) == nil {
+	node := snap.Get(resource.StoreKey(resource.Key{Resource: resource.Nodes, Name: s.node}))
+	if node == nil {
 		return 0, &protocol.Error{Code: protocol.CodeRevoked, Message: fmt.Sprintf("node %q is not registered in the cloud (deleted?); join it again", s.node)}
+	}
+	if err := retired(node, time.Unix(0, s.certIssued)); err != nil {
+		return 0, err
 	}
 	h.initRing()
 	processed := h.processed.Load()

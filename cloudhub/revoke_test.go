@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/protocol"
 )
 
@@ -165,5 +166,96 @@ func TestRenewalChecksTheSessionsCertificate(t *testing.T) {
 	}
 	if msg := renewed(time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)); !strings.Contains(msg, "expired") {
 		t.Errorf("renewal of an expired certificate: %q, want it refused as expired", msg)
+	}
+}
+
+// TestRenewalAgainOnTheSameSession: a session that renewed its certificate is judged by the new
+// one at its next renewal. Before, the second renewal on a long session was refused once the
+// certificate it had connected with expired, and the node had to join again.
+func TestRenewalAgainOnTheSameSession(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	now := time.Now()
+	ca, err := pki.LoadOrCreateCA(t.TempDir(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.hub.signer, r.hub.certValidity = ca, 3*time.Hour
+	clock := now
+	r.hub.now = func() time.Time { return clock }
+	r.put(nodeKey("n1"), nodeJSON("n1", "")) // certificates since 2026-01-01
+	key, _ := pki.NewKey()
+	csr, err := pki.CreateCSR(key, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{hub: r.hub, node: "n1", done: make(chan struct{}), certIssued: now.UnixNano(), certExpires: now.Add(time.Hour).UnixNano()}
+	s.writing = true // no connection: what it would send stays in control
+	renew := func() *protocol.Renewed {
+		t.Helper()
+		s.renewing = true
+		s.renew(&protocol.Renew{CSR: csr})
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		m, _ := s.control[len(s.control)-1].(*protocol.Renewed)
+		return m
+	}
+	if m := renew(); m == nil || len(m.Certificate) == 0 {
+		t.Fatalf("first renewal: %+v", m)
+	}
+	clock = now.Add(2 * time.Hour) // past the first certificate's expiry, within the renewed one's
+	if m := renew(); m == nil || len(m.Certificate) == 0 {
+		t.Fatalf("second renewal on the same session: %+v", m)
+	}
+}
+
+// TestRetiredBetweenCheckAndAttach: a join that retires the session's certificate, processed
+// between the handshake's Node check and attach (the session's epoch write can take seconds), is
+// seen by attach. Before, no session existed yet for onUpdate to end, and the retired certificate
+// attached and stayed connected.
+func TestRetiredBetweenCheckAndAttach(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	h := r.hub
+	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	checked, rejoined := make(chan struct{}), make(chan struct{})
+	attached := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, err := h.upgrader.Upgrade(w, req, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		s := &session{hub: h, conn: conn, node: "n1", done: make(chan struct{}), remote: req.RemoteAddr, certIssued: time.Now().UnixNano()}
+		_, frame, _ := conn.ReadMessage()
+		msgs, _ := protocol.Decode(frame)
+		hello := msgs[0].(*protocol.Hello)
+		if err := s.checkRegistered(); err != nil {
+			t.Errorf("refused before the join: %v", err)
+			return
+		}
+		close(checked)
+		<-rejoined
+		_, err = h.attach(s, hello)
+		attached <- err
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Hello{Version: protocol.Version, Node: "n1"}))
+	<-checked
+	later := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
+	rev := r.put(nodeKey("n1"), `{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","uid":"uid-n1","annotations":{"`+
+		AnnotationJoinedUID+`":"uid-n1","`+AnnotationCertificatesSince+`":"`+later+`"}}}`)
+	for h.processed.Load() < rev {
+		time.Sleep(time.Millisecond)
+	}
+	close(rejoined)
+	if err := <-attached; err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Fatalf("attach of a certificate retired meanwhile: %v; want it refused", err)
+	}
+	if h.Connected("n1") {
+		t.Fatal("the retired certificate's session is connected")
 	}
 }

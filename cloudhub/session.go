@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherhub/tether/index"
 	"github.com/tetherhub/tether/internal/wsframe"
+	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/view"
@@ -31,7 +32,8 @@ type session struct {
 	node   string          // set at construction
 	remote string          // set at construction
 	// certIssued and certExpires (unix nanos) are those of the certificate the session
-	// connected with (pki.IssuedAt, NotAfter); set at construction.
+	// connected with (pki.IssuedAt, NotAfter), set at construction; certExpires moves to a
+	// renewed certificate's (renew, one at a time, is its only reader after the handshake).
 	certIssued, certExpires int64
 	epoch                   int64         // set by the handshake (see Epochs), before the reader starts
 	noEpoch                 bool          // the handshake could not take an epoch: reports end the session
@@ -671,6 +673,11 @@ func (s *session) renew(m *protocol.Renew) {
 		s.log().Warn().Err(err).Msg("certificate renewal refused")
 		s.send(&protocol.Renewed{Message: err.Error()})
 		return
+	}
+	if c, err := pki.ParseCertPEM(cert); err == nil {
+		// The edge goes on with this session under the new certificate: its next renewal, on
+		// this session too, is judged by the new one's expiry.
+		s.certExpires = c.NotAfter.UnixNano()
 	}
 	s.log().Info().Msg("certificate renewed")
 	s.send(&protocol.Renewed{Certificate: cert})
