@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -645,5 +646,39 @@ func TestRegisterKeepsTheLaterJoin(t *testing.T) {
 	}
 	if err := nodes.Register(ctx, "edge-1", nil, b.Add(time.Second)); err != nil {
 		t.Fatalf("a join after both: %v", err)
+	}
+}
+
+// TestJoinAnnotationsAreTheClouds: a client cannot change or remove the annotations of a Node's
+// join; a replace from a manifest without them (kubectl replace of a saved file) keeps them.
+// Before, it removed them, and the hub ended the node's session and refused its certificate until
+// the node joined again.
+func TestJoinAnnotationsAreTheClouds(t *testing.T) {
+	c := newCloud(t, 1000)
+	nodes := NewNodes(c.objects, resource.New())
+	issued := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	if err := nodes.Register(context.Background(), "edge-1", nil, issued); err != nil {
+		t.Fatal(err)
+	}
+	annotations := func() map[string]string {
+		var n struct {
+			Metadata struct {
+				Annotations map[string]string `json:"annotations"`
+			} `json:"metadata"`
+		}
+		json.Unmarshal([]byte(c.must(http.MethodGet, nodesPath+"/edge-1", "")), &n)
+		return n.Metadata.Annotations
+	}
+	want := annotations()
+	if want[cloudhub.AnnotationJoinedUID] == "" || want[cloudhub.AnnotationCertificatesSince] == "" {
+		t.Fatalf("after the join: %v", want)
+	}
+	c.must(http.MethodPut, nodesPath+"/edge-1", `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1","labels":{"a":"b"}}}`)
+	if got := annotations(); !maps.Equal(got, want) {
+		t.Fatalf("after a replace without them: %v, want %v", got, want)
+	}
+	c.must(http.MethodPatch, nodesPath+"/edge-1", `{"metadata":{"annotations":{"`+cloudhub.AnnotationCertificatesSince+`":"2020-01-01T00:00:00Z","`+cloudhub.AnnotationJoinedUID+`":null}}}`)
+	if got := annotations(); !maps.Equal(got, want) {
+		t.Fatalf("after a patch changing them: %v, want %v", got, want)
 	}
 }

@@ -99,23 +99,6 @@ func setReportEpoch(obj object, node string, epoch int64) {
 	ann[resource.AnnotationReportEpoch] = node + "/" + strconv.FormatInt(epoch, 10)
 }
 
-// keepReportEpoch makes md, the metadata a client wrote, hold what curMD holds: the epoch is
-// the cloud's. Removing it is refused as quietly as changing it, since a manifest saved before
-// the epoch was set would otherwise take the fence away.
-func keepReportEpoch(md, curMD map[string]any) {
-	curAnn, _ := curMD["annotations"].(map[string]any)
-	v, held := curAnn[resource.AnnotationReportEpoch]
-	ann, _ := md["annotations"].(map[string]any)
-	switch {
-	case held && ann == nil:
-		md["annotations"] = map[string]any{resource.AnnotationReportEpoch: v}
-	case held:
-		ann[resource.AnnotationReportEpoch] = v
-	case ann != nil:
-		delete(ann, resource.AnnotationReportEpoch)
-	}
-}
-
 // dropReportEpoch removes the epoch from md, the metadata of an object to be created: one copied
 // from another object's manifest would otherwise fence this one's reports.
 func dropReportEpoch(md map[string]any) {

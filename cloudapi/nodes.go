@@ -40,7 +40,7 @@ func (n *Nodes) Register(ctx context.Context, name string, labels map[string]str
 		return err
 	}
 	since := certIssued.UTC().Format(time.RFC3339Nano)
-	_, err := n.objects.write(ctx, n.info, "", name, "", 0, func(cur object) (object, error) {
+	_, err := n.objects.write(context.WithValue(ctx, joinWriteKey{}, true), n.info, "", name, "", 0, func(cur object) (object, error) {
 		md := cur.metadata()
 		uid, _ := md["uid"].(string)
 		annotations, _ := md["annotations"].(map[string]any)

@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
+	"github.com/tetherhub/tether/cloudhub"
 	"github.com/tetherhub/tether/index"
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/resource"
@@ -442,6 +443,9 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			return nil, conflict(info, name)
 		}
 		next := merge(info, sub, curObj, want)
+		if ctx.Value(joinWriteKey{}) == nil {
+			keepCloudAnnotations(next.metadata(), curObj.metadata())
+		}
 		if rs, ok := ctx.Value(reportEpochKey{}).(reportSession); ok && rs.epoch > reportEpoch(curObj, rs.node) {
 			setReportEpoch(next, rs.node, rs.epoch) // a report's write (see fenced)
 		}
@@ -491,6 +495,35 @@ func sameStored(cur object, raw []byte) bool {
 	return err == nil && bytes.Equal(b, raw)
 }
 
+// cloudAnnotations are the annotations the cloud keeps on objects for itself: the report
+// epoch (fence.go), and on a Node the UID and time of its join (cloudhub.AnnotationJoinedUID),
+// which decide which certificates the hub lets in.
+var cloudAnnotations = []string{resource.AnnotationReportEpoch, cloudhub.AnnotationJoinedUID, cloudhub.AnnotationCertificatesSince}
+
+// joinWriteKey marks the context of Nodes.Register's write, the one client of write that sets
+// the join annotations.
+type joinWriteKey struct{}
+
+// keepCloudAnnotations makes md, the metadata a client wrote, hold the cloud's annotations as
+// curMD holds them. Removing one is refused as quietly as changing it: a manifest saved before it
+// was set (kubectl replace) would otherwise take the report fence away, or lock the node out.
+func keepCloudAnnotations(md, curMD map[string]any) {
+	curAnn, _ := curMD["annotations"].(map[string]any)
+	ann, _ := md["annotations"].(map[string]any)
+	for _, k := range cloudAnnotations {
+		v, held := curAnn[k]
+		switch {
+		case held && ann == nil:
+			ann = map[string]any{k: v}
+			md["annotations"] = ann
+		case held:
+			ann[k] = v
+		case ann != nil:
+			delete(ann, k)
+		}
+	}
+}
+
 // expectUIDKey is the context key of the UID a write must find: the forwarder checks that an
 // object is the node's, and the write must change that object, not one of the same name made
 // since on another node.
@@ -526,7 +559,6 @@ func merge(info resource.Info, sub string, cur, want object) object {
 			delete(md, k) // set by a DELETE only
 		}
 	}
-	keepReportEpoch(md, curMD)
 	delete(md, "resourceVersion")
 	next["apiVersion"], next["kind"] = info.APIVersion(), info.Kind
 	gen, _ := curMD["generation"].(json.Number)
