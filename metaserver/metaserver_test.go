@@ -507,4 +507,27 @@ func TestDeviceStatusWriteNotHeldToAStaleCloudVersion(t *testing.T) {
 	if code, out := e.do(http.MethodPatch, path+"/status", "application/json-patch+json", patch); code != http.StatusOK {
 		t.Fatalf("JSON patch testing the current local version: %d %s", code, out)
 	}
+	// Two updates at the same local version: their version is checked here, not in the cloud,
+	// so one must lose with 409 as the cloud would have made it, not overwrite the other.
+	_, b = e.do(http.MethodGet, path, "", "")
+	json.Unmarshal(b, &cur)
+	body, _ = json.Marshal(cur)
+	e.cloud.answer = func(req *protocol.Request) *protocol.Response {
+		time.Sleep(50 * time.Millisecond) // both are under way at once
+		var m map[string]any
+		json.Unmarshal(req.Body, &m)
+		m["metadata"].(map[string]any)["resourceVersion"] = "950"
+		raw, _ := json.Marshal(m)
+		return &protocol.Response{Code: 200, ContentType: "application/json", Body: raw}
+	}
+	codes := make(chan int, 2)
+	for range 2 {
+		go func() {
+			code, _ := e.do(http.MethodPut, path+"/status", "application/json", string(body))
+			codes <- code
+		}()
+	}
+	if a, b := <-codes, <-codes; a+b != http.StatusOK+http.StatusConflict {
+		t.Fatalf("two status updates at one version: %d and %d, want one 200 and one 409", a, b)
+	}
 }

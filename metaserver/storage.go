@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,10 @@ type Storage struct {
 
 	cur     atomic.Pointer[view] // replaced by onChanges, on the store's writer goroutine
 	loadErr error                // set at construction: the store could not be read
+
+	// statusLocks serialise the status writes of one Node or Device, by a hash of its key, from
+	// the check of their local version until the answer is stored (see statusMovesUnseen).
+	statusLocks [64]sync.Mutex
 }
 
 // New returns the storage and subscribes its watch cache to the store. Call before the store's

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"hash/fnv"
 	"net/http"
 	"strconv"
 	"strings"
@@ -40,6 +41,7 @@ func (s *Storage) Create(ctx context.Context, info resource.Info, ns string, bod
 // Update implements kubeapi.Storage.
 func (s *Storage) Update(ctx context.Context, info resource.Info, ns, name, sub string, body []byte) ([]byte, error) {
 	key := resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name}
+	defer s.lockStatus(info, key, sub)()
 	body, err := s.translate(info, key, sub, body, func(m map[string]any) (*string, bool) {
 		md, _ := m["metadata"].(map[string]any)
 		rv, ok := md["resourceVersion"].(string)
@@ -63,6 +65,7 @@ func (s *Storage) Update(ctx context.Context, info resource.Info, ns, name, sub 
 // precondition and is translated like an update's.
 func (s *Storage) Patch(ctx context.Context, info resource.Info, ns, name, sub string, pt kubeapi.PatchType, patch []byte) ([]byte, error) {
 	key := resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name}
+	defer s.lockStatus(info, key, sub)()
 	var err error
 	switch pt {
 	case kubeapi.MergePatch, kubeapi.StrategicPatch:
@@ -125,6 +128,21 @@ func (s *Storage) Delete(ctx context.Context, info resource.Info, ns, name strin
 // here and not forwarded: the edge's copy is what its clients (and the edge's reports) know best.
 func statusMovesUnseen(info resource.Info, sub string) bool {
 	return sub == "status" && (info.GroupResource() == resource.Nodes || info.GroupResource() == resource.Devices)
+}
+
+// lockStatus holds, for a status write that statusMovesUnseen, the lock of key until the
+// returned function is called: its version is checked here and not by the cloud, so two writes
+// at the same version must not both pass the check before either's answer is stored (the second
+// would overwrite the first without a conflict). Other writes take no lock.
+func (s *Storage) lockStatus(info resource.Info, key resource.Key, sub string) (unlock func()) {
+	if !statusMovesUnseen(info, sub) {
+		return func() {}
+	}
+	h := fnv.New32a()
+	h.Write([]byte(resource.StoreKey(key)))
+	mu := &s.statusLocks[h.Sum32()%uint32(len(s.statusLocks))]
+	mu.Lock()
+	return mu.Unlock
 }
 
 // translate replaces the local version a body names (found by rvOf) with the cloud's, or, for a
