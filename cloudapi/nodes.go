@@ -25,6 +25,20 @@ func NewNodes(objects *Objects, reg *resource.Registry) *Nodes {
 	return &Nodes{objects: objects, info: info}
 }
 
+// Joined implements join.Nodes: the certificates-since of the Node (zero without one).
+func (n *Nodes) Joined(ctx context.Context, name string) (time.Time, error) {
+	snap, err := n.objects.latest(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	node := snap.Get(storeKey(n.info, "", name))
+	if node == nil {
+		return time.Time{}, nil
+	}
+	t, _ := time.Parse(time.RFC3339Nano, node.Annotations[cloudhub.AnnotationCertificatesSince])
+	return t, nil
+}
+
 // Register implements join.Nodes: it creates the Node on first join; on a later join (the edge
 // lost its data dir) it adds the labels given and leaves everything else as the cloud has it.
 // Either way it records on the Node which certificates the hub accepts from now on (see

@@ -64,9 +64,10 @@ type registration struct {
 }
 
 type fakeNodes struct {
-	mu   sync.Mutex
-	regs []registration
-	fail error
+	mu     sync.Mutex
+	regs   []registration
+	fail   error
+	joined time.Time // what Joined answers
 }
 
 func (f *fakeNodes) Register(_ context.Context, name string, labels map[string]string, _ time.Time) error {
@@ -74,6 +75,12 @@ func (f *fakeNodes) Register(_ context.Context, name string, labels map[string]s
 	defer f.mu.Unlock()
 	f.regs = append(f.regs, registration{name, labels})
 	return f.fail
+}
+
+func (f *fakeNodes) Joined(context.Context, string) (time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.joined, nil
 }
 
 func (f *fakeNodes) registrations() []registration {

@@ -507,3 +507,27 @@ func TestClientChecksArguments(t *testing.T) {
 		t.Errorf("requests were sent: %v", got)
 	}
 }
+
+// TestJoinIssuedAfterTheLastJoin: a replica whose clock is behind the one that signed the node's
+// last join issues the new certificate after that join's, not at its own time: recorded at its
+// own time, the join would be refused as older than the one it replaces (409 later_join) until
+// the clock caught up.
+func TestJoinIssuedAfterTheLastJoin(t *testing.T) {
+	e := newEnv(t)
+	ahead := time.Now().Add(30 * time.Second) // the last join, by a clock 30 s ahead
+	e.nodes.mu.Lock()
+	e.nodes.joined = ahead
+	e.nodes.mu.Unlock()
+	key, _ := pki.NewKey()
+	certPEM, _, err := join.Join(ctxT(t), e.url, e.token("edge-1", time.Hour), "edge-1", nil, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.ParseCertPEM(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if issued := pki.IssuedAt(cert); !issued.After(ahead) {
+		t.Fatalf("issued at %s, not after the last join's %s", issued, ahead)
+	}
+}

@@ -35,6 +35,10 @@ type Nodes interface {
 	// Register makes sure the Node object exists (creating it with these labels on first join)
 	// and records that certificates of the name issued before certIssued (pki.IssuedAt) are retired.
 	Register(ctx context.Context, nodeName string, labels map[string]string, certIssued time.Time) error
+	// Joined returns the issue time of the certificate the latest recorded join of nodeName got
+	// (zero if none): a new certificate is issued after it whatever this replica's clock says,
+	// or a replica whose clock is behind could not record a join.
+	Joined(ctx context.Context, nodeName string) (time.Time, error)
 }
 
 // Config is the join server's configuration.
@@ -264,7 +268,15 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, a *attempt) (*join
 
 	// Sign before Register: a CSR that is refused must leave no Node behind, and the certificate
 	// is not released until Register has succeeded.
-	certPEM, err := s.ca.SignCSR([]byte(req.CSR), req.NodeName, s.cfg.CertValidity, s.now())
+	now := s.now()
+	last, err := s.nodes.Joined(ctx, req.NodeName)
+	if err != nil {
+		return nil, s.failure(ctx, a, fmt.Errorf("read the node's last join: %w", err))
+	}
+	if !now.After(last) {
+		now = last.Add(time.Microsecond) // this clock is behind the one that signed the last join
+	}
+	certPEM, err := s.ca.SignCSR([]byte(req.CSR), req.NodeName, s.cfg.CertValidity, now)
 	if err != nil {
 		if ce, ok := errors.AsType[*pki.CSRError](err); ok {
 			return nil, badRequest(CodeInvalidCSR, "the CSR was refused: "+ce.Detail+".")
