@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -36,6 +37,10 @@ type Tokens struct {
 	caHash  string
 	now     func() time.Time
 	log     zerolog.Logger
+
+	revokeMu    sync.Mutex
+	revokeAfter map[string]int64 // deleted node names → revision of the deletion, not yet revoked
+	revoking    bool             // revokeLoop runs
 }
 
 // NewTokens returns the token service for the CA with hash caHash.
@@ -101,35 +106,68 @@ func (t *Tokens) Check(ctx context.Context, id, secret, node string) error {
 // made after the deletion, to join the node again, is left alone, also when a restarted cloud
 // replays the deletion from its history. Fleet tokens are not bound to a name and stay. Call it
 // before ix runs.
+//
+// One goroutine does the store's work, off the index goroutine, for all the deletions seen
+// since it last looked: a bulk delete of nodes costs a list of the tokens per batch, not per
+// node.
 func (t *Tokens) RevokeWithNodes(ix *index.Index) {
 	ix.Subscribe(func(u index.Update) {
 		if u.New != nil || u.Old == nil || u.Old.Key.Resource != resource.Nodes {
 			return
 		}
-		go t.revokeBound(u.Old.Key.Name, u.Rev()) // store I/O stays off the index goroutine
+		t.revokeMu.Lock()
+		defer t.revokeMu.Unlock()
+		if t.revokeAfter == nil {
+			t.revokeAfter = map[string]int64{}
+		}
+		t.revokeAfter[u.Old.Key.Name] = max(t.revokeAfter[u.Old.Key.Name], u.Rev())
+		if !t.revoking {
+			t.revoking = true
+			go t.revokeLoop()
+		}
 	})
 }
 
-// revokeBound deletes the tokens bound to node that were created before revision before.
-func (t *Tokens) revokeBound(node string, before int64) {
+// revokeLoop revokes for the deletions queued until none are left.
+func (t *Tokens) revokeLoop() {
+	for {
+		t.revokeMu.Lock()
+		gone := t.revokeAfter
+		t.revokeAfter = nil
+		if len(gone) == 0 {
+			t.revoking = false
+			t.revokeMu.Unlock()
+			return
+		}
+		t.revokeMu.Unlock()
+		t.revokeBound(gone)
+	}
+}
+
+// revokeBound deletes the tokens bound to a name in gone that were created before the revision
+// of that name's deletion.
+func (t *Tokens) revokeBound(gone map[string]int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	kvs, _, err := t.backend.List(ctx, tokenPrefix, "", 0)
 	if err != nil {
-		t.log.Warn().Err(err).Str("node", node).Msg("could not revoke the join tokens of a deleted node")
+		t.log.Warn().Err(err).Int("nodes", len(gone)).Msg("could not revoke the join tokens of deleted nodes")
 		return
 	}
 	for _, kv := range kvs {
 		var st storedToken
-		if kv.CreateRev >= before || json.Unmarshal(kv.Value, &st) != nil || st.Node != node {
+		if json.Unmarshal(kv.Value, &st) != nil || st.Node == "" {
+			continue
+		}
+		if deleted, ok := gone[st.Node]; !ok || kv.CreateRev >= deleted {
 			continue
 		}
 		_, _, err := t.backend.Delete(ctx, kv.Key, kv.ModRev)
 		switch {
 		case err == nil:
-			t.log.Info().Str("token_id", st.ID).Str("node", node).Msg("join token revoked with its node")
+			t.log.Info().Str("token_id", st.ID).Str("node", st.Node).Msg("join token revoked with its node")
 		case !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict):
-			t.log.Warn().Err(err).Str("token_id", st.ID).Str("node", node).Msg("could not revoke the join token of a deleted node")
+			t.log.Warn().Err(err).Str("token_id", st.ID).Str("node", st.Node).Msg("could not revoke the join token of a deleted node")
 		}
 	}
 }
