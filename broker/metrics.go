@@ -22,11 +22,13 @@ const (
 	reasonProtocol          = "protocol"           // malformed packet or protocol violation, connection closed
 	reasonSessionLimit      = "session_limit"      // CONNECT that would keep one session more than MaxSessions, refused in CONNACK
 	reasonRetainedLimit     = "retained_limit"     // retained PUBLISH on a new topic beyond MaxRetained, delivered but not retained
+	reasonTopicLevels       = "topic_levels"       // topic name or filter of more than MaxTopicLevels levels, refused
 )
 
 var rejectReasons = []string{
 	reasonOversize, reasonPanic, reasonClientLimit, reasonConnectionLimit, reasonSubscriptionLimit,
 	reasonReceiveMaximum, reasonConnectTimeout, reasonClientID, reasonProtocol, reasonSessionLimit, reasonRetainedLimit,
+	reasonTopicLevels,
 }
 
 // metrics are the counters this package keeps itself. Everything mochi already counts (clients,

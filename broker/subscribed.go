@@ -37,8 +37,16 @@ type subscribedAnswer struct {
 // changed is called around every change of the subscriptions in the index.
 func (s *subscribed) changed() { s.epoch.Add(1) }
 
+// maxSubscribedTopicBytes bounds the length of a topic Subscribed remembers: the memory holds
+// up to maxSubscribedTopics topics, and a topic name can be 64 KiB. KubeEdge's longest device
+// topic is under 600 bytes; a longer one is asked about each time.
+const maxSubscribedTopicBytes = 1024
+
 // get answers from memory, or asks scan and remembers its answer.
 func (s *subscribed) get(topic string, scan func(string) bool) bool {
+	if len(topic) > maxSubscribedTopicBytes {
+		return scan(topic)
+	}
 	e := s.epoch.Load()
 	if v, ok := s.topics.Load(topic); ok {
 		if a := v.(subscribedAnswer); a.epoch == e {

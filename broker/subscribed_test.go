@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -104,4 +105,24 @@ func recvString(t *testing.T, ch <-chan string) string {
 		t.Fatal("nothing received")
 	}
 	return ""
+}
+
+// TestSubscribedForgetsLongTopics: a topic longer than any KubeEdge device topic is asked about
+// each time, not remembered: the memory holds up to 65,536 topics, and at 64 KiB each (a device
+// publishing to long made-up topics) that was 4 GiB.
+func TestSubscribedForgetsLongTopics(t *testing.T) {
+	var s subscribed
+	asked := 0
+	scan := func(string) bool { asked++; return false }
+	long := strings.Repeat("d", maxSubscribedTopicBytes+1)
+	s.get(long, scan)
+	s.get(long, scan)
+	if _, kept := s.topics.Load(long); kept || asked != 2 {
+		t.Fatalf("a %d-byte topic: remembered %v, asked %d times; want asked each time", len(long), kept, asked)
+	}
+	s.get("$hw/events/device/ns/d/twin/update", scan)
+	s.get("$hw/events/device/ns/d/twin/update", scan)
+	if asked != 3 {
+		t.Fatalf("a device topic was asked %d times in all, want once more", asked-2)
+	}
 }
