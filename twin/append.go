@@ -269,6 +269,17 @@ func (t Twin) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `"desired_version":`...)
 	b = appendVersion(b, t.DesiredVersion)
+	if len(t.ActualFloors) > 0 {
+		b = append(b, `,"actual_floors":{`...)
+		for i, k := range slices.Sorted(maps.Keys(t.ActualFloors)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendKey(b, k)
+			b = strconv.AppendInt(b, t.ActualFloors[k], 10)
+		}
+		b = append(b, '}')
+	}
 	return append(b, '}')
 }
 

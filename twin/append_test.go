@@ -132,6 +132,12 @@ func TestAppendMatchesEncodingJSON(t *testing.T) {
 			}
 		}
 		tw.DesiredVersion = Version{Cloud: r.Uint64N(5), Edge: r.Uint64N(5)}
+		if r.IntN(3) == 0 {
+			tw.ActualFloors = map[string]int64{}
+			for range 1 + r.IntN(3) {
+				tw.ActualFloors[randString(r)] = r.Int64()
+			}
+		}
 		same(t, "twin", tw.AppendJSON(nil), tw)
 		st := DeviceState{State: []string{"", "online", randString(r)}[r.IntN(3)], LastOnline: []string{"", randString(r)}[r.IntN(2)]}
 		same(t, "state", st.AppendJSON(nil), st)

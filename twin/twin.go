@@ -17,6 +17,12 @@ type Twin struct {
 	// kept at the twin level because a property removed from the spec leaves no
 	// entry to remember its version, and an older spec must not bring it back.
 	DesiredVersion Version `json:"desired_version"`
+	// ActualFloors holds, per property whose actual a device deleted, that actual's timestamp:
+	// the next actual of the property is stamped after it, as after a stored one. Without it, a
+	// value reported after a delete could carry an older timestamp than the deleted one (they
+	// run ahead of the clock in a burst, or after a clock step back) and lose the cloud's
+	// newest-wins merge to it. Bounded by the model's properties.
+	ActualFloors map[string]int64 `json:"actual_floors,omitempty"`
 }
 
 // Property is one twin property.
@@ -61,7 +67,7 @@ type Change struct {
 
 // Clone returns a copy of t that shares no map with it.
 func (t Twin) Clone() Twin {
-	return Twin{Props: maps.Clone(t.Props), DesiredVersion: t.DesiredVersion}
+	return Twin{Props: maps.Clone(t.Props), DesiredVersion: t.DesiredVersion, ActualFloors: maps.Clone(t.ActualFloors)}
 }
 
 // ApplyReport applies a device's twin update to cur and returns the new twin
@@ -72,8 +78,9 @@ func (t Twin) Clone() Twin {
 //
 //   - actual.value sets actual, stamped now (Unix ms), and bumps the actual
 //     side's edge version. The timestamp never goes backwards for a property
-//     (at least the previous one + 1), so a clock step back at the edge cannot
-//     make the cloud's newest-wins merge drop a newer report.
+//     (at least the previous one + 1, also across a delete: ActualFloors), so a
+//     clock step back at the edge cannot make the cloud's newest-wins merge drop
+//     a newer report.
 //   - A value equal to the stored actual is not a change: no version bump, no
 //     new timestamp, nothing to store or send upstream. Mappers report on a
 //     timer, and a write per poll is the load KubeEdge drowns in.
@@ -149,6 +156,10 @@ func ApplyReport(cur Twin, upd Update, types map[string]string, now int64) (next
 			p := old
 			p.Actual = nil
 			p.ActualVersion.Edge++
+			if next.ActualFloors == nil {
+				next.ActualFloors = map[string]int64{}
+			}
+			next.ActualFloors[name] = old.Actual.Timestamp
 			if p.Expected == nil {
 				delete(next.Props, name)
 				changed = append(changed, Change{Name: name, Last: &old})
@@ -168,9 +179,16 @@ func ApplyReport(cur Twin, upd Update, types map[string]string, now int64) (next
 					p.Optional = *r.Optional
 				}
 			}
+			floor, deleted := cur.ActualFloors[name]
+			if old.Actual != nil {
+				floor = old.Actual.Timestamp
+			}
 			ts := now
-			if old.Actual != nil && ts <= old.Actual.Timestamp {
-				ts = old.Actual.Timestamp + 1
+			if (old.Actual != nil || deleted) && ts <= floor {
+				ts = floor + 1
+			}
+			if deleted {
+				delete(next.ActualFloors, name)
 			}
 			p.Actual = &Value{Value: *r.Actual, Timestamp: ts}
 			p.ActualVersion.Edge++

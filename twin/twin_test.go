@@ -3,6 +3,7 @@ package twin
 import (
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -496,5 +497,33 @@ func TestCodeOf(t *testing.T) {
 	wrapped := errors.Join(errors.New("handling"), err)
 	if CodeOf(wrapped) != CodeBadRequest || !errors.Is(wrapped, ErrMalformed) {
 		t.Fatalf("wrapped: %d", CodeOf(wrapped))
+	}
+}
+
+// TestReportAfterDeleteStampedAfterIt: a value reported after its property's actual was deleted
+// is stamped after the deleted one, as after a stored one. Timestamps run ahead of the clock in a
+// burst (T, T+1, T+2 within one millisecond); before, the value after the delete was stamped
+// with the clock (T+1), older than the deleted T+2, and where the cloud had not seen the delete
+// (the outbox replaced it with the newer snapshot) its newest-wins merge kept the old value.
+func TestReportAfterDeleteStampedAfterIt(t *testing.T) {
+	const at = 1_000_000
+	var tw Twin
+	for _, v := range []string{"1", "2", "3"} {
+		tw, _ = mustReport(t, tw, report("temp", v), at)
+	}
+	delivered := tw.Props["temp"].Actual // what the cloud shows: 3 at T+2
+	tw, _ = mustReport(t, tw, report("temp", nil), at)
+	tw, _ = mustReport(t, tw, report("temp", "4"), at+1)
+	got := tw.Props["temp"].Actual
+	if got.Timestamp <= delivered.Timestamp {
+		t.Fatalf("4 stamped %d after 3 at %d was deleted; want a later stamp", got.Timestamp, delivered.Timestamp)
+	}
+	stored := []StatusTwin{{PropertyName: "temp", Reported: &StatusValue{Value: delivered.Value, Metadata: map[string]string{"timestamp": strconv.FormatInt(delivered.Timestamp, 10)}}}}
+	snapshot := []StatusTwin{{PropertyName: "temp", Reported: &StatusValue{Value: "4", Metadata: map[string]string{"timestamp": strconv.FormatInt(got.Timestamp, 10)}}}}
+	if merged := MergeSnapshot(stored, snapshot); len(merged) != 1 || merged[0].Reported.Value != "4" {
+		t.Fatalf("the cloud's merge of the newer snapshot: %+v, want 4", merged)
+	}
+	if len(tw.ActualFloors) != 0 {
+		t.Fatalf("floors kept after the property was reported again: %v", tw.ActualFloors)
 	}
 }
