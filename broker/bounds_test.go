@@ -147,7 +147,9 @@ func TestRetainedBoundHoldsForWillsAndRefusals(t *testing.T) {
 		}
 		_ = c.nc.Close() // no DISCONNECT: the will is sent
 	}
-	waitFor(t, "the wills sent", func() bool { return metric(t, b.reg, "tether_edge_mqtt_rejected_total", "reason", "retained_limit") >= 6 })
+	waitFor(t, "the wills sent", func() bool {
+		return metric(t, b.reg, "tether_edge_mqtt_rejected_total", "reason", "retained_limit") >= 6
+	})
 	var kept []string
 	for topic := range b.srv.Topics.Retained.GetAll() {
 		if !strings.HasPrefix(topic, "$SYS/") { // mochi's own
