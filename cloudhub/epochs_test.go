@@ -81,21 +81,8 @@ func TestSessionsNumberedForReports(t *testing.T) {
 	epochs.fail(true)
 	e = syncedEdge(t, r, "n1") // objects still flow
 	report(e, 3, "c")
-	e.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		_, frame, err := e.ws.ReadMessage()
-		if err != nil {
-			t.Fatalf("the session without an epoch was not ended with an Error on its report: %v", err)
-		}
-		msgs, _ := protocol.Decode(frame)
-		if len(msgs) == 1 {
-			if m, ok := msgs[0].(*protocol.Error); ok {
-				if m.Code != protocol.CodeInternal {
-					t.Fatalf("error %s %q, want %s", m.Code, m.Message, protocol.CodeInternal)
-				}
-				break
-			}
-		}
+	if m := e.awaitError(5*time.Second, "the session without an epoch was not ended with an Error on its report"); m.Code != protocol.CodeInternal {
+		t.Fatalf("error %s %q, want %s", m.Code, m.Message, protocol.CodeInternal)
 	}
 	select {
 	case got := <-rep.applied:

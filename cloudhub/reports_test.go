@@ -3,6 +3,7 @@ package cloudhub
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -39,21 +40,9 @@ func TestQueuedReportsBoundedInBytes(t *testing.T) {
 		}
 		sent++
 	}
-	e.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		_, frame, err := e.ws.ReadMessage()
-		if err != nil {
-			t.Fatalf("the session ended without an Error after %d reports of %d bytes: %v", sent, len(payload), err)
-		}
-		msgs, _ := protocol.Decode(frame)
-		for _, m := range msgs {
-			if pe, ok := m.(*protocol.Error); ok {
-				if pe.Code != protocol.CodeProtocol {
-					t.Fatalf("error %v, want a protocol error", pe)
-				}
-				return
-			}
-		}
+	pe := e.awaitError(10*time.Second, fmt.Sprintf("the session ended without an Error after %d reports of %d bytes", sent, len(payload)))
+	if pe.Code != protocol.CodeProtocol {
+		t.Fatalf("error %v, want a protocol error", pe)
 	}
 }
 
@@ -90,19 +79,10 @@ func TestReportPanicIsContained(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the report after the one that panicked was not applied")
 	}
-	e.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		_, frame, err := e.ws.ReadMessage()
-		if err != nil {
-			t.Fatalf("no ReportAck through 2: %v", err)
-		}
-		msgs, _ := protocol.Decode(frame)
-		for _, m := range msgs {
-			if a, ok := m.(*protocol.ReportAck); ok && a.Seq == 2 {
-				return
-			}
-		}
-	}
+	e.awaitMessage(5*time.Second, "no ReportAck through 2", func(m protocol.Message) bool {
+		a, ok := m.(*protocol.ReportAck)
+		return ok && a.Seq == 2
+	})
 }
 
 // bigAnswers answers every forwarded request with a body of 1 MiB, as a GET of a large object.
@@ -129,25 +109,19 @@ func TestUnreadAnswersBounded(t *testing.T) {
 		}
 	}
 	answers := 0
-	e.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		_, frame, err := e.ws.ReadMessage()
-		if err != nil {
-			t.Fatalf("%d requests sent, %d answers read, then %v; want an Error", sent, answers, err)
+	var pe *protocol.Error
+	e.awaitMessage(10*time.Second, fmt.Sprintf("%d requests sent, answers read, then no Error", sent), func(m protocol.Message) bool {
+		switch m := m.(type) {
+		case *protocol.Response:
+			answers++
+		case *protocol.Error:
+			pe = m
 		}
-		msgs, _ := protocol.Decode(frame)
-		for _, m := range msgs {
-			switch m := m.(type) {
-			case *protocol.Response:
-				answers++
-			case *protocol.Error:
-				t.Logf("%d requests sent, %d answers read, then: %s", sent, answers, m.Message)
-				if m.Code != protocol.CodeProtocol || answers > 40 {
-					t.Fatalf("error %v after %d answers, want a protocol error within about 32", m, answers)
-				}
-				return
-			}
-		}
+		return pe != nil
+	})
+	t.Logf("%d requests sent, %d answers read, then: %s", sent, answers, pe.Message)
+	if pe.Code != protocol.CodeProtocol || answers > 40 {
+		t.Fatalf("error %v after %d answers, want a protocol error within about 32", pe, answers)
 	}
 }
 

@@ -24,42 +24,7 @@ func TestRevokedBetweenCheckAndAttach(t *testing.T) {
 	r.put(secretKey("default", "s1"), `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s1","namespace":"default"},"data":{"k":"c2VjcmV0"}}`)
 	r.put(podKey("default", "p1"), `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p1","namespace":"default"},"spec":{"nodeName":"n1","volumes":[{"name":"s","secret":{"secretName":"s1"}}]}}`)
 
-	checked, deleted := make(chan struct{}), make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		conn, err := h.upgrader.Upgrade(w, req, nil)
-		if err != nil {
-			return
-		}
-		s := &session{hub: h, conn: conn, node: "n1", done: make(chan struct{}), remote: req.RemoteAddr, certIssued: time.Now().UnixNano()}
-		_, frame, _ := conn.ReadMessage()
-		msgs, _ := protocol.Decode(frame)
-		hello := msgs[0].(*protocol.Hello)
-		if err := s.checkRegistered(); err != nil { // handshake's first step
-			t.Errorf("refused before the delete: %v", err)
-			return
-		}
-		close(checked)
-		<-deleted
-		if _, err := h.attach(s, hello); err != nil { // and its second
-			s.writeError(err.(*protocol.Error))
-			conn.Close()
-			return
-		}
-		go s.run()
-	}))
-	defer srv.Close()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Hello{Version: protocol.Version, Node: "n1"}))
-	<-checked
-	rev := r.del(nodeKey("n1"))
-	for h.processed.Load() < rev { // onUpdate of the delete has run
-		time.Sleep(time.Millisecond)
-	}
-	close(deleted)
+	ws, rev, _ := betweenCheckAndAttach(t, r, func() int64 { return r.del(nodeKey("n1")) })
 
 	e := newEdge(t, "n1")
 	e.ws = ws
@@ -110,25 +75,10 @@ func TestOnlyTheJoinedNodeObjectsCertificatesGetIn(t *testing.T) {
 // certificate past the join and keep coming back.
 func TestRejoinEndsTheRetiredSession(t *testing.T) {
 	r := newRig(t, rigOpts{})
-	e := syncedEdge(t, r, "n1") // its certificate was issued now
-	later := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
-	r.put(nodeKey("n1"), `{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","uid":"uid-n1","annotations":{"`+
-		AnnotationJoinedUID+`":"uid-n1","`+AnnotationCertificatesSince+`":"`+later+`"}}}`)
-	e.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		_, frame, err := e.ws.ReadMessage()
-		if err != nil {
-			t.Fatalf("the retired certificate's session was not ended with an Error: %v", err)
-		}
-		msgs, _ := protocol.Decode(frame)
-		for _, m := range msgs {
-			if m, ok := m.(*protocol.Error); ok {
-				if m.Code != protocol.CodeRevoked || !strings.Contains(m.Message, "retired") {
-					t.Fatalf("error %s %q, want revoked: retired", m.Code, m.Message)
-				}
-				return
-			}
-		}
+	e := syncedEdge(t, r, "n1")                                            // its certificate was issued now
+	r.put(nodeKey("n1"), nodeJSONSince("n1", time.Now().Add(time.Minute))) // a later join
+	if m := e.awaitError(5*time.Second, "the retired certificate's session was not ended with an Error"); m.Code != protocol.CodeRevoked || !strings.Contains(m.Message, "retired") {
+		t.Fatalf("error %s %q, want revoked: retired", m.Code, m.Message)
 	}
 }
 
@@ -216,46 +166,71 @@ func TestRetiredBetweenCheckAndAttach(t *testing.T) {
 	r := newRig(t, rigOpts{})
 	h := r.hub
 	r.put(nodeKey("n1"), nodeJSON("n1", ""))
-	checked, rejoined := make(chan struct{}), make(chan struct{})
+	_, _, err := betweenCheckAndAttach(t, r, func() int64 {
+		return r.put(nodeKey("n1"), nodeJSONSince("n1", time.Now().Add(time.Minute))) // a later join
+	})
+	if err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Fatalf("attach of a certificate retired meanwhile: %v; want it refused", err)
+	}
+	if h.Connected("n1") {
+		t.Fatal("the retired certificate's session is connected")
+	}
+}
+
+// nodeJSONSince is a joined Node whose certificates are accepted from since on.
+func nodeJSONSince(name string, since time.Time) string {
+	return `{"apiVersion":"v1","kind":"Node","metadata":{"name":"` + name + `","uid":"uid-` + name + `","annotations":{"` +
+		AnnotationJoinedUID + `":"uid-` + name + `","` + AnnotationCertificatesSince + `":"` + since.UTC().Format(time.RFC3339Nano) + `"}}}`
+}
+
+// betweenCheckAndAttach drives a handshake of n1 (its certificate issued now) in its two steps,
+// the Node check and then attach, with change (a store write, returning its revision) processed
+// by the hub between them, as the index goroutine may do at any time. It returns the edge's
+// connection, change's revision and attach's error (sent to the edge as an Error; without one,
+// the session runs).
+func betweenCheckAndAttach(t *testing.T, r *rig, change func() int64) (ws *websocket.Conn, rev int64, attachErr error) {
+	t.Helper()
+	h := r.hub
+	checked, changed := make(chan struct{}), make(chan struct{})
 	attached := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		conn, err := h.upgrader.Upgrade(w, req, nil)
 		if err != nil {
 			return
 		}
-		defer conn.Close()
 		s := &session{hub: h, conn: conn, node: "n1", done: make(chan struct{}), remote: req.RemoteAddr, certIssued: time.Now().UnixNano()}
 		_, frame, _ := conn.ReadMessage()
 		msgs, _ := protocol.Decode(frame)
 		hello := msgs[0].(*protocol.Hello)
-		if err := s.checkRegistered(); err != nil {
-			t.Errorf("refused before the join: %v", err)
+		if err := s.checkRegistered(); err != nil { // the handshake's first step
+			t.Errorf("refused before the change: %v", err)
+			close(checked)
+			attached <- err
 			return
 		}
 		close(checked)
-		<-rejoined
-		_, err = h.attach(s, hello)
+		<-changed
+		_, err = h.attach(s, hello) // and its second
 		attached <- err
+		if err != nil {
+			s.writeError(err.(*protocol.Error))
+			conn.Close()
+			return
+		}
+		go s.run()
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ws.Close()
+	t.Cleanup(func() { ws.Close() })
 	ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(&protocol.Hello{Version: protocol.Version, Node: "n1"}))
 	<-checked
-	later := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
-	rev := r.put(nodeKey("n1"), `{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","uid":"uid-n1","annotations":{"`+
-		AnnotationJoinedUID+`":"uid-n1","`+AnnotationCertificatesSince+`":"`+later+`"}}}`)
-	for h.processed.Load() < rev {
+	rev = change()
+	for h.processed.Load() < rev { // onUpdate of the change has run
 		time.Sleep(time.Millisecond)
 	}
-	close(rejoined)
-	if err := <-attached; err == nil || !strings.Contains(err.Error(), "retired") {
-		t.Fatalf("attach of a certificate retired meanwhile: %v; want it refused", err)
-	}
-	if h.Connected("n1") {
-		t.Fatal("the retired certificate's session is connected")
-	}
+	close(changed)
+	return ws, rev, <-attached
 }

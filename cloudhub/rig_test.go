@@ -204,6 +204,36 @@ func (e *edge) converge(r *rig, rev int64, d time.Duration) {
 	}
 }
 
+// awaitMessage reads the hub's frames until one holds a message that match accepts, within d;
+// the test fails with what and the read's error if the connection ends or d passes first.
+func (e *edge) awaitMessage(d time.Duration, what string, match func(protocol.Message) bool) {
+	e.t.Helper()
+	e.ws.SetReadDeadline(time.Now().Add(d))
+	for {
+		_, frame, err := e.ws.ReadMessage()
+		if err != nil {
+			e.t.Fatalf("%s: %v", what, err)
+		}
+		msgs, _ := protocol.Decode(frame)
+		for _, m := range msgs {
+			if match(m) {
+				return
+			}
+		}
+	}
+}
+
+// awaitError is awaitMessage for the hub's Error, which it returns.
+func (e *edge) awaitError(d time.Duration, what string) *protocol.Error {
+	e.t.Helper()
+	var got *protocol.Error
+	e.awaitMessage(d, what, func(m protocol.Message) bool {
+		got, _ = m.(*protocol.Error)
+		return got != nil
+	})
+	return got
+}
+
 // syncTo reads until the cursor reaches rev (or timeout); returns false on timeout.
 func (e *edge) syncTo(rev int64, d time.Duration) bool {
 	deadline := time.Now().Add(d)
