@@ -1,8 +1,6 @@
 package twin
 
 import (
-	"maps"
-	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -158,20 +156,27 @@ func appendVersion(b []byte, v Version) []byte {
 	return append(b, '}')
 }
 
+// appendObject appends m as a JSON object, its keys sorted as encoding/json sorts them and each
+// value appended by value.
+func appendObject[V any](b []byte, m map[string]V, value func([]byte, V) []byte) []byte {
+	b = append(b, '{')
+	var buf [8]string
+	for i, k := range sortedKeys(buf[:0], m) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendKey(b, k)
+		b = value(b, m[k])
+	}
+	return append(b, '}')
+}
+
 // appendEntries appends a map of entries with its keys sorted, as encoding/json does.
 func appendEntries(b []byte, m map[string]*Entry) []byte {
 	if m == nil {
 		return append(b, "null"...)
 	}
-	b = append(b, '{')
-	for i, k := range slices.Sorted(maps.Keys(m)) {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendKey(b, k)
-		b = appendEntry(b, m[k])
-	}
-	return append(b, '}')
+	return appendObject(b, m, appendEntry)
 }
 
 // appendResultMsg appends a ResultMsg (update result, get result).
@@ -189,20 +194,13 @@ func appendDocumentMsg(b []byte, m DocumentMsg) []byte {
 	if m.Twin == nil {
 		b = append(b, "null"...)
 	} else {
-		b = append(b, '{')
-		for i, k := range slices.Sorted(maps.Keys(m.Twin)) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendKey(b, k)
-			d := m.Twin[k]
+		b = appendObject(b, m.Twin, func(b []byte, d Doc) []byte {
 			b = append(b, `{"last":`...)
 			b = appendEntry(b, d.Last)
 			b = append(b, `,"current":`...)
 			b = appendEntry(b, d.Current)
-			b = append(b, '}')
-		}
-		b = append(b, '}')
+			return append(b, '}')
+		})
 	}
 	return append(b, '}')
 }
@@ -239,15 +237,8 @@ func appendStatusValue(b []byte, v *StatusValue) []byte {
 	b = append(b, `{"value":`...)
 	b = appendString(b, v.Value)
 	if len(v.Metadata) > 0 {
-		b = append(b, `,"metadata":{`...)
-		for i, k := range slices.Sorted(maps.Keys(v.Metadata)) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendKey(b, k)
-			b = appendString(b, v.Metadata[k])
-		}
-		b = append(b, '}')
+		b = append(b, `,"metadata":`...)
+		b = appendObject(b, v.Metadata, appendString)
 	}
 	return append(b, '}')
 }
@@ -256,29 +247,15 @@ func appendStatusValue(b []byte, v *StatusValue) []byte {
 func (t Twin) AppendJSON(b []byte) []byte {
 	b = append(b, '{')
 	if len(t.Props) > 0 {
-		b = append(b, `"props":{`...)
-		var buf [8]string
-		for i, k := range sortedKeys(buf[:0], t.Props) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendKey(b, k)
-			b = appendProperty(b, t.Props[k])
-		}
-		b = append(b, "},"...)
+		b = append(b, `"props":`...)
+		b = appendObject(b, t.Props, appendProperty)
+		b = append(b, ',')
 	}
 	b = append(b, `"desired_version":`...)
 	b = appendVersion(b, t.DesiredVersion)
 	if len(t.ActualFloors) > 0 {
-		b = append(b, `,"actual_floors":{`...)
-		for i, k := range slices.Sorted(maps.Keys(t.ActualFloors)) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendKey(b, k)
-			b = strconv.AppendInt(b, t.ActualFloors[k], 10)
-		}
-		b = append(b, '}')
+		b = append(b, `,"actual_floors":`...)
+		b = appendObject(b, t.ActualFloors, func(b []byte, ts int64) []byte { return strconv.AppendInt(b, ts, 10) })
 	}
 	return append(b, '}')
 }
