@@ -26,7 +26,7 @@ import (
 // another node's device, or a malformed one, is dropped (cloudhub.ErrBadReport). A report about
 // a device that no longer exists is dropped too: there is nothing left to show it on. So is a
 // report from an older session of the node than the one the Device holds a report from (see
-// fenced).
+// Objects.writeReport).
 type DeviceReports struct {
 	objects *Objects
 	info    resource.Info
@@ -93,7 +93,7 @@ func (d *DeviceReports) write(ctx context.Context, node string, epoch int64, sub
 		d.reports.WithLabelValues(kind, "refused").Inc()
 		return fmt.Errorf("%w: device %q is not namespace/name", cloudhub.ErrBadReport, subject)
 	}
-	_, err := d.objects.write(withReportEpoch(ctx, node, epoch), d.info, ns, name, "status", 0, fenced(node, epoch, func(cur object) (object, error) {
+	err := d.objects.writeReport(ctx, d.info, ns, name, node, epoch, func(cur object) (object, error) {
 		spec, _ := cur["spec"].(map[string]any)
 		if owner, _ := spec["nodeName"].(string); owner != node {
 			return nil, errNotOwner
@@ -107,7 +107,7 @@ func (d *DeviceReports) write(ctx context.Context, node string, epoch int64, sub
 		}
 		cur["status"] = status
 		return cur, nil
-	}))
+	})
 	switch {
 	case err == nil:
 		d.reports.WithLabelValues(kind, "applied").Inc()

@@ -33,30 +33,28 @@ type reportSession struct {
 	epoch int64
 }
 
-// withReportEpoch returns ctx for a write of a report from node's session epoch.
-func withReportEpoch(ctx context.Context, node string, epoch int64) context.Context {
-	if epoch <= 0 {
-		return ctx
+// writeReport is the status write of a report from node's session epoch to one object: change
+// edits the current object (or says errUnchanged), and the write carries the fence. A report
+// older than the object's epoch changes nothing (errStale); one from a later session moves the
+// epoch even when it changes nothing else, or a report the older session still holds could land
+// after it and win. The epoch is written by Objects.write, after it has merged the status (a
+// status write takes nothing else from the writer).
+func (o *Objects) writeReport(ctx context.Context, info resource.Info, ns, name, node string, epoch int64, change func(cur object) (object, error)) error {
+	if epoch > 0 {
+		ctx = context.WithValue(ctx, reportEpochKey{}, reportSession{node, epoch})
 	}
-	return context.WithValue(ctx, reportEpochKey{}, reportSession{node, epoch})
-}
-
-// fenced wraps change, a report from node's session epoch editing an object, with the fence: a
-// report older than the object's epoch changes nothing (errStale), and one from a later session
-// moves the epoch even when it changes nothing else. Otherwise a report the older session still
-// holds could land after it and win.
-func fenced(node string, epoch int64, change func(cur object) (object, error)) func(cur object) (object, error) {
-	return func(cur object) (object, error) {
+	_, err := o.write(ctx, info, ns, name, "status", 0, func(cur object) (object, error) {
 		held := reportEpoch(cur, node)
 		if held > epoch {
 			return nil, errStale
 		}
 		next, err := change(cur)
 		if errors.Is(err, errUnchanged) && held < epoch {
-			return cur, nil // Objects.write moves the epoch
+			return cur, nil // only the epoch moves
 		}
 		return next, err
-	}
+	})
+	return err
 }
 
 // The annotation holds "node/epoch": the node whose session wrote it, and that session's epoch.

@@ -403,7 +403,7 @@ func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 // write is the read-modify-write of update and patch. mutate gets the current object (a fresh
 // copy) and returns the wanted one; write then enforces what clients may not change (identity,
 // creation time, the other half of a status subresource, the report epoch but for a report's
-// write: see fenced), bumps the generation when the spec
+// write: see writeReport), bumps the generation when the spec
 // changed, and stores it if the object has not changed meanwhile. A patch that races another
 // writer is retried on the fresher object, as the Kubernetes API server does.
 func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub string, precondition int64, mutate func(object) (object, error)) ([]byte, error) {
@@ -447,7 +447,7 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			keepCloudAnnotations(next.metadata(), curObj.metadata())
 		}
 		if rs, ok := ctx.Value(reportEpochKey{}).(reportSession); ok && rs.epoch > reportEpoch(curObj, rs.node) {
-			setReportEpoch(next, rs.node, rs.epoch) // a report's write (see fenced)
+			setReportEpoch(next, rs.node, rs.epoch) // a report's write (see writeReport)
 		}
 		raw, err := validate(o.reg, info, ns, name, next)
 		if err != nil {

@@ -235,7 +235,7 @@ func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, epoch int
 	if err := dec.Decode(&rep); err != nil {
 		return fmt.Errorf("%w: node status: %v", cloudhub.ErrBadReport, err)
 	}
-	_, err := n.objects.write(withReportEpoch(ctx, node, epoch), n.info, "", node, "status", 0, fenced(node, epoch, func(cur object) (object, error) {
+	err := n.objects.writeReport(ctx, n.info, "", node, node, epoch, func(cur object) (object, error) {
 		status, _ := cur["status"].(map[string]any)
 		if status == nil {
 			status = map[string]any{}
@@ -283,7 +283,7 @@ func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, epoch int
 		}
 		cur["status"] = status
 		return cur, nil
-	}))
+	})
 	if err == errUnchanged || err == errStale {
 		return nil
 	}
