@@ -121,13 +121,12 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		h.b.sampled.Warn().Str("reason", reasonTopicLevels).Str("remote", c.remote).Str("client", cl.ID).
 			Int("refused", deep).Int("max_levels", maxTopicLevels).Msg("mqtt: topic filters refused")
 	}
+	if filters != nil {
+		pk.Filters = filters
+	}
 	if len(refused) == 0 {
-		if deep > 0 {
-			pk.Filters = filters
-		}
 		return pk
 	}
-	pk.Filters = filters
 	c.noteRefused(pk.PacketID, refused)
 	h.b.m.rejected.WithLabelValues(reasonSubscriptionLimit).Add(float64(len(refused)))
 	h.b.sampled.Warn().Str("reason", reasonSubscriptionLimit).Str("remote", c.remote).Str("client", cl.ID).

@@ -328,15 +328,15 @@ func (h *Hub) onUpdate(u index.Update) {
 				// this session connected with: it ends now, not at its next reconnect, and
 				// cannot renew meanwhile.
 				go s.fail(err.Code, err.Message)
+			} else if !readyTrue(n.Raw) {
+				// The node is connected here, yet its Node says otherwise: another replica
+				// marked it NotReady (this one's lease looked gone to it, as under overload),
+				// or someone wrote the status by hand. Say so now, not at the next heartbeat
+				// write, which can be StatusInterval away. Only a write of Ready True ends
+				// this, so two replicas cannot trade writes: neither marks a node NotReady
+				// while its holder runs.
+				s.heartbeat()
 			}
-		}
-		if s := h.sessions[n.Key.Name]; s != nil && !readyTrue(n.Raw) {
-			// The node is connected here, yet its Node says otherwise: another replica marked
-			// it NotReady (this one's lease looked gone to it, as under overload), or someone
-			// wrote the status by hand. Say so now, not at the next heartbeat write, which can
-			// be StatusInterval away. Only a write of Ready True ends this, so two replicas
-			// cannot trade writes: neither marks a node NotReady while its holder runs.
-			s.heartbeat()
 		}
 	}
 	if !view.Routed(u) {
