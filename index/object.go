@@ -132,6 +132,8 @@ func stamp(obj []byte, rev int64, res string) ([]byte, uint64, error) {
 //   - a Node's heartbeat times: the hub refreshes them while the node is connected, and sending
 //     each refresh down would cost every idle node a message per StatusInterval.
 //
+// (resource.StatusPartlyUnrouted names these two kinds, for the edge's metaserver.)
+//
 // Every other status change is routed like any change, so the edge's copy of its Node (Ready,
 // and what it reported about itself) and of its Pods and Services follows the cloud's.
 //

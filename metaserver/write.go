@@ -120,14 +120,14 @@ func (s *Storage) Delete(ctx context.Context, info resource.Info, ns, name strin
 	return s.applyAnswer(ctx, info, resp, &key)
 }
 
-// statusMovesUnseen says whether the cloud changes the status of info's objects without sending
-// the change down: a Node's heartbeat time, a Device's twins and state from this edge's own
-// reports (and the report epoch beside them). The cloud version the edge holds for such an object
-// falls behind, and a status write that named it would be refused (409) on every retry, the edge
-// answering each re-read with the same version. For their status, the local version is checked
-// here and not forwarded: the edge's copy is what its clients (and the edge's reports) know best.
+// statusMovesUnseen says whether a write is to a status the cloud changes without sending the
+// change down (resource.StatusPartlyUnrouted). The cloud version the edge holds for such an
+// object falls behind, and a status write that named it would be refused (409) on every retry,
+// the edge answering each re-read with the same version. For their status, the local version is
+// checked here and not forwarded: the edge's copy is what its clients (and the edge's reports)
+// know best.
 func statusMovesUnseen(info resource.Info, sub string) bool {
-	return sub == "status" && (info.GroupResource() == resource.Nodes || info.GroupResource() == resource.Devices)
+	return sub == "status" && resource.StatusPartlyUnrouted(info.GroupResource())
 }
 
 // lockStatus holds, for a status write that statusMovesUnseen, the lock of key until the

@@ -49,6 +49,12 @@ const (
 // not routed to edges.
 const AnnotationReportEpoch = "tether.dev/report-epoch"
 
+// StatusPartlyUnrouted says whether the cloud changes the status of objects of resource res
+// without sending the change to edges: a Device's status (its edge reports it) and a Node's
+// heartbeat times. The index leaves that status out of what it routes, and an edge's copy of
+// such an object carries an older cloud version than the cloud holds.
+func StatusPartlyUnrouted(res string) bool { return res == Devices || res == Nodes }
+
 // The served kinds, by their group-qualified resource.
 const (
 	Nodes          = "nodes"
