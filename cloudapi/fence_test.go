@@ -73,10 +73,14 @@ func (r *fenceRig) epoch(t *testing.T) int64 {
 
 func (r *fenceRig) state(t *testing.T, ctx context.Context, epoch int64, state string) {
 	t.Helper()
-	err := r.nodes.Apply(ctx, "edge-1", epoch, &protocol.Report{Kind: protocol.ReportDeviceState, Subject: "ns/d1", Payload: []byte(`{"state":"` + state + `"}`)})
-	if err != nil {
+	if err := r.nodes.Apply(ctx, "edge-1", epoch, stateReport(state)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// stateReport is edge-1's report that ns/d1 is in state.
+func stateReport(state string) *protocol.Report {
+	return &protocol.Report{Kind: protocol.ReportDeviceState, Subject: "ns/d1", Payload: []byte(`{"state":"` + state + `"}`)}
 }
 
 // device returns d1's state and the epoch it holds.
@@ -96,14 +100,12 @@ func (r *fenceRig) device(t *testing.T) (state, epoch string) {
 	return d.Status.State, d.Metadata.Annotations[resource.AnnotationReportEpoch]
 }
 
-// held applies a state report from session epoch whose write waits at the store until the
-// returned release is called; release returns Apply's error.
-func (r *fenceRig) held(t *testing.T, epoch int64, state string) (release func() error) {
+// held applies edge-1's report rep from session epoch with its store write held at the gate
+// until the returned release is called; release returns Apply's error.
+func (r *fenceRig) held(epoch int64, rep *protocol.Report) (release func() error) {
 	gate, done := make(chan struct{}), make(chan error, 1)
 	ctx := context.WithValue(context.Background(), gateKey{}, gate)
-	go func() {
-		done <- r.nodes.Apply(ctx, "edge-1", epoch, &protocol.Report{Kind: protocol.ReportDeviceState, Subject: "ns/d1", Payload: []byte(`{"state":"` + state + `"}`)})
-	}()
+	go func() { done <- r.nodes.Apply(ctx, "edge-1", epoch, rep) }()
 	<-r.entered
 	return func() error { close(gate); return <-done }
 }
@@ -116,7 +118,7 @@ func (r *fenceRig) held(t *testing.T, epoch int64, state string) (release func()
 func TestOlderSessionsReportDropped(t *testing.T) {
 	r := newFenceRig(t)
 	old := r.epoch(t)
-	release := r.held(t, old, "offline")
+	release := r.held(old, stateReport("offline"))
 	// The edge reconnected elsewhere and sent the report again, and a newer one.
 	newer := r.epoch(t)
 	r.state(t, context.Background(), newer, "offline")
@@ -136,7 +138,7 @@ func TestNewerSessionsUnchangedReportFences(t *testing.T) {
 	r := newFenceRig(t)
 	r.state(t, context.Background(), r.epoch(t), "online")
 	old := r.epoch(t)
-	release := r.held(t, old, "offline")
+	release := r.held(old, stateReport("offline"))
 	newer := r.epoch(t)
 	r.state(t, context.Background(), newer, "online") // what the device already shows
 	if err := release(); err != nil {
@@ -156,20 +158,14 @@ func TestNewerSessionsUnchangedReportFences(t *testing.T) {
 // TestNodeStatusReportFenced: the same holds for what a node reports about itself.
 func TestNodeStatusReportFenced(t *testing.T) {
 	r := newFenceRig(t)
-	report := func(ctx context.Context, epoch int64, kernel string) error {
-		return r.nodes.Apply(ctx, "edge-1", epoch, &protocol.Report{Kind: protocol.ReportNodeStatus,
-			Payload: []byte(`{"nodeInfo":{"kernelVersion":"` + kernel + `"}}`)})
+	kernel := func(version string) *protocol.Report {
+		return &protocol.Report{Kind: protocol.ReportNodeStatus, Payload: []byte(`{"nodeInfo":{"kernelVersion":"` + version + `"}}`)}
 	}
-	old := r.epoch(t)
-	gate, done := make(chan struct{}), make(chan error, 1)
-	go func() { done <- report(context.WithValue(context.Background(), gateKey{}, gate), old, "5.10") }()
-	<-r.entered
-	newer := r.epoch(t)
-	if err := report(context.Background(), newer, "6.1"); err != nil {
+	release := r.held(r.epoch(t), kernel("5.10"))
+	if err := r.nodes.Apply(context.Background(), "edge-1", r.epoch(t), kernel("6.1")); err != nil {
 		t.Fatal(err)
 	}
-	close(gate)
-	if err := <-done; err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	if out := r.c.must(http.MethodGet, nodesPath+"/edge-1", ""); !strings.Contains(out, `"kernelVersion":"6.1"`) {
@@ -215,7 +211,7 @@ func TestMovedDeviceTakesItsNewNodesReports(t *testing.T) {
 	onEdge2 := r.epoch(t) // edge-2's session, which goes on through the move
 	r.state(t, context.Background(), r.epoch(t), "online")
 	r.c.must(http.MethodPut, devsPath+"/d1", deviceJSON("d1", "edge-2"))
-	err := r.nodes.Apply(context.Background(), "edge-2", onEdge2, &protocol.Report{Kind: protocol.ReportDeviceState, Subject: "ns/d1", Payload: []byte(`{"state":"offline"}`)})
+	err := r.nodes.Apply(context.Background(), "edge-2", onEdge2, stateReport("offline"))
 	if err != nil {
 		t.Fatal(err)
 	}
