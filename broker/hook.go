@@ -50,8 +50,8 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		if cl.Properties.ProtocolVersion < 5 {
 			code = packets.ErrServerUnavailable // 3.1.1 has no code for it
 		}
+		h.b.m.rejected.WithLabelValues(reasonTopicLevels).Inc() // counted before the client can read the answer
 		_ = h.b.srv.SendConnack(cl, code, false, nil)
-		h.b.m.rejected.WithLabelValues(reasonTopicLevels).Inc()
 		return code
 	}
 	if _, resumes := h.b.srv.Clients.Get(cl.ID); !resumes && h.b.srv.Clients.Len() >= h.b.cfg.MaxSessions+1 { // +1: mochi's inline client
@@ -59,8 +59,8 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		if cl.Properties.ProtocolVersion < 5 {
 			code = packets.ErrServerUnavailable
 		}
+		h.b.m.rejected.WithLabelValues(reasonSessionLimit).Inc() // counted before the client can read the answer
 		_ = h.b.srv.SendConnack(cl, code, false, nil)
-		h.b.m.rejected.WithLabelValues(reasonSessionLimit).Inc()
 		return code
 	}
 	if c := connOf(cl); c != nil {
