@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -112,6 +113,9 @@ func statusOf(err error) metav1.Status {
 // writeStatus writes err as a metav1.Status with its code.
 func writeStatus(w http.ResponseWriter, err error) {
 	code, body := StatusBody(err)
+	if d := statusOf(err).Details; d != nil && d.RetryAfterSeconds > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(d.RetryAfterSeconds)))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	w.Write(body)

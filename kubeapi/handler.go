@@ -13,10 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -40,11 +42,14 @@ type Config struct {
 	// BodyTimeout bounds reading a request body: a client that announces a body and sends it
 	// slowly, or not at all, gets 400 instead of holding a goroutine and a buffer.
 	BodyTimeout time.Duration
+	// MaxWatches bounds the watches open at once; one more gets 429 with Retry-After, which
+	// client-go waits out and tries again. Each holds two goroutines and a cursor on the store.
+	MaxWatches int
 }
 
 // DefaultConfig returns the defaults of SPEC §10.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 3 << 20, BookmarkInterval: time.Minute, MaxWatchTimeout: 30 * time.Minute, ServerVersion: "v1.30.0-tether", WatchWriteTimeout: 10 * time.Second, BodyTimeout: 30 * time.Second}
+	return Config{MaxBodyBytes: 3 << 20, BookmarkInterval: time.Minute, MaxWatchTimeout: 30 * time.Minute, ServerVersion: "v1.30.0-tether", WatchWriteTimeout: 10 * time.Second, BodyTimeout: 30 * time.Second, MaxWatches: 1000}
 }
 
 // MinMaxBodyBytes is the smallest Config.MaxBodyBytes.
@@ -63,6 +68,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("kubeapi: watch write timeout must be positive, got %s", c.WatchWriteTimeout)
 	case c.BodyTimeout <= 0:
 		return fmt.Errorf("kubeapi: body timeout must be positive, got %s", c.BodyTimeout)
+	case c.MaxWatches < 1:
+		return fmt.Errorf("kubeapi: max watches must be at least 1, got %d", c.MaxWatches)
 	}
 	return nil
 }
@@ -80,6 +87,9 @@ type Handler struct {
 	// allocating it per request is what makes a list's p99 wander with the GC.
 	lists sync.Pool
 	proto protobufDecoder // bodies current kubectl sends in protobuf
+	// watching counts the open watches against cfg.MaxWatches (the watches gauge is for
+	// reading, and is nil-safe only as a metric).
+	watching atomic.Int64
 }
 
 // New returns a Handler. prefix names its metrics ("tether_cloud_api", "tether_edge_metaserver").
@@ -625,6 +635,11 @@ func (h *Handler) watch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if opts.TimeoutSeconds > 0 && opts.TimeoutSeconds < int64(timeout/time.Second) {
 		timeout = time.Duration(opts.TimeoutSeconds) * time.Second
 	}
+	if h.watching.Add(1) > int64(h.cfg.MaxWatches) {
+		h.watching.Add(-1)
+		return verb, h.fail(w, apierrors.NewTooManyRequests(fmt.Sprintf("too many watches open (at most %d); try again later", h.cfg.MaxWatches), 1))
+	}
+	defer h.watching.Add(-1)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	wt, err := h.store.Watch(ctx, req.info, req.namespace, opts)
@@ -744,7 +759,7 @@ func (h *Handler) fail(w http.ResponseWriter, err error) int {
 	if st.Code >= 500 && !errors.Is(err, context.Canceled) {
 		h.log.Error().Err(err).Msg("request failed")
 	}
-	if st.Code == http.StatusBadRequest || st.Code == http.StatusRequestEntityTooLarge || st.Code == http.StatusUnsupportedMediaType || st.Code == http.StatusUnprocessableEntity {
+	if st.Code == http.StatusBadRequest || st.Code == http.StatusRequestEntityTooLarge || st.Code == http.StatusUnsupportedMediaType || st.Code == http.StatusUnprocessableEntity || st.Code == http.StatusTooManyRequests {
 		h.metrics.rejected.WithLabelValues(string(st.Reason)).Inc()
 	}
 	writeStatus(w, err)
@@ -782,7 +797,7 @@ func newMetrics(reg prometheus.Registerer, prefix string) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}, []string{"verb"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: prefix + "_rejected_total", Help: "Requests refused as bad input, by reason.",
+			Name: prefix + "_rejected_total", Help: "Requests refused as bad input or past a limit, by reason.",
 		}, []string{"reason"}),
 		watches: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: prefix + "_watches", Help: "Open watches.",

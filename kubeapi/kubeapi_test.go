@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/openapi3"
 	"k8s.io/client-go/rest"
 	kproto "k8s.io/kube-openapi/pkg/util/proto"
@@ -618,5 +619,77 @@ func TestSlowBodyCutOff(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("the stalled body was cut off after %s, want about the body timeout", d)
+	}
+}
+
+// TestWatchCap: past MaxWatches a watch gets 429 with Retry-After and a TooManyRequests
+// Status, and client-go, asking while the cap is reached, waits and gets its watch once one
+// closes.
+func TestWatchCap(t *testing.T) {
+	m := &memStore{cache: NewCache(100, 100)}
+	m.cache.Reset(7)
+	cfg := DefaultConfig()
+	cfg.MaxWatches = 2
+	h, err := New(cfg, resource.New(), m, zerolog.Nop(), nil, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const path = "/api/v1/namespaces/ns/configmaps?watch=true&resourceVersion=7"
+	open := func() *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var held []*http.Response
+	for range 2 {
+		resp := open()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("a watch under the cap: %d", resp.StatusCode)
+		}
+		defer resp.Body.Close()
+		held = append(held, resp)
+	}
+	resp := open()
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var st metav1.Status
+	json.Unmarshal(body, &st)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" || st.Reason != metav1.StatusReasonTooManyRequests {
+		t.Fatalf("a watch past the cap: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		w, err := cs.CoreV1().ConfigMaps("ns").Watch(ctx, metav1.ListOptions{ResourceVersion: "7"})
+		if err == nil {
+			w.Stop()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("client-go's watch ended while the cap was reached: %v", err)
+	case <-time.After(1500 * time.Millisecond): // it got 429 and waits out Retry-After
+	}
+	held[0].Body.Close()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("client-go's watch after one closed: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("client-go's watch did not open after one of the others closed")
 	}
 }

@@ -141,6 +141,7 @@ func flags(c *config, stdout io.Writer) *pflag.FlagSet {
 	fs.Int64Var(&c.hub.MaxMessage, "max-message-bytes", c.hub.MaxMessage, "largest websocket message accepted from an edge")
 	fs.DurationVar(&c.join.CertValidity, "cert-validity", c.join.CertValidity, "validity of node certificates")
 	fs.Int64Var(&c.api.MaxBodyBytes, "max-body-bytes", c.api.MaxBodyBytes, "largest API request body")
+	fs.IntVar(&c.api.MaxWatches, "max-watches", c.api.MaxWatches, "most watches open on the API; more get 429 and Retry-After")
 	return fs
 }
 
@@ -196,6 +197,7 @@ func validate(c *config) error {
 		cli.Flag("max-message-bytes", cli.AtLeast(c.hub.MaxMessage, cloudhub.MinMaxMessage)),
 		cli.Flag("cert-validity", cli.Between(c.join.CertValidity, join.MinCertValidity, join.MaxCertValidity)),
 		cli.Flag("max-body-bytes", cli.AtLeast(c.api.MaxBodyBytes, kubeapi.MinMaxBodyBytes)),
+		cli.Flag("max-watches", cli.AtLeast(c.api.MaxWatches, 1)),
 	)
 	if err != nil {
 		return err

@@ -38,6 +38,7 @@ func TestFlagLimits(t *testing.T) {
 		{"cert-validity", "1h", "59m59s"},
 		{"cert-validity", "87600h", "87600h1s"},
 		{"max-body-bytes", "1024", "1023"},
+		{"max-watches", "1", "0"},
 		{"history", "1000", "999"},
 		{"watch-cache", "1", "0"},
 		{"watch-cache-window", "0s", "-1s"},

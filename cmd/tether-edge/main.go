@@ -28,6 +28,7 @@ import (
 	"github.com/tetherhub/tether/cli"
 	"github.com/tetherhub/tether/edgehub"
 	"github.com/tetherhub/tether/edgestore"
+	"github.com/tetherhub/tether/internal/connlimit"
 	"github.com/tetherhub/tether/join"
 	"github.com/tetherhub/tether/kubeapi"
 	"github.com/tetherhub/tether/metaserver"
@@ -69,6 +70,7 @@ type config struct {
 	nodeName, joinURL, token, dataDir string
 	cloud                             []string
 	metaListen, mqttListen            string
+	metaMaxConns                      int
 	labels                            map[string]string
 	joinToken                         pki.Token // parsed from token by validate
 	logFormat, logLevel               string
@@ -95,6 +97,8 @@ func flags(c *config, stdout io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.dataDir, "data-dir", "./data/edge", "directory for the store and the node's identity")
 	fs.StringVar(&c.metaListen, "metaserver-listen", "127.0.0.1:10550", "metaserver address (Kubernetes-style API)")
 	fs.StringVar(&c.mqttListen, "mqtt-listen", "127.0.0.1:1883", "MQTT broker address")
+	fs.IntVar(&c.metaMaxConns, "metaserver-max-connections", 1024, "most connections the metaserver holds open; more are answered 503 at once")
+	fs.IntVar(&c.api.MaxWatches, "metaserver-max-watches", c.api.MaxWatches, "most watches open on the metaserver; more get 429 and Retry-After")
 	fs.StringToStringVar(&c.labels, "node-labels", nil, "labels set on the Node at join (k=v,…)")
 	fs.StringVar(&c.logFormat, "log-format", "json", "json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
@@ -166,6 +170,8 @@ func validate(c *config) error {
 		cli.Flag("cloud", cloudErr(c.cloud)),
 		cli.Flag("metaserver-listen", cli.HostPort(c.metaListen)),
 		cli.Flag("mqtt-listen", cli.HostPort(c.mqttListen)),
+		cli.Flag("metaserver-max-connections", cli.AtLeast(c.metaMaxConns, 1)),
+		cli.Flag("metaserver-max-watches", cli.AtLeast(c.api.MaxWatches, 1)),
 		cli.Flag("node-name", ifGiven(c.nodeName, pki.ValidNodeName)),
 		cli.Flag("join", ifGiven(c.joinURL, joinURLErr)),
 		cli.Flag("node-labels", join.ValidateLabels(c.labels)),
@@ -348,6 +354,11 @@ func runEdge(ctx context.Context, c *config, id *edgehub.FileIdentity, log zerol
 	if err != nil {
 		return err
 	}
+	refusedConns := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tether_edge_metaserver_connections_refused_total",
+		Help: "Connections to the metaserver answered 503 and closed because --metaserver-max-connections were open.",
+	})
+	promReg.MustRegister(refusedConns)
 	mux := http.NewServeMux()
 	cli.OpsHandlers(mux, promReg,
 		cli.Check{Name: "store", Run: func(context.Context) error { _, _, err := st.List("/nodes/"); return err }},
@@ -380,10 +391,11 @@ func runEdge(ctx context.Context, c *config, id *edgehub.FileIdentity, log zerol
 	g.Go(func() error { return twins.Run(gctx) })
 	g.Go(func() error { return nodestatus.New(st, version, 2*time.Second, log).Run(gctx) })
 	g.Go(func() error {
-		ln, err := net.Listen("tcp", c.metaListen)
+		raw, err := net.Listen("tcp", c.metaListen)
 		if err != nil {
 			return fmt.Errorf("metaserver: listen: %w", err)
 		}
+		ln := connlimit.New(raw, c.metaMaxConns, refusedConns.Inc)
 		log.Info().Str("addr", ln.Addr().String()).Msg("metaserver listening")
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(ln) }()

@@ -38,6 +38,8 @@ func TestFlagLimits(t *testing.T) {
 		{"mqtt-max-subscriptions", "1", "0"},
 		{"mqtt-max-clients", "2147482647", "2147482648"},
 		{"metaserver-listen", "127.0.0.1:0", "nohost"},
+		{"metaserver-max-connections", "1", "0"},
+		{"metaserver-max-watches", "1", "0"},
 		{"max-devices", "1", "0"},
 		{"twin-max-value-length", "1", "0"},
 		{"device-status-interval", "1ns", "0s"},
