@@ -354,11 +354,6 @@ func runEdge(ctx context.Context, c *config, id *edgehub.FileIdentity, log zerol
 	if err != nil {
 		return err
 	}
-	refusedConns := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tether_edge_metaserver_connections_refused_total",
-		Help: "Connections to the metaserver answered 503 and closed because --metaserver-max-connections were open.",
-	})
-	promReg.MustRegister(refusedConns)
 	mux := http.NewServeMux()
 	cli.OpsHandlers(mux, promReg,
 		cli.Check{Name: "store", Run: func(context.Context) error { _, _, err := st.List("/nodes/"); return err }},
@@ -385,17 +380,18 @@ func runEdge(ctx context.Context, c *config, id *edgehub.FileIdentity, log zerol
 	mux.Handle("/", api)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
+	raw, err := net.Listen("tcp", c.metaListen)
+	if err != nil {
+		return fmt.Errorf("metaserver: listen: %w", err)
+	}
+	ln := metaListener(raw, c.metaMaxConns, promReg)
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return hub.Run(gctx) })
 	g.Go(func() error { return mqtt.Run(gctx) })
 	g.Go(func() error { return twins.Run(gctx) })
 	g.Go(func() error { return nodestatus.New(st, version, 2*time.Second, log).Run(gctx) })
 	g.Go(func() error {
-		raw, err := net.Listen("tcp", c.metaListen)
-		if err != nil {
-			return fmt.Errorf("metaserver: listen: %w", err)
-		}
-		ln := connlimit.New(raw, c.metaMaxConns, refusedConns.Inc)
 		log.Info().Str("addr", ln.Addr().String()).Msg("metaserver listening")
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(ln) }()
@@ -413,4 +409,18 @@ func runEdge(ctx context.Context, c *config, id *edgehub.FileIdentity, log zerol
 	})
 	log.Info().Str("version", version).Str("data_dir", c.dataDir).Strs("cloud", c.cloud).Msg("tether-edge starting")
 	return g.Wait()
+}
+
+// metaListener caps the metaserver's open connections (package connlimit) and reports them.
+func metaListener(raw net.Listener, maxConns int, reg prometheus.Registerer) *connlimit.Listener {
+	refused := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tether_edge_metaserver_connections_refused_total",
+		Help: "Connections to the metaserver answered 503 and closed because --metaserver-max-connections were open.",
+	})
+	ln := connlimit.New(raw, maxConns, refused.Inc)
+	reg.MustRegister(refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tether_edge_metaserver_connections",
+		Help: "Connections the metaserver holds open.",
+	}, func() float64 { return float64(ln.Open()) }))
+	return ln
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -160,4 +162,95 @@ func TestHostileAPIRequests(t *testing.T) {
 		t.Fatalf("YAML create: %d %s", code, body)
 	}
 	waitNames(t, c.url(paths["configmaps"]), q("from-yaml", "keep")...)
+}
+
+// TestMetaserverCaps: the metaserver holds at most --metaserver-max-watches watches (one more
+// gets 429 TooManyRequests with Retry-After) and --metaserver-max-connections connections (one
+// more is answered 503 and closed at once, not left waiting); both serve again once one
+// closes, and the refusals are counted.
+func TestMetaserverCaps(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-caps", "--metaserver-max-connections", "4", "--metaserver-max-watches", "1")
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections() // the harness's keep-alives hold slots too
+	get := func(path string) (int, string, http.Header) {
+		t.Helper()
+		cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := cl.Get(e.url(path))
+		if err != nil {
+			t.Fatalf("GET %s: %v (want an answer)", path, err)
+		}
+		defer resp.Body.Close()
+		var st struct{ Reason string }
+		json.NewDecoder(resp.Body).Decode(&st)
+		return resp.StatusCode, st.Reason, resp.Header
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url(paths["services"]+"?watch=true"), nil)
+	watchTr := &http.Transport{}
+	resp, err := watchTr.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the first watch: %v %v", err, resp)
+	}
+	defer resp.Body.Close()
+	if code, reason, h := get(paths["services"] + "?watch=true"); code != http.StatusTooManyRequests || reason != "TooManyRequests" || h.Get("Retry-After") != "1" {
+		t.Fatalf("a second watch with --metaserver-max-watches 1: %d %s Retry-After %q", code, reason, h.Get("Retry-After"))
+	}
+
+	cancel()
+	resp.Body.Close()
+	watchTr.CloseIdleConnections()
+
+	// Connections that each asked for /version and keep alive take the slots one by one,
+	// until one more is answered 503. (Slots of the connections above come free a moment after
+	// they close, so how many it takes is at most 4, not exactly 4.)
+	var held []net.Conn
+	refused := false
+	for !refused && len(held) <= 4 {
+		conn, err := net.Dial("tcp", e.meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(conn, "GET /version HTTP/1.1\r\nHost: %s\r\n\r\n", e.meta)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", len(held)+1, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			held = append(held, conn)
+		case http.StatusServiceUnavailable:
+			if resp.Header.Get("Retry-After") != "1" {
+				t.Fatalf("503 without Retry-After: %v", resp.Header)
+			}
+			refused = true
+		default:
+			t.Fatalf("connection %d: %d", len(held)+1, resp.StatusCode)
+		}
+	}
+	if !refused {
+		t.Fatalf("%d connections held open with --metaserver-max-connections 4, none refused", len(held))
+	}
+	t.Logf("refused with %d of ours held open", len(held))
+	for _, conn := range held {
+		conn.Close()
+	}
+	waitFor(t, 10*time.Second, "the metaserver serving again", func() bool {
+		cl := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		r, err := cl.Get(e.url(paths["services"] + "?watch=true&timeoutSeconds=1"))
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	})
+	// Read once the connections above have given their slots back.
+	waitFor(t, 10*time.Second, "the refusals counted", func() bool {
+		return metric(t, e.url("/metrics"), "tether_edge_metaserver_connections_refused_total") >= 1 &&
+			metric(t, e.url("/metrics"), "tether_edge_metaserver_rejected_total") >= 1
+	})
 }
