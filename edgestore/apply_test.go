@@ -3,8 +3,12 @@ package edgestore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -208,5 +212,107 @@ func applyNow(t *testing.T, s *Store, msgs ...protocol.Message) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestApplyLocalAfterDelete: the answer to a write the metaserver forwarded can come after the
+// hub's delete of that object (deleted in the cloud just after the write). ApplyLocal must not
+// bring it back: the cursor moves past the delete and no message would ever remove it again.
+// Whether the delete's Progress came first or not, the object stays deleted; a write newer than
+// the delete (the object made again) is stored.
+func TestApplyLocalAfterDelete(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	key := func(name string) resource.Key {
+		return resource.Key{Resource: resource.ConfigMaps, Namespace: "ns", Name: name}
+	}
+	obj := func(name string, rv uint64) []byte {
+		return []byte(fmt.Sprintf(`{"metadata":{"name":%q,"namespace":"ns","resourceVersion":"%d"}}`, name, rv))
+	}
+	s.BeginSession(ctx, "c1")
+	applyNow(t, s, &protocol.ResetBegin{}, &protocol.Upsert{Key: key("x"), Rev: 10, Object: obj("x", 10)},
+		&protocol.Upsert{Key: key("y"), Rev: 10, Object: obj("y", 10)}, &protocol.ResetEnd{Through: 10})
+
+	// x: deleted at 21 and the cursor moved past it before the answer to the write at 20.
+	applyNow(t, s, &protocol.Delete{Key: key("x"), Rev: 21}, &protocol.Progress{Through: 21})
+	if rec, err := s.ApplyLocal(ctx, key("x"), 20, obj("x", 20)); err != nil || rec != nil {
+		t.Fatalf("ApplyLocal at 20 after the delete at 21 and progress: %v %v, want nothing stored", rec, err)
+	}
+	// y: deleted at 31, its Progress not yet there.
+	applyNow(t, s, &protocol.Delete{Key: key("y"), Rev: 31})
+	if rec, err := s.ApplyLocal(ctx, key("y"), 30, obj("y", 30)); err != nil || rec != nil {
+		t.Fatalf("ApplyLocal at 30 after the delete at 31: %v %v, want nothing stored", rec, err)
+	}
+	// Made again after the delete, answered before the hub sends it: stored.
+	if rec, err := s.ApplyLocal(ctx, key("y"), 32, obj("y", 32)); err != nil || rec == nil || rec.Rev != 32 {
+		t.Fatalf("ApplyLocal at 32, after the delete at 31: %v %v, want it stored", rec, err)
+	}
+	// A new object ahead of the cursor: stored (the client reads its own write).
+	if rec, err := s.ApplyLocal(ctx, key("z"), 33, obj("z", 33)); err != nil || rec == nil {
+		t.Fatalf("ApplyLocal of a new object ahead of the cursor: %v %v", rec, err)
+	}
+	// The cursor passes the delete at 31: what it remembered of it goes.
+	applyNow(t, s, &protocol.Progress{Through: 40})
+	if err := s.do(ctx, func(*bolt.Tx, *txState) error {
+		if len(s.deletedAhead) != 0 {
+			return fmt.Errorf("deletes remembered after the cursor passed them: %v", s.deletedAhead)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFailedCommitDuringResetBreaksTheSession: a commit that fails in the middle of a reset,
+// even one holding only a twin write, leaves the reset unfinished: the hub's ResetEnd must then
+// fail (the session ends unacknowledged and the next one resets again), not be acknowledged
+// with nothing swept.
+func TestFailedCommitDuringResetBreaksTheSession(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	upsert := func(name string, rev uint64) *protocol.Upsert {
+		return &protocol.Upsert{Key: resource.Key{Resource: resource.ConfigMaps, Namespace: "ns", Name: name}, Rev: rev,
+			Object: []byte(`{"metadata":{"name":"` + name + `","namespace":"ns"}}`)}
+	}
+	s.BeginSession(ctx, "c1")
+	applyNow(t, s, &protocol.ResetBegin{}, upsert("a", 1), upsert("b", 1), &protocol.ResetEnd{Through: 1})
+	// A new session's reset, in which the cloud no longer has b.
+	s.BeginSession(ctx, "c1")
+	applyNow(t, s, &protocol.ResetBegin{}, upsert("a", 5))
+
+	// A twin write whose commit fails: the file may not grow (as on a full disk).
+	signal.Ignore(syscall.SIGXFSZ)
+	defer signal.Reset(syscall.SIGXFSZ)
+	fi, err := os.Stat(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: uint64(fi.Size()), Max: lim.Max}); err != nil {
+		t.Fatal(err)
+	}
+	_, werr := s.WriteTwin(ctx, "ns/dev", make([]byte, 4<<20))
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if werr == nil {
+		t.Fatal("the twin write's commit did not fail; the test shows nothing")
+	}
+
+	done := make(chan error, 1)
+	if err := s.Apply(ctx, []protocol.Message{&protocol.ResetEnd{Through: 5}}, func(err error) { done <- err }); err != nil {
+		done <- err
+	}
+	if err := <-done; !errors.Is(err, ErrApplyBroken) {
+		t.Fatalf("ResetEnd after a failed commit in the reset: %v, want ErrApplyBroken", err)
+	}
+	// The next session redoes the reset, and b goes.
+	s.BeginSession(ctx, "c1")
+	applyNow(t, s, &protocol.ResetBegin{}, upsert("a", 5), &protocol.ResetEnd{Through: 5})
+	if rec, _ := s.Get(resource.StoreKey(resource.Key{Resource: resource.ConfigMaps, Namespace: "ns", Name: "b"})); rec != nil {
+		t.Fatal("b, absent from the reset, is still stored")
 	}
 }

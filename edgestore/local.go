@@ -23,14 +23,21 @@ import (
 // ApplyLocal stores obj, the cloud's object at cloud revision rev, as if the hub had sent it.
 // It returns the record as stored afterwards: the new one, or the newer one it lost to (nil if
 // the object is not in the store). During a reset it stores nothing, since the reset will bring
-// the truth.
+// the truth. Nor does it bring back an object the store does not hold when that could be the
+// hub's later delete: the store has every change of its view through the cursor, so an object
+// missing at a revision up to the cursor was deleted since (or is not the node's to see), and
+// one deleted beyond the cursor is remembered until the cursor passes it.
 func (s *Store) ApplyLocal(ctx context.Context, key resource.Key, rev uint64, obj []byte) (*Record, error) {
 	sk := resource.StoreKey(key)
 	err := s.do(ctx, func(tx *bolt.Tx, st *txState) error {
 		if s.resetting {
 			return nil
 		}
-		if v := tx.Bucket(bucketObjects).Get([]byte(sk)); v != nil {
+		v := tx.Bucket(bucketObjects).Get([]byte(sk))
+		if v == nil && (rev <= st.c.cursor || s.deletedAhead[sk] > rev) {
+			return nil // deleted after this write, or outside the view
+		}
+		if v != nil {
 			old, err := decodeRecord(s.reg, sk, v)
 			if err != nil {
 				return err

@@ -122,6 +122,11 @@ func (s *Store) applyOne(tx *bolt.Tx, st *txState, m protocol.Message) error {
 		if m.Through > st.c.cursor {
 			st.c.cursor = m.Through
 		}
+		for k, rev := range s.deletedAhead {
+			if rev <= st.c.cursor {
+				delete(s.deletedAhead, k)
+			}
+		}
 	case *protocol.ResetBegin:
 		s.resetting, s.resetSeen = true, map[string]bool{}
 	case *protocol.ResetEnd:
@@ -134,6 +139,7 @@ func (s *Store) applyOne(tx *bolt.Tx, st *txState, m protocol.Message) error {
 		}
 		s.resetting, s.resetSeen = false, nil
 		st.c.cluster, st.c.cursor = s.sessionCluster, m.Through
+		s.deletedAhead = nil // the reset brought everything through m.Through
 	}
 	return nil
 }
@@ -216,6 +222,12 @@ func (s *Store) applyDelete(tx *bolt.Tx, st *txState, key resource.Key, rev uint
 	}
 	if err := b.Delete([]byte(sk)); err != nil {
 		return err
+	}
+	if rev > st.c.cursor && !s.resetting {
+		if s.deletedAhead == nil {
+			s.deletedAhead = map[string]uint64{}
+		}
+		s.deletedAhead[sk] = max(s.deletedAhead[sk], rev)
 	}
 	st.c.localRev++
 	st.changes = append(st.changes, Change{Key: sk, Rev: st.c.localRev, Old: old})

@@ -114,6 +114,9 @@ type Store struct {
 	resetSeen      map[string]bool // keys upserted since ResetBegin
 	sessionCluster string          // the cluster of the current hub session
 	applyFailed    error           // why an Apply of this session failed; cleared by BeginSession
+	// deletedAhead holds the cloud revision of each delete applied beyond the cursor, until
+	// the cursor passes it: ApplyLocal must not bring back what a later delete removed.
+	deletedAhead map[string]uint64
 
 	rep replacer // in-place replacement of unread outbox entries (twins.go)
 }
@@ -345,13 +348,18 @@ func (s *Store) commit(batch []*op) {
 	}
 	s.metrics.batchSize.Observe(float64(len(batch)))
 	if err != nil {
-		// A reset in progress cannot be trusted past a failed commit; the session will end
-		// (nothing was acknowledged) and the next one starts the reset again.
+		// A reset in progress cannot be trusted past a failed commit, even one that held none
+		// of the hub's data (a twin write's): the session's later Applies fail, so it ends
+		// with the reset unacknowledged, and the next one starts it again. Were the reset
+		// merely dropped, its ResetEnd would find none begun and be acknowledged, sweeping
+		// nothing, and the objects the cloud no longer has would stay.
+		broken := s.resetting
 		s.resetting, s.resetSeen = false, nil
 		for _, o := range batch {
-			if o.apply && s.applyFailed == nil {
-				s.applyFailed = err
-			}
+			broken = broken || o.apply
+		}
+		if broken && s.applyFailed == nil {
+			s.applyFailed = err
 		}
 		s.log.Error().Err(err).Int("ops", len(batch)).Msg("commit failed")
 		for _, o := range batch {

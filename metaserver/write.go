@@ -278,8 +278,8 @@ func (s *Storage) applyAnswer(ctx context.Context, info resource.Info, resp *pro
 		return nil, kubeapi.Unavailable("the cloud made the write but the edge store could not record it: %v", err)
 	}
 	if rec == nil {
-		// Not kept at the edge (a reset is under way): the cloud's object, without a version
-		// the client could confuse with the edge's.
+		// Not kept at the edge (a reset is under way, or the hub has since deleted it): the
+		// cloud's object, without a version the client could confuse with the edge's.
 		return setVersion(resp.Body, ""), nil
 	}
 	return rec.Object, nil
