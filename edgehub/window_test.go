@@ -70,8 +70,18 @@ func TestReportWindowInBytes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		time.Sleep(200 * time.Millisecond) // the hub reads what was written
-		return got.Load()
+		// The hub reads what was written: wait until its count holds still for a while (a
+		// fixed sleep fell short on a loaded host).
+		n := got.Load()
+		for still := 0; still < 4; {
+			time.Sleep(100 * time.Millisecond)
+			if m := got.Load(); m != n {
+				n, still = m, 0
+			} else {
+				still++
+			}
+		}
+		return n
 	}
 	inFlight := sendAll()
 	t.Logf("%d MiB in flight before any ack (window %d reports)", inFlight>>20, k.c.cfg.ReportWindow)
