@@ -162,6 +162,7 @@ type Client struct {
 	nextID    atomic.Uint64        // forwarded request IDs
 	lastError atomic.Pointer[string]
 	since     atomic.Int64 // unix nanos of the last change between Connected and not
+	sessions  atomic.Int64 // sessions opened (Welcome received), for Sessions
 }
 
 // New returns a client.
@@ -187,6 +188,11 @@ func (c *Client) State() (State, time.Duration, string) {
 	}
 	return State(c.state.Load()), c.now().Sub(time.Unix(0, c.since.Load())), msg
 }
+
+// Sessions is how many sessions with the cloud the client has opened: a caller that keeps
+// its own count of reconnects (tether-sim, which runs thousands of clients without a metrics
+// registry each) reads it.
+func (c *Client) Sessions() int64 { return c.sessions.Load() }
 
 func (c *Client) setState(s State) {
 	old := State(c.state.Swap(int32(s)))
@@ -393,6 +399,7 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	}
 	c.log.Info().Str("cloud", addr).Uint64("cursor", cursor).Uint64("head", welcome.Head).Str("mode", mode).Msg("connected to the cloud")
 	c.setState(Connected)
+	c.sessions.Add(1)
 	c.lastError.Store(nil)
 
 	k := &conn{c: c, ws: ws, log: c.log.With().Str("cloud", addr).Logger(), wake: make(chan struct{}, 1), failed: make(chan error, 1),

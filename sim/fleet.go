@@ -32,6 +32,8 @@ type FleetConfig struct {
 	JoinConcurrency int
 	// Wire, if set, counts every edge's bytes on the wire.
 	Wire *Wire
+	// JoinRetries, if set, counts joins tried again after a 5xx or no answer.
+	JoinRetries *atomic.Int64
 }
 
 // Edge is one simulated edge node.
@@ -167,6 +169,9 @@ func joinOne(ctx context.Context, cfg FleetConfig, i int, log zerolog.Logger) (*
 		if errors.As(err, &jerr) && jerr.Status < 500 || attempt == 5 || ctx.Err() != nil {
 			return nil, fmt.Errorf("join %s: %w", name, err)
 		}
+		if cfg.JoinRetries != nil {
+			cfg.JoinRetries.Add(1)
+		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 	}
 	nid, err := pki.NewNodeIdentity(certPEM, caPEM, key)
@@ -234,6 +239,34 @@ func (f *Fleet) Connected() int {
 		}
 	}
 	return n
+}
+
+// Sessions counts the sessions the edges have opened with the cloud, reconnects included.
+func (f *Fleet) Sessions() int64 {
+	var n int64
+	for _, e := range f.Edges {
+		n += e.Client.Sessions()
+	}
+	return n
+}
+
+// Stale counts the changes the edges received out of order (MemStore.Stale).
+func (f *Fleet) Stale() int {
+	n := 0
+	for _, e := range f.Edges {
+		n += e.Store.Stale()
+	}
+	return n
+}
+
+// Stop stops every edge, at once, and waits for them.
+func (f *Fleet) Stop() {
+	var wg sync.WaitGroup
+	for _, e := range f.Edges {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.Stop() }()
+	}
+	wg.Wait()
 }
 
 // Synced counts edges whose cursor is at least rev in cluster.

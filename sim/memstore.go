@@ -24,13 +24,20 @@ type MemStore struct {
 	seen      map[string]bool
 	outbox    []protocol.Report
 	outSeq    uint64
-	stale     int
+	stale     int // changes older than what the store holds: out of order, which the protocol never sends
 	sig       chan struct{}
 }
 
 // NewMemStore returns an empty store.
 func NewMemStore() *MemStore {
 	return &MemStore{objects: map[string]uint64{}, sig: make(chan struct{}, 1)}
+}
+
+// Stale is how many changes arrived older than the version the store already held.
+func (m *MemStore) Stale() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stale
 }
 
 // Cursor implements edgehub.Store.

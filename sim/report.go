@@ -52,6 +52,10 @@ type Sample struct {
 	CloudHeap    float64 `json:"cloudHeap"`
 	CloudCPU     float64 `json:"cloudCPU"`
 	Goroutines   float64 `json:"goroutines"`
+	// CloudScraped says the cloud's metrics were read for this sample (the cloud fields are 0
+	// otherwise, not measured); CloudCPUKnown that CloudCPU was, which takes two reads in a row.
+	CloudScraped  bool `json:"cloudScraped"`
+	CloudCPUKnown bool `json:"cloudCPUKnown"`
 }
 
 func (r *Report) figure(name string, v float64, unit, goal string) {
@@ -112,17 +116,22 @@ func (r *Report) WriteHTML(w io.Writer) error {
 	for _, n := range names {
 		plots = append(plots, plot{"Latency: " + n, template.HTML(histogram(r.Latency[n], "ms"))})
 	}
-	var t, conn, rss, cpu []float64
+	// Samples whose cloud figures were not measured are left out of their plots, not drawn as 0.
+	var t, conn, rssT, rss, cpuT, cpu []float64
 	for _, s := range r.Series {
 		t = append(t, s.T)
 		conn = append(conn, float64(s.Connected))
-		rss = append(rss, s.CloudRSS/1e6)
-		cpu = append(cpu, s.CloudCPU)
+		if s.CloudScraped {
+			rssT, rss = append(rssT, s.T), append(rss, s.CloudRSS/1e6)
+		}
+		if s.CloudCPUKnown {
+			cpuT, cpu = append(cpuT, s.T), append(cpu, s.CloudCPU)
+		}
 	}
 	plots = append(plots,
 		plot{"Connected nodes over time", template.HTML(line(t, conn, "s", "nodes"))},
-		plot{"Cloud resident memory over time", template.HTML(line(t, rss, "s", "MB"))},
-		plot{"Cloud CPU over time (share of all cores)", template.HTML(line(t, cpu, "s", "%"))})
+		plot{"Cloud resident memory over time", template.HTML(line(rssT, rss, "s", "MB"))},
+		plot{"Cloud CPU over time (share of all cores)", template.HTML(line(cpuT, cpu, "s", "%"))})
 	return pageTmpl.Execute(w, map[string]any{"R": r, "Plots": plots})
 }
 

@@ -125,6 +125,8 @@ type run struct {
 	wire    Wire         // bytes on the simulated edges' connections
 	// joined is fleet, published for the sampler goroutine once the joins are done.
 	joined atomic.Pointer[Fleet]
+	// joining is how many nodes have joined so far, for progress while fleet is not yet there.
+	joining atomic.Int64
 	// joinedInUse is the cloud's Go memory in use (heap spans and stacks, after a GC) with
 	// every node joined and none connected, taken for an idle steady run: what connected
 	// nodes cost is measured from it. 0 when not taken.
@@ -153,6 +155,10 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger, out io.Writer) (*R
 	if err := r.joinAndConnect(); err != nil {
 		return r.rep, err
 	}
+	// Stopped before the cloud it owns (deferred above, so run after this): its edges would
+	// otherwise see the cloud go and start reconnecting.
+	defer r.fleet.Stop()
+	sessions0, at0 := r.fleet.Sessions(), r.apiAt.Load()
 	fctx, stopFleet := context.WithCancel(ctx)
 	defer stopFleet()
 	var err error
@@ -172,8 +178,27 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger, out io.Writer) (*R
 	if err == nil {
 		err = r.converge()
 	}
+	// A replica that went away (the sampler moved to another) took its sessions with it.
+	r.countTrouble(sessions0, r.apiAt.Load() != at0)
 	r.rep.Seconds = time.Since(r.start).Seconds()
 	return r.rep, err
+}
+
+// countTrouble reports what went wrong on the edges without failing the run: sessions opened
+// again after the connect phase (an error unless the scenario ends sessions itself, as restart
+// and churn do, or a replica the run read went away) and changes received out of order (always
+// an error).
+func (r *run) countTrouble(sessions0 int64, replicaGone bool) {
+	again := r.fleet.Sessions() - sessions0
+	r.rep.figure("sessions opened again after connecting (reconnects)", float64(again), "sessions", "")
+	if again > 0 && !replicaGone && r.cfg.Scenario != "restart" && r.cfg.Scenario != "churn" {
+		r.say("%d sessions were opened again during the run: edges lost their connection (counted as errors)", again)
+		r.errs.Add(again)
+	}
+	if n := r.fleet.Stale(); n > 0 {
+		r.say("edges received %d changes older than what they held (counted as errors)", n)
+		r.errs.Add(int64(n))
+	}
 }
 
 func (r *run) setPhase(p string) {
@@ -301,7 +326,6 @@ func (r *run) joinAndConnect() error {
 	addrs := LoopbackAddrs(r.cfg.LocalAddrs)
 	r.setPhase(fmt.Sprintf("joining %d nodes", r.cfg.Nodes))
 	t0 := time.Now()
-	var joined atomic.Int64
 	at, err := firstAnswering(r.cfg.Join, 0, dialable)
 	if at < 0 {
 		return fmt.Errorf("no join service answers: %w", err)
@@ -310,11 +334,15 @@ func (r *run) joinAndConnect() error {
 	if at > 0 {
 		r.say("the join service at %s does not answer; joining through %s", r.cfg.Join[0], join)
 	}
+	var retries atomic.Int64
 	f, err := JoinFleet(r.ctx, FleetConfig{Cloud: r.cfg.Cloud, Join: join, Token: tok, Nodes: r.cfg.Nodes,
-		Prefix: "sim-", LocalAddrs: addrs, Hub: r.cfg.Hub, JoinConcurrency: 32, Wire: &r.wire}, r.log, func(n int) { joined.Store(int64(n)) })
+		Prefix: "sim-", LocalAddrs: addrs, Hub: r.cfg.Hub, JoinConcurrency: 32, Wire: &r.wire, JoinRetries: &retries},
+		r.log, func(n int) { r.joining.Store(int64(n)) })
 	if err != nil {
+		r.errs.Add(1)
 		return err
 	}
+	r.rep.figure("join requests tried again (5xx or no answer)", float64(retries.Load()), "requests", "")
 	r.fleet = f
 	r.joined.Store(f)
 	joinTook := time.Since(t0)
@@ -421,6 +449,7 @@ func (r *run) sample(ctx context.Context) {
 			m, err = metrics()
 		}
 		scraped := err == nil && len(m) > 0
+		s.CloudScraped = scraped
 		if scraped {
 			s.CloudRSS = m["process_resident_memory_bytes"]
 			s.CloudHeap = m["go_memstats_heap_inuse_bytes"]
@@ -428,6 +457,7 @@ func (r *run) sample(ctx context.Context) {
 			cpu := m["process_cpu_seconds_total"]
 			if !lastAt.IsZero() && cpu >= lastCPU {
 				s.CloudCPU = (cpu - lastCPU) / time.Since(lastAt).Seconds() / float64(runtime.NumCPU()) * 100
+				s.CloudCPUKnown = true
 			}
 			lastCPU, lastAt = cpu, time.Now()
 			s.HubConnected = m["tether_cloud_hub_connected_nodes"]
@@ -448,18 +478,25 @@ func (r *run) sample(ctx context.Context) {
 					cloud += " (the replica at " + r.api() + ")"
 				}
 			}
-			r.say("%s — %d/%d connected, %s, %d errors", phase, s.Connected, r.cfg.Nodes, cloud, r.errs.Load())
+			nodes := fmt.Sprintf("%d/%d connected", s.Connected, r.cfg.Nodes)
+			if r.joined.Load() == nil {
+				nodes = fmt.Sprintf("%d/%d joined", r.joining.Load(), r.cfg.Nodes)
+			}
+			r.say("%s — %s, %s, %d errors", phase, nodes, cloud, r.errs.Load())
 		}
 	}
 }
 
+// percentile is the nearest-rank percentile p (0–1] of xs: the smallest value that at least a
+// share p of them do not exceed (p99 of 50 values is the largest).
 func percentile(xs []float64, p float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
-	return s[int(float64(len(s)-1)*p)]
+	i := int(math.Ceil(float64(len(s))*p)) - 1
+	return s[min(max(i, 0), len(s)-1)]
 }
 
 // ensureDevices creates a DeviceModel and DevicesPerNode devices on every node.
@@ -524,6 +561,16 @@ func report(e *Edge, device string, value string) {
 	e.Store.Enqueue(protocol.Report{Kind: protocol.ReportTwin, Subject: "sim/" + device, Time: time.Now().UnixMilli(), Payload: twin.EncodeTwinReport(t)})
 }
 
+// The hub's report counters by outcome, and what steady reads of the cloud's metrics.
+const (
+	reportsApplied = `tether_cloud_hub_reports_total{outcome="applied"}`
+	reportsBad     = `tether_cloud_hub_reports_total{outcome="bad"}`
+	reportsFailed  = `tether_cloud_hub_reports_total{outcome="failed"}`
+)
+
+var steadyMetrics = []string{"tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_received_bytes_total", "process_cpu_seconds_total",
+	reportsApplied, reportsBad, reportsFailed}
+
 // steady keeps the fleet connected for Duration, devices reporting every ReportInterval, and
 // measures the cloud's CPU, memory and the traffic per node.
 func (r *run) steady(ctx context.Context) error {
@@ -533,8 +580,8 @@ func (r *run) steady(ctx context.Context) error {
 		}
 	}
 	time.Sleep(2 * time.Second) // let catch-up and device fan-out settle
-	mem0, _ := GoMemory(r.api())
-	m0, err := Scrape(r.api()+"/metrics", "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_received_bytes_total", "process_cpu_seconds_total", "tether_cloud_hub_reports_total")
+	mem0, memErr := GoMemory(r.api())
+	m0, err := Scrape(r.api()+"/metrics", steadyMetrics...)
 	if err != nil {
 		return err
 	}
@@ -587,7 +634,7 @@ func (r *run) steady(ctx context.Context) error {
 	r.rep.figure(name, wire, "B/s", goal)
 	var m1 map[string]float64
 	if r.apiAt.Load() == at0 {
-		m1, err = Scrape(r.api()+"/metrics", "tether_cloud_hub_sent_bytes_total", "tether_cloud_hub_received_bytes_total", "process_cpu_seconds_total", "tether_cloud_hub_reports_total")
+		m1, err = Scrape(r.api()+"/metrics", steadyMetrics...)
 		if err != nil && !r.moveAPI() {
 			return err
 		}
@@ -597,11 +644,25 @@ func (r *run) steady(ctx context.Context) error {
 		r.say("the replica read was replaced during the run: the cloud's figures (CPU, reports, memory) are left out")
 		return nil
 	}
-	mem1, _ := GoMemory(r.api())
+	mem1, err := GoMemory(r.api())
+	if memErr == nil {
+		memErr = err
+	}
 	payload := (m1["tether_cloud_hub_sent_bytes_total"] - m0["tether_cloud_hub_sent_bytes_total"] + m1["tether_cloud_hub_received_bytes_total"] - m0["tether_cloud_hub_received_bytes_total"]) / n / took
 	r.rep.figure("of which protocol messages (hub count)", payload, "B/s", "")
 	r.rep.figure("cloud CPU (share of all cores)", (m1["process_cpu_seconds_total"]-m0["process_cpu_seconds_total"])/took/float64(runtime.NumCPU())*100, "%", "< 50% at 10k nodes")
-	r.rep.figure("reports applied", (m1["tether_cloud_hub_reports_total"]-m0["tether_cloud_hub_reports_total"])/took, "reports/s", "")
+	delta := func(name string) float64 { return m1[name] - m0[name] }
+	r.rep.figure("reports applied", delta(reportsApplied)/took, "reports/s", "")
+	r.rep.figure("reports whose store write failed (the edge sends them again)", delta(reportsFailed), "reports", "")
+	if bad := delta(reportsBad); bad > 0 {
+		// The simulator sends only reports the cloud should take.
+		r.say("the cloud refused %.0f reports as bad (counted as errors)", bad)
+		r.errs.Add(int64(bad))
+	}
+	if memErr != nil {
+		r.say("the cloud's memory could not be read (%v): its figures are left out", memErr)
+		return nil
+	}
 	r.rep.figure("cloud Go memory change during the run", (mem1.InUse-mem0.InUse)/1e6, "MB", "")
 	if r.joinedInUse > 0 && mem1.InUse > 0 {
 		r.rep.figure("cloud Go memory per node, joined → connected (sessions, Node status)", (mem1.InUse-r.joinedInUse)/n/1024, "KB", "")
@@ -648,7 +709,13 @@ func (r *run) twin(ctx context.Context) error {
 		return err
 	}
 	r.setPhase("every device reports once")
-	value := fmt.Sprint(rand.IntN(1000) + 100)
+	// Values of this run only: a device left from an earlier run against the same cloud
+	// already holds that run's report and desired value, and an unchanged desired value makes
+	// no change to send.
+	value, desired := fmt.Sprint(rand.Int64N(1e12)), fmt.Sprint(rand.Int64N(1e12))
+	for desired == value {
+		desired = fmt.Sprint(rand.Int64N(1e12))
+	}
 	t0 := time.Now()
 	for _, e := range r.fleet.Edges {
 		for d := 0; d < r.cfg.DevicesPerNode; d++ {
@@ -672,7 +739,7 @@ func (r *run) twin(ctx context.Context) error {
 		e.Store.SetOnApply(func(msgs []protocol.Message) {
 			now := time.Now()
 			for _, m := range msgs {
-				if u, ok := m.(*protocol.Upsert); ok && u.Key.Resource == "devices.devices.kubeedge.io" && strings.Contains(string(u.Object), `"value":"42"`) {
+				if u, ok := m.(*protocol.Upsert); ok && u.Key.Resource == "devices.devices.kubeedge.io" && strings.Contains(string(u.Object), `"value":"`+desired+`"`) {
 					mu.Lock()
 					if _, ok := arrived[u.Key.Name]; !ok {
 						arrived[u.Key.Name] = now
@@ -688,7 +755,7 @@ func (r *run) twin(ctx context.Context) error {
 		}
 	}()
 	sent := map[string]time.Time{}
-	patch := []byte(`{"spec":{"properties":[{"name":"temperature","desired":{"value":"42"}}]}}`)
+	patch := []byte(`{"spec":{"properties":[{"name":"temperature","desired":{"value":"` + desired + `"}}]}}`)
 	for _, e := range r.fleet.Edges {
 		for d := 0; d < r.cfg.DevicesPerNode; d++ {
 			name := fmt.Sprintf("%s-d%d", e.Name, d)
