@@ -140,7 +140,12 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 func (h *hook) OnSubscribed(*mqtt.Client, packets.Packet, []byte) { h.b.subs.changed() }
 func (h *hook) OnUnsubscribed(*mqtt.Client, packets.Packet)       { h.b.subs.changed() }
 func (h *hook) OnSessionEstablish(*mqtt.Client, packets.Packet)   { h.b.subs.changed() }
-func (h *hook) OnDisconnect(*mqtt.Client, error, bool)            { h.b.subs.changed() }
+func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	h.b.subs.changed()
+	if expire {
+		h.b.offline.forget(cl.ID) // the session goes with the connection: it holds nothing
+	}
+}
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	h.b.subs.changed()
 	h.b.offline.forget(cl.ID) // back online: mochi sends what its session held
@@ -151,9 +156,20 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 // client, and for the acknowledgement it stores for each QoS 1/2 PUBLISH it receives; resends
 // > 0 are retries to a connected client. Only a PUBLISH to a disconnected client is counted.
 func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
-	if resends == 0 && pk.FixedHeader.Type == packets.Publish && cl.Closed() {
+	// A session that ends with its connection (MQTT 3.1.1 clean session, MQTT 5 expiry 0) is
+	// about to be deleted with what it holds, and no later hook would forget its count.
+	if resends == 0 && pk.FixedHeader.Type == packets.Publish && cl.Closed() && !endsAtDisconnect(cl) {
 		h.b.offline.store(h.b.srv, cl, pk, h.b.cfg.MaxOfflineSessionBytes, h.b.cfg.MaxOfflineBytes)
 	}
+}
+
+// endsAtDisconnect says whether cl's session is deleted when its connection ends (mochi's own
+// rule, in its client clean-up).
+func endsAtDisconnect(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval == 0
+	}
+	return cl.Properties.Clean
 }
 
 // OnPacketEncode adjusts two packets mochi builds: the SUBACK of a SUBSCRIBE that OnSubscribe

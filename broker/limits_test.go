@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -268,5 +269,60 @@ func TestOfflineSessionsBoundedInBytes(t *testing.T) {
 	back.Disconnect(50)
 	if got.Load() > (64<<10)/size+1 {
 		t.Errorf("sleeper0 got %d messages, more than its %d bytes allowed", got.Load(), 64<<10)
+	}
+}
+
+// TestCleanSessionsHoldNothingOffline: QoS 1 messages routed to clean-session subscribers as
+// they disconnect are not counted as held for an offline session (the session is deleted with
+// them): before, those counts stayed for good, and once they reached MaxOfflineBytes every
+// persistent session's messages were dropped.
+func TestCleanSessionsHoldNothingOffline(t *testing.T) {
+	b := startBroker(t, func(c *Config) { c.MaxOfflineSessionBytes, c.MaxOfflineBytes = 64<<10, 256<<10 })
+	payload := []byte(strings.Repeat("x", 1000))
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				b.Publish("flood/a", payload, 1)
+			}
+		}()
+	}
+	for i := range 200 {
+		version := byte(4)
+		if i%2 == 1 {
+			version = 5 // session expiry 0
+		}
+		r := dialRaw(t, b.addr)
+		r.mustConnect(version, fmt.Sprintf("sub-%d", i))
+		r.sendPacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+			Filters: packets.Subscriptions{{Filter: "flood/#", Qos: 1}}})
+		time.Sleep(2 * time.Millisecond)
+		r.nc.Close()
+	}
+	stop.Store(true)
+	wg.Wait()
+	waitFor(t, "the clean sessions gone", func() bool { return atomic.LoadInt64(&b.srv.Info.ClientsConnected) == 0 })
+	waitFor(t, "nothing held offline", func() bool { return b.offline.bytes() == 0 })
+
+	// A persistent session away gets all ten of its messages kept.
+	r := dialRaw(t, b.addr)
+	pk := connectPacket(4, "keeper")
+	pk.Connect.Clean = false
+	r.connect(pk)
+	r.subscribe(1, "keep/#")
+	r.nc.Close()
+	waitFor(t, "keeper offline", func() bool { cl, ok := b.srv.Clients.Get("keeper"); return ok && cl.Closed() })
+	d0 := b.offline.dropped.Load()
+	for range 10 {
+		b.Publish("keep/x", payload, 1)
+	}
+	if d := b.offline.dropped.Load() - d0; d != 0 {
+		t.Fatalf("%d of the persistent session's 10 messages dropped; %d bytes counted as held", d, b.offline.bytes())
+	}
+	if got := b.offline.bytes(); got != 10*int64(len(payload)) {
+		t.Fatalf("held %d bytes for the persistent session, want %d", got, 10*len(payload))
 	}
 }
