@@ -162,18 +162,23 @@ type device struct {
 
 	// mu guards everything below. It is held across the store write of a change, so one
 	// device's changes are stored, answered and published in the order they were accepted.
-	mu    sync.Mutex
-	gone  bool // removed from the node; its topics answer 404
-	spec  deviceSpec
-	types map[string]string // the DeviceModel's property types
-	tw    twin.Twin
-	state twin.DeviceState
+	mu   sync.Mutex
+	gone bool // removed from the node; its topics answer 404
+	spec deviceSpec
+	// uidJSON is spec.UID as a JSON string, kept with the stored twin (nil if none).
+	uidJSON []byte
+	types   map[string]string // the DeviceModel's property types
+	tw      twin.Twin
+	state   twin.DeviceState
 }
 
 // stored is a device's state in the edge store.
 type stored struct {
 	Twin  twin.Twin        `json:"twin"`
 	State twin.DeviceState `json:"state"`
+	// UID is the uid of the Device the twin belongs to ("" before it was kept): a Device
+	// made again under the same name while the agent was down does not inherit the twin.
+	UID string `json:"uid,omitempty"`
 }
 
 // New builds the engine: it subscribes to the store's changes and registers the MQTT handlers,
@@ -379,11 +384,37 @@ func (e *Engine) sync(ctx context.Context, key string) {
 	}
 	ns, name := splitKey(strings.TrimPrefix(key, devicesPrefix))
 	id := ns + "/" + name
-	if rec == nil {
+	if rec == nil || e.madeAgain(id, rec) {
+		// A delete and a create of the same name can come as one change (one batch, or a
+		// catch-up that sends the last form only): the new Device starts from nothing, and
+		// the mappers hear of one leaving and one coming.
 		e.remove(ctx, id)
-		return
 	}
-	e.upsert(ctx, id, rec, nil, true)
+	if rec != nil {
+		e.upsert(ctx, id, rec, nil, true)
+	}
+}
+
+// madeAgain says whether rec is another Device than the one the engine serves as id (its uid
+// differs).
+func (e *Engine) madeAgain(id string, rec *edgestore.Record) bool {
+	e.mu.Lock()
+	d := e.devices[id]
+	e.mu.Unlock()
+	if d == nil {
+		return false
+	}
+	var obj struct {
+		Metadata struct {
+			UID string `json:"uid"`
+		} `json:"metadata"`
+	}
+	if json.Unmarshal(rec.Object, &obj) != nil || obj.Metadata.UID == "" {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.spec.UID != "" && d.spec.UID != obj.Metadata.UID
 }
 
 func splitKey(s string) (ns, name string) {
@@ -453,6 +484,10 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 		}
 		delete(e.shelved, id)
 		d = &device{id: id, ns: spec.Namespace, name: spec.Name, topics: topics}
+		if loaded != nil && loaded.UID != "" && spec.UID != "" && loaded.UID != spec.UID {
+			e.log.Info().Str("device", id).Msg("the device was made again under its name; its old twin is dropped")
+			loaded = nil
+		}
 		if loaded != nil {
 			d.tw, d.state = loaded.Twin, loaded.State
 		}
@@ -480,6 +515,9 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 		return
 	}
 	d.spec, d.types = spec, types
+	if spec.UID != "" {
+		d.uidJSON, _ = json.Marshal(spec.UID)
+	}
 	e.applyDesired(ctx, d)
 	// The stored Device is the cloud's copy now, which may show an older status than the twin.
 	e.markStatus(id, d.tw, d.state)
@@ -614,6 +652,10 @@ func (e *Engine) write(ctx context.Context, d *device, tw twin.Twin, st twin.Dev
 	b = tw.AppendJSON(b)
 	b = append(b, `,"state":`...)
 	b = st.AppendJSON(b)
+	if d.uidJSON != nil {
+		b = append(b, `,"uid":`...)
+		b = append(b, d.uidJSON...)
+	}
 	b = append(b, '}')
 	// No deadline of its own: the store answers every operation (committed or failed), and a
 	// caller that stopped waiting could not tell whether the change became durable.

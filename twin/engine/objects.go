@@ -12,6 +12,7 @@ import (
 // object is left to the mappers that read it from the metaserver.
 type deviceSpec struct {
 	Namespace, Name string
+	UID             string // metadata.uid: a Device deleted and made again under its name has a new one
 	Description     string // annotation description, for membership messages
 	Model           string // namespace/name of its DeviceModel
 	Rev             uint64 // the cloud revision that wrote this form of the Device
@@ -32,6 +33,7 @@ func parseDevice(raw []byte, rev uint64) (deviceSpec, error) {
 		Metadata struct {
 			Name        string            `json:"name"`
 			Namespace   string            `json:"namespace"`
+			UID         string            `json:"uid"`
 			Annotations map[string]string `json:"annotations"`
 		} `json:"metadata"`
 		Spec twin.DeviceSpec `json:"spec"`
@@ -42,6 +44,7 @@ func parseDevice(raw []byte, rev uint64) (deviceSpec, error) {
 	d := deviceSpec{
 		Namespace:   obj.Metadata.Namespace,
 		Name:        obj.Metadata.Name,
+		UID:         obj.Metadata.UID,
 		Description: obj.Metadata.Annotations[descriptionAnnotation],
 		Rev:         rev,
 		Desired:     map[string]desiredProp{},
