@@ -460,7 +460,11 @@ func (h *Hub) detach(s *session) {
 func (h *Hub) startGrace(node string) { h.startGraceFor(node, h.cfg.GracePeriod) }
 
 // startGraceFor is startGrace with the time left of a grace period. Called with h.mu held.
-func (h *Hub) startGraceFor(node string, d time.Duration) {
+func (h *Hub) startGraceFor(node string, d time.Duration) { h.startGraceTry(node, d, 0) }
+
+// startGraceTry is startGraceFor after failures NotReady writes for node failed in a row.
+// Called with h.mu held.
+func (h *Hub) startGraceTry(node string, d time.Duration, failures int) {
 	if t := h.grace[node]; t != nil {
 		t.Stop()
 	}
@@ -503,7 +507,17 @@ func (h *Hub) startGraceFor(node string, d time.Duration) {
 			}
 			h.mu.Unlock()
 		case err != nil:
-			h.log.Warn().Err(err).Str("node", node).Msg("could not mark node NotReady")
+			// Tried again, backing off as heartbeat writes do: nothing else would look at
+			// this node again (with one replica, until the cloud restarts), and it would
+			// show Ready for good.
+			retry := retryAfter(h.statusRetry, failures+1, h.cfg.GracePeriod)
+			h.metrics.statusFailed.Inc()
+			h.log.Warn().Err(err).Str("node", node).Dur("retry_in", retry).Msg("could not mark node NotReady")
+			h.mu.Lock()
+			if _, back := h.sessions[node]; !back && h.grace[node] == nil && !h.stopping {
+				h.startGraceTry(node, retry, failures+1)
+			}
+			h.mu.Unlock()
 		default:
 			h.log.Info().Str("node", node).Msg("node NotReady: disconnected past the grace period")
 		}

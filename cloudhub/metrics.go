@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 		reports:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_cloud_hub_reports_total", Help: "Reports from edges, by outcome."}, []string{"outcome"}),
 		catchupMessages: prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_catchup_messages_total", Help: "Upserts and deletes sent as a node's catch-up after it connects."}),
 		catchupBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_catchup_bytes_total", Help: "Encoded bytes of catch-up upserts and deletes."}),
-		statusFailed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_status_write_failures_total", Help: "Node heartbeat (Ready) writes the store did not take in time; each is tried again seconds later."}),
+		statusFailed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_status_write_failures_total", Help: "Node Ready-condition writes (heartbeats, and NotReady past the grace period) the store did not take in time; each is tried again seconds later."}),
 		panics:          prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_cloud_hub_panics_total", Help: "Panics contained while applying an edge's report or serving its forwarded request."}),
 		forwarded:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_cloud_hub_forwarded_requests_total", Help: "API requests relayed by edges, by HTTP status."}, []string{"code"}),
 	}

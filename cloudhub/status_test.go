@@ -231,3 +231,46 @@ func TestRecheckElsewhere(t *testing.T) {
 		t.Fatalf("%d looks within half a grace period of the first, want 1 (held elsewhere: once a grace period)", n)
 	}
 }
+
+// failFirstNotReady is a Status whose first NotReady write fails (a store timeout).
+type failFirstNotReady struct {
+	mu       sync.Mutex
+	notReady int
+}
+
+func (f *failFirstNotReady) SetReady(_ context.Context, _ string, ready bool, _ string, _ time.Time, _ time.Duration) error {
+	if ready {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.notReady++
+	if f.notReady == 1 {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (f *failFirstNotReady) count() int { f.mu.Lock(); defer f.mu.Unlock(); return f.notReady }
+
+// TestNotReadyWriteRetried: a NotReady write past the grace period that fails is tried again;
+// before, nothing looked at the node again and it showed Ready for good.
+func TestNotReadyWriteRetried(t *testing.T) {
+	st := &failFirstNotReady{}
+	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.GracePeriod = 100 * time.Millisecond }})
+	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	e := newEdge(t, "n1")
+	e.connect(r)
+	e.syncTo(1, time.Second)
+	for !r.hub.Connected("n1") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.ws.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for st.count() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d NotReady writes in 5 s (grace 100 ms), the first failed: not tried again", st.count())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
