@@ -394,6 +394,19 @@ func (h *Hub) advance(rev int64) {
 	}
 }
 
+// waitProcessed waits, at most d, until the hub has processed the store's changes through rev
+// (see session.handshake), and says whether it has.
+func (h *Hub) waitProcessed(rev int64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for h.processed.Load() < rev {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
 // attach registers a session after its Hello and computes its catch-up. It returns the mode.
 func (h *Hub) attach(s *session, hello *protocol.Hello) (protocol.Mode, error) {
 	h.mu.Lock()

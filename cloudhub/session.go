@@ -160,6 +160,15 @@ func (s *session) handshake() error {
 			return &protocol.Error{Code: protocol.CodeShuttingDown, Message: "the cloud is still loading; reconnect"}
 		}
 	}
+	// A cursor ahead of what this replica has processed: the node comes from another replica
+	// on the same store that saw more of it (this one's watch is behind, as in a failover
+	// storm), or the store's history went back (restored from a backup). A short wait tells
+	// them apart: a replica behind catches up and the node is caught up incrementally, where
+	// a reset from this replica's older view would take newer objects back, or sweep them,
+	// until its next changes.
+	if hello.ClusterID == h.cluster && int64(hello.Cursor) > h.processed.Load() {
+		h.waitProcessed(int64(hello.Cursor), min(h.cfg.HandshakeTimeout/4, 3*time.Second))
+	}
 	s.takeEpoch()
 	mode, err := h.attach(s, hello)
 	if err != nil {

@@ -1,0 +1,94 @@
+package cloudhub
+
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/protocol"
+	"github.com/tetherhub/tether/resource"
+)
+
+// laggingReplica starts a second hub over r's store whose index stops at its first live change
+// until release is called, as a replica whose watch of the store is behind.
+func laggingReplica(t *testing.T, r *rig) (lagging *rig, release func()) {
+	t.Helper()
+	ix, err := index.New(index.DefaultConfig(), r.b, resource.New(), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold, held := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	ix.Subscribe(func(u index.Update) {
+		if !u.Historical {
+			once.Do(func() { close(held); <-hold })
+		}
+	})
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: r.b.ClusterID(), Status: nopStatus{}, Reports: nopReports{},
+		TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go ix.Run(ctx)
+	<-ix.Ready()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, err := h.upgrader.Upgrade(w, req, nil)
+		if err != nil {
+			return
+		}
+		go h.serveConn(conn, req.URL.Query().Get("node"), time.Now(), time.Now().Add(24*time.Hour), req.RemoteAddr)
+	}))
+	var released sync.Once
+	unhold := func() { released.Do(func() { close(hold) }) }
+	t.Cleanup(func() { unhold(); srv.Close(); cancel() })
+	return &rig{t: t, b: r.b, ix: ix, hub: h, srv: srv}, func() { <-held; unhold() }
+}
+
+// TestLaggingReplicaCatchesUpFirst: an edge moving to a replica that has not yet processed
+// the changes it has (its watch of the shared store is behind) is caught up incrementally once
+// that replica has them, not reset from its older view, which took a newer ConfigMap back to
+// an older version and swept a newer Pod from the edge.
+func TestLaggingReplicaCatchesUpFirst(t *testing.T) {
+	a := newRig(t, rigOpts{})
+	a.put(nodeKey("n1"), nodeJSON("n1", ""))
+	a.put(cmKey("default", "c1"), cmJSON("default", "c1", "old"))
+	a.put(podKey("default", "p1"), podJSON("default", "p1", "n1", "c1"))
+	b, release := laggingReplica(t, a)
+
+	// Changes replica a routes and b has not processed.
+	a.put(cmKey("default", "c1"), cmJSON("default", "c1", "new"))
+	head := a.put(podKey("default", "p2"), podJSON("default", "p2", "n1"))
+	e := newEdge(t, "n1")
+	e.connect(a)
+	e.converge(a, head, 5*time.Second)
+	e.ws.Close()
+	before := map[string]string{}
+	for k, v := range e.objs {
+		before[k] = v
+	}
+
+	e.connect(b) // the edge moves to b, which catches up 300 ms later
+	time.AfterFunc(300*time.Millisecond, release)
+	e.log = nil
+	e.syncTo(int64(head)+1, 2*time.Second)
+	if e.mode != protocol.ModeIncremental || len(e.log) == 0 || e.log[0] != "welcome incremental" {
+		t.Errorf("mode %s from the lagging replica, want incremental (messages %v)", modeName(e.mode), e.log)
+	}
+	for k, v := range before {
+		if got, ok := e.objs[k]; !ok {
+			t.Errorf("%s was swept from the edge", k)
+		} else if got != v {
+			t.Errorf("%s went back to an older version on the edge", k)
+		}
+	}
+}
