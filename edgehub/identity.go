@@ -31,19 +31,23 @@ func (f *FileIdentity) Current() *pki.NodeIdentity {
 }
 
 // Renewed implements Identity: the certificate must be for the current key and name, and is
-// saved before it is used.
+// saved before it is used. One that is not is refused before anything is written: saved, it
+// would be the node's identity at the next start.
 func (f *FileIdentity) Renewed(certPEM []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := pki.SaveNodeIdentity(f.dir, certPEM, f.cur.CAPEM, f.cur.Key); err != nil {
-		return err
-	}
-	id, err := pki.LoadNodeIdentity(f.dir)
+	id, err := pki.NewNodeIdentity(certPEM, f.cur.CAPEM, f.cur.Key)
 	if err != nil {
 		return err
 	}
 	if id.Name != f.cur.Name {
 		return fmt.Errorf("edgehub: renewed certificate is for %q, not %q", id.Name, f.cur.Name)
+	}
+	if err := pki.SaveNodeIdentity(f.dir, certPEM, f.cur.CAPEM, f.cur.Key); err != nil {
+		return err
+	}
+	if id, err = pki.LoadNodeIdentity(f.dir); err != nil {
+		return err
 	}
 	f.cur = id
 	return nil
