@@ -665,6 +665,19 @@ func (k *conn) writeLoop(ctx context.Context, heartbeat time.Duration) error {
 	}
 }
 
+// frameBudget bounds the request bodies and report payloads flush packs into one frame (but
+// for a single one larger than that), under the hub's message limit (protocol.MaxReportPayload
+// plus 64 KiB at least, 4 MiB by default).
+const frameBudget = 3 << 20
+
+// requestSize is about what a forwarded request adds to a frame.
+func requestSize(m protocol.Message) int {
+	if r, ok := m.(*protocol.Request); ok {
+		return len(r.Body) + len(r.Path) + len(r.ContentType) + 64
+	}
+	return 64
+}
+
 // flush writes what is due: the ack of committed data and the next reports within the window.
 func (k *conn) flush() error {
 	c := k.c
@@ -681,9 +694,25 @@ func (k *conn) flush() error {
 	// for a node (it ends the session, and the resend would do the same for ever).
 	byteRoom := protocol.MaxReportBytesInFlight - k.unackedSize
 	after := k.reportSent
-	msgs = append(msgs, k.requests...)
-	k.requests = nil
+	// Forwarded requests (bodies of up to 3 MiB) while their bodies stay within frameBudget,
+	// the first whatever its size; reports only when one of the largest still fits beside
+	// them. Otherwise the frame could pass the hub's message limit (4 MiB by default), which
+	// ends the session and loses the answers of every request in it.
+	n, size := 0, 0
+	for n < len(k.requests) && (n == 0 || size+requestSize(k.requests[n]) <= frameBudget) {
+		size += requestSize(k.requests[n])
+		n++
+	}
+	msgs = append(msgs, k.requests[:n]...)
+	k.requests = append([]protocol.Message(nil), k.requests[n:]...)
+	again := len(k.requests) > 0
 	k.mu.Unlock()
+	if size+protocol.MaxReportPayload > frameBudget {
+		again, room = true, 0 // the reports go in the next frame
+	}
+	if again {
+		defer k.signal()
+	}
 	if room > 0 && byteRoom > 0 {
 		entries, err := c.store.ReadOutbox(after, room, min(c.cfg.MaxReportBytes, byteRoom))
 		if err != nil {

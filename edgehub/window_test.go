@@ -2,6 +2,8 @@ package edgehub
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,5 +95,60 @@ func TestReportWindowInBytes(t *testing.T) {
 	more := sendAll() - inFlight
 	if acked := int64(ackSeq) * protocol.MaxReportPayload; more < acked-protocol.MaxReportPayload || more > acked+protocol.MaxReportPayload {
 		t.Fatalf("%d bytes sent after %d were acknowledged", more, acked)
+	}
+}
+
+// TestFrameWithinHubLimit: forwarded requests and reports are packed so that no frame passes
+// the hub's default message limit (4 MiB): two requests of 2.1 MiB go in two frames, and an
+// upload of 1 MiB waits for the frame after a request of 2.5 MiB. Before, one frame carried
+// them all, the hub ended the session, and the requests' answers were lost.
+func TestFrameWithinHubLimit(t *testing.T) {
+	st := &outboxStore{reports: []protocol.Report{{Seq: 1, Kind: protocol.ReportUpload, Subject: "u", Payload: make([]byte, protocol.MaxReportPayload)}}}
+	k, hub := testConn(t, st)
+	hub.SetReadLimit(4 << 20)
+	frames := make(chan []protocol.Message, 16)
+	go func() {
+		for {
+			_, frame, err := hub.ReadMessage()
+			if err != nil {
+				close(frames)
+				return
+			}
+			msgs, _ := protocol.Decode(frame)
+			frames <- msgs
+		}
+	}()
+	req := func(id uint64, size int) *protocol.Request {
+		return &protocol.Request{ID: id, Method: "PUT", Path: "/api/v1/namespaces/x/configmaps/c", ContentType: "application/json", Body: make([]byte, size)}
+	}
+	k.mu.Lock()
+	k.requests = append(k.requests, req(1, 2500<<10), req(2, 2100<<10), req(3, 2100<<10))
+	k.mu.Unlock()
+	var got []string
+	for range 4 {
+		if err := k.flush(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case msgs, ok := <-frames:
+			if !ok {
+				t.Fatalf("the hub's side closed (a frame past its limit) after %v", got)
+			}
+			var names []string
+			for _, m := range msgs {
+				switch m := m.(type) {
+				case *protocol.Request:
+					names = append(names, fmt.Sprint("request ", m.ID))
+				case *protocol.Report:
+					names = append(names, fmt.Sprint("report ", m.Seq))
+				}
+			}
+			got = append(got, strings.Join(names, "+"))
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no frame after %v", got)
+		}
+	}
+	if want := "[request 1 request 2 request 3 report 1]"; fmt.Sprint(got) != want {
+		t.Fatalf("frames %v, want %s", got, want)
 	}
 }
