@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 			Name: "tether_edge_store_stale_total", Help: "Messages from the cloud ignored because the stored version was newer.",
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tether_edge_store_rejected_total", Help: "Messages from the cloud that could not be applied, by reason.",
+			Name: "tether_edge_store_rejected_total", Help: "Messages from the cloud that could not be applied, and damaged outbox entries skipped, by reason.",
 		}, []string{"reason"}),
 		outboxFull: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tether_edge_outbox_full_total", Help: "Reports refused because the outbox was full.",

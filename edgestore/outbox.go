@@ -128,9 +128,18 @@ func (s *Store) ReadOutbox(after uint64, max int, maxBytes int) ([]Entry, error)
 			if len(out) > 0 && size+len(v) > maxBytes {
 				break
 			}
-			e, err := decodeEntry(binary.BigEndian.Uint64(k), v)
+			seq := binary.BigEndian.Uint64(k)
+			e, err := decodeEntry(seq, v)
 			if err != nil {
-				return err
+				// Skipped, not returned as an error: the hub client would end its session at
+				// every read, and the cloud link would stay down for good (sync included). The
+				// entry goes when a later one is acknowledged.
+				if seq > s.damagedSeq.Load() {
+					s.damagedSeq.Store(seq)
+					s.metrics.rejected.WithLabelValues("damaged-outbox-entry").Inc()
+					s.log.Error().Err(err).Uint64("seq", seq).Msg("skipping a damaged outbox entry; its report is lost")
+				}
+				continue
 			}
 			out = append(out, e)
 			size += len(v)

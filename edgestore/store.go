@@ -119,6 +119,8 @@ type Store struct {
 	deletedAhead map[string]uint64
 
 	rep replacer // in-place replacement of unread outbox entries (twins.go)
+	// damagedSeq is the highest outbox seq found damaged, so that one is reported once.
+	damagedSeq atomic.Uint64
 }
 
 // op is one unit of work for the writer: fn runs inside the shared transaction; done gets its

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
@@ -338,5 +339,42 @@ func TestReportBeyondHubBounds(t *testing.T) {
 	atBounds := Entry{Kind: protocol.ReportUpload, Subject: long[:protocol.MaxReportSubject], Payload: make([]byte, protocol.MaxReportPayload)}
 	if err := s.Enqueue(ctx, atBounds); err != nil {
 		t.Fatalf("a report at the bounds: %v", err)
+	}
+}
+
+// TestDamagedOutboxEntrySkipped: an outbox entry that cannot be decoded is skipped and counted
+// once, and the ones around it are still read and go when acknowledged. Before, ReadOutbox
+// failed at every read, the hub client ended its session each time, and the cloud link stayed
+// down for good.
+func TestDamagedOutboxEntrySkipped(t *testing.T) {
+	s := openTwinStore(t, nil)
+	ctx := context.Background()
+	for i := range 3 {
+		if err := s.Enqueue(ctx, twinReport(fmt.Sprint("ns/d", i), "1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketOutbox).Put(beUint(2), []byte{}) }); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		got, err := s.ReadOutbox(0, 10, 1<<20)
+		if err != nil {
+			t.Fatalf("ReadOutbox with a damaged entry: %v", err)
+		}
+		if len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 {
+			t.Fatalf("read %v, want seqs 1 and 3", got)
+		}
+	}
+	var m dto.Metric
+	s.metrics.rejected.WithLabelValues("damaged-outbox-entry").Write(&m)
+	if n := m.GetCounter().GetValue(); n != 1 {
+		t.Fatalf("damaged entries counted %v times, want once", n)
+	}
+	if err := s.AckOutbox(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.OutboxDepth(); n != 0 {
+		t.Fatalf("outbox depth %d after the entries around the damaged one were acknowledged", n)
 	}
 }
