@@ -12,8 +12,8 @@ import (
 type Config struct {
 	// Listen is the hub's TLS websocket address.
 	Listen string
-	// Heartbeat is the interval edges are told to ping at. A node silent for two intervals (plus
-	// WriteTimeout, for the ping in flight) is dropped as dead.
+	// Heartbeat is the interval edges are told to ping at. A node silent for two intervals (at
+	// least one interval and WriteTimeout: wsframe.SilenceLimit) is dropped as dead.
 	Heartbeat time.Duration
 	// HandshakeTimeout bounds the TLS handshake, the upgrade and the wait for Hello, and, after a
 	// restart, how long a node to be caught up from inside the history waits for its replay.

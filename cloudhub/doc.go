@@ -34,7 +34,8 @@
 // its lifetime; a writer goroutine runs only while there is something to send, and a reporter
 // goroutine only while reports wait for the store, so an idle node costs one goroutine (and no
 // frame buffer: writers take theirs from a pool). Every write has a deadline; the read deadline
-// is two heartbeats plus the write timeout, renewed by every frame and ping.
+// is two heartbeats (at least one and the write timeout: wsframe.SilenceLimit), renewed by every
+// frame and ping.
 //
 // Reports from the edge are applied in order by the Reports collaborator and acknowledged after
 // they are stored. Node readiness is written through the Status collaborator: Ready on connect,

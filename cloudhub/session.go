@@ -405,7 +405,7 @@ func (s *session) writeError(err *protocol.Error) {
 // readLoop reads the edge's messages until the connection ends.
 func (s *session) readLoop() error {
 	h := s.hub
-	deadline := wsframe.NewDeadline(s.conn, 2*h.cfg.Heartbeat+h.cfg.WriteTimeout, h.now())
+	deadline := wsframe.NewDeadline(s.conn, wsframe.SilenceLimit(h.cfg.Heartbeat, h.cfg.WriteTimeout), h.now())
 	seen := func() {
 		now := h.now()
 		s.lastSeen.Store(now.UnixNano())

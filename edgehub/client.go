@@ -459,7 +459,7 @@ func readWelcome(frames *wsframe.Reader, ws *websocket.Conn) (*protocol.Welcome,
 // readLoop reads frames, hands data to the store and tracks report acknowledgements.
 func (k *conn) readLoop(ctx context.Context, heartbeat time.Duration, first []protocol.Message) error {
 	c := k.c
-	deadline := wsframe.NewDeadline(k.ws, 2*heartbeat+c.cfg.WriteTimeout, c.now())
+	deadline := wsframe.NewDeadline(k.ws, wsframe.SilenceLimit(heartbeat, c.cfg.WriteTimeout), c.now())
 	k.ws.SetPongHandler(func(string) error {
 		deadline.Alive(k.ws, c.now())
 		return nil

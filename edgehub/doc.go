@@ -13,7 +13,8 @@
 // frames are written under one mutex (wmu), as gorilla allows one writer at a time.
 //
 // Dead peers: the writer pings every heartbeat (the interval the hub's Welcome names) and the
-// reader's deadline is two heartbeats plus the write timeout, renewed by every frame or pong.
+// reader's deadline is two heartbeats (at least one and the write timeout: wsframe.SilenceLimit),
+// renewed by every frame or pong.
 //
 // The client never makes the edge unready: the link's state is reported (State, metrics) for
 // operators, and the edge keeps serving from its store while disconnected.

@@ -65,6 +65,13 @@ type Deadline struct {
 	armed time.Time
 }
 
+// SilenceLimit is how long a session may hear nothing from its peer before it takes it for
+// dead: two heartbeat intervals, as SPEC §8 promises, but never less than one interval and a
+// write timeout (a short heartbeat must still leave a ping stuck in its write time to arrive).
+func SilenceLimit(heartbeat, writeTimeout time.Duration) time.Duration {
+	return max(2*heartbeat, heartbeat+writeTimeout)
+}
+
 // NewDeadline arms c's read deadline wait after now.
 func NewDeadline(c *websocket.Conn, wait time.Duration, now time.Time) *Deadline {
 	c.SetReadDeadline(now.Add(wait))

@@ -134,3 +134,18 @@ func TestDeadlineFollowsSignsOfLife(t *testing.T) {
 		t.Fatalf("the silent connection timed out %s after its last frame, want about %s", after, wait)
 	}
 }
+
+// TestSilenceLimit: with the defaults (15 s heartbeat, 10 s write timeout) a dead peer is
+// taken for dead after 30 s, the two intervals of SPEC §8 (it was 40 s); a heartbeat shorter
+// than the write timeout still leaves a ping stuck in its write time to arrive.
+func TestSilenceLimit(t *testing.T) {
+	for _, c := range []struct{ hb, wt, want time.Duration }{
+		{15 * time.Second, 10 * time.Second, 30 * time.Second},
+		{time.Second, 3 * time.Second, 4 * time.Second},
+		{10 * time.Second, 10 * time.Second, 20 * time.Second},
+	} {
+		if got := SilenceLimit(c.hb, c.wt); got != c.want {
+			t.Errorf("SilenceLimit(%s, %s) = %s, want %s", c.hb, c.wt, got, c.want)
+		}
+	}
+}
