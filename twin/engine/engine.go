@@ -348,19 +348,33 @@ func (e *Engine) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("twin: load devices: %w", err)
 	}
+	// Devices with a stored twin were served before the restart: they are admitted first, so
+	// that at the device limit the same devices are served after it (not the first by name).
+	slices.SortStableFunc(devs, func(a, b *edgestore.Record) int {
+		_, sa := states[a.Key.Namespace+"/"+a.Key.Name]
+		_, sb := states[b.Key.Namespace+"/"+b.Key.Name]
+		switch {
+		case sa && !sb:
+			return -1
+		case sb && !sa:
+			return 1
+		}
+		return 0
+	})
 	for _, rec := range devs {
 		id := rec.Key.Namespace + "/" + rec.Key.Name
-		var st stored
+		var loaded *stored // nil: none stored
 		if b, ok := states[id]; ok {
-			if err := json.Unmarshal(b, &st); err != nil {
+			loaded = new(stored)
+			if err := json.Unmarshal(b, loaded); err != nil {
 				// Only this engine writes these bytes; a damaged record costs the device its
 				// actual values (the devices report them again), not the whole node.
 				e.log.Error().Err(err).Str("device", id).Msg("stored twin is damaged; starting it empty")
-				st = stored{}
+				*loaded = stored{}
 			}
 		}
 		delete(states, id)
-		e.upsert(ctx, id, rec, &st, false)
+		e.upsert(ctx, id, rec, loaded, false)
 	}
 	for id := range states {
 		if _, err := e.store.WriteTwin(ctx, id, nil); err != nil {
@@ -518,6 +532,13 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 	if spec.UID != "" {
 		d.uidJSON, _ = json.Marshal(spec.UID)
 	}
+	if admitted && loaded == nil {
+		// A stored twin marks the device as served: at the next start, the devices that have
+		// one are admitted first, so the limit keeps serving the same ones.
+		if _, err := e.store.WriteTwin(ctx, id, storedForm(d, d.tw, d.state)); err != nil {
+			e.log.Warn().Err(err).Str("device", id).Msg("cannot store the new device's empty twin")
+		}
+	}
 	e.applyDesired(ctx, d)
 	// The stored Device is the cloud's copy now, which may show an older status than the twin.
 	e.markStatus(id, d.tw, d.state)
@@ -646,7 +667,21 @@ func (e *Engine) remove(ctx context.Context, id string) {
 
 // write makes a device's new state durable with its reports. The caller holds d.mu.
 func (e *Engine) write(ctx context.Context, d *device, tw twin.Twin, st twin.DeviceState, reports []edgestore.Entry) error {
-	// The stored form is stored's JSON, appended by hand: it is written on every change.
+	// No deadline of its own: the store answers every operation (committed or failed), and a
+	// caller that stopped waiting could not tell whether the change became durable.
+	n, err := e.store.WriteTwin(ctx, d.id, storedForm(d, tw, st), reports...)
+	if n > 0 {
+		e.m.coalesced.Add(float64(n))
+	}
+	if err == nil {
+		e.markStatus(d.id, tw, st)
+	}
+	return err
+}
+
+// storedForm is stored's JSON for d with tw and st, appended by hand: it is written on every
+// change.
+func storedForm(d *device, tw twin.Twin, st twin.DeviceState) []byte {
 	b := make([]byte, 0, 256)
 	b = append(b, `{"twin":`...)
 	b = tw.AppendJSON(b)
@@ -656,17 +691,7 @@ func (e *Engine) write(ctx context.Context, d *device, tw twin.Twin, st twin.Dev
 		b = append(b, `,"uid":`...)
 		b = append(b, d.uidJSON...)
 	}
-	b = append(b, '}')
-	// No deadline of its own: the store answers every operation (committed or failed), and a
-	// caller that stopped waiting could not tell whether the change became durable.
-	n, err := e.store.WriteTwin(ctx, d.id, b, reports...)
-	if n > 0 {
-		e.m.coalesced.Add(float64(n))
-	}
-	if err == nil {
-		e.markStatus(d.id, tw, st)
-	}
-	return err
+	return append(b, '}')
 }
 
 func twinReport(id string, t twin.Twin) edgestore.Entry {

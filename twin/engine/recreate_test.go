@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
@@ -76,4 +79,41 @@ func TestDeviceMadeAgainWhileDown(t *testing.T) {
 	if g := c.next(dev+"twin/get/result", 1); strings.Contains(fmt.Sprint(g["twin"]), "19") {
 		t.Fatalf("the device made again while the engine was down: %v, want the old actual value gone", g["twin"])
 	}
+}
+
+// TestServedDevicesKeptAcrossRestart: at the device limit, the devices served before a restart
+// are served after it, even those with nothing reported yet; before, the first by name were.
+func TestServedDevicesKeptAcrossRestart(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxDevices = 1 }, nil)
+	r.model("m", "temp", "INT")
+	r.device("zeta", "m")
+	r.waitDevice("zeta")
+	r.device("alpha", "m") // refused: the limit is reached
+	served := func() string {
+		var s []string
+		for _, name := range []string{"alpha", "zeta"} {
+			if _, ok := r.engine.lookup(ns + "/" + name); ok {
+				s = append(s, name)
+			}
+		}
+		return strings.Join(s, ",")
+	}
+	deadline := time.Now().Add(waitFor)
+	for served() != "zeta" || refusedCount(r) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("before the restart: served %q", served())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.restart() // returns once the engine has loaded
+	if got := served(); got != "zeta" {
+		t.Fatalf("after the restart: served %q, want zeta as before", got)
+	}
+}
+
+// refusedCount is how many devices were refused for the device limit.
+func refusedCount(r *rig) float64 {
+	var m dto.Metric
+	r.engine.m.rejected.WithLabelValues("device_limit").Write(&m)
+	return m.GetCounter().GetValue()
 }
