@@ -319,7 +319,16 @@ func tooDeep(topic string) bool {
 // "offline" state report). mochi sends delayed wills from its event loop, where a panic would not
 // be contained, so consumers are called under recover here.
 func (h *hook) OnWillSent(_ *mqtt.Client, pk packets.Packet) {
-	h.b.dispatchContained(pk.TopicName, pk.Payload)
+	if pk.Connect.WillProperties.WillDelayInterval == 0 {
+		// On the leaving client's goroutine, before anything it does once it is back.
+		h.b.dispatchContained(pk.TopicName, pk.Payload)
+		return
+	}
+	// A delayed will, on a goroutine of its own: mochi sends it from its event loop, which also
+	// expires sessions, inflight and retained messages and sends the other delayed wills, and a
+	// consumer may take its time (the upload handler waits for room in a full outbox). There is
+	// at most one per session.
+	go h.b.dispatchContained(pk.TopicName, pk.Payload)
 }
 
 // OnClientExpired fixes a leak in mochi: when a disconnected session expires it deletes the

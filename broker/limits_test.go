@@ -326,3 +326,59 @@ func TestCleanSessionsHoldNothingOffline(t *testing.T) {
 		t.Fatalf("held %d bytes for the persistent session, want %d", got, 10*len(payload))
 	}
 }
+
+// TestDelayedWillDoesNotHoldTheEventLoop: a delayed will goes to its consumer off mochi's event
+// loop, which also expires sessions: a consumer that takes its time (the upload handler waits
+// up to 30 s for room in a full outbox) held every other session's expiry while it did.
+func TestDelayedWillDoesNotHoldTheEventLoop(t *testing.T) {
+	// Sessions outlive a second's will delay (mochi sends a delayed will only while its
+	// session is there), and expire soon after.
+	b := startBroker(t, func(c *Config) { c.SessionExpiry = 3 * time.Second })
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	entered := make(chan struct{}, 1)
+	if err := b.Handle("w/#", func(string, []byte) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A client whose will is delayed a second, gone without a DISCONNECT.
+	r := dialRaw(t, b.addr)
+	pk := connectPacket(5, "willer")
+	pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, "w/x", []byte("gone")
+	pk.Connect.WillProperties.WillDelayInterval = 1
+	pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 60, true
+	if ack := r.connect(pk); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %#x", ack.ReasonCode)
+	}
+	r.nc.Close()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delayed will never reached its consumer")
+	}
+	// Another session, which expires three seconds after its client leaves.
+	hour := uint32(3600)
+	c := dialPaho5(t, b.addr, "sleeper", func(cp *paho.Connect) {
+		cp.CleanStart = false
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &hour}
+	})
+	c.close(t)
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		if _, ok := b.srv.Clients.Get("sleeper"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a session did not expire while a delayed will's consumer was busy")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
