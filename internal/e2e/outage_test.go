@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -129,4 +134,57 @@ func TestKillDuringStream(t *testing.T) {
 	waitNames(t, e.url(paths["configmaps"]), want[:10]...)
 	e.stop()
 	e.check(t)
+}
+
+// TestRestoredBackupNewClusterID: a cloud restored from a backup of its store and started once
+// with --new-cluster-id gives every edge a full reset, even after the restored history has
+// written past the edge's cursor: what only the lost history had goes from the edge. Without
+// the flag such an edge was caught up incrementally from a cursor of the lost history, and kept
+// that object for good.
+func TestRestoredBackupNewClusterID(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-1")
+	mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj("before"))
+	waitNames(t, e.url(paths["services"]), q("before")...)
+	c.stop()
+	db := filepath.Join(c.dir, "cloud.db")
+	backup, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.start(t)
+	mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj("lost"))
+	waitNames(t, e.url(paths["services"]), q("before", "lost")...)
+	head := cloudRV(t, c)
+	e.stop()
+	c.stop()
+	if err := os.WriteFile(db, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.extra = append(c.extra, "--new-cluster-id")
+	c.start(t)
+	c.extra = c.extra[:len(c.extra)-1]
+	// The restored history writes past the revision the edge had reached.
+	for i := 0; cloudRV(t, c) <= head+2; i++ {
+		mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj(fmt.Sprint("after-", i)))
+	}
+	e.restart(t)
+	waitFor(t, 20*time.Second, "the edge to drop what only the lost history had", func() bool {
+		got := names(t, e.url(paths["services"]))
+		return !slices.Contains(got, q("lost")[0]) && slices.Contains(got, q("before")[0]) && slices.Contains(got, q("after-0")[0])
+	})
+}
+
+// cloudRV is the cloud's current revision, as a list of Services reports it.
+func cloudRV(t *testing.T, c *cloud) int64 {
+	t.Helper()
+	var l struct {
+		Metadata struct{ ResourceVersion string }
+	}
+	json.Unmarshal(mustDo(t, http.MethodGet, c.url(paths["services"]), nil), &l)
+	rv, err := strconv.ParseInt(l.Metadata.ResourceVersion, 10, 64)
+	if err != nil {
+		t.Fatalf("list resourceVersion %q", l.Metadata.ResourceVersion)
+	}
+	return rv
 }

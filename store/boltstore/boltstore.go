@@ -45,6 +45,9 @@ type Config struct {
 	// WatchBuffer is how many undelivered events a watcher may have before it is dropped with
 	// store.ErrSlowWatcher.
 	WatchBuffer int
+	// NewClusterID gives the store a new cluster ID at Open, as after restoring it from a
+	// backup: edges' cursors then belong to another history, and each gets a full reset.
+	NewClusterID bool
 }
 
 // DefaultConfig returns the defaults for a store at path.
@@ -158,7 +161,7 @@ func (s *Store) init() error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if id := meta.Get(metaCluster); id != nil {
+		if id := meta.Get(metaCluster); id != nil && !s.cfg.NewClusterID {
 			s.cluster = string(id)
 		} else {
 			var b [16]byte

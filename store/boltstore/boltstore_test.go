@@ -209,3 +209,29 @@ func TestConcurrentWritersShareCommits(t *testing.T) {
 		t.Fatalf("rev = %d, want %d", rev, n)
 	}
 }
+
+// TestNewClusterID: NewClusterID gives a reopened store a new cluster ID, kept from then on.
+func TestNewClusterID(t *testing.T) {
+	s := openTest(t, nil)
+	id, path := s.ClusterID(), s.Path()
+	s.Close()
+	cfg := DefaultConfig(path)
+	cfg.NewClusterID = true
+	s2, err := Open(cfg, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newID := s2.ClusterID()
+	s2.Close()
+	if newID == id {
+		t.Fatal("NewClusterID kept the cluster ID")
+	}
+	s3, err := Open(DefaultConfig(path), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	if s3.ClusterID() != newID {
+		t.Fatalf("reopened without the flag: %s, want the new %s", s3.ClusterID(), newID)
+	}
+}

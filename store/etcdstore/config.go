@@ -41,6 +41,10 @@ type Config struct {
 	// ListPage is how many keys one range request reads; a longer List reads several pages at
 	// the first page's revision, so the result is still one consistent snapshot.
 	ListPage int
+	// NewClusterID gives the cluster a new ID at Open, as after restoring etcd from a backup:
+	// edges' cursors then belong to another history, and each gets a full reset. Every other
+	// replica must be stopped meanwhile and started after (each reads the ID once, at Open).
+	NewClusterID bool
 }
 
 // DefaultConfig returns the defaults for the given endpoints.

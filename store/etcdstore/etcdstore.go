@@ -139,6 +139,11 @@ func (s *Store) init(ctx context.Context) error {
 		return err
 	}
 	id := hex.EncodeToString(b[:])
+	if s.cfg.NewClusterID {
+		if _, err := s.client.Put(ctx, s.clusterKey, id); err != nil {
+			return err
+		}
+	}
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(s.clusterKey), "=", 0)).
 		Then(clientv3.OpPut(s.clusterKey, id), clientv3.OpGet(s.compactKey), clientv3.OpGet(s.revKey, clientv3.WithKeysOnly())).

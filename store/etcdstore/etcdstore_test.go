@@ -459,3 +459,19 @@ func TestValueTooLarge(t *testing.T) {
 		t.Fatalf("update to 2 MiB: %v, want ErrTooLarge", err)
 	}
 }
+
+// TestNewClusterID: NewClusterID gives the cluster a new ID, which replicas opened after it then
+// share; without it the ID is kept.
+func TestNewClusterID(t *testing.T) {
+	srv := etcdtest.Start(t)
+	var prefix string
+	a := openTest(t, srv, func(c *Config) { prefix = c.Prefix })
+	same := func(c *Config) { c.Prefix = prefix }
+	b := openTest(t, srv, func(c *Config) { same(c); c.NewClusterID = true })
+	if b.ClusterID() == a.ClusterID() {
+		t.Fatal("NewClusterID kept the cluster ID")
+	}
+	if c := openTest(t, srv, same); c.ClusterID() != b.ClusterID() {
+		t.Fatalf("a replica opened after it reads %s, want the new %s", c.ClusterID(), b.ClusterID())
+	}
+}
