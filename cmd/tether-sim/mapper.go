@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,8 +43,12 @@ func mapperCmd(args []string, stdout io.Writer) error {
 	}
 	cfg := mapper.DefaultConfig("tcp://"+*broker, *device)
 	cfg.FollowDesired = true
+	var wanted atomic.Pointer[string] // the value of --property the cloud last asked for
 	cfg.OnDelta = func(d mapper.Delta) {
 		say("delta from the edge: the cloud wants %v; writing it to the device and reporting it back", d.Values)
+		if v, ok := d.Values[*property]; ok {
+			wanted.Store(&v)
+		}
 	}
 	var m *mapper.Mapper
 	for {
@@ -68,11 +73,14 @@ func mapperCmd(args []string, stdout io.Writer) error {
 	tick := time.NewTicker(*every)
 	defer tick.Stop()
 	for {
-		// Once the cloud has set a value, keep it (as a thermostat would); until then drift.
-		v := strconv.Itoa(value)
-		if cur, ok := m.Actual(*device)[*property]; ok {
-			v = cur
+		// Once the cloud has asked for a value, keep it (as a thermostat would); until then
+		// drift. (The mapper's own actual values are what it last reported, so they cannot
+		// tell.)
+		var v string
+		if p := wanted.Load(); p != nil {
+			v = *p
 		} else {
+			v = strconv.Itoa(value)
 			value += rand.IntN(3) - 1
 		}
 		if res, err := m.Report(ctx, *device, map[string]string{*property: v}); err != nil {
