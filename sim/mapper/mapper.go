@@ -83,6 +83,10 @@ type Mapper struct {
 	actual  map[string]map[string]string
 	closed  bool
 
+	// serves holds the devices of cfg.Devices: past the subscription budget the mapper
+	// subscribes with wildcards and hears other devices' deltas, which are not its to answer.
+	serves map[string]bool
+
 	deltaMu sync.Mutex
 	deltas  map[string]Delta // device → newest delta not yet handled (a real mapper acts on the latest)
 	wake    chan struct{}
@@ -110,7 +114,10 @@ func Connect(ctx context.Context, cfg Config) (*Mapper, error) {
 		cfg: cfg, prefix: cfg.ClientID + "-" + hex.EncodeToString(rnd[:3]) + "-",
 		pending: map[string]chan []byte{}, actual: map[string]map[string]string{},
 		deltas: map[string]Delta{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
-		lost: make(chan struct{}),
+		lost: make(chan struct{}), serves: map[string]bool{},
+	}
+	for _, id := range cfg.Devices {
+		m.serves[id] = true
 	}
 	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(cfg.ClientID).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(cfg.Timeout).
@@ -168,6 +175,9 @@ func (m *Mapper) route(_ paho.Client, msg paho.Message) {
 			return
 		}
 		id := deviceOf(topic)
+		if !m.serves[id] {
+			return
+		}
 		m.deltaMu.Lock()
 		m.deltas[id] = Delta{Device: id, Values: d.Delta, Received: time.Now(), Msg: d}
 		m.deltaMu.Unlock()
