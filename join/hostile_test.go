@@ -514,7 +514,9 @@ func TestClientChecksArguments(t *testing.T) {
 // the clock caught up.
 func TestJoinIssuedAfterTheLastJoin(t *testing.T) {
 	e := newEnv(t)
-	ahead := time.Now().Add(30 * time.Second) // the last join, by a clock 30 s ahead
+	// The last join, by a clock 5 minutes ahead: past the minute a certificate's validity is
+	// backdated, so a validity started from the moved issue time would not have begun yet.
+	ahead := time.Now().Add(5 * time.Minute)
 	e.nodes.mu.Lock()
 	e.nodes.joined = ahead
 	e.nodes.mu.Unlock()
@@ -529,5 +531,8 @@ func TestJoinIssuedAfterTheLastJoin(t *testing.T) {
 	}
 	if issued := pki.IssuedAt(cert); !issued.After(ahead) {
 		t.Fatalf("issued at %s, not after the last join's %s", issued, ahead)
+	}
+	if now := time.Now(); cert.NotBefore.After(now) {
+		t.Fatalf("valid from %s, after now (%s): no replica on this clock would take it yet", cert.NotBefore, now)
 	}
 }

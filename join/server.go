@@ -273,10 +273,13 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, a *attempt) (*join
 	if err != nil {
 		return nil, s.failure(ctx, a, fmt.Errorf("read the node's last join: %w", err))
 	}
-	if !now.After(last) {
-		now = last.Add(time.Microsecond) // this clock is behind the one that signed the last join
+	issued := now
+	if !issued.After(last) {
+		// This clock is behind the one that signed the last join: the issue time follows that
+		// join, the validity still starts from this clock.
+		issued = last.Add(time.Microsecond)
 	}
-	certPEM, err := s.ca.SignCSR([]byte(req.CSR), req.NodeName, s.cfg.CertValidity, now)
+	certPEM, err := s.ca.SignCSRIssued([]byte(req.CSR), req.NodeName, s.cfg.CertValidity, now, issued)
 	if err != nil {
 		if ce, ok := errors.AsType[*pki.CSRError](err); ok {
 			return nil, badRequest(CodeInvalidCSR, "the CSR was refused: "+ce.Detail+".")

@@ -59,6 +59,14 @@ func CreateCSR(key crypto.Signer, nodeName string) ([]byte, error) {
 // Only the CSR's public key reaches the certificate. Subject, SANs and extensions are set by the
 // CA, so a node cannot ask for a server certificate, a CA, or another name.
 func (c *CA) SignCSR(csrPEM []byte, nodeName string, validity time.Duration, now time.Time) ([]byte, error) {
+	return c.SignCSRIssued(csrPEM, nodeName, validity, now, now)
+}
+
+// SignCSRIssued is SignCSR with the issue time the certificate records (IssuedAt) apart from
+// the clock its validity starts from: a join whose clock is behind the replica that recorded
+// the node's last join records an issue time after that join, but must not make a certificate
+// that is not valid yet on this clock and every slower one.
+func (c *CA) SignCSRIssued(csrPEM []byte, nodeName string, validity time.Duration, now, issued time.Time) ([]byte, error) {
 	if err := ValidNodeName(nodeName); err != nil {
 		return nil, err
 	}
@@ -92,7 +100,7 @@ func (c *CA) SignCSR(csrPEM []byte, nodeName string, validity time.Duration, now
 		SerialNumber: serial,
 		// The subject's serialNumber attribute is when the certificate was issued, to the
 		// nanosecond (NotBefore has whole seconds, and is backdated): see IssuedAt.
-		Subject:               pkix.Name{CommonName: want, SerialNumber: now.UTC().Format(time.RFC3339Nano)},
+		Subject:               pkix.Name{CommonName: want, SerialNumber: issued.UTC().Format(time.RFC3339Nano)},
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
