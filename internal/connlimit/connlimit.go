@@ -142,3 +142,13 @@ func (c *conn) Close() error {
 	c.once.Do(c.l.release)
 	return err
 }
+
+// CloseWrite passes the half close through: net/http closes a connection gracefully (its
+// answer first, then the rest of the client's body drained) only on a connection that has it,
+// so without it a client sending too large a body got a reset instead of its 413.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

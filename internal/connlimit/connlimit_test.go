@@ -107,3 +107,40 @@ func TestCloseTwiceReleasesOnce(t *testing.T) {
 		t.Fatalf("open %d, want 1", n)
 	}
 }
+
+// TestHalfClosePassedThrough: an accepted connection keeps its half close (net/http answers a
+// too large body gracefully, with its 413, only on a connection that has one; without, the
+// client could get a reset instead), and it reaches the socket: the client reads EOF while it
+// can still write.
+func TestHalfClosePassedThrough(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := New(raw, 1, nil)
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	cw, ok := server.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("the accepted connection has no CloseWrite")
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read after the server's half close: %d %v, want EOF", n, err)
+	}
+	if _, err := client.Write([]byte("still open")); err != nil {
+		t.Fatalf("client write after the half close: %v", err)
+	}
+}
