@@ -243,6 +243,12 @@ func TestApplyLocalAfterDelete(t *testing.T) {
 	if rec, err := s.ApplyLocal(ctx, key("y"), 30, obj("y", 30)); err != nil || rec != nil {
 		t.Fatalf("ApplyLocal at 30 after the delete at 31: %v %v, want nothing stored", rec, err)
 	}
+	// n: made by a forwarded write at 34 and deleted at 35 before the hub sent it; the hub's
+	// Delete comes (for a key the edge never held) before the write's answer.
+	applyNow(t, s, &protocol.Delete{Key: key("n"), Rev: 35})
+	if rec, err := s.ApplyLocal(ctx, key("n"), 34, obj("n", 34)); err != nil || rec != nil {
+		t.Fatalf("ApplyLocal at 34 after the delete at 35 of a key never held: %v %v, want nothing stored", rec, err)
+	}
 	// Made again after the delete, answered before the hub sends it: stored.
 	if rec, err := s.ApplyLocal(ctx, key("y"), 32, obj("y", 32)); err != nil || rec == nil || rec.Rev != 32 {
 		t.Fatalf("ApplyLocal at 32, after the delete at 31: %v %v, want it stored", rec, err)

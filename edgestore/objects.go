@@ -210,6 +210,9 @@ func (s *Store) applyDelete(tx *bolt.Tx, st *txState, key resource.Key, rev uint
 	b := tx.Bucket(bucketObjects)
 	v := b.Get([]byte(sk))
 	if v == nil {
+		// Remembered all the same: the hub deletes what it marked whether or not the edge
+		// had it, and the answer to a write the metaserver forwarded may come after this.
+		s.noteDeletedAhead(st, sk, rev)
 		return nil
 	}
 	old, err := decodeRecord(s.reg, sk, v)
@@ -223,15 +226,22 @@ func (s *Store) applyDelete(tx *bolt.Tx, st *txState, key resource.Key, rev uint
 	if err := b.Delete([]byte(sk)); err != nil {
 		return err
 	}
-	if rev > st.c.cursor && !s.resetting {
-		if s.deletedAhead == nil {
-			s.deletedAhead = map[string]uint64{}
-		}
-		s.deletedAhead[sk] = max(s.deletedAhead[sk], rev)
-	}
+	s.noteDeletedAhead(st, sk, rev)
 	st.c.localRev++
 	st.changes = append(st.changes, Change{Key: sk, Rev: st.c.localRev, Old: old})
 	return nil
+}
+
+// noteDeletedAhead remembers a delete beyond the cursor for ApplyLocal, until the cursor
+// passes it.
+func (s *Store) noteDeletedAhead(st *txState, sk string, rev uint64) {
+	if rev <= st.c.cursor || s.resetting {
+		return
+	}
+	if s.deletedAhead == nil {
+		s.deletedAhead = map[string]uint64{}
+	}
+	s.deletedAhead[sk] = max(s.deletedAhead[sk], rev)
 }
 
 // sweep deletes every key the reset did not name.
