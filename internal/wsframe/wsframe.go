@@ -68,8 +68,9 @@ type Deadline struct {
 // SilenceLimit is how long a session may hear nothing from its peer before it takes it for
 // dead: two heartbeat intervals, as SPEC §8 promises, but never less than one interval and a
 // write timeout (a short heartbeat must still leave a ping stuck in its write time to arrive).
+// A Deadline may fire after seven eighths of its wait, so that floor is eight sevenths of it.
 func SilenceLimit(heartbeat, writeTimeout time.Duration) time.Duration {
-	return max(2*heartbeat, heartbeat+writeTimeout)
+	return max(2*heartbeat, (heartbeat+writeTimeout)*8/7)
 }
 
 // NewDeadline arms c's read deadline wait after now.
