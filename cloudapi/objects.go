@@ -625,6 +625,11 @@ func (o *Objects) Delete(ctx context.Context, info resource.Info, ns, name strin
 type object map[string]any
 
 func decodeObject(b []byte) (object, error) {
+	// Also for what a patch made, and for reports: a shape that would cost the typed decodes
+	// of validation gigabytes is refused first.
+	if err := kubeapi.CheckJSONShape(b); err != nil {
+		return nil, err
+	}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
 	var m map[string]any

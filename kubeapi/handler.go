@@ -218,6 +218,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (verb string, co
 			return req.verb, h.fail(w, err)
 		}
 		body, err := h.readBody(w, r)
+		if err == nil {
+			err = CheckJSONShape(body)
+		}
 		if err != nil {
 			return req.verb, h.fail(w, err)
 		}
@@ -363,6 +366,9 @@ func (h *Handler) body(w http.ResponseWriter, r *http.Request, req request) ([]b
 	}
 	body, err := DecodeBody(ct, raw)
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckJSONShape(body); err != nil {
 		return nil, err
 	}
 	if err := checkKind(req.info, body); err != nil {
