@@ -142,3 +142,26 @@ func TestCreateRacingANamespaceDelete(t *testing.T) {
 		t.Fatalf("the racing object was left: %d %s", code, out)
 	}
 }
+
+// TestSystemNamespacesNotDeleted: deleting default (or kube-system, kube-public,
+// kube-node-lease) is refused with 403, as Kubernetes does, and what is in it stays; it was
+// deleted with everything in it, on every edge.
+func TestSystemNamespacesNotDeleted(t *testing.T) {
+	c := newCloud(t, 1000)
+	for _, ns := range []string{"default", "kube-system"} {
+		if code, _ := c.do(http.MethodGet, nsPath+"/"+ns, "", ""); code == 404 {
+			c.must(http.MethodPost, nsPath, nsJSON(ns))
+		}
+		c.must(http.MethodPost, "/api/v1/namespaces/"+ns+"/configmaps", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg"}}`)
+		code, body := c.do(http.MethodDelete, nsPath+"/"+ns, "", "")
+		if code != http.StatusForbidden || !strings.Contains(string(body), "may not be deleted") {
+			t.Fatalf("DELETE namespace %s: %d %s, want 403", ns, code, body)
+		}
+		if code, _ := c.do(http.MethodGet, "/api/v1/namespaces/"+ns+"/configmaps/cfg", "", ""); code != 200 {
+			t.Fatalf("the ConfigMap in %s after the refused delete: %d", ns, code)
+		}
+		if _, body := c.do(http.MethodGet, nsPath+"/"+ns, "", ""); strings.Contains(string(body), "deletionTimestamp") {
+			t.Fatalf("namespace %s marked for deletion: %s", ns, body)
+		}
+	}
+}

@@ -604,6 +604,10 @@ func (o *Objects) Delete(ctx context.Context, info resource.Info, ns, name strin
 		expect = cur.ModRev
 	}
 	if info.GroupResource() == resource.Namespaces {
+		if immortal(name) {
+			// As Kubernetes answers: deleting one would delete everything in it, on every edge.
+			return nil, kubeapi.Forbidden(info.Group, info.Resource, name, errors.New("this namespace may not be deleted"))
+		}
 		return o.terminateNamespace(ctx, info, cur, expect)
 	}
 	_, _, err = o.backend.Delete(ctx, cur.StoreKey, expect)
@@ -619,6 +623,15 @@ func (o *Objects) Delete(ctx context.Context, info resource.Info, ns, name strin
 		"kind": "Status", "apiVersion": "v1", "status": "Success",
 		"details": map[string]any{"name": name, "group": info.Group, "kind": info.Resource, "uid": cur.UID},
 	})
+}
+
+// immortal says whether Kubernetes refuses to delete the namespace name.
+func immortal(name string) bool {
+	switch name {
+	case "default", "kube-system", "kube-public", "kube-node-lease":
+		return true
+	}
+	return false
 }
 
 // object is a decoded JSON object; numbers stay json.Number so nothing is rounded.
