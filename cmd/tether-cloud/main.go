@@ -101,7 +101,7 @@ type config struct {
 	watchCacheWindow                          time.Duration
 	watchCacheBytes                           int64
 	printConfig                               bool
-	newClusterID                              bool
+	replaceClusterID                          string
 }
 
 func flags(c *config, stdout io.Writer) *pflag.FlagSet {
@@ -111,7 +111,7 @@ func flags(c *config, stdout io.Writer) *pflag.FlagSet {
 	host, _ := os.Hostname()
 	fs.String("config", "", "YAML file whose keys are these flags' names")
 	fs.BoolVar(&c.printConfig, "print-config", false, "print the effective configuration and exit")
-	fs.BoolVar(&c.newClusterID, "new-cluster-id", false, "give the store a new cluster ID before serving, once, after restoring it from a backup: every edge then gets a full reset (with etcd, stop every other replica first)")
+	fs.StringVar(&c.replaceClusterID, "replace-cluster-id", "", "after restoring the store from a backup: if its cluster ID is this one (logged at start, and in /tether/v1/info), give it a new one, so that every edge gets a full reset; once only, as the ID then differs (with etcd, stop every replica first)")
 	fs.StringVar(&c.dataDir, "data-dir", "./data/cloud", "directory for the store and the CA")
 	fs.StringVar(&c.hubListen, "hub-listen", "0.0.0.0:10000", "hub address (TLS websocket, client certificates)")
 	fs.StringVar(&c.joinListen, "join-listen", "0.0.0.0:10002", "join address (HTTPS)")
@@ -323,12 +323,9 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 		}
 		return nil
 	}
-	if c.newClusterID {
-		log.Warn().Msg("--new-cluster-id: the store gets a new cluster ID; every edge will get a full reset")
-	}
 	switch c.storeKind {
 	case "etcd":
-		c.etcd.NewClusterID = c.newClusterID
+		c.etcd.ReplaceClusterID = c.replaceClusterID
 		es, err := etcdstore.Open(ctx, c.etcd, log, promReg)
 		if err != nil {
 			return err
@@ -351,7 +348,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 			return err
 		}
 		bcfg := boltstore.DefaultConfig(filepath.Join(c.dataDir, "cloud.db"))
-		bcfg.History, bcfg.NewClusterID = c.history, c.newClusterID
+		bcfg.History, bcfg.ReplaceClusterID = c.history, c.replaceClusterID
 		bs, err := boltstore.Open(bcfg, log, promReg)
 		if err != nil {
 			return err

@@ -136,16 +136,18 @@ func TestKillDuringStream(t *testing.T) {
 	e.check(t)
 }
 
-// TestRestoredBackupNewClusterID: a cloud restored from a backup of its store and started once
-// with --new-cluster-id gives every edge a full reset, even after the restored history has
-// written past the edge's cursor: what only the lost history had goes from the edge. Without
-// the flag such an edge was caught up incrementally from a cursor of the lost history, and kept
-// that object for good.
+// TestRestoredBackupNewClusterID: a cloud restored from a backup of its store and started with
+// --replace-cluster-id (the ID the restored store holds) gives every edge a full reset, even
+// after the restored history has written past the edge's cursor: what only the lost history
+// had goes from the edge. Without the flag such an edge was caught up incrementally from a
+// cursor of the lost history, and kept that object for good. Started again with the flag left
+// on, the cloud keeps its new ID.
 func TestRestoredBackupNewClusterID(t *testing.T) {
 	c := newCloud(t)
 	e := newEdge(t, c, "edge-1")
 	mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj("before"))
 	waitNames(t, e.url(paths["services"]), q("before")...)
+	id := clusterID(t, c)
 	c.stop()
 	db := filepath.Join(c.dir, "cloud.db")
 	backup, err := os.ReadFile(db)
@@ -161,9 +163,12 @@ func TestRestoredBackupNewClusterID(t *testing.T) {
 	if err := os.WriteFile(db, backup, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.extra = append(c.extra, "--new-cluster-id")
+	c.extra = append(c.extra, "--replace-cluster-id", id)
 	c.start(t)
-	c.extra = c.extra[:len(c.extra)-1]
+	newID := clusterID(t, c)
+	if newID == id {
+		t.Fatalf("cluster ID %s kept", id)
+	}
 	// The restored history writes past the revision the edge had reached.
 	for i := 0; cloudRV(t, c) <= head+2; i++ {
 		mustDo(t, http.MethodPost, c.url(paths["services"]), serviceObj(fmt.Sprint("after-", i)))
@@ -173,6 +178,22 @@ func TestRestoredBackupNewClusterID(t *testing.T) {
 		got := names(t, e.url(paths["services"]))
 		return !slices.Contains(got, q("lost")[0]) && slices.Contains(got, q("before")[0]) && slices.Contains(got, q("after-0")[0])
 	})
+	c.stop()
+	c.start(t) // the flag still given
+	if got := clusterID(t, c); got != newID {
+		t.Fatalf("started again with the flag: cluster ID %s, want %s kept", got, newID)
+	}
+}
+
+// clusterID is the cloud's cluster ID, from /tether/v1/info.
+func clusterID(t *testing.T, c *cloud) string {
+	t.Helper()
+	var info struct{ Cluster string }
+	json.Unmarshal(mustDo(t, http.MethodGet, c.url("/tether/v1/info"), nil), &info)
+	if info.Cluster == "" {
+		t.Fatal("no cluster ID in /tether/v1/info")
+	}
+	return info.Cluster
 }
 
 // cloudRV is the cloud's current revision, as a list of Services reports it.

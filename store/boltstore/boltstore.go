@@ -45,9 +45,11 @@ type Config struct {
 	// WatchBuffer is how many undelivered events a watcher may have before it is dropped with
 	// store.ErrSlowWatcher.
 	WatchBuffer int
-	// NewClusterID gives the store a new cluster ID at Open, as after restoring it from a
-	// backup: edges' cursors then belong to another history, and each gets a full reset.
-	NewClusterID bool
+	// ReplaceClusterID, if the store's cluster ID is this one, gives it a new one at Open, as
+	// after restoring it from a backup: edges' cursors then belong to another history, and each
+	// gets a full reset. Naming the ID replaced makes it once only: a store whose ID is already
+	// another (replaced at an earlier start) is left alone.
+	ReplaceClusterID string
 }
 
 // DefaultConfig returns the defaults for a store at path.
@@ -161,8 +163,13 @@ func (s *Store) init() error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if id := meta.Get(metaCluster); id != nil && !s.cfg.NewClusterID {
+		id := meta.Get(metaCluster)
+		replace := id != nil && s.cfg.ReplaceClusterID != "" && string(id) == s.cfg.ReplaceClusterID
+		if id != nil && !replace {
 			s.cluster = string(id)
+			if s.cfg.ReplaceClusterID != "" {
+				s.log.Info().Str("cluster", s.cluster).Str("replace", s.cfg.ReplaceClusterID).Msg("the store's cluster ID is not the one to replace; kept")
+			}
 		} else {
 			var b [16]byte
 			if _, err := rand.Read(b[:]); err != nil {
@@ -171,6 +178,9 @@ func (s *Store) init() error {
 			s.cluster = hex.EncodeToString(b[:])
 			if err := meta.Put(metaCluster, []byte(s.cluster)); err != nil {
 				return err
+			}
+			if replace {
+				s.log.Warn().Str("was", string(id)).Str("cluster", s.cluster).Msg("cluster ID replaced: every edge gets a full reset")
 			}
 		}
 		s.rev = getInt(meta, metaRev)

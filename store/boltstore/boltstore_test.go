@@ -210,28 +210,31 @@ func TestConcurrentWritersShareCommits(t *testing.T) {
 	}
 }
 
-// TestNewClusterID: NewClusterID gives a reopened store a new cluster ID, kept from then on.
-func TestNewClusterID(t *testing.T) {
+// TestReplaceClusterID: ReplaceClusterID naming the store's ID gives it a new one, kept from
+// then on; left set at the next start, it names an ID the store no longer has and does nothing.
+func TestReplaceClusterID(t *testing.T) {
 	s := openTest(t, nil)
 	id, path := s.ClusterID(), s.Path()
 	s.Close()
-	cfg := DefaultConfig(path)
-	cfg.NewClusterID = true
-	s2, err := Open(cfg, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
+	reopen := func(replace string) string {
+		t.Helper()
+		cfg := DefaultConfig(path)
+		cfg.ReplaceClusterID = replace
+		s, err := Open(cfg, zerolog.Nop(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		return s.ClusterID()
 	}
-	newID := s2.ClusterID()
-	s2.Close()
+	newID := reopen(id)
 	if newID == id {
-		t.Fatal("NewClusterID kept the cluster ID")
+		t.Fatal("ReplaceClusterID of the store's own ID kept it")
 	}
-	s3, err := Open(DefaultConfig(path), zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
+	if again := reopen(id); again != newID {
+		t.Fatalf("started again with the flag: %s, want %s kept", again, newID)
 	}
-	defer s3.Close()
-	if s3.ClusterID() != newID {
-		t.Fatalf("reopened without the flag: %s, want the new %s", s3.ClusterID(), newID)
+	if plain := reopen(""); plain != newID {
+		t.Fatalf("reopened without the flag: %s, want %s", plain, newID)
 	}
 }

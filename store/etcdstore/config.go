@@ -41,10 +41,12 @@ type Config struct {
 	// ListPage is how many keys one range request reads; a longer List reads several pages at
 	// the first page's revision, so the result is still one consistent snapshot.
 	ListPage int
-	// NewClusterID gives the cluster a new ID at Open, as after restoring etcd from a backup:
-	// edges' cursors then belong to another history, and each gets a full reset. Every other
-	// replica must be stopped meanwhile and started after (each reads the ID once, at Open).
-	NewClusterID bool
+	// ReplaceClusterID, if the cluster's ID is this one, gives it a new one at Open, as after
+	// restoring etcd from a backup: edges' cursors then belong to another history, and each
+	// gets a full reset. The swap is a compare-and-swap on the old ID, so replicas started with
+	// it together, or again later, replace it once. Replicas running meanwhile keep the old ID
+	// (each reads it at Open): stop them all first.
+	ReplaceClusterID string
 }
 
 // DefaultConfig returns the defaults for the given endpoints.

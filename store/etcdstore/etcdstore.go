@@ -139,9 +139,16 @@ func (s *Store) init(ctx context.Context) error {
 		return err
 	}
 	id := hex.EncodeToString(b[:])
-	if s.cfg.NewClusterID {
-		if _, err := s.client.Put(ctx, s.clusterKey, id); err != nil {
+	if old := s.cfg.ReplaceClusterID; old != "" {
+		resp, err := s.client.Txn(ctx).If(clientv3.Compare(clientv3.Value(s.clusterKey), "=", old)).
+			Then(clientv3.OpPut(s.clusterKey, id)).Commit()
+		if err != nil {
 			return err
+		}
+		if resp.Succeeded {
+			s.log.Warn().Str("was", old).Str("cluster", id).Msg("cluster ID replaced: every edge gets a full reset")
+		} else {
+			s.log.Info().Str("replace", old).Msg("the cluster's ID is not the one to replace; kept")
 		}
 	}
 	resp, err := s.client.Txn(ctx).

@@ -460,18 +460,23 @@ func TestValueTooLarge(t *testing.T) {
 	}
 }
 
-// TestNewClusterID: NewClusterID gives the cluster a new ID, which replicas opened after it then
-// share; without it the ID is kept.
-func TestNewClusterID(t *testing.T) {
+// TestReplaceClusterID: ReplaceClusterID naming the cluster's ID gives it a new one, which
+// replicas opened after it read; one started with the same flag after it, or with it too,
+// replaces nothing more.
+func TestReplaceClusterID(t *testing.T) {
 	srv := etcdtest.Start(t)
 	var prefix string
 	a := openTest(t, srv, func(c *Config) { prefix = c.Prefix })
-	same := func(c *Config) { c.Prefix = prefix }
-	b := openTest(t, srv, func(c *Config) { same(c); c.NewClusterID = true })
-	if b.ClusterID() == a.ClusterID() {
-		t.Fatal("NewClusterID kept the cluster ID")
+	old := a.ClusterID()
+	replace := func(c *Config) { c.Prefix, c.ReplaceClusterID = prefix, old }
+	b := openTest(t, srv, replace)
+	if b.ClusterID() == old {
+		t.Fatal("ReplaceClusterID of the cluster's own ID kept it")
 	}
-	if c := openTest(t, srv, same); c.ClusterID() != b.ClusterID() {
-		t.Fatalf("a replica opened after it reads %s, want the new %s", c.ClusterID(), b.ClusterID())
+	if c := openTest(t, srv, replace); c.ClusterID() != b.ClusterID() {
+		t.Fatalf("a replica started with the same flag after it reads %s, want %s", c.ClusterID(), b.ClusterID())
+	}
+	if d := openTest(t, srv, func(c *Config) { c.Prefix = prefix }); d.ClusterID() != b.ClusterID() {
+		t.Fatalf("a replica opened after it reads %s, want %s", d.ClusterID(), b.ClusterID())
 	}
 }
