@@ -135,6 +135,11 @@ type Hub struct {
 	// processed is the last index revision whose marks are all placed. A writer that reads it
 	// before taking a session's pending keys knows every change up to it is among them.
 	processed atomic.Int64
+	// advanced is closed and replaced each time processed moves while handshakes wait for it
+	// (waitProcessed; waiters counts them), so they wake on the change, not by polling.
+	advMu    sync.Mutex
+	advanced chan struct{}
+	waiters  atomic.Int32
 	// routed is the revision of the last change any node's view could see.
 	routed atomic.Int64
 
@@ -197,6 +202,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		log:      d.Log.With().Str("component", "cloudhub").Logger(),
 		sessions: map[string]*session{},
 		grace:    map[string]*time.Timer{},
+		advanced: make(chan struct{}),
 		ring:     ring{size: cfg.History},
 		ready:    make(chan struct{}),
 		// A first failure is tried again 2.5–7.5 s later: soon enough that a node shows Ready
@@ -391,20 +397,36 @@ func (h *Hub) onUpdate(u index.Update) {
 func (h *Hub) advance(rev int64) {
 	if rev > h.processed.Load() {
 		h.processed.Store(rev)
+		if h.waiters.Load() > 0 {
+			h.advMu.Lock()
+			close(h.advanced)
+			h.advanced = make(chan struct{})
+			h.advMu.Unlock()
+		}
 	}
 }
 
 // waitProcessed waits, at most d, until the hub has processed the store's changes through rev
 // (see session.handshake), and says whether it has.
 func (h *Hub) waitProcessed(rev int64, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for h.processed.Load() < rev {
-		if time.Now().After(deadline) {
-			return false
+	h.waiters.Add(1)
+	defer h.waiters.Add(-1)
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		// The channel is taken before processed is read: a move after the read closes it.
+		h.advMu.Lock()
+		moved := h.advanced
+		h.advMu.Unlock()
+		if h.processed.Load() >= rev {
+			return true
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-moved:
+		case <-timeout.C:
+			return h.processed.Load() >= rev
+		}
 	}
-	return true
 }
 
 // attach registers a session after its Hello and computes its catch-up. It returns the mode.
