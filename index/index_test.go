@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,5 +214,33 @@ func TestContentLeavesOutOnlyWhatTheEdgeReports(t *testing.T) {
 	withNote := `{"metadata":{"name":"d1","annotations":{"note":"x"%s}},"spec":{"nodeName":"edge-1"}}`
 	if content(dev, fmt.Sprintf(withNote, ""), 11) != content(dev, fmt.Sprintf(withNote, `,"tether.dev/report-epoch":"edge-1/7"`), 12) {
 		t.Error("a report epoch beside another annotation changed the Device's Content")
+	}
+}
+
+// TestVolumePluginSecretsRouted: Secrets that volume plugins take (a CSI volume's
+// nodePublishSecretRef, the secretRef of cephfs, rbd, iscsi, flexVolume, scaleIO, storageos and
+// cinder, azureFile's secretName) reach the pod's node, as Kubernetes' node authorizer lets a
+// node read them; they were not routed.
+func TestVolumePluginSecretsRouted(t *testing.T) {
+	pod := `{"metadata":{"name":"p","namespace":"default"},"spec":{"nodeName":"edge-1","volumes":[
+		{"name":"a","csi":{"driver":"d","nodePublishSecretRef":{"name":"csi"}}},
+		{"name":"b","cephfs":{"monitors":["m"],"secretRef":{"name":"ceph"}}},
+		{"name":"c","rbd":{"monitors":["m"],"image":"i","secretRef":{"name":"rbd"}}},
+		{"name":"d","iscsi":{"targetPortal":"t","iqn":"q","lun":0,"secretRef":{"name":"iscsi"}}},
+		{"name":"e","flexVolume":{"driver":"f","secretRef":{"name":"flex"}}},
+		{"name":"f","scaleIO":{"gateway":"g","system":"s","secretRef":{"name":"scaleio"}}},
+		{"name":"g","storageos":{"volumeName":"v","secretRef":{"name":"storageos"}}},
+		{"name":"h","cinder":{"volumeID":"v","secretRef":{"name":"cinder"}}},
+		{"name":"i","azureFile":{"secretName":"azure","shareName":"s"}}]}}`
+	o, err := Decode(resource.New(), store.KV{Key: "/pods/default/p", Value: []byte(pod), CreateRev: 1, ModRev: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range o.Refs {
+		got = append(got, strings.TrimPrefix(r, "/secrets/default/"))
+	}
+	if want := "[csi ceph rbd iscsi flex scaleio storageos cinder azure]"; fmt.Sprint(got) != want {
+		t.Fatalf("refs %v, want %s", got, want)
 	}
 }

@@ -218,6 +218,42 @@ type volume struct {
 			Secret    *nameRef `json:"secret"`
 		} `json:"sources"`
 	} `json:"projected"`
+	// Volume plugins that take a Secret, as Kubernetes' node authorizer lets a node read it.
+	CSI *struct {
+		NodePublishSecretRef *nameRef `json:"nodePublishSecretRef"`
+	} `json:"csi"`
+	CephFS     *secretRefOf `json:"cephfs"`
+	RBD        *secretRefOf `json:"rbd"`
+	ISCSI      *secretRefOf `json:"iscsi"`
+	FlexVolume *secretRefOf `json:"flexVolume"`
+	ScaleIO    *secretRefOf `json:"scaleIO"`
+	StorageOS  *secretRefOf `json:"storageos"`
+	Cinder     *secretRefOf `json:"cinder"`
+	AzureFile  *struct {
+		SecretName string `json:"secretName"`
+	} `json:"azureFile"`
+}
+
+// secretRefOf is a volume plugin's secretRef.
+type secretRefOf struct {
+	SecretRef *nameRef `json:"secretRef"`
+}
+
+// secrets are the names of the Secrets v's plugin takes.
+func (v *volume) secrets() []string {
+	var out []string
+	for _, p := range []*secretRefOf{v.CephFS, v.RBD, v.ISCSI, v.FlexVolume, v.ScaleIO, v.StorageOS, v.Cinder} {
+		if p != nil && p.SecretRef != nil {
+			out = append(out, p.SecretRef.Name)
+		}
+	}
+	if v.CSI != nil && v.CSI.NodePublishSecretRef != nil {
+		out = append(out, v.CSI.NodePublishSecretRef.Name)
+	}
+	if v.AzureFile != nil {
+		out = append(out, v.AzureFile.SecretName)
+	}
+	return out
 }
 
 type container struct {
@@ -278,6 +314,9 @@ func podRefs(ns string, s *boundSpec) []string {
 		}
 		if v.Secret != nil {
 			add(resource.Secrets, v.Secret.SecretName)
+		}
+		for _, name := range v.secrets() {
+			add(resource.Secrets, name)
 		}
 		if v.Projected != nil {
 			for _, src := range v.Projected.Sources {
