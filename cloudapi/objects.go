@@ -438,6 +438,9 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			if err := mergeStringData(info, want); err != nil {
 				return nil, err
 			}
+			if err := checkImmutable(info, name, curObj, want); err != nil {
+				return nil, err
+			}
 		}
 		if rv, _ := want.metadata()["resourceVersion"].(string); rv != "" && rv != strconv.FormatInt(cur.ModRev, 10) {
 			return nil, conflict(info, name)
@@ -522,6 +525,44 @@ func keepCloudAnnotations(md, curMD map[string]any) {
 			delete(ann, k)
 		}
 	}
+}
+
+// checkImmutable refuses, with 422 as Kubernetes does, an update that changes what may not
+// change: the uid (taken silently from the stored object before), a Secret's type, and the
+// data of a ConfigMap or Secret marked immutable, or that mark itself.
+func checkImmutable(info resource.Info, name string, cur, want object) error {
+	if uid, ok := want.metadata()["uid"].(string); ok && uid != "" && uid != cur.metadata()["uid"] {
+		return kubeapi.Invalid(info.Kind, name, "metadata.uid: Invalid value: %q: field is immutable", uid)
+	}
+	switch info.GroupResource() {
+	case resource.Secrets:
+		if ct, _ := cur["type"].(string); ct != "" {
+			if wt, _ := want["type"].(string); wt != "" && wt != ct {
+				return kubeapi.Invalid(info.Kind, name, "type: Invalid value: %q: field is immutable", wt)
+			}
+		}
+	case resource.ConfigMaps:
+	default:
+		return nil
+	}
+	if im, _ := cur["immutable"].(bool); !im {
+		return nil
+	}
+	if im, _ := want["immutable"].(bool); !im {
+		return kubeapi.Invalid(info.Kind, name, "immutable: Forbidden: field is immutable when `immutable` is set")
+	}
+	empty := func(v any) any { // an empty map is no map, as Kubernetes compares them
+		if m, ok := v.(map[string]any); ok && len(m) == 0 {
+			return nil
+		}
+		return v
+	}
+	for _, k := range []string{"data", "binaryData"} {
+		if !jsonEqual(empty(cur[k]), empty(want[k])) {
+			return kubeapi.Invalid(info.Kind, name, "%s: Forbidden: field is immutable when `immutable` is set", k)
+		}
+	}
+	return nil
 }
 
 // expectUIDKey is the context key of the UID a write must find: the forwarder checks that an

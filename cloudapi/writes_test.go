@@ -406,3 +406,33 @@ func TestWrongTypesSayWhichField(t *testing.T) {
 		t.Errorf("patch making metadata a string: %d %s, want 400", code, out)
 	}
 }
+
+// TestImmutableFieldsRefused: as Kubernetes answers with 422, an update may not change the
+// uid (it was taken silently from the stored object), a Secret's type, or the data of a
+// ConfigMap or Secret marked immutable, nor lift that mark; other fields of such an object may
+// change.
+func TestImmutableFieldsRefused(t *testing.T) {
+	c := newCloud(t, 1000)
+	cms := "/api/v1/namespaces/ns/configmaps"
+	secrets := "/api/v1/namespaces/ns/secrets"
+	c.must(http.MethodPost, cms, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"im"},"immutable":true,"data":{"a":"1"}}`)
+	c.must(http.MethodPost, secrets, `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"},"type":"Opaque","data":{"a":"MQ=="}}`)
+	c.must(http.MethodPost, cms, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"plain"},"data":{"a":"1"}}`)
+	for _, tc := range []struct{ what, path, ct, body string }{
+		{"immutable data", cms + "/im", "application/merge-patch+json", `{"data":{"a":"2"}}`},
+		{"immutable lifted", cms + "/im", "application/merge-patch+json", `{"immutable":false}`},
+		{"secret type", secrets + "/s", "application/merge-patch+json", `{"type":"kubernetes.io/tls"}`},
+		{"uid", cms + "/plain", "application/merge-patch+json", `{"metadata":{"uid":"another"}}`},
+	} {
+		code, body := c.do(http.MethodPatch, tc.path, tc.ct, tc.body)
+		if code != http.StatusUnprocessableEntity || !strings.Contains(string(body), "immutable") {
+			t.Errorf("%s: %d %s, want 422", tc.what, code, body)
+		}
+	}
+	if code, body := c.do(http.MethodPatch, cms+"/im", "application/merge-patch+json", `{"metadata":{"labels":{"x":"1"}}}`); code != http.StatusOK {
+		t.Errorf("a label on an immutable ConfigMap: %d %s", code, body)
+	}
+	if code, body := c.do(http.MethodPatch, cms+"/plain", "application/merge-patch+json", `{"data":{"a":"2"}}`); code != http.StatusOK {
+		t.Errorf("the data of a mutable ConfigMap: %d %s", code, body)
+	}
+}
