@@ -682,3 +682,21 @@ func TestJoinAnnotationsAreTheClouds(t *testing.T) {
 		t.Fatalf("after a patch changing them: %v, want %v", got, want)
 	}
 }
+
+// TestComplexReportRefused: a node status report holding more than kubeapi.MaxJSONContainers
+// objects (well under the size limits) is dropped as bad, and the Node stays writable. Before,
+// it was stored, and every later write of that Node (Ready, a re-join, a label) failed decoding
+// it again.
+func TestComplexReportRefused(t *testing.T) {
+	c := newCloud(t, 1000)
+	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
+	ns := NewNodeStatus(c.objects, resource.New(), "r1", time.Now)
+	raw := []byte(`{"addresses":[` + strings.Repeat(`{},`, kubeapi.MaxJSONContainers) + `{}]}`)
+	err := ns.Apply(context.Background(), "edge-1", 0, &protocol.Report{Seq: 1, Kind: protocol.ReportNodeStatus, Payload: raw})
+	if !errors.Is(err, cloudhub.ErrBadReport) {
+		t.Fatalf("a node status report of %d objects: %v, want a bad report", kubeapi.MaxJSONContainers+2, err)
+	}
+	if code, body := c.do(http.MethodPatch, nodesPath+"/edge-1", "application/merge-patch+json", `{"metadata":{"labels":{"x":"1"}}}`); code != http.StatusOK {
+		t.Fatalf("a label on the Node after the refused report: %d %s", code, body)
+	}
+}

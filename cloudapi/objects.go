@@ -536,10 +536,14 @@ func checkImmutable(info resource.Info, name string, cur, want object) error {
 	}
 	switch info.GroupResource() {
 	case resource.Secrets:
-		if ct, _ := cur["type"].(string); ct != "" {
-			if wt, _ := want["type"].(string); wt != "" && wt != ct {
-				return kubeapi.Invalid(info.Kind, name, "type: Invalid value: %q: field is immutable", wt)
+		typ := func(o object) string { // none is Opaque, as Kubernetes defaults it
+			if t, _ := o["type"].(string); t != "" {
+				return t
 			}
+			return "Opaque"
+		}
+		if wt := typ(want); wt != typ(cur) {
+			return kubeapi.Invalid(info.Kind, name, "type: Invalid value: %q: field is immutable", wt)
 		}
 	case resource.ConfigMaps:
 	default:
@@ -679,11 +683,6 @@ func immortal(name string) bool {
 type object map[string]any
 
 func decodeObject(b []byte) (object, error) {
-	// Also for what a patch made, and for reports: a shape that would cost the typed decodes
-	// of validation gigabytes is refused first.
-	if err := kubeapi.CheckJSONShape(b); err != nil {
-		return nil, err
-	}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
 	var m map[string]any

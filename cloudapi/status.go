@@ -229,6 +229,9 @@ func (n *NodeStatus) Apply(ctx context.Context, node string, epoch int64, r *pro
 const maxNodeConditions = 16
 
 func (n *NodeStatus) applyNodeStatus(ctx context.Context, node string, epoch int64, payload []byte) error {
+	if err := kubeapi.CheckJSONShape(payload); err != nil {
+		return fmt.Errorf("%w: node status: %v", cloudhub.ErrBadReport, err)
+	}
 	var rep nodeReport
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()

@@ -61,6 +61,12 @@ func validate(reg *resource.Registry, info resource.Info, ns, name string, obj o
 		// edge reads and a body the API accepts.
 		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the %s would be %d bytes, over the limit of %d", info.Kind, len(raw), maxObjectBytes))
 	}
+	// Whatever made it (a body, a patch, a report), a shape that would cost the typed decodes
+	// below gigabytes is refused first; it is never stored, so no stored object is too
+	// complex to decode again.
+	if err := kubeapi.CheckJSONShape(raw); err != nil {
+		return nil, err
+	}
 	if err := kubeapi.CheckQuantities(info.Kind, obj); err != nil {
 		return nil, kubeapi.BadRequest("the object is not a valid %s: %v", info.Kind, err)
 	}

@@ -429,6 +429,19 @@ func TestImmutableFieldsRefused(t *testing.T) {
 			t.Errorf("%s: %d %s, want 422", tc.what, code, body)
 		}
 	}
+	// A Secret's type, none being Opaque: a PUT that leaves out a TLS Secret's type, and a
+	// patch giving one to a Secret made without.
+	c.must(http.MethodPost, secrets, `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"tls"},"type":"kubernetes.io/tls","data":{"tls.crt":"","tls.key":""}}`)
+	c.must(http.MethodPost, secrets, `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"untyped"}}`)
+	if code, body := c.do(http.MethodPut, secrets+"/tls", "application/json", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"tls"},"data":{"tls.crt":"","tls.key":""}}`); code != http.StatusUnprocessableEntity {
+		t.Errorf("a PUT without the TLS Secret's type: %d %s, want 422", code, body)
+	}
+	if code, body := c.do(http.MethodPatch, secrets+"/untyped", "application/merge-patch+json", `{"type":"kubernetes.io/tls"}`); code != http.StatusUnprocessableEntity {
+		t.Errorf("a type given to a Secret made without: %d %s, want 422", code, body)
+	}
+	if code, body := c.do(http.MethodPatch, secrets+"/untyped", "application/merge-patch+json", `{"type":"Opaque"}`); code != http.StatusOK {
+		t.Errorf("Opaque given to a Secret made without a type: %d %s, want 200", code, body)
+	}
 	if code, body := c.do(http.MethodPatch, cms+"/im", "application/merge-patch+json", `{"metadata":{"labels":{"x":"1"}}}`); code != http.StatusOK {
 		t.Errorf("a label on an immutable ConfigMap: %d %s", code, body)
 	}

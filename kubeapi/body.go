@@ -32,6 +32,9 @@ func DecodeBody(contentType string, body []byte) ([]byte, error) {
 	switch mt {
 	case "application/json", "*/*":
 	case "application/yaml", "application/x-yaml", "text/yaml":
+		if err := checkYAMLShape(body); err != nil {
+			return nil, err
+		}
 		j, err := yaml.YAMLToJSON(body)
 		if err != nil {
 			return nil, BadRequest("the request body is not valid YAML: %v", err)

@@ -359,6 +359,9 @@ func (h *Handler) body(w http.ResponseWriter, r *http.Request, req request) ([]b
 	}
 	ct := r.Header.Get("Content-Type")
 	if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == mediaProtobuf {
+		if err := checkProtobufShape(raw); err != nil {
+			return nil, err
+		}
 		if raw, err = h.proto.toJSON(raw); err != nil {
 			return nil, err
 		}

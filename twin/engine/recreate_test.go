@@ -29,17 +29,18 @@ func TestDeviceMadeAgainInOneChange(t *testing.T) {
 	r := newRig(t, nil, nil)
 	r.model("m", "temp", "INT")
 	r.model("m2", "pressure", "INT")
-	r.apply(r.deviceWithUID("thermo", "uid-1", "m"))
-	r.waitDevice("thermo")
 	members := "$hw/events/node/" + node + "/membership/updated"
 	c := newClient(t, r.url, "$hw/events/node/"+node+"/#", dev+"#")
+	r.apply(r.deviceWithUID("thermo", "uid-1", "m"))
+	r.waitDevice("thermo")
+	c.next(members, 1) // added
 	c.publish(dev+"twin/update", []byte(`{"event_id":"u1","twin":{"temp":{"actual":{"value":"19"}}}}`))
 	c.next(dev+"twin/update/result", 1)
 
 	r.rev++
 	del := &protocol.Delete{Rev: r.rev, Key: resource.Key{Resource: resource.Devices, Namespace: ns, Name: "thermo"}}
 	r.apply(del, r.deviceWithUID("thermo", "uid-2", "m2"))
-	gone, back := c.next(members, 1), c.next(members, 2)
+	gone, back := c.next(members, 2), c.next(members, 3)
 	if rm := gone["removed_devices"].([]any); len(rm) != 1 || len(gone["added_devices"].([]any)) != 0 {
 		t.Fatalf("first membership/updated after the device was made again: %v, want it removed", gone)
 	}
