@@ -17,6 +17,12 @@ import (
 	"github.com/tetherhub/tether/resource"
 )
 
+// upsert is the hub's Upsert of ConfigMap ns/name at rev.
+func upsert(name string, rev uint64) *protocol.Upsert {
+	return &protocol.Upsert{Key: resource.Key{Resource: resource.ConfigMaps, Namespace: "ns", Name: name}, Rev: rev,
+		Object: []byte(`{"metadata":{"name":"` + name + `","namespace":"ns"}}`)}
+}
+
 // TestApplyAfterAFailureIsRefused: when the hub's data cannot be stored (here a damaged record;
 // in the field a full disk), nothing the hub sends after it may be stored either, even in the
 // same transaction: a later Progress would move the cursor past the missing data, and the next
@@ -25,10 +31,6 @@ import (
 func TestApplyAfterAFailureIsRefused(t *testing.T) {
 	s := openTwinStore(t, nil)
 	ctx := context.Background()
-	upsert := func(name string, rev uint64) *protocol.Upsert {
-		return &protocol.Upsert{Key: resource.Key{Resource: resource.ConfigMaps, Namespace: "ns", Name: name}, Rev: rev,
-			Object: []byte(`{"metadata":{"name":"` + name + `","namespace":"ns"}}`)}
-	}
 	submit := func(msgs ...protocol.Message) <-chan error {
 		done := make(chan error, 1)
 		if err := s.Apply(ctx, msgs, func(err error) { done <- err }); err != nil {
@@ -276,10 +278,6 @@ func TestApplyLocalAfterDelete(t *testing.T) {
 func TestFailedCommitDuringResetBreaksTheSession(t *testing.T) {
 	s := openTwinStore(t, nil)
 	ctx := context.Background()
-	upsert := func(name string, rev uint64) *protocol.Upsert {
-		return &protocol.Upsert{Key: resource.Key{Resource: resource.ConfigMaps, Namespace: "ns", Name: name}, Rev: rev,
-			Object: []byte(`{"metadata":{"name":"` + name + `","namespace":"ns"}}`)}
-	}
 	s.BeginSession(ctx, "c1")
 	applyNow(t, s, &protocol.ResetBegin{}, upsert("a", 1), upsert("b", 1), &protocol.ResetEnd{Through: 1})
 	// A new session's reset, in which the cloud no longer has b.

@@ -535,17 +535,24 @@ func TestDecodeBody(t *testing.T) {
 // are written after it. Before, a bookmark decided while the reader held events taken from the
 // watch (not yet written) named their version and went out first; a client resuming from it
 // would never see them.
-func TestBookmarkNeverAheadOfEvents(t *testing.T) {
-	m := &memStore{cache: NewCache(100_000, 100_000)}
+// watchServer serves a watch cache of size changes, at revision 7, with cfg edited by edit.
+func watchServer(t *testing.T, size int, edit func(*Config)) (*httptest.Server, *memStore) {
+	t.Helper()
+	m := &memStore{cache: NewCache(size, size)}
 	m.cache.Reset(7)
 	cfg := DefaultConfig()
-	cfg.BookmarkInterval = time.Millisecond
+	edit(&cfg)
 	h, err := New(cfg, resource.New(), m, zerolog.Nop(), nil, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv, m
+}
+
+func TestBookmarkNeverAheadOfEvents(t *testing.T) {
+	srv, m := watchServer(t, 100_000, func(c *Config) { c.BookmarkInterval = time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/api/v1/namespaces/ns/configmaps?watch=true&allowWatchBookmarks=true&resourceVersion=7", nil)
@@ -626,16 +633,7 @@ func TestSlowBodyCutOff(t *testing.T) {
 // Status, and client-go, asking while the cap is reached, waits and gets its watch once one
 // closes.
 func TestWatchCap(t *testing.T) {
-	m := &memStore{cache: NewCache(100, 100)}
-	m.cache.Reset(7)
-	cfg := DefaultConfig()
-	cfg.MaxWatches = 2
-	h, err := New(cfg, resource.New(), m, zerolog.Nop(), nil, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	defer srv.Close()
+	srv, _ := watchServer(t, 100, func(c *Config) { c.MaxWatches = 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const path = "/api/v1/namespaces/ns/configmaps?watch=true&resourceVersion=7"
