@@ -102,9 +102,10 @@ type Forwarder interface {
 	Forward(ctx context.Context, node string, req *protocol.Request) *protocol.Response
 }
 
-// Signer renews node certificates; *pki.CA implements it.
+// Signer renews node certificates; *pki.CA implements it. issued is the issue time the
+// certificate records (pki.IssuedAt), apart from now, which its validity starts from.
 type Signer interface {
-	SignCSR(csrPEM []byte, nodeName string, validity time.Duration, now time.Time) ([]byte, error)
+	SignCSRIssued(csrPEM []byte, nodeName string, validity time.Duration, now, issued time.Time) ([]byte, error)
 }
 
 // Hub accepts edge connections and keeps each node's view in sync.

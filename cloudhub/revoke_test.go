@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tetherhub/tether/index"
 	"github.com/tetherhub/tether/pki"
 	"github.com/tetherhub/tether/protocol"
 )
@@ -85,7 +86,7 @@ func TestRejoinEndsTheRetiredSession(t *testing.T) {
 // refusingSigner fails the test if it is asked to sign.
 type refusingSigner struct{ t *testing.T }
 
-func (s refusingSigner) SignCSR([]byte, string, time.Duration, time.Time) ([]byte, error) {
+func (s refusingSigner) SignCSRIssued([]byte, string, time.Duration, time.Time, time.Time) ([]byte, error) {
 	s.t.Error("a renewal was signed")
 	return nil, nil
 }
@@ -233,4 +234,56 @@ func betweenCheckAndAttach(t *testing.T, r *rig, change func() int64) (ws *webso
 	}
 	close(changed)
 	return ws, rev, <-attached
+}
+
+// TestRenewalKeepsTheJoinsIssueTime: a renewed certificate records the issue time of the one it
+// replaces. So a renewal on a replica whose clock is behind the join's is not retired by that
+// join's own cutoff, and a renewal signed before the hub saw a later join (the join's cutoff
+// taken, its write not yet in the index) is retired by it with the rest of the chain. Before,
+// the renewal took the hub's clock: retired at once in the first case, kept in the second.
+func TestRenewalKeepsTheJoinsIssueTime(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	joined := time.Now().Truncate(time.Microsecond)
+	ca, err := pki.LoadOrCreateCA(t.TempDir(), joined.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.hub.signer, r.hub.certValidity = ca, 3*time.Hour
+	clock := joined.Add(-5 * time.Minute) // this replica's clock, behind the one that signed the join
+	r.hub.now = func() time.Time { return clock }
+	r.put(nodeKey("n1"), nodeJSONSince("n1", joined))
+	key, _ := pki.NewKey()
+	csr, err := pki.CreateCSR(key, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{hub: r.hub, node: "n1", done: make(chan struct{}), certIssued: joined.UnixNano(), certExpires: joined.Add(time.Hour).UnixNano()}
+	s.writing = true // no connection: what it would send stays in control
+	renewed := func() time.Time {
+		t.Helper()
+		s.renewing = true
+		s.renew(&protocol.Renew{CSR: csr})
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		m, _ := s.control[len(s.control)-1].(*protocol.Renewed)
+		if m == nil || len(m.Certificate) == 0 {
+			t.Fatalf("renewal refused: %+v", m)
+		}
+		cert, err := pki.ParseCertPEM(m.Certificate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pki.IssuedAt(cert)
+	}
+	node := func() *index.Object { return r.hub.ix.Snapshot().Get(nodeKey("n1")) }
+	if issued := renewed(); retired(node(), issued) != nil {
+		t.Fatalf("renewed on a replica behind the join's clock: issued %s, retired by the join itself (since %s)", issued, joined)
+	}
+	// A later join took its cutoff; the renewal is signed before the hub sees it.
+	clock = joined.Add(2 * time.Second)
+	issued := renewed()
+	r.put(nodeKey("n1"), nodeJSONSince("n1", joined.Add(time.Second)))
+	if retired(node(), issued) == nil {
+		t.Fatalf("a renewal signed before the hub saw a later join (issued %s) is not retired by it", issued)
+	}
 }

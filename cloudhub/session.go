@@ -677,7 +677,11 @@ func (s *session) renew(m *protocol.Renew) {
 		s.send(&protocol.Renewed{Message: msg})
 		return
 	}
-	cert, err := s.hub.signer.SignCSR(m.CSR, s.node, s.hub.certValidity, s.hub.now())
+	// The renewed certificate records the issue time of the one it replaces, the join's: a
+	// later join then retires the whole chain, even a renewal signed while that join was being
+	// recorded, and a replica whose clock is behind the one that signed the join does not make
+	// a renewal that join's cutoff retires at once.
+	cert, err := s.hub.signer.SignCSRIssued(m.CSR, s.node, s.hub.certValidity, s.hub.now(), time.Unix(0, s.certIssued))
 	if err != nil {
 		s.log().Warn().Err(err).Msg("certificate renewal refused")
 		s.send(&protocol.Renewed{Message: err.Error()})
