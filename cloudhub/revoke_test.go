@@ -134,14 +134,29 @@ func TestRenewalAgainOnTheSameSession(t *testing.T) {
 	clock := now
 	r.hub.now = func() time.Time { return clock }
 	r.put(nodeKey("n1"), nodeJSON("n1", "")) // certificates since 2026-01-01
+	renew := renewer(t, r, now)
+	if m := renew(); m == nil || len(m.Certificate) == 0 {
+		t.Fatalf("first renewal: %+v", m)
+	}
+	clock = now.Add(2 * time.Hour) // past the first certificate's expiry, within the renewed one's
+	if m := renew(); m == nil || len(m.Certificate) == 0 {
+		t.Fatalf("second renewal on the same session: %+v", m)
+	}
+}
+
+// renewer makes a session of n1 on r's hub, without a connection (what it would send stays in
+// its control queue), connected with a certificate issued at issued and valid for an hour,
+// and returns a function that has it renew and returns the answer.
+func renewer(t *testing.T, r *rig, issued time.Time) func() *protocol.Renewed {
+	t.Helper()
 	key, _ := pki.NewKey()
 	csr, err := pki.CreateCSR(key, "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &session{hub: r.hub, node: "n1", done: make(chan struct{}), certIssued: now.UnixNano(), certExpires: now.Add(time.Hour).UnixNano()}
-	s.writing = true // no connection: what it would send stays in control
-	renew := func() *protocol.Renewed {
+	s := &session{hub: r.hub, node: "n1", done: make(chan struct{}), certIssued: issued.UnixNano(), certExpires: issued.Add(time.Hour).UnixNano()}
+	s.writing = true
+	return func() *protocol.Renewed {
 		t.Helper()
 		s.renewing = true
 		s.renew(&protocol.Renew{CSR: csr})
@@ -149,13 +164,6 @@ func TestRenewalAgainOnTheSameSession(t *testing.T) {
 		defer s.mu.Unlock()
 		m, _ := s.control[len(s.control)-1].(*protocol.Renewed)
 		return m
-	}
-	if m := renew(); m == nil || len(m.Certificate) == 0 {
-		t.Fatalf("first renewal: %+v", m)
-	}
-	clock = now.Add(2 * time.Hour) // past the first certificate's expiry, within the renewed one's
-	if m := renew(); m == nil || len(m.Certificate) == 0 {
-		t.Fatalf("second renewal on the same session: %+v", m)
 	}
 }
 
@@ -252,20 +260,10 @@ func TestRenewalKeepsTheJoinsIssueTime(t *testing.T) {
 	clock := joined.Add(-5 * time.Minute) // this replica's clock, behind the one that signed the join
 	r.hub.now = func() time.Time { return clock }
 	r.put(nodeKey("n1"), nodeJSONSince("n1", joined))
-	key, _ := pki.NewKey()
-	csr, err := pki.CreateCSR(key, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &session{hub: r.hub, node: "n1", done: make(chan struct{}), certIssued: joined.UnixNano(), certExpires: joined.Add(time.Hour).UnixNano()}
-	s.writing = true // no connection: what it would send stays in control
+	renew := renewer(t, r, joined)
 	renewed := func() time.Time {
 		t.Helper()
-		s.renewing = true
-		s.renew(&protocol.Renew{CSR: csr})
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		m, _ := s.control[len(s.control)-1].(*protocol.Renewed)
+		m := renew()
 		if m == nil || len(m.Certificate) == 0 {
 			t.Fatalf("renewal refused: %+v", m)
 		}
