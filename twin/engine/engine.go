@@ -398,37 +398,24 @@ func (e *Engine) sync(ctx context.Context, key string) {
 	}
 	ns, name := splitKey(strings.TrimPrefix(key, devicesPrefix))
 	id := ns + "/" + name
-	if rec == nil || e.madeAgain(id, rec) {
-		// A delete and a create of the same name can come as one change (one batch, or a
-		// catch-up that sends the last form only): the new Device starts from nothing, and
-		// the mappers hear of one leaving and one coming.
+	if rec == nil {
 		e.remove(ctx, id)
+		return
 	}
-	if rec != nil {
-		e.upsert(ctx, id, rec, nil, true)
-	}
+	e.upsert(ctx, id, rec, nil, true)
 }
 
-// madeAgain says whether rec is another Device than the one the engine serves as id (its uid
-// differs).
-func (e *Engine) madeAgain(id string, rec *edgestore.Record) bool {
+// madeAgain says whether a Device of uid is another than the one the engine serves as id.
+func (e *Engine) madeAgain(id, uid string) bool {
 	e.mu.Lock()
 	d := e.devices[id]
 	e.mu.Unlock()
-	if d == nil {
-		return false
-	}
-	var obj struct {
-		Metadata struct {
-			UID string `json:"uid"`
-		} `json:"metadata"`
-	}
-	if json.Unmarshal(rec.Object, &obj) != nil || obj.Metadata.UID == "" {
+	if d == nil || uid == "" {
 		return false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.spec.UID != "" && d.spec.UID != obj.Metadata.UID
+	return d.spec.UID != "" && d.spec.UID != uid
 }
 
 func splitKey(s string) (ns, name string) {
@@ -481,6 +468,12 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 		e.shelve(id, loaded)
 		return
 	}
+	if e.madeAgain(id, spec.UID) {
+		// A delete and a create of the same name can come as one change (one batch, or a
+		// catch-up that sends the last form only): the new Device starts from nothing, and
+		// the mappers hear of one leaving and one coming.
+		e.remove(ctx, id)
+	}
 	e.mu.Lock()
 	d, exists := e.devices[id]
 	if !exists && loaded == nil {
@@ -532,14 +525,14 @@ func (e *Engine) upsert(ctx context.Context, id string, rec *edgestore.Record, l
 	if spec.UID != "" {
 		d.uidJSON, _ = json.Marshal(spec.UID)
 	}
-	if admitted && loaded == nil {
+	if !e.applyDesired(ctx, d) && admitted && loaded == nil {
 		// A stored twin marks the device as served: at the next start, the devices that have
-		// one are admitted first, so the limit keeps serving the same ones.
+		// one are admitted first, so the limit keeps serving the same ones. (A device with
+		// desired values got one from applyDesired already.)
 		if _, err := e.store.WriteTwin(ctx, id, storedForm(d, d.tw, d.state)); err != nil {
 			e.log.Warn().Err(err).Str("device", id).Msg("cannot store the new device's empty twin")
 		}
 	}
-	e.applyDesired(ctx, d)
 	// The stored Device is the cloud's copy now, which may show an older status than the twin.
 	e.markStatus(id, d.tw, d.state)
 	if admitted && live {
@@ -574,8 +567,8 @@ func (e *Engine) served() int {
 }
 
 // applyDesired applies the device's current spec to its twin, stores the result and tells the
-// device. The caller holds d.mu.
-func (e *Engine) applyDesired(ctx context.Context, d *device) {
+// device. It says whether it stored the twin. The caller holds d.mu.
+func (e *Engine) applyDesired(ctx context.Context, d *device) (stored bool) {
 	now := e.nowMs()
 	des := d.spec.desired(d.types)
 	next, changed, err := twin.ApplyDesired(d.tw, des, now)
@@ -596,11 +589,11 @@ func (e *Engine) applyDesired(ctx context.Context, d *device) {
 	if err != nil {
 		e.m.desired.WithLabelValues("invalid").Inc()
 		e.log.Warn().Str("device", d.id).Err(err).Msg("the device's desired state is refused whole; the twin keeps the previous one")
-		return
+		return false
 	}
 	if next.DesiredVersion == d.tw.DesiredVersion && len(changed) == 0 {
 		e.m.desired.WithLabelValues("unchanged").Inc()
-		return
+		return false
 	}
 	var reports []edgestore.Entry
 	if len(changed) > 0 {
@@ -612,18 +605,19 @@ func (e *Engine) applyDesired(ctx context.Context, d *device) {
 		if ctx.Err() == nil {
 			e.retryLater(resource.StoreKey(resource.Key{Resource: resource.Devices, Namespace: d.ns, Name: d.name}))
 		}
-		return
+		return false
 	}
 	d.tw = next
 	if len(changed) == 0 {
 		e.m.desired.WithLabelValues("unchanged").Inc()
-		return
+		return true
 	}
 	e.m.desired.WithLabelValues("applied").Inc()
 	if e.subscribed(d.topics.document, pubDocument) {
 		e.publish(d.id, d.topics.document, pubDocument, twin.EncodeDocument(e.eventID(), changed, now))
 	}
 	e.publishDelta(d, next, now)
+	return true
 }
 
 // desiredRetry is how long a desired change the store could not take (a full outbox) waits
