@@ -44,7 +44,7 @@ func CheckJSONShape(b []byte) error {
 			containers++
 			depth++
 			if containers > MaxJSONContainers {
-				return apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the body holds more than %d JSON objects and arrays", MaxJSONContainers))
+				return tooComplex()
 			}
 			if depth > MaxJSONDepth {
 				return apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the body nests JSON objects and arrays more than %d deep", MaxJSONDepth))
@@ -56,7 +56,8 @@ func CheckJSONShape(b []byte) error {
 	return nil
 }
 
-// tooComplex is CheckJSONShape's refusal, for any encoding.
+// tooComplex refuses a body of more than MaxJSONContainers objects and arrays, in any
+// encoding.
 func tooComplex() error {
 	return apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the body holds more than %d objects and arrays", MaxJSONContainers))
 }

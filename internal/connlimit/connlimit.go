@@ -1,9 +1,10 @@
 package connlimit
 
 import (
-	"bytes"
+	"bufio"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -95,7 +96,9 @@ func (l *Listener) refuse(c net.Conn) {
 		defer func() { <-l.refusing }()
 		defer c.Close()
 		c.SetReadDeadline(time.Now().Add(readRequest))
-		readHeader(c)
+		// The request's header, as net/http reads it; what it is, or whether it came
+		// whole, does not matter.
+		http.ReadRequest(bufio.NewReader(io.LimitReader(c, maxRequest)))
 		c.SetWriteDeadline(time.Now().Add(readRequest))
 		if _, err := c.Write(refusal); err != nil {
 			return
@@ -106,22 +109,6 @@ func (l *Listener) refuse(c net.Conn) {
 		c.SetReadDeadline(time.Now().Add(linger))
 		io.Copy(io.Discard, io.LimitReader(c, maxRequest))
 	}()
-}
-
-// readHeader reads from c until the end of a request's header, an error (the deadline), or
-// maxRequest bytes.
-func readHeader(c net.Conn) {
-	buf := make([]byte, 0, 1024)
-	for len(buf) < maxRequest {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := c.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if bytes.Contains(buf, []byte("\r\n\r\n")) || err != nil {
-			return
-		}
-	}
 }
 
 func (l *Listener) release() {
