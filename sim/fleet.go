@@ -201,9 +201,7 @@ func (f *Fleet) Run(ctx context.Context) {
 		e.Start(ctx)
 	}
 	<-ctx.Done()
-	for _, e := range f.Edges {
-		e.Stop()
-	}
+	f.Stop()
 }
 
 // RunUntilConnected runs f in the background (Run) and waits, at most d, until every edge is
