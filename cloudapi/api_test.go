@@ -37,11 +37,15 @@ type cloud struct {
 	fwd     *Forwarder
 }
 
-func newCloud(t *testing.T, cacheSize int) *cloud { return newCloudWith(t, cacheSize, true, nil) }
+func newCloud(t *testing.T, cacheSize int) *cloud { return newCloudWith(t, cacheSize, testSweep, nil) }
 
-// newCloudWith is newCloud, with the namespace finalizer left stopped when finalize is false,
+// testSweep is how often the tests' namespace finisher looks at every namespace unwoken.
+const testSweep = 100 * time.Millisecond
+
+// newCloudWith is newCloud, with the namespace finalizer sweeping every sweep (left stopped
+// when sweep is 0),
 // and the objects' writes going through wrap when it is given.
-func newCloudWith(t *testing.T, cacheSize int, finalize bool, wrap func(store.Backend) store.Backend) *cloud {
+func newCloudWith(t *testing.T, cacheSize int, sweep time.Duration, wrap func(store.Backend) store.Backend) *cloud {
 	t.Helper()
 	bs, err := boltstore.Open(boltstore.DefaultConfig(filepath.Join(t.TempDir(), "cloud.db")), zerolog.Nop(), nil)
 	if err != nil {
@@ -58,7 +62,7 @@ func newCloudWith(t *testing.T, cacheSize int, finalize bool, wrap func(store.Ba
 	}
 	objects := NewObjects(b, ix, reg, cacheSize, 1000, time.Now)
 	namespaces := NewNamespaces(objects, reg, zerolog.Nop())
-	namespaces.Sweep = 100 * time.Millisecond
+	namespaces.Sweep = sweep
 	api, err := kubeapi.New(kubeapi.DefaultConfig(), reg, objects, zerolog.Nop(), nil, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +70,7 @@ func newCloudWith(t *testing.T, cacheSize int, finalize bool, wrap func(store.Ba
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 2)
 	go func() { done <- ix.Run(ctx) }()
-	if finalize {
+	if sweep > 0 {
 		go func() { done <- namespaces.Run(ctx) }()
 	} else {
 		done <- nil
@@ -604,7 +608,7 @@ func (b sizeLimited) Update(ctx context.Context, key string, value []byte, rev i
 // it was a 503, and the hub ended the edge's session over the report, which the edge then sent
 // again at every reconnect, holding back every report after it.
 func TestStoreTooLargeIsFinal(t *testing.T) {
-	c := newCloudWith(t, 1000, true, func(b store.Backend) store.Backend { return sizeLimited{Backend: b, limit: 64 << 10} })
+	c := newCloudWith(t, 1000, testSweep, func(b store.Backend) store.Backend { return sizeLimited{Backend: b, limit: 64 << 10} })
 	c.must(http.MethodPost, nodesPath, `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)
 	big := strings.Repeat("k", 100<<10)
 	if code, out := c.do(http.MethodPost, "/api/v1/namespaces/ns/configmaps", "application/json",

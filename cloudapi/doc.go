@@ -25,6 +25,8 @@
 // Namespaces follow Kubernetes' lifecycle: a namespaced object is created only in a Namespace
 // that exists and has no deletionTimestamp (the SystemNamespaces always count as existing). A
 // Namespace's DELETE only marks it Terminating; Namespaces, run by every replica, deletes what
-// is in it and then the Namespace (namespaces.go). deletionTimestamp is the server's: writes
-// neither set nor clear it.
+// is in it and then the Namespace (namespaces.go). Finalizers too: the DELETE of an object
+// that lists metadata.finalizers only marks it, no finalizer may be added then, and the write
+// that removes the last one deletes it (Objects.write); a Terminating namespace waits for such
+// objects. deletionTimestamp is the server's: writes neither set nor clear it.
 package cloudapi

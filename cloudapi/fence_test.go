@@ -50,7 +50,7 @@ type fenceRig struct {
 
 func newFenceRig(t *testing.T) *fenceRig {
 	r := &fenceRig{entered: make(chan struct{}, 1)}
-	r.c = newCloudWith(t, 1000, true, func(b store.Backend) store.Backend {
+	r.c = newCloudWith(t, 1000, testSweep, func(b store.Backend) store.Backend {
 		r.epochs, r.backend = NewReportEpochs(b, 10*time.Second), b
 		return gated{Backend: b, entered: r.entered}
 	})

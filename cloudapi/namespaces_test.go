@@ -20,7 +20,7 @@ func nsJSON(name string) string {
 // TestCreateNeedsANamespace: as in Kubernetes, an object is created only in a namespace that
 // exists (the system ones always do) and is not being deleted; the refusal stores nothing.
 func TestCreateNeedsANamespace(t *testing.T) {
-	c := newCloudWith(t, 1000, false, nil) // no finalizer: a deleted namespace stays Terminating
+	c := newCloudWith(t, 1000, 0, nil) // no finalizer: a deleted namespace stays Terminating
 	cm := `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg"}}`
 	code, out := c.do(http.MethodPost, "/api/v1/namespaces/nope/configmaps", "application/json", cm)
 	if code != 404 || !strings.Contains(out, `namespaces \"nope\" not found`) {
@@ -128,7 +128,7 @@ func (m *markFirst) Create(ctx context.Context, key string, value []byte) (int64
 // (its check came first) is removed again and refused, so it cannot outlive the namespace.
 func TestCreateRacingANamespaceDelete(t *testing.T) {
 	var mf *markFirst
-	c := newCloudWith(t, 1000, false, func(b store.Backend) store.Backend {
+	c := newCloudWith(t, 1000, 0, func(b store.Backend) store.Backend {
 		mf = &markFirst{Backend: b, key: "/configmaps/shop/late"}
 		return mf
 	})

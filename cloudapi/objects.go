@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -267,6 +268,7 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 	}
 	delete(md, "resourceVersion")
 	delete(md, "deletionTimestamp")
+	delete(md, "deletionGracePeriodSeconds")
 	dropReportEpoch(md)
 	if info.GroupResource() == resource.Namespaces {
 		// As in Kubernetes, a namespace starts Active (its DELETE makes it Terminating).
@@ -467,6 +469,19 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			// Nothing to write, as in Kubernetes: no new version, no watch event.
 			return cur.Raw, nil
 		}
+		if terminating(cur.Raw) {
+			if err := checkNoNewFinalizers(info, name, curObj, next); err != nil {
+				return nil, err
+			}
+			if info.GroupResource() != resource.Namespaces && !heldByFinalizers(raw) {
+				// The last finalizer is gone: the DELETE that marked it ends here.
+				out, err := o.finishDelete(ctx, info, ns, name, raw, cur.ModRev)
+				if errors.Is(err, store.ErrConflict) && precondition == 0 && attempt < 5 {
+					continue
+				}
+				return out, err
+			}
+		}
 		rev, err := o.backend.Update(ctx, key, raw, cur.ModRev)
 		switch {
 		case errors.Is(err, store.ErrConflict) && precondition == 0 && attempt < 5:
@@ -484,6 +499,60 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 		}
 		return o.readBack(ctx, info, ns, name, rev)
 	}
+}
+
+// checkNoNewFinalizers refuses, with 422 as Kubernetes does, a write that adds a finalizer to
+// an object being deleted: its deletion could otherwise be put off for ever.
+func checkNoNewFinalizers(info resource.Info, name string, cur, next object) error {
+	list := func(o object) []string {
+		var out []string
+		fs, _ := o.metadata()["finalizers"].([]any)
+		for _, f := range fs {
+			s, _ := f.(string)
+			out = append(out, s)
+		}
+		return out
+	}
+	had := list(cur)
+	var added []string
+	for _, f := range list(next) {
+		if !slices.Contains(had, f) {
+			added = append(added, f)
+		}
+	}
+	if len(added) > 0 {
+		return kubeapi.Invalid(info.Kind, name, "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers %q", added)
+	}
+	return nil
+}
+
+// finishDelete deletes an object whose last finalizer a write removed, if it is still at rev,
+// and answers with it as that write left it. A store conflict is returned as it is, for the
+// caller to try again on the fresher object.
+func (o *Objects) finishDelete(ctx context.Context, info resource.Info, ns, name string, raw []byte, rev int64) ([]byte, error) {
+	key := storeKey(info, ns, name)
+	drev, _, err := o.backend.Delete(ctx, key, rev)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return nil, err
+	case errors.Is(err, store.ErrNotFound):
+		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
+	case err != nil:
+		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
+	}
+	if _, err := o.ix.WaitFor(ctx, drev); err != nil {
+		return nil, err
+	}
+	last, err := decodeObject(raw)
+	if err != nil {
+		return nil, kubeapi.Internal(err)
+	}
+	last.metadata()["resourceVersion"] = strconv.FormatInt(drev, 10)
+	out, err := json.Marshal(last)
+	if err != nil {
+		return nil, kubeapi.Internal(err)
+	}
+	return out, nil
 }
 
 // sameStored reports whether raw, an object about to be stored, is what cur (as decoded from
@@ -597,10 +666,10 @@ func merge(info resource.Info, sub string, cur, want object) object {
 		}
 	}
 	md, curMD := next.metadata(), cur.metadata()
-	for _, k := range []string{"uid", "creationTimestamp", "namespace", "name", "deletionTimestamp"} {
+	for _, k := range []string{"uid", "creationTimestamp", "namespace", "name", "deletionTimestamp", "deletionGracePeriodSeconds"} {
 		if v, ok := curMD[k]; ok {
 			md[k] = v
-		} else if k == "deletionTimestamp" {
+		} else if k == "deletionTimestamp" || k == "deletionGracePeriodSeconds" {
 			delete(md, k) // set by a DELETE only
 		}
 	}
@@ -653,7 +722,10 @@ func (o *Objects) Delete(ctx context.Context, info resource.Info, ns, name strin
 			// As Kubernetes answers: deleting one would delete everything in it, on every edge.
 			return nil, kubeapi.Forbidden(info.Group, info.Resource, name, errors.New("this namespace may not be deleted"))
 		}
-		return o.terminateNamespace(ctx, info, cur, expect)
+		return o.markDeleting(ctx, info, cur, expect)
+	}
+	if heldByFinalizers(cur.Raw) {
+		return o.markDeleting(ctx, info, cur, expect)
 	}
 	_, _, err = o.backend.Delete(ctx, cur.StoreKey, expect)
 	switch {

@@ -397,6 +397,55 @@ func TestKubectlDeleteNamespace(t *testing.T) {
 	}
 }
 
+// TestKubectlFinalizers: kubectl delete of a ConfigMap that lists a finalizer waits, the edge
+// serving it meanwhile with its deletionTimestamp, until a patch takes the finalizer away; the
+// object then goes from the cloud and the edge and kubectl's wait ends.
+func TestKubectlFinalizers(t *testing.T) {
+	c := newCloud(t)
+	e := newEdge(t, c, "edge-f")
+	k := newKubectl(t, generations(t)["kubectl-current"], "http://"+c.api)
+	k.must("apply", "-f", k.manifest("plant.yaml", fleetManifest("plant", "edge-f")))
+	k.must("patch", "configmap", "settings", "-n", "plant", "--type=merge", "-p", `{"metadata":{"finalizers":["example.com/backup"]}}`)
+	edgeCM := e.url("/api/v1/namespaces/plant/configmaps/settings")
+	waitFor(t, 20*time.Second, "the edge has the finalizer", func() bool {
+		_, b := do(t, http.MethodGet, edgeCM, "", nil)
+		return strings.Contains(string(b), "example.com/backup")
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	del := k.cmd(ctx, "delete", "configmap", "settings", "-n", "plant", "--timeout=50s")
+	del.Stdout, del.Stderr = &out, &errb
+	if err := del.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- del.Wait() }()
+	waitFor(t, 20*time.Second, "the edge serves the deletion mark", func() bool {
+		_, b := do(t, http.MethodGet, edgeCM, "", nil)
+		return strings.Contains(string(b), "deletionTimestamp")
+	})
+	select {
+	case err := <-waited:
+		t.Fatalf("kubectl delete ended while a finalizer held the object: %v\n%s%s", err, out.String(), errb.String())
+	case <-time.After(time.Second):
+	}
+	k.must("patch", "configmap", "settings", "-n", "plant", "--type=merge", "-p", `{"metadata":{"finalizers":null}}`)
+	select {
+	case err := <-waited:
+		if err != nil || !strings.Contains(out.String(), `configmap "settings" deleted`) {
+			t.Fatalf("kubectl delete: %v\n%s%s", err, out.String(), errb.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("kubectl delete still waits 30 s after the last finalizer went")
+	}
+	waitFor(t, 20*time.Second, "the edge drops the object", func() bool {
+		code, _ := do(t, http.MethodGet, edgeCM, "", nil)
+		return code == http.StatusNotFound
+	})
+}
+
 // TestKubectlStrictValidation: current kubectl leaves validation to the server (it reads
 // fieldValidation in /openapi/v3) and a typo is refused; kubectl 1.20 gets a warning.
 func TestKubectlStrictValidation(t *testing.T) {
