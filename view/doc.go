@@ -3,7 +3,8 @@
 //
 //   - Visible(snap, node, key) says whether a key is in the node's view now, and in which form:
 //     the object's shared bytes, or for an EndpointSlice of a range-nodegroup Service the slice
-//     filtered for the node (topology.go).
+//     filtered for the node (topology.go). A slice whose Service does not exist is in no view
+//     until the Service comes, so that it is never sent unfiltered.
 //   - Affected(change, snap, emit) names every (node, key) pair a change may have altered, using the
 //     object before and after the change and the index right after it. It may name more pairs than
 //     changed (a redundant upsert or delete is harmless at the edge) but never fewer.

@@ -23,7 +23,8 @@ import (
 // Topology is what the node-group rules remember of a change, beyond its routes:
 //
 //   - a Node whose group changed: OldGroup and NewGroup ("" for none or absent);
-//   - a Service whose range-nodegroup annotation came or went: a Topology with no fields set;
+//   - a Service that came or went, or whose range-nodegroup annotation did: a Topology with no
+//     fields set (every node's form of each of its slices may have changed);
 //   - an EndpointSlice of a range-nodegroup Service whose endpoints alone changed: the Groups and
 //     the group-less Nodes whose form changed (the audiences of the endpoints that changed).
 //
@@ -45,7 +46,9 @@ func topologyOf(u index.Update, res string) *Topology {
 			return &Topology{OldGroup: g1, NewGroup: g2}
 		}
 	case resource.Services:
-		if isRanged(u.Old) != isRanged(u.New) {
+		// A Service that came or went changes its slices too: they are held only while it
+		// exists (orphan).
+		if (u.Old == nil) != (u.New == nil) || isRanged(u.Old) != isRanged(u.New) {
 			return &Topology{}
 		}
 	case resource.EndpointSlices:

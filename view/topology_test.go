@@ -207,6 +207,45 @@ func TestGroupRulesReachOnlyTheAffected(t *testing.T) {
 		"* services/ns/web", "* endpointslices.discovery.k8s.io/ns/web-1")
 	expect("a label on solo changes, not its group", "/nodes/solo",
 		mustJSON(map[string]any{"metadata": map[string]any{"name": "solo", "labels": map[string]string{"zone": "z"}}}), "solo nodes/solo")
+
+	// A slice whose Service does not exist is held by no node (it could not be filtered as its
+	// Service will ask); the Service's coming and going name it for every node. (b2 is in g-a now.)
+	late1 := "/endpointslices.discovery.k8s.io/ns/late-1"
+	snap = expect("a slice comes before its Service", late1, slice("late-1", "late", eps...), "* endpointslices.discovery.k8s.io/ns/late-1")
+	held := func(snap index.Snapshot, n string) bool {
+		for _, o := range Full(snap, n) {
+			if o.StoreKey == late1 {
+				return true
+			}
+		}
+		return false
+	}
+	if o, raw := Visible(snap, "a1", late1); o != nil || raw != nil || held(snap, "a1") {
+		t.Fatalf("a1 holds a slice whose Service does not exist: %s", raw)
+	}
+	snap = expect("its Service comes", "/services/ns/late", service("late", true),
+		"* services/ns/late", "* endpointslices.discovery.k8s.io/ns/late-1")
+	if got := addrs(snap, "a1", late1); got != "10.0.0.1,10.0.0.2,10.0.0.4" || !held(snap, "a1") {
+		t.Errorf("once its Service came, a1 holds late-1 with %q (in its full view: %v)", got, held(snap, "a1"))
+	}
+	handled("the Service's deletion (earlier changes)", settle())
+	mu.Lock()
+	emitted = nil
+	mu.Unlock()
+	if _, _, err := b.Delete(ctx, "/services/ns/late", 0); err != nil {
+		t.Fatal(err)
+	}
+	snap = settle()
+	handled("the Service's deletion", snap)
+	mu.Lock()
+	got := slices.Sorted(slices.Values(emitted))
+	mu.Unlock()
+	if want := []string{"* endpointslices.discovery.k8s.io/ns/late-1", "* services/ns/late"}; !slices.Equal(slices.Compact(got), want) {
+		t.Fatalf("the Service's deletion named %v, want %v", got, want)
+	}
+	if o, raw := Visible(snap, "a1", late1); o != nil || raw != nil || held(snap, "a1") {
+		t.Fatalf("a1 holds the slice of a deleted Service: %s", raw)
+	}
 }
 
 func mustJSON(v any) []byte {

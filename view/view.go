@@ -70,7 +70,7 @@ func Affected(c Change, snap index.Snapshot, emit func(node, key string)) {
 		}
 	case resource.Services:
 		emit(AllNodes, c.Key)
-		if c.Topo != nil { // the annotation came or went: every node's form of every slice changed
+		if c.Topo != nil { // it or its annotation came or went: every node's form of every slice changed
 			for o := range snap.SlicesOf(c.Key) {
 				emit(AllNodes, o.StoreKey)
 			}
@@ -149,9 +149,21 @@ func Visible(snap index.Snapshot, node, key string) (*index.Object, []byte) {
 	case resource.Services:
 		return o, o.Raw
 	case resource.EndpointSlices:
+		if orphan(snap, o) {
+			return nil, nil
+		}
 		return o, sliceForm(snap, node, o)
 	}
 	return nil, nil
+}
+
+// orphan reports whether o is an EndpointSlice whose Service (named by its
+// kubernetes.io/service-name label) does not exist: no node holds it, as its endpoints cannot be
+// filtered by the node-group rule its Service would ask for (SPEC §7), and no proxy uses a slice
+// of a Service it does not have. It goes out when the Service comes (Affected). A slice that
+// names no Service is held as it is by every node.
+func orphan(snap index.Snapshot, o *index.Object) bool {
+	return o.Slice != nil && o.Slice.Service != "" && snap.Get(o.Slice.Service) == nil
 }
 
 func referencedOn(snap index.Snapshot, key, node string) bool {
@@ -184,7 +196,9 @@ func Full(snap index.Snapshot, node string) []*index.Object {
 	}
 	for _, res := range []string{resource.Services, resource.EndpointSlices} {
 		for _, o := range snap.List(resource.Prefix(res, ""), "", 0) {
-			add(o)
+			if !orphan(snap, o) {
+				add(o)
+			}
 		}
 	}
 	return out
