@@ -41,11 +41,14 @@ type Tokens struct {
 	revokeMu    sync.Mutex
 	revokeAfter map[string]int64 // deleted node names → revision of the deletion, not yet revoked
 	revoking    bool             // revokeLoop runs
+	// RevokeRetry is the first wait before revoking again after the store failed; it doubles
+	// up to RevokeRetryMax while the failures go on.
+	RevokeRetry, RevokeRetryMax time.Duration
 }
 
 // NewTokens returns the token service for the CA with hash caHash.
 func NewTokens(backend store.Backend, caHash string, now func() time.Time, log zerolog.Logger) *Tokens {
-	return &Tokens{backend: backend, caHash: caHash, now: now, log: log}
+	return &Tokens{backend: backend, caHash: caHash, now: now, log: log, RevokeRetry: time.Second, RevokeRetryMax: time.Minute}
 }
 
 // MaxTokenTTL bounds a token's life; a join token is a provisioning credential, not an identity.
@@ -128,8 +131,11 @@ func (t *Tokens) RevokeWithNodes(ix *index.Index) {
 	})
 }
 
-// revokeLoop revokes for the deletions queued until none are left.
+// revokeLoop revokes for the deletions queued until none are left. The names whose revocation
+// the store failed are queued again and tried after a wait that grows while it keeps failing, so
+// a store that was away for a moment does not leave a deleted node's token valid.
 func (t *Tokens) revokeLoop() {
+	wait := t.RevokeRetry
 	for {
 		t.revokeMu.Lock()
 		gone := t.revokeAfter
@@ -140,19 +146,36 @@ func (t *Tokens) revokeLoop() {
 			return
 		}
 		t.revokeMu.Unlock()
-		t.revokeBound(gone)
+		failed := t.revokeBound(gone)
+		if len(failed) == 0 {
+			wait = t.RevokeRetry
+			continue
+		}
+		t.revokeMu.Lock()
+		if t.revokeAfter == nil {
+			t.revokeAfter = map[string]int64{}
+		}
+		for name, rev := range failed {
+			t.revokeAfter[name] = max(t.revokeAfter[name], rev)
+		}
+		t.revokeMu.Unlock()
+		t.log.Warn().Int("nodes", len(failed)).Dur("retry_in", wait).Msg("join tokens of deleted nodes not revoked yet; retrying")
+		time.Sleep(wait)
+		wait = min(2*wait, t.RevokeRetryMax)
 	}
 }
 
 // revokeBound deletes the tokens bound to a name in gone that were created before the revision
-// of that name's deletion.
-func (t *Tokens) revokeBound(gone map[string]int64) {
+// of that name's deletion. It returns the part of gone it could not finish: all of it when the
+// tokens could not be listed, and the names of the tokens that could not be deleted (a token
+// that changed meanwhile is looked at again).
+func (t *Tokens) revokeBound(gone map[string]int64) (failed map[string]int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	kvs, _, err := t.backend.List(ctx, tokenPrefix, "", 0)
 	if err != nil {
-		t.log.Warn().Err(err).Int("nodes", len(gone)).Msg("could not revoke the join tokens of deleted nodes")
-		return
+		t.log.Warn().Err(err).Int("nodes", len(gone)).Msg("could not list the join tokens to revoke those of deleted nodes")
+		return gone
 	}
 	for _, kv := range kvs {
 		var st storedToken
@@ -166,10 +189,18 @@ func (t *Tokens) revokeBound(gone map[string]int64) {
 		switch {
 		case err == nil:
 			t.log.Info().Str("token_id", st.ID).Str("node", st.Node).Msg("join token revoked with its node")
-		case !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict):
-			t.log.Warn().Err(err).Str("token_id", st.ID).Str("node", st.Node).Msg("could not revoke the join token of a deleted node")
+		case errors.Is(err, store.ErrNotFound):
+		default:
+			if !errors.Is(err, store.ErrConflict) {
+				t.log.Warn().Err(err).Str("token_id", st.ID).Str("node", st.Node).Msg("could not revoke the join token of a deleted node")
+			}
+			if failed == nil {
+				failed = map[string]int64{}
+			}
+			failed[st.Node] = gone[st.Node]
 		}
 	}
+	return failed
 }
 
 // tokenRequest is the body of POST /tether/v1/tokens.

@@ -1,0 +1,91 @@
+package cloudapi
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherhub/tether/index"
+	"github.com/tetherhub/tether/join"
+	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/store"
+	"github.com/tetherhub/tether/store/boltstore"
+)
+
+// failingTokenLists fails its first failures lists of the join tokens, as a store that is away
+// for a moment does.
+type failingTokenLists struct {
+	store.Backend
+	failures atomic.Int32
+	lists    atomic.Int32
+}
+
+func (b *failingTokenLists) List(ctx context.Context, prefix, from string, limit int) ([]store.KV, int64, error) {
+	if strings.HasPrefix(prefix, tokenPrefix) {
+		if b.lists.Add(1) <= b.failures.Load() {
+			return nil, 0, errors.New("the store is away")
+		}
+	}
+	return b.Backend.List(ctx, prefix, from, limit)
+}
+
+// TestRevocationRetried: a deleted Node's join token is revoked even when listing the tokens
+// failed at first; the revocation is tried again until it works. Before, the failure was logged
+// and the token stayed valid until the cloud restarted.
+func TestRevocationRetried(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bs, err := boltstore.Open(boltstore.DefaultConfig(filepath.Join(t.TempDir(), "c.db")), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bs.Close()
+	b := &failingTokenLists{Backend: bs}
+	ix, err := index.New(index.DefaultConfig(), bs, resource.New(), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := NewTokens(b, "sha256:"+strings.Repeat("0", 64), time.Now, zerolog.Nop())
+	tokens.RevokeRetry, tokens.RevokeRetryMax = 10*time.Millisecond, 40*time.Millisecond
+	tokens.RevokeWithNodes(ix)
+	done := make(chan error, 1)
+	go func() { done <- ix.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-ix.Ready()
+
+	const nodeKey = "/nodes/edge-1"
+	if _, err := bs.Create(ctx, nodeKey, []byte(`{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := tokens.Create(ctx, "edge-1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tokens.Check(ctx, tok.ID, tok.Secret, "edge-1"); err != nil {
+		t.Fatal(err)
+	}
+	b.failures.Store(3)
+	if _, _, err := bs.Delete(ctx, nodeKey, 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := tokens.Check(ctx, tok.ID, tok.Secret, "edge-1")
+		if errors.Is(err, join.ErrTokenUnknown) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted node's token still checks (%v) after %d lists of the tokens", err, b.lists.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := b.lists.Load(); n != 4 {
+		t.Errorf("the tokens were listed %d times, want 3 failures and 1 success", n)
+	}
+}
