@@ -270,10 +270,7 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 	delete(md, "deletionTimestamp")
 	delete(md, "deletionGracePeriodSeconds")
 	dropReportEpoch(md)
-	if info.GroupResource() == resource.Namespaces {
-		// As in Kubernetes, a namespace starts Active (its DELETE makes it Terminating).
-		obj["status"] = map[string]any{"phase": "Active"}
-	}
+	statusOnCreate(info, obj)
 	if err := mergeStringData(info, obj); err != nil {
 		return nil, err
 	}
@@ -321,6 +318,24 @@ func (o *Objects) Create(ctx context.Context, info resource.Info, ns string, bod
 		}
 	}
 	return rawOf(snap, info, ns, name)
+}
+
+// statusOnCreate sets the status a new object starts with, as Kubernetes does: a Namespace
+// starts Active (its DELETE makes it Terminating), a Pod Pending; a Service, Device or NodeGroup
+// with none (the status its writers report comes later, through /status). A Node keeps the
+// status it is created with, as in Kubernetes (an agent registering writes its own).
+func statusOnCreate(info resource.Info, obj object) {
+	switch info.Kind {
+	case "Namespace":
+		obj["status"] = map[string]any{"phase": "Active"}
+	case "Pod":
+		obj["status"] = map[string]any{"phase": "Pending"}
+	case "Node":
+	default:
+		if kubeapi.HasStatus(info.Kind) {
+			delete(obj, "status")
+		}
+	}
 }
 
 // readBack returns the object as stored at rev, once the index has it.
@@ -389,6 +404,8 @@ func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 		switch {
 		case errors.Is(err, errPatchTooLarge):
 			return nil, tooLarge(info, err)
+		case errors.Is(err, errPatchNotApplicable):
+			return nil, kubeapi.Invalid(info.Kind, name, "%v", err)
 		case err != nil:
 			return nil, kubeapi.BadRequest("the patch cannot be applied: %v", err)
 		case len(out) > maxObjectBytes:
@@ -658,7 +675,7 @@ func merge(info resource.Info, sub string, cur, want object) object {
 		} else {
 			delete(next, "status")
 		}
-	} else if statusIsSubresource(info) {
+	} else if kubeapi.HasStatus(info.Kind) {
 		if st, ok := cur["status"]; ok {
 			next["status"] = st
 		} else {
@@ -684,16 +701,6 @@ func merge(info resource.Info, sub string, cur, want object) object {
 		md["generation"] = g
 	}
 	return next
-}
-
-// statusIsSubresource says whether status is written only through /status for a kind: so for
-// every kind that has a status, as in Kubernetes and KubeEdge's CRDs.
-func statusIsSubresource(info resource.Info) bool {
-	switch info.Kind {
-	case "Node", "Pod", "Service", "Device", "NodeGroup", "Namespace":
-		return true
-	}
-	return false
 }
 
 // Delete implements kubeapi.Storage.
@@ -852,6 +859,11 @@ const (
 // errPatchTooLarge is returned by applyJSONPatch when the document grows past maxObjectBytes.
 var errPatchTooLarge = errors.New("the patched object is over the size limit")
 
+// errPatchNotApplicable is returned by applyJSONPatch for a well-formed patch whose operations
+// do not apply to the object (a "test" that fails, a path that is not there): 422, as
+// Kubernetes answers it, where a malformed patch is 400.
+var errPatchNotApplicable = errors.New("the patch does not apply to the object")
+
 // tooLarge is the 413 for an object a write would make larger than maxObjectBytes.
 func tooLarge(info resource.Info, err error) error {
 	return apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the %s cannot be stored: %v", info.Kind, err))
@@ -886,7 +898,7 @@ func applyJSONPatch(doc, patch []byte) (_ []byte, err error) {
 			}
 		}
 		if doc, err = p[start : i+1].Apply(doc); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %v", errPatchNotApplicable, err)
 		}
 		if len(doc) > maxObjectBytes {
 			return nil, fmt.Errorf("%w: it would pass %d bytes", errPatchTooLarge, maxObjectBytes)

@@ -449,3 +449,68 @@ func TestImmutableFieldsRefused(t *testing.T) {
 		t.Errorf("the data of a mutable ConfigMap: %d %s", code, body)
 	}
 }
+
+// TestPatchAndSubresourceAnswers: the answers Kubernetes gives, where they differed: a JSON patch
+// whose operations do not apply (a failed "test", a missing path) is 422 and a malformed one 400;
+// the status of a kind without a status subresource is 404 for every verb, and writes nothing.
+// Before, the first was 400 and the status write a 200 that changed nothing.
+func TestPatchAndSubresourceAnswers(t *testing.T) {
+	c := newCloud(t, 1000)
+	before := c.must(http.MethodPost, cmsPath, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c1"},"data":{"k":"v"}}`)
+	const jp = "application/json-patch+json"
+	for _, tc := range []struct {
+		body string
+		code int
+		says string
+	}{
+		{`[{"op":"test","path":"/data/k","value":"other"},{"op":"replace","path":"/data/k","value":"w"}]`, 422, `ConfigMap \"c1\" is invalid`},
+		{`[{"op":"remove","path":"/data/missing"}]`, 422, `is invalid`},
+		{`[{"op":"replace","path":"/data/k"`, 400, `BadRequest`},
+	} {
+		code, out := c.do(http.MethodPatch, cmsPath+"/c1", jp, tc.body)
+		if code != tc.code || !strings.Contains(out, tc.says) {
+			t.Errorf("JSON patch %s: %d %s, want %d saying %s", tc.body, code, out, tc.code, tc.says)
+		}
+	}
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPatch} {
+		code, out := c.do(m, cmsPath+"/c1/status", "application/merge-patch+json", `{"data":{"k":"status"}}`)
+		if m == http.MethodPut {
+			code, out = c.do(m, cmsPath+"/c1/status", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c1"},"data":{"k":"status"}}`)
+		}
+		if code != 404 || !strings.Contains(out, `"reason":"NotFound"`) {
+			t.Errorf("%s configmaps/c1/status: %d %s, want 404", m, code, out)
+		}
+	}
+	if after := c.must(http.MethodGet, cmsPath+"/c1", ""); rvOf(t, after) != rvOf(t, before) {
+		t.Errorf("the refused writes changed the object: %s", after)
+	}
+	c.must(http.MethodPost, devsPath, deviceJSON("d1", "edge-1"))
+	c.must(http.MethodGet, devsPath+"/d1/status", "")
+}
+
+// TestCreateSetsTheStartingStatus: as in Kubernetes, a created Pod starts Pending and a created
+// Service or Device with no status, whatever status the create sent; a Node keeps its own.
+// Before, a create stored the status it was given.
+func TestCreateSetsTheStartingStatus(t *testing.T) {
+	c := newCloud(t, 1000)
+	withStatus := func(obj, status string) string {
+		return strings.TrimSuffix(strings.TrimSpace(obj), "}") + `,"status":` + status + `}`
+	}
+	statusOf := func(obj string) string {
+		var o struct{ Status json.RawMessage }
+		if err := json.Unmarshal([]byte(obj), &o); err != nil {
+			t.Fatal(err)
+		}
+		return string(o.Status)
+	}
+	for _, tc := range []struct{ path, obj, want string }{
+		{podsPath, withStatus(podJSON("p", "edge-1"), `{"phase":"Running","podIP":"10.0.0.9"}`), `{"phase":"Pending"}`},
+		{devsPath, withStatus(deviceJSON("d", "edge-1"), `{"state":"online","twins":[{"propertyName":"t","reported":{"value":"1"}}]}`), ``},
+		{"/api/v1/namespaces/ns/services", withStatus(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},"spec":{"ports":[{"port":80}]}}`, `{"loadBalancer":{"ingress":[{"ip":"1.2.3.4"}]}}`), ``},
+		{nodesPath, withStatus(`{"apiVersion":"v1","kind":"Node","metadata":{"name":"n"}}`, `{"nodeInfo":{"kubeletVersion":"v1"}}`), `{"nodeInfo":{"kubeletVersion":"v1"}}`},
+	} {
+		if got := statusOf(c.must(http.MethodPost, tc.path, tc.obj)); got != tc.want {
+			t.Errorf("created at %s with a status: stored status %s, want %q", tc.path, got, tc.want)
+		}
+	}
+}

@@ -75,8 +75,9 @@ func (h *Handler) group(name string) (metav1.APIGroup, bool) {
 	return *g, true
 }
 
-// statusKinds are the kinds with a status subresource.
-func hasStatus(kind string) bool {
+// HasStatus says whether a kind has a status subresource, as in Kubernetes and KubeEdge's
+// CRDs: so for every kind that has a status. For those, status is written only through it.
+func HasStatus(kind string) bool {
 	switch kind {
 	case "Node", "Pod", "Service", "Device", "NodeGroup", "Namespace":
 		return true
@@ -101,7 +102,7 @@ func (h *Handler) resourceList(group, version string) (metav1.APIResourceList, b
 			Name: info.Resource, SingularName: info.Singular, Namespaced: info.Namespaced, Kind: info.Kind,
 			Verbs: verbs, ShortNames: info.ShortNames, Categories: info.Categories,
 		})
-		if hasStatus(info.Kind) {
+		if HasStatus(info.Kind) {
 			list.APIResources = append(list.APIResources, metav1.APIResource{
 				Name: info.Resource + "/status", Namespaced: info.Namespaced, Kind: info.Kind,
 				Verbs: metav1.Verbs{"get", "patch", "update"},

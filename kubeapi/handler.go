@@ -291,7 +291,7 @@ func (h *Handler) parse(method string, q map[string][]string, parts []string) (r
 		req.name = rest[1]
 	case 3:
 		req.name, req.subresource = rest[1], rest[2]
-		if req.subresource != "status" {
+		if req.subresource != "status" || !HasStatus(info.Kind) {
 			return req, NotFound(group, info.Resource+"/"+req.subresource, req.name)
 		}
 	default:
