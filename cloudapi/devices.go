@@ -24,7 +24,8 @@ import (
 // edge resends after a newer one cannot move a value back, and a report that changes nothing
 // writes nothing. A node may report only devices bound to it (spec.nodeName); a report about
 // another node's device, or a malformed one, is dropped (cloudhub.ErrBadReport). A report about
-// a device that no longer exists is dropped too: there is nothing left to show it on. So is a
+// a device that no longer exists is dropped too: there is nothing left to show it on (reports
+// name the Device's uid, so this holds for one made again under its name since). So is a
 // report from an older session of the node than the one the Device holds a report from (see
 // Objects.writeReport).
 type DeviceReports struct {
@@ -55,6 +56,9 @@ func (n *NodeStatus) RouteDeviceReports(d cloudhub.Reports) { n.devices = d }
 // errNotOwner: a node reported a device bound to another node.
 var errNotOwner = errors.New("cloudapi: the device is not bound to this node")
 
+// errReplaced: a report about a Device that was deleted and made again under its name.
+var errReplaced = errors.New("cloudapi: the device the report is about was replaced")
+
 // Apply implements cloudhub.Reports.
 func (d *DeviceReports) Apply(ctx context.Context, node string, epoch int64, r *protocol.Report) error {
 	switch r.Kind {
@@ -64,7 +68,7 @@ func (d *DeviceReports) Apply(ctx context.Context, node string, epoch int64, r *
 			d.reports.WithLabelValues("twin", "refused").Inc()
 			return fmt.Errorf("%w: %s: %v", cloudhub.ErrBadReport, r.Subject, err)
 		}
-		return d.write(ctx, node, epoch, r.Subject, "twin", func(status map[string]any) bool {
+		return d.write(ctx, node, epoch, r.Subject, "twin", rep.UID, func(status map[string]any) bool {
 			return twin.PutTwins(status, rep.Twins)
 		})
 	case protocol.ReportDeviceState:
@@ -73,8 +77,8 @@ func (d *DeviceReports) Apply(ctx context.Context, node string, epoch int64, r *
 			d.reports.WithLabelValues("state", "refused").Inc()
 			return fmt.Errorf("%w: %s: %v", cloudhub.ErrBadReport, r.Subject, err)
 		}
-		return d.write(ctx, node, epoch, r.Subject, "state", func(status map[string]any) bool {
-			return twin.PutState(status, s)
+		return d.write(ctx, node, epoch, r.Subject, "state", s.UID, func(status map[string]any) bool {
+			return twin.PutState(status, s.DeviceState)
 		})
 	case protocol.ReportUpload:
 		if d.uploads == nil {
@@ -86,14 +90,18 @@ func (d *DeviceReports) Apply(ctx context.Context, node string, epoch int64, r *
 }
 
 // write changes the status of the Device named by subject (namespace/name) with change, which
-// reports whether it changed anything.
-func (d *DeviceReports) write(ctx context.Context, node string, epoch int64, subject, kind string, change func(status map[string]any) bool) error {
+// reports whether it changed anything. A report that names a uid is about that Device only: one
+// made again under the name since has another, and the report is dropped as gone.
+func (d *DeviceReports) write(ctx context.Context, node string, epoch int64, subject, kind, uid string, change func(status map[string]any) bool) error {
 	ns, name, ok := strings.Cut(subject, "/")
 	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 		d.reports.WithLabelValues(kind, "refused").Inc()
 		return fmt.Errorf("%w: device %q is not namespace/name", cloudhub.ErrBadReport, subject)
 	}
 	err := d.objects.writeReport(ctx, d.info, ns, name, node, epoch, func(cur object) (object, error) {
+		if cuid, _ := cur.metadata()["uid"].(string); uid != "" && uid != cuid {
+			return nil, errReplaced
+		}
 		spec, _ := cur["spec"].(map[string]any)
 		if owner, _ := spec["nodeName"].(string); owner != node {
 			return nil, errNotOwner
@@ -118,7 +126,7 @@ func (d *DeviceReports) write(ctx context.Context, node string, epoch int64, sub
 	case errors.Is(err, errStale):
 		d.reports.WithLabelValues(kind, "stale").Inc()
 		return nil
-	case apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(err), errors.Is(err, errReplaced):
 		d.reports.WithLabelValues(kind, "gone").Inc()
 		return nil
 	case errors.Is(err, errNotOwner):

@@ -18,6 +18,7 @@ import (
 	"github.com/tetherhub/tether/resource"
 	"github.com/tetherhub/tether/store"
 	"github.com/tetherhub/tether/store/boltstore"
+	"github.com/tetherhub/tether/twin"
 )
 
 // gateKey is the context key of a gate: a write whose context carries one waits at the store
@@ -304,4 +305,49 @@ func TestReportEpochsOrderedAndShared(t *testing.T) {
 		t.Fatalf("%d writes for %d epochs asked for by %d sessions at once; want them shared", n, workers*each, workers)
 	}
 	t.Logf("%d epochs from %d writes", workers*each, b.n.Load())
+}
+
+// TestReportOfAReplacedDeviceDropped: a report naming the uid of a Device that was deleted and
+// made again under its name (one still queued at the edge then) is dropped, not shown on the
+// new Device; a report naming the new uid, or none (an older edge), is applied. Before, reports
+// named no uid and the old Device's landed on the new one.
+func TestReportOfAReplacedDeviceDropped(t *testing.T) {
+	r := newFenceRig(t)
+	uidOf := func() string {
+		var d struct{ Metadata struct{ UID string } }
+		if err := json.Unmarshal([]byte(r.c.must(http.MethodGet, devsPath+"/d1", "")), &d); err != nil {
+			t.Fatal(err)
+		}
+		return d.Metadata.UID
+	}
+	old := uidOf()
+	r.c.must(http.MethodDelete, devsPath+"/d1", "")
+	r.c.must(http.MethodPost, devsPath, deviceJSON("d1", "edge-1"))
+	epoch := r.epoch(t)
+	report := func(state, uid string) {
+		t.Helper()
+		rep := &protocol.Report{Kind: protocol.ReportDeviceState, Subject: "ns/d1", Payload: twin.EncodeStateReport(twin.DeviceState{State: state}, uid)}
+		if err := r.nodes.Apply(context.Background(), "edge-1", epoch, rep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report("offline", old)
+	if state, _ := r.device(t); state != "" {
+		t.Fatalf("the replaced Device's report landed on the new one: state %q", state)
+	}
+	twinRep := &protocol.Report{Kind: protocol.ReportTwin, Subject: "ns/d1", Payload: []byte(`{"twins":[{"propertyName":"t","reported":{"value":"1"}}],"uid":"` + old + `"}`)}
+	if err := r.nodes.Apply(context.Background(), "edge-1", epoch, twinRep); err != nil {
+		t.Fatal(err)
+	}
+	if out := r.c.must(http.MethodGet, devsPath+"/d1", ""); strings.Contains(out, `"twins"`) {
+		t.Fatalf("the replaced Device's twin report landed on the new one: %s", out)
+	}
+	report("online", uidOf())
+	if state, _ := r.device(t); state != "online" {
+		t.Fatalf("a report naming the Device's uid: state %q, want online", state)
+	}
+	report("offline", "")
+	if state, _ := r.device(t); state != "offline" {
+		t.Fatalf("a report naming no uid: state %q, want offline", state)
+	}
 }

@@ -558,7 +558,7 @@ func report(e *Edge, device string, value string) {
 		Type:   "int",
 		Actual: &twin.Value{Value: value, Timestamp: time.Now().UnixMilli()},
 	}}}
-	e.Store.Enqueue(protocol.Report{Kind: protocol.ReportTwin, Subject: "sim/" + device, Time: time.Now().UnixMilli(), Payload: twin.EncodeTwinReport(t)})
+	e.Store.Enqueue(protocol.Report{Kind: protocol.ReportTwin, Subject: "sim/" + device, Time: time.Now().UnixMilli(), Payload: twin.EncodeTwinReport(t, "")})
 }
 
 // The hub's report counters by outcome, and what steady reads of the cloud's metrics.

@@ -226,7 +226,8 @@ func TestEncodersFromState(t *testing.T) {
 		}
 		same(t, "result", EncodeResult(upd, tw, now), ResultMsg{Header: Header{upd.EventID, now}, Twin: echo})
 		same(t, "document", EncodeDocument(upd.EventID, changes, now), DocumentMsg{Header: Header{upd.EventID, now}, Twin: Document(changes)})
-		same(t, "report", EncodeTwinReport(tw), TwinReport{Twins: Reported(tw)})
+		same(t, "report", EncodeTwinReport(tw, ""), TwinReport{Twins: Reported(tw)})
+		same(t, "report with a uid", EncodeTwinReport(tw, "a\"uid"), TwinReport{Twins: Reported(tw), UID: "a\"uid"})
 		slices.Reverse(changes) // unsorted: the general route
 		same(t, "document, unsorted", EncodeDocument(upd.EventID, changes, now), DocumentMsg{Header: Header{upd.EventID, now}, Twin: Document(changes)})
 	}

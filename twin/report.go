@@ -14,23 +14,42 @@ import (
 // what came before.
 
 // TwinReport is the payload of a protocol.ReportTwin: the device's whole twin
-// in the form of Device.status.twins (see Reported).
+// in the form of Device.status.twins (see Reported), and the uid of the Device
+// it is about.
 type TwinReport struct {
 	Twins []StatusTwin `json:"twins"`
+	// UID is the metadata.uid of the Device the edge served when it made the
+	// report ("" if it did not know it): a report still queued when the Device
+	// was deleted and made again under its name is about the old one, and the
+	// cloud drops it rather than show it on the new one.
+	UID string `json:"uid,omitempty"`
 }
 
 // StateReport is the payload of a protocol.ReportDeviceState: status.state and
-// status.lastOnlineTime.
-type StateReport = DeviceState
-
-// EncodeTwinReport encodes the report of twin t.
-func EncodeTwinReport(t Twin) []byte {
-	return appendReportOf(make([]byte, 0, 256), t)
+// status.lastOnlineTime, and the uid of the Device (as in TwinReport).
+type StateReport struct {
+	DeviceState
+	UID string `json:"uid,omitempty"`
 }
 
-// EncodeStateReport encodes the report of device state s.
-func EncodeStateReport(s DeviceState) []byte {
-	return mustMarshal(s)
+// maxUID bounds a report's uid: Kubernetes' are 36 characters.
+const maxUID = 128
+
+// EncodeTwinReport encodes the report of twin t, about the Device of uid.
+func EncodeTwinReport(t Twin, uid string) []byte {
+	b := appendReportOf(make([]byte, 0, 256), t)
+	if uid == "" {
+		return b
+	}
+	b = append(b[:len(b)-1], `,"uid":`...)
+	b = appendString(b, uid)
+	return append(b, '}')
+}
+
+// EncodeStateReport encodes the report of device state s, about the Device of
+// uid.
+func EncodeStateReport(s DeviceState, uid string) []byte {
+	return mustMarshal(StateReport{DeviceState: s, UID: uid})
 }
 
 // ErrReport is returned by DecodeTwinReport and DecodeStateReport when a
@@ -62,21 +81,27 @@ func DecodeTwinReport(b []byte) (TwinReport, error) {
 		}
 		seen[st.PropertyName] = true
 	}
+	if len(r.UID) > maxUID {
+		return TwinReport{}, fmt.Errorf("%w: uid of %d bytes, at most %d", ErrReport, len(r.UID), maxUID)
+	}
 	return r, nil
 }
 
 // DecodeStateReport decodes and checks a StateReport. An empty state is
 // allowed (a device that never reported one); any other must be one of the
 // State constants.
-func DecodeStateReport(b []byte) (DeviceState, error) {
-	var s DeviceState
+func DecodeStateReport(b []byte) (StateReport, error) {
+	var s StateReport
 	if err := json.Unmarshal(b, &s); err != nil {
-		return DeviceState{}, fmt.Errorf("%w: %v", ErrReport, err)
+		return StateReport{}, fmt.Errorf("%w: %v", ErrReport, err)
 	}
 	switch s.State {
 	case "", StateOnline, StateOffline, StateOK, StateUnknown, StateUnhealthy:
 	default:
-		return DeviceState{}, fmt.Errorf("%w: state %s is invalid", ErrReport, quote(s.State))
+		return StateReport{}, fmt.Errorf("%w: state %s is invalid", ErrReport, quote(s.State))
+	}
+	if len(s.UID) > maxUID {
+		return StateReport{}, fmt.Errorf("%w: uid of %d bytes, at most %d", ErrReport, len(s.UID), maxUID)
 	}
 	return s, nil
 }

@@ -11,6 +11,7 @@ import (
 func FuzzDecodeReports(f *testing.F) {
 	f.Add([]byte(`{"twins":[{"propertyName":"temperature","reported":{"value":"21","metadata":{"timestamp":"1700000000000","type":"int"}}}]}`))
 	f.Add([]byte(`{"twins":[]}`))
+	f.Add([]byte(`{"twins":[],"uid":"6b40b96b-c754-4a9e-920d-9c19a6efce0d"}`))
 	f.Add([]byte(`{"state":"online","lastOnlineTime":"2026-11-26T18:00:00Z"}`))
 	f.Add([]byte(`{"twins":[{"propertyName":"a"},{"propertyName":"a"}]}`))
 	f.Add([]byte(`null`))

@@ -4,13 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
 func TestTwinReportRoundTrip(t *testing.T) {
 	cur, _ := mustDesired(t, Twin{}, desired(3, "temp", "20"), now)
 	cur, _ = mustReport(t, cur, report("temp", "19", "humid", "40.5"), now+1)
-	b := EncodeTwinReport(cur)
+	b := EncodeTwinReport(cur, "")
 	got, err := DecodeTwinReport(b)
 	if err != nil {
 		t.Fatal(err)
@@ -24,8 +25,16 @@ func TestTwinReportRoundTrip(t *testing.T) {
 		t.Fatalf("encoded\n%s\nwant\n%s", b, want)
 	}
 	// An empty twin is an empty list, not null: it says "nothing", which is a snapshot too.
-	if b := EncodeTwinReport(Twin{}); string(b) != `{"twins":[]}` {
+	if b := EncodeTwinReport(Twin{}, ""); string(b) != `{"twins":[]}` {
 		t.Fatalf("empty twin: %s", b)
+	}
+	// The uid of the Device it is about rides along when the edge knows it.
+	const uid = "6b40b96b-c754-4a9e-920d-9c19a6efce0d"
+	if b := EncodeTwinReport(Twin{}, uid); string(b) != `{"twins":[],"uid":"`+uid+`"}` {
+		t.Fatalf("empty twin with a uid: %s", b)
+	}
+	if got, err := DecodeTwinReport(EncodeTwinReport(cur, uid)); err != nil || got.UID != uid || !reflect.DeepEqual(got.Twins, Reported(cur)) {
+		t.Fatalf("round trip with a uid: %+v, %v", got, err)
 	}
 }
 
@@ -35,19 +44,20 @@ func TestDecodeReportsRefuse(t *testing.T) {
 		`{"twins":[{"propertyName":"bad key"}]}`,
 		`{"twins":[{"propertyName":"a"},{"propertyName":"a"}]}`,
 		`{"twins":[{"propertyName":"a","reported":{"value":1}}]}`,
+		`{"twins":[],"uid":"` + strings.Repeat("u", 129) + `"}`, `{"twins":[],"uid":7}`,
 	} {
 		if _, err := DecodeTwinReport([]byte(in)); !errors.Is(err, ErrReport) {
 			t.Errorf("DecodeTwinReport(%s) = %v, want ErrReport", in, err)
 		}
 	}
-	for _, in := range []string{``, `[]`, `{"state":"dancing"}`, `{"state":1}`} {
+	for _, in := range []string{``, `[]`, `{"state":"dancing"}`, `{"state":1}`, `{"state":"ok","uid":"` + strings.Repeat("u", 129) + `"}`} {
 		if _, err := DecodeStateReport([]byte(in)); !errors.Is(err, ErrReport) {
 			t.Errorf("DecodeStateReport(%s) = %v, want ErrReport", in, err)
 		}
 	}
 	s := DeviceState{State: StateOnline, LastOnline: FormatTime(now)}
-	got, err := DecodeStateReport(EncodeStateReport(s))
-	if err != nil || got != s {
+	got, err := DecodeStateReport(EncodeStateReport(s, "u-1"))
+	if err != nil || got != (StateReport{DeviceState: s, UID: "u-1"}) {
 		t.Fatalf("state round trip: %+v, %v", got, err)
 	}
 }

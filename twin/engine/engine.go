@@ -597,7 +597,7 @@ func (e *Engine) applyDesired(ctx context.Context, d *device) (stored bool) {
 	}
 	var reports []edgestore.Entry
 	if len(changed) > 0 {
-		reports = append(reports, twinReport(d.id, next))
+		reports = append(reports, twinReport(d, next))
 	}
 	if err := e.write(ctx, d, next, d.state, reports); err != nil {
 		e.m.desired.WithLabelValues("failed").Inc()
@@ -688,12 +688,15 @@ func storedForm(d *device, tw twin.Twin, st twin.DeviceState) []byte {
 	return append(b, '}')
 }
 
-func twinReport(id string, t twin.Twin) edgestore.Entry {
-	return edgestore.Entry{Kind: protocol.ReportTwin, Subject: id, Payload: twin.EncodeTwinReport(t)}
+// twinReport is the outbox entry reporting d's twin t; it names the Device's uid, so that the
+// cloud drops it if the Device was made again meanwhile. The caller holds d.mu.
+func twinReport(d *device, t twin.Twin) edgestore.Entry {
+	return edgestore.Entry{Kind: protocol.ReportTwin, Subject: d.id, Payload: twin.EncodeTwinReport(t, d.spec.UID)}
 }
 
-func stateReport(id string, s twin.DeviceState) edgestore.Entry {
-	return edgestore.Entry{Kind: protocol.ReportDeviceState, Subject: id, Payload: twin.EncodeStateReport(s)}
+// stateReport is twinReport for d's state s.
+func stateReport(d *device, s twin.DeviceState) edgestore.Entry {
+	return edgestore.Entry{Kind: protocol.ReportDeviceState, Subject: d.id, Payload: twin.EncodeStateReport(s, d.spec.UID)}
 }
 
 // member describes the device for membership messages. The caller holds d.mu.

@@ -182,7 +182,7 @@ func (e *Engine) onTwinUpdate(topic string, payload []byte, arrived time.Time) e
 		return nil
 	}
 	if len(changed) > 0 {
-		if err := e.write(e.ctx, d, next, d.state, []edgestore.Entry{twinReport(d.id, next)}); err != nil {
+		if err := e.write(e.ctx, d, next, d.state, []edgestore.Entry{twinReport(d, next)}); err != nil {
 			if e.ctx.Err() != nil {
 				return errStopped // stopping: whether it was stored is unknown, so no answer and no PUBACK
 			}
@@ -256,7 +256,7 @@ func (e *Engine) onStateUpdate(topic string, payload []byte, _ time.Time) error 
 	now := e.nowMs()
 	next := twin.ApplyState(d.state, su, now)
 	if next != d.state {
-		if err := e.write(e.ctx, d, d.tw, next, []edgestore.Entry{stateReport(d.id, next)}); err != nil {
+		if err := e.write(e.ctx, d, d.tw, next, []edgestore.Entry{stateReport(d, next)}); err != nil {
 			if e.ctx.Err() != nil {
 				return errStopped
 			}

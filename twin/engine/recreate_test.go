@@ -11,6 +11,7 @@ import (
 
 	"github.com/tetherhub/tether/protocol"
 	"github.com/tetherhub/tether/resource"
+	"github.com/tetherhub/tether/twin"
 )
 
 // deviceWithUID is the Upsert of Device name of model, with uid, at the rig's next revision.
@@ -36,6 +37,21 @@ func TestDeviceMadeAgainInOneChange(t *testing.T) {
 	c.next(members, 1) // added
 	c.publish(dev+"twin/update", []byte(`{"event_id":"u1","twin":{"temp":{"actual":{"value":"19"}}}}`))
 	c.next(dev+"twin/update/result", 1)
+	// The report names the Device's uid, so that the cloud can drop it if it lands after the
+	// Device was made again.
+	var uids []string
+	for _, e := range r.outbox() {
+		if e.Kind == protocol.ReportTwin {
+			rep, err := twin.DecodeTwinReport(e.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			uids = append(uids, rep.UID)
+		}
+	}
+	if fmt.Sprint(uids) != "[uid-1]" {
+		t.Fatalf("uids named by the twin reports queued: %v, want [uid-1]", uids)
+	}
 
 	r.rev++
 	del := &protocol.Delete{Rev: r.rev, Key: resource.Key{Resource: resource.Devices, Namespace: ns, Name: "thermo"}}
