@@ -13,7 +13,9 @@
 // implements) and the cloud decides what the node may change. While the edge is not connected a
 // write fails at once with 503 and says why: nothing is queued. Versions are translated both
 // ways (see write.go), and the cloud's answer is applied to the edge store before it is
-// returned, so a client reads its own write.
+// returned, so a client reads its own write. The whole-status update of a Node or Device, whose
+// status the cloud changes without sending it down, goes up as a patch of what the client
+// changed in the edge's copy (Storage.statusChanges).
 //
 // Lists and watches follow Kubernetes' resourceVersion rules over the local versions: "" and
 // "0" read the current state, N waits briefly for the store to reach N (504 if it does not),

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 
 	"github.com/tetherhub/tether/edgehub"
 	"github.com/tetherhub/tether/edgestore"
@@ -126,6 +127,8 @@ func (e *env) upsert(o map[string]any) *protocol.Upsert {
 		k.Resource = "pods"
 	case "Device":
 		k.Resource = resource.Devices
+	case "Node":
+		k.Resource, k.Namespace = resource.Nodes, ""
 	}
 	return &protocol.Upsert{Key: k, Rev: e.rev, Object: raw}
 }
@@ -462,22 +465,34 @@ func TestWritesAreForwardedAndReadBack(t *testing.T) {
 // edge's reports) without sending it down, so the cloud version the edge holds falls behind. A
 // status write at the current local version is checked here and sent without a version; before,
 // it was sent at the stale cloud version and refused with 409 on every retry.
+// cloudPatches answers as the cloud does the status patches the edge sends for a whole-status
+// update (Storage.statusChanges), applying them to obj; a patch that names a version is a 409,
+// as the cloud's version is newer than any the edge holds.
+func cloudPatches(obj map[string]any) func(*protocol.Request) *protocol.Response {
+	return func(req *protocol.Request) *protocol.Response {
+		if req.Method != http.MethodPatch || strings.Contains(string(req.Body), "resourceVersion") {
+			return &protocol.Response{Code: 409, Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409,"message":"the object has been modified"}`)}
+		}
+		cur, _ := json.Marshal(obj)
+		raw, err := jsonpatch.MergePatch(cur, req.Body)
+		if err != nil {
+			return &protocol.Response{Code: 400, Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"BadRequest","code":400}`)}
+		}
+		return &protocol.Response{Code: 200, ContentType: "application/json", Body: raw}
+	}
+}
+
 func TestDeviceStatusWriteNotHeldToAStaleCloudVersion(t *testing.T) {
 	e := newEnv(t, 100, 100, kubeapi.DefaultConfig())
 	dev := map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device", "metadata": map[string]any{"name": "d1", "namespace": "ns"},
 		"spec": map[string]any{"nodeName": "edge-1"}}
 	e.sync(dev)
-	e.cloud.answer = func(req *protocol.Request) *protocol.Response {
-		var m map[string]any
-		json.Unmarshal(req.Body, &m)
-		if md, _ := m["metadata"].(map[string]any); md["resourceVersion"] != nil {
-			// The cloud's version has moved on since the edge's copy.
-			return &protocol.Response{Code: 409, Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409,"message":"the object has been modified"}`)}
-		}
-		m["metadata"].(map[string]any)["resourceVersion"] = "900"
-		raw, _ := json.Marshal(m)
-		return &protocol.Response{Code: 200, ContentType: "application/json", Body: raw}
+	// The cloud's copy: its version has moved on since the edge's (a status the edge reported).
+	inCloud := func(rv string) map[string]any {
+		return map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device", "metadata": map[string]any{"name": "d1", "namespace": "ns", "resourceVersion": rv},
+			"spec": map[string]any{"nodeName": "edge-1"}}
 	}
+	e.cloud.answer = cloudPatches(inCloud("900"))
 	const path = "/apis/devices.kubeedge.io/v1beta1/namespaces/ns/devices/d1"
 	_, b := e.do(http.MethodGet, path, "", "")
 	var cur map[string]any
@@ -512,13 +527,10 @@ func TestDeviceStatusWriteNotHeldToAStaleCloudVersion(t *testing.T) {
 	_, b = e.do(http.MethodGet, path, "", "")
 	json.Unmarshal(b, &cur)
 	body, _ = json.Marshal(cur)
+	patches := cloudPatches(inCloud("950"))
 	e.cloud.answer = func(req *protocol.Request) *protocol.Response {
 		time.Sleep(50 * time.Millisecond) // both are under way at once
-		var m map[string]any
-		json.Unmarshal(req.Body, &m)
-		m["metadata"].(map[string]any)["resourceVersion"] = "950"
-		raw, _ := json.Marshal(m)
-		return &protocol.Response{Code: 200, ContentType: "application/json", Body: raw}
+		return patches(req)
 	}
 	codes := make(chan int, 2)
 	for range 2 {
@@ -529,5 +541,54 @@ func TestDeviceStatusWriteNotHeldToAStaleCloudVersion(t *testing.T) {
 	}
 	if a, b := <-codes, <-codes; a+b != http.StatusOK+http.StatusConflict {
 		t.Fatalf("two status updates at one version: %d and %d, want one 200 and one 409", a, b)
+	}
+}
+
+// TestWholeStatusUpdateSendsWhatChanged: a whole-status update of a Node or Device (whose status
+// the cloud changes without sending it down, so the edge's copy is older) goes to the cloud as a
+// patch of what the client changed in the copy it read: a field sent back as read (a heartbeat
+// time, a twin) does not put an older value back in the cloud. Before, the whole status was
+// forwarded and replaced the cloud's.
+func TestWholeStatusUpdateSendsWhatChanged(t *testing.T) {
+	e := newEnv(t, 100, 100, kubeapi.DefaultConfig())
+	node := map[string]any{"apiVersion": "v1", "kind": "Node", "metadata": map[string]any{"name": "edge-1"},
+		"status": map[string]any{"conditions": []any{map[string]any{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-11-29T10:00:00Z"}}}}
+	dev := map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device", "metadata": map[string]any{"name": "d1", "namespace": "ns"},
+		"spec":   map[string]any{"nodeName": "edge-1"},
+		"status": map[string]any{"state": "online", "twins": []any{map[string]any{"propertyName": "t", "reported": map[string]any{"value": "1"}}}}}
+	e.sync(node, dev)
+	e.cloud.answer = func(req *protocol.Request) *protocol.Response {
+		return &protocol.Response{Code: 200, ContentType: "application/json", Body: []byte(`{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1","resourceVersion":"990"}}`)}
+	}
+	update := func(path string, change func(obj map[string]any)) *protocol.Request {
+		t.Helper()
+		_, b := e.do(http.MethodGet, path, "", "")
+		var obj map[string]any
+		if err := json.Unmarshal(b, &obj); err != nil {
+			t.Fatal(err)
+		}
+		change(obj)
+		body, _ := json.Marshal(obj)
+		if code, out := e.do(http.MethodPut, path+"/status", "application/json", string(body)); code != http.StatusOK {
+			t.Fatalf("PUT %s/status: %d %s", path, code, out)
+		}
+		reqs := e.cloud.requests()
+		return reqs[len(reqs)-1]
+	}
+
+	req := update("/api/v1/nodes/edge-1", func(obj map[string]any) {
+		st := obj["status"].(map[string]any)
+		st["conditions"] = append(st["conditions"].([]any), map[string]any{"type": "DiskPressure", "status": "False"})
+	})
+	if req.Method != http.MethodPatch || req.ContentType != string(kubeapi.StrategicPatch) || !strings.HasSuffix(req.Path, "/nodes/edge-1/status") ||
+		!strings.Contains(string(req.Body), "DiskPressure") || strings.Contains(string(req.Body), "lastHeartbeatTime") {
+		t.Fatalf("the Node's status update went up as %s %s (%s): %s", req.Method, req.Path, req.ContentType, req.Body)
+	}
+
+	req = update("/apis/devices.kubeedge.io/v1beta1/namespaces/ns/devices/d1", func(obj map[string]any) {
+		obj["status"].(map[string]any)["state"] = "offline"
+	})
+	if req.Method != http.MethodPatch || req.ContentType != string(kubeapi.MergePatch) || string(req.Body) != `{"status":{"state":"offline"}}` {
+		t.Fatalf("the Device's status update went up as %s (%s): %s", req.Method, req.ContentType, req.Body)
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"strconv"
 	"strings"
 
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
 	"github.com/tetherhub/tether/edgehub"
 	"github.com/tetherhub/tether/kubeapi"
@@ -53,11 +55,59 @@ func (s *Storage) Update(ctx context.Context, info resource.Info, ns, name, sub 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.forward(ctx, http.MethodPut, path(info, ns, name, sub), "application/json", body)
+	method, contentType := http.MethodPut, "application/json"
+	if statusMovesUnseen(info, sub) {
+		patch, pt, ok, err := s.statusChanges(info, key, body)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			method, contentType, body = http.MethodPatch, string(pt), patch
+		}
+	}
+	resp, err := s.forward(ctx, method, path(info, ns, name, sub), contentType, body)
 	if err != nil {
 		return nil, err
 	}
 	return s.applyAnswer(ctx, info, resp, nil)
+}
+
+// statusChanges turns a whole-status update of a status the cloud moves unseen
+// (statusMovesUnseen) into a patch of what the client changed in the edge's copy, which is what
+// it read: the cloud's status is newer than that copy (heartbeat times, the reports the outbox
+// sent since), and a field the client sent back as it read it must not put an older value back
+// in the cloud. A Node's patch is strategic (its conditions merge by type); a Device's is a JSON
+// merge patch (a changed list, such as twins, is sent whole). ok is false when the update is to
+// be forwarded as it is (no copy here: the cloud answers it; a body that is not an object).
+func (s *Storage) statusChanges(info resource.Info, key resource.Key, body []byte) (patch []byte, pt kubeapi.PatchType, ok bool, err error) {
+	rec, err := s.store.Get(resource.StoreKey(key))
+	if err != nil {
+		return nil, "", false, kubeapi.Unavailable("the edge store cannot be read: %v", err)
+	}
+	var held, sent map[string]json.RawMessage
+	if rec == nil || json.Unmarshal(rec.Object, &held) != nil || json.Unmarshal(body, &sent) != nil || sent == nil {
+		return nil, "", false, nil
+	}
+	statusOnly := func(m map[string]json.RawMessage) []byte {
+		st, ok := m["status"]
+		if !ok {
+			return []byte(`{}`)
+		}
+		b, _ := json.Marshal(map[string]json.RawMessage{"status": st})
+		return b
+	}
+	from, to := statusOnly(held), statusOnly(sent)
+	if schema, builtin := kubeapi.BuiltinType(info); builtin {
+		patch, err = strategicpatch.CreateTwoWayMergePatch(from, to, schema)
+		pt = kubeapi.StrategicPatch
+	} else {
+		patch, err = jsonpatch.CreateMergePatch(from, to)
+		pt = kubeapi.MergePatch
+	}
+	if err != nil {
+		return nil, "", false, kubeapi.BadRequest("the status cannot be compared with the edge's copy: %v", err)
+	}
+	return patch, pt, true, nil
 }
 
 // Patch implements kubeapi.Storage. A version named in a merge or strategic patch
