@@ -411,6 +411,9 @@ func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 		case len(out) > maxObjectBytes:
 			return nil, tooLarge(info, fmt.Errorf("the patched object would be %d bytes, over the limit of %d", len(out), maxObjectBytes))
 		}
+		if err := kubeapi.CheckPatched(ctx, info, out); err != nil {
+			return nil, err
+		}
 		next, err := decodeObject(out)
 		if err != nil {
 			return nil, err

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -512,5 +513,49 @@ func TestCreateSetsTheStartingStatus(t *testing.T) {
 		if got := statusOf(c.must(http.MethodPost, tc.path, tc.obj)); got != tc.want {
 			t.Errorf("created at %s with a status: stored status %s, want %q", tc.path, got, tc.want)
 		}
+	}
+}
+
+// TestFieldValidationOnPatches: as in Kubernetes, fieldValidation applies to the object a patch
+// makes: Strict refuses an unknown field with 400 and writes nothing, Warn (the default) answers
+// with a warning, Ignore says nothing. Before, patches were not checked.
+func TestFieldValidationOnPatches(t *testing.T) {
+	c := newCloud(t, 1000)
+	before := c.must(http.MethodPost, cmsPath, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c1"},"data":{"k":"v"}}`)
+	patch := func(query, ct, body string) (int, string, []string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPatch, c.srv.URL+cmsPath+"/c1"+query, strings.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header.Values("Warning")
+	}
+	const mp, sp, jp = "application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json"
+	for _, tc := range []struct{ ct, body string }{
+		{mp, `{"dta":{"k":"w"}}`},
+		{sp, `{"dta":{"k":"w"}}`},
+		{jp, `[{"op":"add","path":"/dta","value":{"k":"w"}}]`},
+	} {
+		code, out, _ := patch("?fieldValidation=Strict", tc.ct, tc.body)
+		if code != 400 || !strings.Contains(out, `strict decoding error: unknown field \"dta\"`) {
+			t.Errorf("Strict %s %s: %d %s, want 400 naming dta", tc.ct, tc.body, code, out)
+		}
+	}
+	if after := c.must(http.MethodGet, cmsPath+"/c1", ""); rvOf(t, after) != rvOf(t, before) {
+		t.Fatalf("a refused patch was written: %s", after)
+	}
+	// A strategic patch's directives are not unknown fields.
+	if code, out, _ := patch("?fieldValidation=Strict", sp, `{"data":{"$patch":"replace","k":"x"}}`); code != 200 {
+		t.Fatalf("Strict strategic patch with a directive: %d %s", code, out)
+	}
+	if code, _, warnings := patch("", mp, `{"dta":{"k":"w"}}`); code != 200 || len(warnings) != 1 || !strings.Contains(warnings[0], `unknown field \"dta\"`) {
+		t.Fatalf("patch with the default Warn: %d, warnings %q", code, warnings)
+	}
+	if code, _, warnings := patch("?fieldValidation=Ignore", mp, `{"data":{"k":"y"}}`); code != 200 || len(warnings) != 0 {
+		t.Fatalf("patch with Ignore: %d, warnings %q", code, warnings)
 	}
 }

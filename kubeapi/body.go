@@ -2,6 +2,7 @@ package kubeapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,6 +174,33 @@ func parseFieldValidation(q map[string][]string) (FieldValidation, error) {
 		return FieldValidation(v), nil
 	}
 	return "", BadRequest("fieldValidation must be Ignore, Warn or Strict, not %q", v)
+}
+
+// fieldCheck carries the fieldValidation of a PATCH to the storage, which alone sees the object
+// the patch makes, and the warnings to answer with.
+type fieldCheck struct {
+	fv       FieldValidation
+	warnings []string
+}
+
+type fieldCheckKey struct{}
+
+// CheckPatched applies the fieldValidation of the PATCH whose context ctx is to patched, the
+// object its patch made, as Kubernetes does: with Strict, an unknown or duplicated field is a
+// 400; with Warn, each is a warning on the answer. A storage calls it on every object a patch
+// makes before storing it (again if it patches a fresher object after a conflict); outside a
+// PATCH it does nothing.
+func CheckPatched(ctx context.Context, info resource.Info, patched []byte) error {
+	fc, _ := ctx.Value(fieldCheckKey{}).(*fieldCheck)
+	if fc == nil || fc.fv == FieldIgnore {
+		return nil
+	}
+	problems := fieldProblems(info, patched)
+	if len(problems) > 0 && fc.fv == FieldStrict {
+		return strictError(info, problems)
+	}
+	fc.warnings = problems
+	return nil
 }
 
 func strictError(info resource.Info, problems []string) error {

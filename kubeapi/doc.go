@@ -26,7 +26,8 @@
 // bodies of the built-in kinds (current kubectl's `create` commands send them; protobuf.go turns
 // them into JSON, and answers are JSON), and server-side field
 // validation (fieldValidation=Strict|Warn|Ignore: unknown and duplicate fields, decoded strictly
-// against the Go types of the built-in kinds). A watch that starts with the current state is
+// against the Go types of the built-in kinds; for a PATCH, of the object the patch makes, which
+// the storage checks with CheckPatched). A watch that starts with the current state is
 // counted as verb "watchlist" when it starts, so a relist storm shows in the request metrics
 // whether clients list or stream their lists.
 //

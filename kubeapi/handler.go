@@ -214,7 +214,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (verb string, co
 		if err != nil {
 			return req.verb, h.fail(w, err)
 		}
-		if _, err := parseFieldValidation(q); err != nil {
+		fv, err := parseFieldValidation(q)
+		if err != nil {
 			return req.verb, h.fail(w, err)
 		}
 		body, err := h.readBody(w, r)
@@ -224,7 +225,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (verb string, co
 		if err != nil {
 			return req.verb, h.fail(w, err)
 		}
-		obj, err := h.store.Patch(ctx, req.info, req.namespace, req.name, req.subresource, pt, body)
+		fc := &fieldCheck{fv: fv}
+		obj, err := h.store.Patch(context.WithValue(ctx, fieldCheckKey{}, fc), req.info, req.namespace, req.name, req.subresource, pt, body)
+		if err == nil {
+			warn(w, fc.warnings)
+		}
 		return req.verb, h.respond(w, http.StatusOK, obj, err)
 	case "delete":
 		opts, err := h.deleteOptions(w, r)
@@ -384,12 +389,17 @@ func (h *Handler) body(w http.ResponseWriter, r *http.Request, req request) ([]b
 		if fv == FieldStrict {
 			return nil, strictError(req.info, problems)
 		}
-		for _, p := range problems {
-			// The form of Kubernetes' warnings, which kubectl prints.
-			w.Header().Add("Warning", `299 - `+strconv.Quote(p))
-		}
+		warn(w, problems)
 	}
 	return body, nil
+}
+
+// warn adds a warning header for each problem, in the form of Kubernetes' warnings, which
+// kubectl prints.
+func warn(w http.ResponseWriter, problems []string) {
+	for _, p := range problems {
+		w.Header().Add("Warning", `299 - `+strconv.Quote(p))
+	}
 }
 
 // patchType reads the type of a PATCH body. Server-side apply (ApplyPatch) is not served: it is
