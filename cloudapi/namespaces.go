@@ -59,90 +59,6 @@ func namespaceOpen(snap index.Snapshot, ns string) error {
 	return nil
 }
 
-// deletionMeta is what the deletion rules read of a stored object.
-type deletionMeta struct {
-	Metadata struct {
-		DeletionTimestamp *string  `json:"deletionTimestamp"`
-		Finalizers        []string `json:"finalizers"`
-	} `json:"metadata"`
-}
-
-func readDeletionMeta(raw []byte) (deletionMeta, bool) {
-	var m deletionMeta
-	return m, json.Unmarshal(raw, &m) == nil
-}
-
-// terminating says whether a stored object carries a deletionTimestamp.
-func terminating(raw []byte) bool {
-	m, ok := readDeletionMeta(raw)
-	return ok && m.Metadata.DeletionTimestamp != nil
-}
-
-// heldByFinalizers says whether a stored object lists finalizers: its DELETE only marks it.
-func heldByFinalizers(raw []byte) bool {
-	m, ok := readDeletionMeta(raw)
-	return ok && len(m.Metadata.Finalizers) > 0
-}
-
-// markDeleting is the DELETE of an object that cannot go at once, as in Kubernetes: a
-// Namespace (Namespaces deletes what is in it, then it) or an object that lists finalizers (it
-// goes when an update removes the last one: see write). It sets deletionTimestamp and answers
-// with the object; a Namespace also turns Terminating, and new objects may not be created in it
-// meanwhile. An object already marked is answered as it is. Without a precondition (expect 0)
-// a write racing the mark (a status report) makes it try again on the fresher object.
-func (o *Objects) markDeleting(ctx context.Context, info resource.Info, cur *index.Object, expect int64) ([]byte, error) {
-	for attempt := 0; ; attempt++ {
-		if terminating(cur.Raw) {
-			return cur.Raw, nil
-		}
-		obj, err := decodeObject(cur.Raw)
-		if err != nil {
-			return nil, kubeapi.Internal(err)
-		}
-		md := obj.metadata()
-		delete(md, "resourceVersion")
-		md["deletionTimestamp"] = o.now().UTC().Format(time.RFC3339)
-		if info.GroupResource() == resource.Namespaces {
-			st, _ := obj["status"].(map[string]any)
-			if st == nil {
-				st = map[string]any{}
-			}
-			st["phase"] = "Terminating"
-			obj["status"] = st
-		} else {
-			md["deletionGracePeriodSeconds"] = 0
-		}
-		raw, err := json.Marshal(obj)
-		if err != nil {
-			return nil, kubeapi.Internal(err)
-		}
-		want := expect
-		if want == 0 {
-			want = cur.ModRev
-		}
-		rev, err := o.backend.Update(ctx, cur.StoreKey, raw, want)
-		switch {
-		case errors.Is(err, store.ErrConflict) && expect == 0 && attempt < 5:
-			snap, err := o.latest(ctx)
-			if err != nil {
-				return nil, err
-			}
-			name := cur.Key.Name
-			if cur = snap.Get(cur.StoreKey); cur == nil {
-				return nil, kubeapi.NotFound(info.Group, info.Resource, name)
-			}
-			continue
-		case errors.Is(err, store.ErrConflict):
-			return nil, conflict(info, cur.Key.Name)
-		case errors.Is(err, store.ErrNotFound):
-			return nil, kubeapi.NotFound(info.Group, info.Resource, cur.Key.Name)
-		case err != nil:
-			return nil, kubeapi.Unavailable("the store refused the write: %v", err)
-		}
-		return o.readBack(ctx, info, cur.Key.Namespace, cur.Key.Name, rev)
-	}
-}
-
 // Namespaces finishes what a Namespace's DELETE starts, as Kubernetes' namespace controller
 // does: it deletes every object in a Terminating namespace (each deletion reaches the edges as
 // any other; one that lists finalizers is marked, and waited for), then the Namespace. It also creates the SystemNamespaces that are missing. Every
@@ -239,18 +155,17 @@ func (n *Namespaces) finish(ctx context.Context, snap index.Snapshot, ns string)
 				continue
 			}
 			for _, obj := range snap.List(resource.Prefix(info.GroupResource(), ns), "", 0) {
-				if heldByFinalizers(obj.Raw) {
-					// Marked, as its own DELETE would; the namespace waits for its finalizers.
+				// One with finalizers is marked, as its own DELETE would; the namespace waits
+				// for them.
+				wait, err := n.objects.retire(ctx, info, obj)
+				if err != nil {
+					return fmt.Errorf("namespace %s: %w", ns, err)
+				}
+				if wait {
 					held++
-					if _, err := n.objects.markDeleting(ctx, info, obj, 0); err != nil && !apierrors.IsNotFound(err) {
-						return fmt.Errorf("namespace %s: marking %s deleted: %w", ns, obj.StoreKey, err)
-					}
-					continue
+				} else {
+					deleted++
 				}
-				if _, _, err := n.objects.backend.Delete(ctx, obj.StoreKey, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("namespace %s: deleting %s: %w", ns, obj.StoreKey, err)
-				}
-				deleted++
 			}
 		}
 		cur := snap.Get(resource.Prefix(resource.Namespaces, "") + ns)

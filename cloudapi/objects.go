@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -411,7 +410,7 @@ func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 		case len(out) > maxObjectBytes:
 			return nil, tooLarge(info, fmt.Errorf("the patched object would be %d bytes, over the limit of %d", len(out), maxObjectBytes))
 		}
-		if err := kubeapi.CheckPatched(ctx, info, out); err != nil {
+		if err := kubeapi.CheckPatched(ctx, info, curJSON, out); err != nil {
 			return nil, err
 		}
 		next, err := decodeObject(out)
@@ -496,8 +495,11 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			if info.GroupResource() != resource.Namespaces && !heldByFinalizers(raw) {
 				// The last finalizer is gone: the DELETE that marked it ends here.
 				out, err := o.finishDelete(ctx, info, ns, name, raw, cur.ModRev)
-				if errors.Is(err, store.ErrConflict) && precondition == 0 && attempt < 5 {
-					continue
+				if errors.Is(err, store.ErrConflict) {
+					if precondition == 0 && attempt < 5 {
+						continue
+					}
+					return nil, conflict(info, name)
 				}
 				return out, err
 			}
@@ -519,60 +521,6 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 		}
 		return o.readBack(ctx, info, ns, name, rev)
 	}
-}
-
-// checkNoNewFinalizers refuses, with 422 as Kubernetes does, a write that adds a finalizer to
-// an object being deleted: its deletion could otherwise be put off for ever.
-func checkNoNewFinalizers(info resource.Info, name string, cur, next object) error {
-	list := func(o object) []string {
-		var out []string
-		fs, _ := o.metadata()["finalizers"].([]any)
-		for _, f := range fs {
-			s, _ := f.(string)
-			out = append(out, s)
-		}
-		return out
-	}
-	had := list(cur)
-	var added []string
-	for _, f := range list(next) {
-		if !slices.Contains(had, f) {
-			added = append(added, f)
-		}
-	}
-	if len(added) > 0 {
-		return kubeapi.Invalid(info.Kind, name, "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers %q", added)
-	}
-	return nil
-}
-
-// finishDelete deletes an object whose last finalizer a write removed, if it is still at rev,
-// and answers with it as that write left it. A store conflict is returned as it is, for the
-// caller to try again on the fresher object.
-func (o *Objects) finishDelete(ctx context.Context, info resource.Info, ns, name string, raw []byte, rev int64) ([]byte, error) {
-	key := storeKey(info, ns, name)
-	drev, _, err := o.backend.Delete(ctx, key, rev)
-	switch {
-	case errors.Is(err, store.ErrConflict):
-		return nil, err
-	case errors.Is(err, store.ErrNotFound):
-		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
-	case err != nil:
-		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
-	}
-	if _, err := o.ix.WaitFor(ctx, drev); err != nil {
-		return nil, err
-	}
-	last, err := decodeObject(raw)
-	if err != nil {
-		return nil, kubeapi.Internal(err)
-	}
-	last.metadata()["resourceVersion"] = strconv.FormatInt(drev, 10)
-	out, err := json.Marshal(last)
-	if err != nil {
-		return nil, kubeapi.Internal(err)
-	}
-	return out, nil
 }
 
 // sameStored reports whether raw, an object about to be stored, is what cur (as decoded from
@@ -704,61 +652,6 @@ func merge(info resource.Info, sub string, cur, want object) object {
 		md["generation"] = g
 	}
 	return next
-}
-
-// Delete implements kubeapi.Storage.
-func (o *Objects) Delete(ctx context.Context, info resource.Info, ns, name string, opts kubeapi.DeleteOptions) ([]byte, error) {
-	snap, err := o.latest(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cur := snap.Get(storeKey(info, ns, name))
-	if cur == nil {
-		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
-	}
-	if opts.UID != "" && opts.UID != cur.UID {
-		return nil, kubeapi.Conflict(info.Group, info.Resource, name, fmt.Errorf("precondition failed: UID in precondition: %s, UID in object meta: %s", opts.UID, cur.UID))
-	}
-	if opts.ResourceVersion != "" && opts.ResourceVersion != strconv.FormatInt(cur.ModRev, 10) {
-		return nil, conflict(info, name)
-	}
-	// Without preconditions the delete does not race the object's status writers.
-	var expect int64
-	if opts.UID != "" || opts.ResourceVersion != "" {
-		expect = cur.ModRev
-	}
-	if info.GroupResource() == resource.Namespaces {
-		if immortal(name) {
-			// As Kubernetes answers: deleting one would delete everything in it, on every edge.
-			return nil, kubeapi.Forbidden(info.Group, info.Resource, name, errors.New("this namespace may not be deleted"))
-		}
-		return o.markDeleting(ctx, info, cur, expect)
-	}
-	if heldByFinalizers(cur.Raw) {
-		return o.markDeleting(ctx, info, cur, expect)
-	}
-	_, _, err = o.backend.Delete(ctx, cur.StoreKey, expect)
-	switch {
-	case errors.Is(err, store.ErrConflict):
-		return nil, conflict(info, name)
-	case errors.Is(err, store.ErrNotFound):
-		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
-	case err != nil:
-		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
-	}
-	return json.Marshal(map[string]any{
-		"kind": "Status", "apiVersion": "v1", "status": "Success",
-		"details": map[string]any{"name": name, "group": info.Group, "kind": info.Resource, "uid": cur.UID},
-	})
-}
-
-// immortal says whether Kubernetes refuses to delete the namespace name.
-func immortal(name string) bool {
-	switch name {
-	case "default", "kube-system", "kube-public", "kube-node-lease":
-		return true
-	}
-	return false
 }
 
 // object is a decoded JSON object; numbers stay json.Number so nothing is rounded.

@@ -38,6 +38,7 @@ type Tokens struct {
 	now     func() time.Time
 	log     zerolog.Logger
 
+	revokeCtx   context.Context // ends the revocation's retries (RevokeWithNodes)
 	revokeMu    sync.Mutex
 	revokeAfter map[string]int64 // deleted node names → revision of the deletion, not yet revoked
 	revoking    bool             // revokeLoop runs
@@ -107,13 +108,14 @@ func (t *Tokens) Check(ctx context.Context, id, secret, node string) error {
 // revokes the node; the token it joined with (often still in the edge's configuration or a
 // shell's history, and valid for up to a year) would otherwise join it again at once. A token
 // made after the deletion, to join the node again, is left alone, also when a restarted cloud
-// replays the deletion from its history. Fleet tokens are not bound to a name and stay. Call it
-// before ix runs.
+// replays the deletion from its history. Fleet tokens are not bound to a name and stay.
+// Revocations the store failed are tried again until ctx ends. Call it before ix runs.
 //
 // One goroutine does the store's work, off the index goroutine, for all the deletions seen
 // since it last looked: a bulk delete of nodes costs a list of the tokens per batch, not per
 // node.
-func (t *Tokens) RevokeWithNodes(ix *index.Index) {
+func (t *Tokens) RevokeWithNodes(ctx context.Context, ix *index.Index) {
+	t.revokeCtx = ctx
 	ix.Subscribe(func(u index.Update) {
 		if u.New != nil || u.Old == nil || u.Old.Key.Resource != resource.Nodes {
 			return
@@ -160,7 +162,14 @@ func (t *Tokens) revokeLoop() {
 		}
 		t.revokeMu.Unlock()
 		t.log.Warn().Int("nodes", len(failed)).Dur("retry_in", wait).Msg("join tokens of deleted nodes not revoked yet; retrying")
-		time.Sleep(wait)
+		select {
+		case <-t.revokeCtx.Done():
+			t.revokeMu.Lock()
+			t.revoking = false
+			t.revokeMu.Unlock()
+			return
+		case <-time.After(wait):
+		}
 		wait = min(2*wait, t.RevokeRetryMax)
 	}
 }
@@ -170,7 +179,7 @@ func (t *Tokens) revokeLoop() {
 // tokens could not be listed, and the names of the tokens that could not be deleted (a token
 // that changed meanwhile is looked at again).
 func (t *Tokens) revokeBound(gone map[string]int64) (failed map[string]int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.revokeCtx, 30*time.Second)
 	defer cancel()
 	kvs, _, err := t.backend.List(ctx, tokenPrefix, "", 0)
 	if err != nil {

@@ -558,4 +558,16 @@ func TestFieldValidationOnPatches(t *testing.T) {
 	if code, _, warnings := patch("?fieldValidation=Ignore", mp, `{"data":{"k":"y"}}`); code != 200 || len(warnings) != 0 {
 		t.Fatalf("patch with Ignore: %d, warnings %q", code, warnings)
 	}
+	// The unknown field is stored now: a Strict patch that does not bring it (kubectl's label,
+	// apply, edit) is not refused for it, and not warned about it either.
+	if code, out, _ := patch("?fieldValidation=Strict", sp, `{"metadata":{"labels":{"a":"b"}}}`); code != 200 {
+		t.Fatalf("Strict patch of an object that holds an unknown field: %d %s", code, out)
+	}
+	if code, _, warnings := patch("", mp, `{"data":{"k":"z"}}`); code != 200 || len(warnings) != 0 {
+		t.Fatalf("Warn patch of an object that holds an unknown field: %d, warnings %q", code, warnings)
+	}
+	// A field the patch names twice is gone from the object it makes; it is refused all the same.
+	if code, out, _ := patch("?fieldValidation=Strict", mp, `{"data":{"k":"a","k":"b"}}`); code != 400 || !strings.Contains(out, `duplicate field \"data.k\"`) {
+		t.Fatalf("Strict patch naming a field twice: %d %s", code, out)
+	}
 }

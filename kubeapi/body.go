@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -186,21 +187,42 @@ type fieldCheck struct {
 type fieldCheckKey struct{}
 
 // CheckPatched applies the fieldValidation of the PATCH whose context ctx is to patched, the
-// object its patch made, as Kubernetes does: with Strict, an unknown or duplicated field is a
-// 400; with Warn, each is a warning on the answer. A storage calls it on every object a patch
-// makes before storing it (again if it patches a fresher object after a conflict); outside a
-// PATCH it does nothing.
-func CheckPatched(ctx context.Context, info resource.Info, patched []byte) error {
+// object its patch made of cur: with Strict, an unknown field the patch brought is a 400; with
+// Warn, each is a warning on the answer. A field cur already held (stored by a write that was
+// not Strict) is not the patch's doing and is let be, or every Strict patch of that object (all
+// of kubectl's) would be refused for it. A storage calls it on every object a patch makes
+// before storing it (again if it patches a fresher object after a conflict); outside a PATCH it
+// does nothing.
+func CheckPatched(ctx context.Context, info resource.Info, cur, patched []byte) error {
 	fc, _ := ctx.Value(fieldCheckKey{}).(*fieldCheck)
 	if fc == nil || fc.fv == FieldIgnore {
 		return nil
 	}
 	problems := fieldProblems(info, patched)
+	if len(problems) > 0 {
+		held := fieldProblems(info, cur)
+		problems = slices.DeleteFunc(problems, func(p string) bool { return slices.Contains(held, p) })
+	}
 	if len(problems) > 0 && fc.fv == FieldStrict {
 		return strictError(info, problems)
 	}
 	fc.warnings = problems
 	return nil
+}
+
+// duplicateFields lists the fields a PATCH body names twice in one object, which the object it
+// makes no longer shows: Kubernetes refuses them under Strict too.
+func duplicateFields(body []byte) []string {
+	var v any
+	strict, err := sigsjson.UnmarshalStrict(body, &v, sigsjson.DisallowDuplicateFields)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(strict))
+	for _, e := range strict {
+		out = append(out, e.Error())
+	}
+	return out
 }
 
 func strictError(info resource.Info, problems []string) error {

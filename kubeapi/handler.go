@@ -225,6 +225,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (verb string, co
 		if err != nil {
 			return req.verb, h.fail(w, err)
 		}
+		if fv != FieldIgnore {
+			if dups := duplicateFields(body); len(dups) > 0 {
+				if fv == FieldStrict {
+					return req.verb, h.fail(w, strictError(req.info, dups))
+				}
+				warn(w, dups)
+			}
+		}
 		fc := &fieldCheck{fv: fv}
 		obj, err := h.store.Patch(context.WithValue(ctx, fieldCheckKey{}, fc), req.info, req.namespace, req.name, req.subresource, pt, body)
 		if err == nil {

@@ -370,7 +370,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 		objects.WatchCache().LimitAge(c.watchCacheWindow, now)
 	}
 	tokens := cloudapi.NewTokens(backend, ca.Hash(), now, log)
-	tokens.RevokeWithNodes(ix)
+	tokens.RevokeWithNodes(ctx, ix)
 	namespaces := cloudapi.NewNamespaces(objects, reg, log.With().Str("component", "namespaces").Logger())
 	nodes := cloudapi.NewNodes(objects, reg)
 	status := cloudapi.NewNodeStatus(objects, reg, c.replica, now)
