@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
 	"github.com/tetherhub/tether/edgehub"
 	"github.com/tetherhub/tether/edgestore"
@@ -590,5 +592,75 @@ func TestWholeStatusUpdateSendsWhatChanged(t *testing.T) {
 	})
 	if req.Method != http.MethodPatch || req.ContentType != string(kubeapi.MergePatch) || string(req.Body) != `{"status":{"state":"offline"}}` {
 		t.Fatalf("the Device's status update went up as %s (%s): %s", req.Method, req.ContentType, req.Body)
+	}
+}
+
+// TestNodeAddressesSentWhole: a whole-status update that changes a Node's addresses sends them
+// whole, as a strategic patch merging them by type loses one of two addresses of a type (IPv4
+// and IPv6 InternalIPs); the cloud's addresses end as the client sent them.
+func TestNodeAddressesSentWhole(t *testing.T) {
+	e := newEnv(t, 100, 100, kubeapi.DefaultConfig())
+	addr := func(typ, a string) map[string]any { return map[string]any{"type": typ, "address": a} }
+	node := map[string]any{"apiVersion": "v1", "kind": "Node", "metadata": map[string]any{"name": "edge-1", "uid": "u1"},
+		"status": map[string]any{"addresses": []any{addr("InternalIP", "10.0.0.1"), addr("Hostname", "h")}}}
+	e.sync(node) // which sets its version
+	cloudNode, _ := json.Marshal(node)
+	e.cloud.answer = func(req *protocol.Request) *protocol.Response {
+		if req.Method != http.MethodPatch {
+			return &protocol.Response{Code: 200, ContentType: "application/json", Body: cloudNode}
+		}
+		out, err := strategicpatch.StrategicMergePatch(cloudNode, req.Body, &corev1.Node{})
+		if err != nil {
+			return &protocol.Response{Code: 400, Body: []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"BadRequest","code":400}`)}
+		}
+		cloudNode = out
+		return &protocol.Response{Code: 200, ContentType: "application/json", Body: out}
+	}
+	put := func(addrs ...any) string {
+		t.Helper()
+		_, b := e.do(http.MethodGet, "/api/v1/nodes/edge-1", "", "")
+		var obj map[string]any
+		json.Unmarshal(b, &obj)
+		obj["status"].(map[string]any)["addresses"] = addrs
+		body, _ := json.Marshal(obj)
+		if code, out := e.do(http.MethodPut, "/api/v1/nodes/edge-1/status", "application/json", string(body)); code != http.StatusOK {
+			t.Fatalf("PUT status: %d %s", code, out)
+		}
+		var n corev1.Node
+		json.Unmarshal(cloudNode, &n)
+		var got []string
+		for _, a := range n.Status.Addresses {
+			got = append(got, string(a.Type)+"="+a.Address)
+		}
+		return strings.Join(got, ",")
+	}
+	if got := put(addr("InternalIP", "10.0.0.1"), addr("InternalIP", "fd00::1"), addr("Hostname", "h")); got != "InternalIP=10.0.0.1,InternalIP=fd00::1,Hostname=h" {
+		t.Fatalf("an IPv6 address added: the cloud holds %s", got)
+	}
+	if got := put(addr("InternalIP", "fd00::1"), addr("Hostname", "h")); got != "InternalIP=fd00::1,Hostname=h" {
+		t.Fatalf("the IPv4 address removed: the cloud holds %s", got)
+	}
+
+	// What the edge cannot turn into a patch goes as it is, for the cloud to answer: a body
+	// named for another object; a copy with a condition that has no type (no merge key).
+	_, b := e.do(http.MethodGet, "/api/v1/nodes/edge-1", "", "")
+	other := strings.Replace(string(b), `"name":"edge-1"`, `"name":"other"`, 1)
+	e.do(http.MethodPut, "/api/v1/nodes/edge-1/status", "application/json", other)
+	if reqs := e.cloud.requests(); reqs[len(reqs)-1].Method != http.MethodPut {
+		t.Fatalf("a body named for another object went up as a %s", reqs[len(reqs)-1].Method)
+	}
+	// A uid other than the copy's: the object was made again since the client read it.
+	code, out := e.do(http.MethodPut, "/api/v1/nodes/edge-1/status", "application/json", strings.Replace(string(b), `"uid":"u1"`, `"uid":"u0"`, 1))
+	if code != http.StatusConflict {
+		t.Fatalf("a body with another uid: %d %s, want 409", code, out)
+	}
+	e.apply(e.upsert(map[string]any{"apiVersion": "v1", "kind": "Node", "metadata": map[string]any{"name": "edge-1", "uid": "u1"},
+		"status": map[string]any{"conditions": []any{map[string]any{"status": "True"}}}}))
+	_, b = e.do(http.MethodGet, "/api/v1/nodes/edge-1", "", "")
+	if code, out := e.do(http.MethodPut, "/api/v1/nodes/edge-1/status", "application/json", string(b)); code != http.StatusOK {
+		t.Fatalf("PUT status of a copy with a condition without a type: %d %s", code, out)
+	}
+	if reqs := e.cloud.requests(); reqs[len(reqs)-1].Method != http.MethodPut {
+		t.Fatalf("a copy without merge keys went up as a %s", reqs[len(reqs)-1].Method)
 	}
 }

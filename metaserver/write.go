@@ -44,25 +44,26 @@ func (s *Storage) Create(ctx context.Context, info resource.Info, ns string, bod
 func (s *Storage) Update(ctx context.Context, info resource.Info, ns, name, sub string, body []byte) ([]byte, error) {
 	key := resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name}
 	defer s.lockStatus(info, key, sub)()
-	body, err := s.translate(info, key, sub, body, func(m map[string]any) (*string, bool) {
-		md, _ := m["metadata"].(map[string]any)
-		rv, ok := md["resourceVersion"].(string)
-		if !ok || rv == "" {
-			return nil, false
-		}
-		return &rv, true
-	})
-	if err != nil {
-		return nil, err
-	}
 	method, contentType := http.MethodPut, "application/json"
 	if statusMovesUnseen(info, sub) {
-		patch, pt, ok, err := s.statusChanges(info, key, body)
-		if err != nil {
+		patch, pt, err := s.statusChanges(info, key, body)
+		switch {
+		case err != nil:
 			return nil, err
-		}
-		if ok {
+		case patch != nil:
 			method, contentType, body = http.MethodPatch, string(pt), patch
+		default:
+			// Sent as it is, without a version (see statusMovesUnseen), for the cloud to
+			// answer as its API would.
+			var err error
+			if body, err = s.translate(info, key, sub, body, resourceVersionOf); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		var err error
+		if body, err = s.translate(info, key, sub, body, resourceVersionOf); err != nil {
+			return nil, err
 		}
 	}
 	resp, err := s.forward(ctx, method, path(info, ns, name, sub), contentType, body)
@@ -72,21 +73,51 @@ func (s *Storage) Update(ctx context.Context, info resource.Info, ns, name, sub 
 	return s.applyAnswer(ctx, info, resp, nil)
 }
 
+// resourceVersionOf finds the version an update or a merge patch names.
+func resourceVersionOf(m map[string]any) (*string, bool) {
+	md, _ := m["metadata"].(map[string]any)
+	rv, ok := md["resourceVersion"].(string)
+	if !ok || rv == "" {
+		return nil, false
+	}
+	return &rv, true
+}
+
 // statusChanges turns a whole-status update of a status the cloud moves unseen
 // (statusMovesUnseen) into a patch of what the client changed in the edge's copy, which is what
 // it read: the cloud's status is newer than that copy (heartbeat times, the reports the outbox
 // sent since), and a field the client sent back as it read it must not put an older value back
-// in the cloud. A Node's patch is strategic (its conditions merge by type); a Device's is a JSON
-// merge patch (a changed list, such as twins, is sent whole). ok is false when the update is to
-// be forwarded as it is (no copy here: the cloud answers it; a body that is not an object).
-func (s *Storage) statusChanges(info resource.Info, key resource.Key, body []byte) (patch []byte, pt kubeapi.PatchType, ok bool, err error) {
+// in the cloud. A Node's patch is strategic (its conditions merge by type), but for its
+// addresses, sent whole when they changed (two addresses may share a type, and a strategic
+// patch merging them by type loses one); a Device's is a JSON merge patch (a changed list, such
+// as twins, is sent whole). The copy is read once, for the version check and the patch.
+//
+// It returns a nil patch when the update is to be forwarded as it is, for the cloud to answer:
+// there is no copy here, the body is not an object of this name, or the copy cannot be compared
+// (a list entry without its merge key).
+func (s *Storage) statusChanges(info resource.Info, key resource.Key, body []byte) (patch []byte, pt kubeapi.PatchType, err error) {
 	rec, err := s.store.Get(resource.StoreKey(key))
 	if err != nil {
-		return nil, "", false, kubeapi.Unavailable("the edge store cannot be read: %v", err)
+		return nil, "", kubeapi.Unavailable("the edge store cannot be read: %v", err)
 	}
 	var held, sent map[string]json.RawMessage
 	if rec == nil || json.Unmarshal(rec.Object, &held) != nil || json.Unmarshal(body, &sent) != nil || sent == nil {
-		return nil, "", false, nil
+		return nil, "", nil
+	}
+	var md struct {
+		Name, Namespace, UID, ResourceVersion string
+	}
+	if json.Unmarshal(sent["metadata"], &md) != nil || md.Name != key.Name || md.Namespace != "" && md.Namespace != key.Namespace {
+		return nil, "", nil
+	}
+	if md.ResourceVersion != "" && md.ResourceVersion != strconv.FormatUint(rec.LocalRev, 10) {
+		return nil, "", staleVersion(info, key.Name)
+	}
+	if md.UID != "" {
+		var heldMD struct{ UID string }
+		if json.Unmarshal(held["metadata"], &heldMD) == nil && heldMD.UID != "" && heldMD.UID != md.UID {
+			return nil, "", kubeapi.Conflict(info.Group, info.Resource, key.Name, errors.New("the object was deleted and made again since it was read (its uid differs)"))
+		}
 	}
 	statusOnly := func(m map[string]json.RawMessage) []byte {
 		st, ok := m["status"]
@@ -97,17 +128,46 @@ func (s *Storage) statusChanges(info resource.Info, key resource.Key, body []byt
 		return b
 	}
 	from, to := statusOnly(held), statusOnly(sent)
-	if schema, builtin := kubeapi.BuiltinType(info); builtin {
-		patch, err = strategicpatch.CreateTwoWayMergePatch(from, to, schema)
-		pt = kubeapi.StrategicPatch
-	} else {
-		patch, err = jsonpatch.CreateMergePatch(from, to)
-		pt = kubeapi.MergePatch
+	schema, builtin := kubeapi.BuiltinType(info)
+	if !builtin {
+		if patch, err = jsonpatch.CreateMergePatch(from, to); err != nil {
+			return nil, "", nil
+		}
+		return patch, kubeapi.MergePatch, nil
 	}
-	if err != nil {
-		return nil, "", false, kubeapi.BadRequest("the status cannot be compared with the edge's copy: %v", err)
+	if patch, err = strategicpatch.CreateTwoWayMergePatch(from, to, schema); err != nil {
+		return nil, "", nil
 	}
-	return patch, pt, true, nil
+	if info.GroupResource() == resource.Nodes {
+		if patch, err = replaceAddresses(patch, to); err != nil {
+			return nil, "", nil
+		}
+	}
+	return patch, kubeapi.StrategicPatch, nil
+}
+
+// replaceAddresses makes a Node status patch that changes status.addresses replace them with
+// the list in to, the status sent.
+func replaceAddresses(patch, to []byte) ([]byte, error) {
+	var p map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(patch, &p); err != nil {
+		return nil, err
+	}
+	st := p["status"]
+	if _, changed := st["addresses"]; !changed {
+		return patch, nil
+	}
+	var sent struct {
+		Status struct {
+			Addresses []json.RawMessage `json:"addresses"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(to, &sent); err != nil {
+		return nil, err
+	}
+	st["addresses"], _ = json.Marshal(append(sent.Status.Addresses, json.RawMessage(`{"$patch":"replace"}`)))
+	delete(st, "$setElementOrder/addresses")
+	return json.Marshal(p)
 }
 
 // Patch implements kubeapi.Storage. A version named in a merge or strategic patch
@@ -119,14 +179,7 @@ func (s *Storage) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 	var err error
 	switch pt {
 	case kubeapi.MergePatch, kubeapi.StrategicPatch:
-		patch, err = s.translate(info, key, sub, patch, func(m map[string]any) (*string, bool) {
-			md, _ := m["metadata"].(map[string]any)
-			rv, ok := md["resourceVersion"].(string)
-			if !ok || rv == "" {
-				return nil, false
-			}
-			return &rv, true
-		})
+		patch, err = s.translate(info, key, sub, patch, resourceVersionOf)
 	case kubeapi.JSONPatch:
 		patch, err = s.translateJSONPatch(info, key, sub, patch)
 	}
