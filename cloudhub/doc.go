@@ -19,7 +19,8 @@
 // and marks the keys the changes after the node's cursor may have altered. A node whose cursor
 // is older than that, from another cluster, or ahead of the cloud gets a reset: its whole view,
 // then a ResetEnd, and the edge drops what the reset did not name. (A cursor ahead of a replica
-// whose watch of a shared store is behind is waited for briefly first; see session.handshake.)
+// whose watch of a shared store is behind is waited for briefly first, and sent to reconnect
+// if the store has it and the replica still has not; see session.handshake.)
 //
 // Queues and slow nodes: a session's pending work is a set of keys, not a queue of messages, so
 // it never holds more than one entry per key — a key that changes ten times while a node is slow

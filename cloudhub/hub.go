@@ -117,6 +117,7 @@ type Hub struct {
 	status       Status
 	reports      Reports
 	epochs       Epochs
+	storeRev     func(context.Context) (int64, error) // optional (Deps.StoreRev)
 	forwarder    Forwarder
 	signer       Signer
 	certValidity time.Duration
@@ -171,12 +172,16 @@ func (h *Hub) reportLock(node string) *sync.Mutex {
 
 // Deps are the hub's collaborators.
 type Deps struct {
-	Index        *index.Index
-	Registry     *resource.Registry
-	ClusterID    string
-	Status       Status
-	Reports      Reports
-	Epochs       Epochs    // optional: without it every session's epoch is 0 (one replica)
+	Index     *index.Index
+	Registry  *resource.Registry
+	ClusterID string
+	Status    Status
+	Reports   Reports
+	Epochs    Epochs // optional: without it every session's epoch is 0 (one replica)
+	// StoreRev reads the store's current revision (store.Backend.Rev); optional. With it, a
+	// node that has seen more of a shared store than this replica has processed is sent to
+	// reconnect rather than reset from this replica's older view (see session.handshake).
+	StoreRev     func(context.Context) (int64, error)
 	Forwarder    Forwarder // optional: without it forwarded writes are refused with 501
 	Signer       Signer
 	CertValidity time.Duration
@@ -198,7 +203,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		d.Now = time.Now
 	}
 	h := &Hub{
-		cfg: cfg, ix: d.Index, registry: d.Registry, cluster: d.ClusterID, status: d.Status, reports: d.Reports, epochs: d.Epochs, forwarder: d.Forwarder,
+		cfg: cfg, ix: d.Index, registry: d.Registry, cluster: d.ClusterID, status: d.Status, reports: d.Reports, epochs: d.Epochs, storeRev: d.StoreRev, forwarder: d.Forwarder,
 		signer: d.Signer, certValidity: d.CertValidity, tlsConfig: d.TLS, now: d.Now,
 		log:      d.Log.With().Str("component", "cloudhub").Logger(),
 		sessions: map[string]*session{},
@@ -428,6 +433,18 @@ func (h *Hub) waitProcessed(rev int64, d time.Duration) bool {
 			return h.processed.Load() >= rev
 		}
 	}
+}
+
+// storeHas says whether the store's current revision is at least rev, as read within d; false
+// when it cannot tell (no StoreRev, or the store did not answer).
+func (h *Hub) storeHas(rev int64, d time.Duration) bool {
+	if h.storeRev == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cur, err := h.storeRev(ctx)
+	return err == nil && cur >= rev
 }
 
 // attach registers a session after its Hello and computes its catch-up. It returns the mode.

@@ -17,8 +17,9 @@ import (
 )
 
 // laggingReplica starts a second hub over r's store whose index stops at its first live change
-// until release is called, as a replica whose watch of the store is behind.
-func laggingReplica(t *testing.T, r *rig) (lagging *rig, release func()) {
+// until release is called, as a replica whose watch of the store is behind. tune, if not nil,
+// changes the hub's config and dependencies.
+func laggingReplica(t *testing.T, r *rig, tune func(*Config, *Deps)) (lagging *rig, release func()) {
 	t.Helper()
 	ix, err := index.New(index.DefaultConfig(), r.b, resource.New(), zerolog.Nop(), nil)
 	if err != nil {
@@ -33,8 +34,12 @@ func laggingReplica(t *testing.T, r *rig) (lagging *rig, release func()) {
 	})
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
-	h, err := New(cfg, Deps{Index: ix, Registry: resource.New(), ClusterID: r.b.ClusterID(), Status: nopStatus{}, Reports: nopReports{},
-		TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Log: zerolog.Nop()})
+	deps := Deps{Index: ix, Registry: resource.New(), ClusterID: r.b.ClusterID(), Status: nopStatus{}, Reports: nopReports{},
+		TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Log: zerolog.Nop()}
+	if tune != nil {
+		tune(&cfg, &deps)
+	}
+	h, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +68,7 @@ func TestLaggingReplicaCatchesUpFirst(t *testing.T) {
 	a.put(nodeKey("n1"), nodeJSON("n1", ""))
 	a.put(cmKey("default", "c1"), cmJSON("default", "c1", "old"))
 	a.put(podKey("default", "p1"), podJSON("default", "p1", "n1", "c1"))
-	b, release := laggingReplica(t, a)
+	b, release := laggingReplica(t, a, nil)
 
 	// Changes replica a routes and b has not processed.
 	a.put(cmKey("default", "c1"), cmJSON("default", "c1", "new"))
@@ -89,6 +94,55 @@ func TestLaggingReplicaCatchesUpFirst(t *testing.T) {
 			t.Errorf("%s was swept from the edge", k)
 		} else if got != v {
 			t.Errorf("%s went back to an older version on the edge", k)
+		}
+	}
+}
+
+// TestLaggingReplicaSendsTheNodeBack: a replica still behind the node after its wait, while the
+// store has what the node has seen, refuses the session (CodeBehind) instead of resetting the
+// node from its older view; the node reconnects once the replica has caught up and is caught up
+// incrementally, keeping every newer object. Before, it was reset and took them back.
+func TestLaggingReplicaSendsTheNodeBack(t *testing.T) {
+	a := newRig(t, rigOpts{})
+	a.put(nodeKey("n1"), nodeJSON("n1", ""))
+	a.put(cmKey("default", "c1"), cmJSON("default", "c1", "old"))
+	b, release := laggingReplica(t, a, func(cfg *Config, d *Deps) {
+		cfg.HandshakeTimeout = 800 * time.Millisecond // a wait of 200 ms
+		d.StoreRev = a.b.Rev
+	})
+	a.put(cmKey("default", "c1"), cmJSON("default", "c1", "new"))
+	head := a.put(podKey("default", "p2"), podJSON("default", "p2", "n1"))
+	e := newEdge(t, "n1")
+	e.connect(a)
+	e.converge(a, head, 5*time.Second)
+	e.ws.Close()
+	before := map[string]string{}
+	for k, v := range e.objs {
+		before[k] = v
+	}
+
+	e.connect(b) // b stays behind
+	if got := e.awaitError(5*time.Second, "the lagging replica's answer"); got.Code != protocol.CodeBehind {
+		t.Fatalf("the lagging replica answered %v, want %s", got, protocol.CodeBehind)
+	}
+	e.ws.Close()
+	release()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.hub.processed.Load() < int64(head) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never caught up")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.connect(b)
+	e.log = nil
+	e.syncTo(int64(head)+1, 2*time.Second)
+	if e.mode != protocol.ModeIncremental || len(e.log) == 0 || e.log[0] != "welcome incremental" {
+		t.Errorf("mode %s once the replica caught up, want incremental (messages %v)", modeName(e.mode), e.log)
+	}
+	for k, v := range before {
+		if got, ok := e.objs[k]; !ok || got != v {
+			t.Errorf("%s changed on the edge (present: %v)", k, ok)
 		}
 	}
 }

@@ -162,12 +162,16 @@ func (s *session) handshake() error {
 	}
 	// A cursor ahead of what this replica has processed: the node comes from another replica
 	// on the same store that saw more of it (this one's watch is behind, as in a failover
-	// storm), or the store's history went back (restored from a backup). A short wait tells
-	// them apart: a replica behind catches up and the node is caught up incrementally, where
-	// a reset from this replica's older view would take newer objects back, or sweep them,
-	// until its next changes.
-	if hello.ClusterID == h.cluster && int64(hello.Cursor) > h.processed.Load() {
-		h.waitProcessed(int64(hello.Cursor), min(h.cfg.HandshakeTimeout/4, 3*time.Second))
+	// storm), or the store's history went back (restored from a backup). A replica behind
+	// usually catches up within a short wait, and the node is caught up incrementally; a reset
+	// from its older view would take newer objects back, or sweep them, until its next
+	// changes. If it has not caught up by then but the store has the node's revision, the node
+	// is sent to reconnect (CodeBehind); only a store that does not have it (restored) resets.
+	if cursor := int64(hello.Cursor); hello.ClusterID == h.cluster && cursor > h.processed.Load() {
+		wait := min(h.cfg.HandshakeTimeout/4, 3*time.Second)
+		if !h.waitProcessed(cursor, wait) && h.storeHas(cursor, wait) {
+			return &protocol.Error{Code: protocol.CodeBehind, Message: fmt.Sprintf("this replica has processed the store up to revision %d, the node has seen %d; reconnect", h.processed.Load(), cursor)}
+		}
 	}
 	s.takeEpoch()
 	mode, err := h.attach(s, hello)

@@ -30,6 +30,10 @@ const (
 	CodeInternal Code = 10
 	// CodeHandshakeTimeout: no Hello within the handshake deadline.
 	CodeHandshakeTimeout Code = 11
+	// CodeBehind: the node has seen more of the store than this replica has processed yet;
+	// reconnect, to it or another replica (a reset from its older view would take newer objects
+	// back).
+	CodeBehind Code = 12
 )
 
 func (c Code) String() string {
@@ -56,6 +60,8 @@ func (c Code) String() string {
 		return "internal"
 	case CodeHandshakeTimeout:
 		return "handshake-timeout"
+	case CodeBehind:
+		return "replica-behind"
 	}
 	return fmt.Sprintf("code-%d", uint16(c))
 }

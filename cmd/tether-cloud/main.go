@@ -392,7 +392,7 @@ func runCloud(ctx context.Context, c *config, log zerolog.Logger) error {
 		epochs = cloudapi.NewReportEpochs(backend, c.hub.WriteTimeout)
 	}
 	hub, err := cloudhub.New(c.hub, cloudhub.Deps{
-		Index: ix, Registry: reg, ClusterID: backend.ClusterID(), Status: status, Reports: status, Epochs: epochs,
+		Index: ix, Registry: reg, ClusterID: backend.ClusterID(), Status: status, Reports: status, Epochs: epochs, StoreRev: backend.Rev,
 		Forwarder: cloudapi.NewForwarder(api, objects),
 		Signer:    ca, CertValidity: c.join.CertValidity, TLS: ca.ServerTLSConfig(serverCert),
 		Log: log, Metrics: promReg, Now: now,
