@@ -41,7 +41,7 @@
 //   - A callback may call Publish and Handle. It must not keep payload beyond the call unless
 //     it copies it, and must not modify it (subscribers are sent the same bytes).
 //   - Will messages reach callbacks too: on the goroutine of the connection that ended, or for a
-//     delayed will on mochi's event loop.
+//     delayed will on a goroutine of its own, started from mochi's event loop.
 //   - A callback that panics is treated like any panic while serving the publisher: the
 //     publisher's connection is closed without a PUBACK, its session dropped, the panic counted.
 //     On mochi's event loop (delayed wills) the panic is recovered and counted.

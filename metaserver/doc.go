@@ -15,7 +15,8 @@
 // ways (see write.go), and the cloud's answer is applied to the edge store before it is
 // returned, so a client reads its own write. The whole-status update of a Node or Device, whose
 // status the cloud changes without sending it down, goes up as a patch of what the client
-// changed in the edge's copy (Storage.statusChanges).
+// changed in the edge's copy, or as it is when there is no copy to compare with
+// (Storage.statusChanges).
 //
 // Lists and watches follow Kubernetes' resourceVersion rules over the local versions: "" and
 // "0" read the current state, N waits briefly for the store to reach N (504 if it does not),

@@ -15,7 +15,8 @@
 // store's single writer commits together with everything else queued, many devices per fsync).
 // Only then is the success result published, followed by the document and, if some expected
 // value still differs from its actual, the delta (each only if a client subscribed to its topic). Any error is answered on the result topic with
-// its code (400 bad input, 404 unknown device, 500 storage or device limit) and changes nothing.
+// its code (400 bad input or a twin too large for the cloud, 404 unknown device, 500 storage or
+// device limit) and changes nothing.
 // state/update follows the same path. twin/get and membership/get are answered from memory,
 // which mirrors the store (it changes only after a commit).
 //
@@ -74,7 +75,9 @@
 //   - membership/get for another node's name is not answered (this broker serves one node).
 //   - A Device's description for membership messages is its annotation
 //     devices.kubeedge.io/description (v1beta1 Devices have no description field).
-//   - An upload refused by a full outbox is retried, holding the publisher, not dropped.
+//   - An upload refused by a full outbox is retried, holding the publisher, for up to
+//     Config.UploadHold (30 s); then it is refused without a PUBACK (MQTT 5: reason 0x97; 3.1.1:
+//     the connection is closed) and the device sends it again. It is never dropped silently.
 //   - A desired state older than the twin's (possible only when the cloud's store was replaced)
 //     is taken as it is: the edge store, which orders versions itself, holds the cloud's word.
 package engine
