@@ -431,7 +431,17 @@ func TestNodeNotReadyOnlyFromItsReplica(t *testing.T) {
 	if err := r1.SetReady(ctx, "edge-1", true, "EdgeConnected", t0.Add(stale), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := r1.SetReady(ctx, "edge-1", false, "NodeStatusUnknown", t0.Add(stale+time.Second), stale); err != nil {
+	// A mark whose node came back to r1 after its absence was timed (the mark raced the
+	// reconnect on a slow store) leaves it Ready; before, a connected node showed Unknown.
+	back := cloudhub.WithGoneSince(ctx, t0.Add(stale-2*time.Second))
+	if err := r1.SetReady(back, "edge-1", false, "NodeStatusUnknown", t0.Add(stale+time.Second), stale); !errors.Is(err, cloudhub.ErrBackHere) {
+		t.Fatalf("r1 marking its own node that came back: %v, want ErrBackHere", err)
+	}
+	if st, _ := ready(); st != "True" {
+		t.Fatalf("after a mark that raced the reconnect: Ready %s, want True", st)
+	}
+	gone := cloudhub.WithGoneSince(ctx, t0.Add(stale))
+	if err := r1.SetReady(gone, "edge-1", false, "NodeStatusUnknown", t0.Add(stale+time.Second), stale); err != nil {
 		t.Fatalf("r1 marking its own node: %v", err)
 	}
 	if st, _ := ready(); st != "Unknown" {

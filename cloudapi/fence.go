@@ -43,6 +43,7 @@ func (o *Objects) writeReport(ctx context.Context, info resource.Info, ns, name,
 	if epoch > 0 {
 		ctx = context.WithValue(ctx, reportEpochKey{}, reportSession{node, epoch})
 	}
+	ctx = context.WithValue(ctx, internalWriteKey{}, true)
 	_, err := o.write(ctx, info, ns, name, "status", 0, func(cur object) (object, error) {
 		held := reportEpoch(cur, node)
 		if held > epoch {

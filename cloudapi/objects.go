@@ -429,12 +429,26 @@ func (o *Objects) Patch(ctx context.Context, info resource.Info, ns, name, sub s
 // writer is retried on the fresher object, as the Kubernetes API server does.
 func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub string, precondition int64, mutate func(object) (object, error)) ([]byte, error) {
 	key := storeKey(info, ns, name)
+	internal := ctx.Value(internalWriteKey{}) != nil
 	for attempt := 0; ; attempt++ {
-		snap, err := o.latest(ctx)
-		if err != nil {
-			return nil, err
+		// An internal write tries first on the index as it is, without waiting for it to
+		// reach the store's revision: its compare-and-swap refuses a stale object. Only then,
+		// or if the object is not in the index yet, or the write decided to write nothing
+		// (which no compare-and-swap checks), does it wait and decide again.
+		var snap index.Snapshot
+		fresh := !internal || attempt > 0
+		if fresh {
+			var err error
+			if snap, err = o.latest(ctx); err != nil {
+				return nil, err
+			}
+		} else {
+			snap = o.ix.Snapshot()
 		}
 		cur := snap.Get(key)
+		if cur == nil && !fresh {
+			continue
+		}
 		if cur == nil {
 			return nil, kubeapi.NotFound(info.Group, info.Resource, name)
 		}
@@ -449,6 +463,9 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			return nil, kubeapi.Internal(err)
 		}
 		want, err := mutate(deepCopy(curObj))
+		if err != nil && !fresh {
+			continue // decided on an object that may be stale: only a write is checked
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -483,6 +500,9 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			if err := checkDesired(snap, ns, name, raw); err != nil {
 				return nil, err
 			}
+		}
+		if sameStored(curObj, raw) && !fresh {
+			continue
 		}
 		if sameStored(curObj, raw) {
 			// Nothing to write, as in Kubernetes: no new version, no watch event.
@@ -519,9 +539,19 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 		case err != nil:
 			return nil, kubeapi.Unavailable("the store refused the write: %v", err)
 		}
+		if internal {
+			return nil, nil // nobody reads the answer
+		}
 		return o.readBack(ctx, info, ns, name, rev)
 	}
 }
+
+// internalWriteKey marks the context of the cloud's own status writes (a node's Ready
+// condition, its reports): they need no answer and may start from the index as it is (see
+// write), so that a storm of them does not wait, each, for the index to catch up with the
+// store: under 10,000 nodes connecting at once on etcd, that wait made thousands of them miss
+// their deadline, and their retries kept the store behind.
+type internalWriteKey struct{}
 
 // sameStored reports whether raw, an object about to be stored, is what cur (as decoded from
 // the store, with its resourceVersion) already is. Both are encoded from maps, so equal objects

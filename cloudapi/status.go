@@ -136,14 +136,16 @@ type condition struct {
 // SetReady implements cloudhub.Status. Which replica has a node's session is in the Ready
 // condition's message; a node that another replica holds, with a heartbeat less than interval
 // old, is not marked NotReady (cloudhub.ErrHeldElsewhere), unless that replica is known to
-// have stopped, for a grace period (UseLiveness).
+// have stopped, for a grace period (UseLiveness); nor is one this replica reports connected
+// with a heartbeat after the hub started timing its absence (cloudhub.GoneSince, ErrBackHere).
 func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reason string, heartbeat time.Time, interval time.Duration) error {
 	connectedHere := connectedTo + n.replica
 	want, msg := "True", connectedHere
 	if !ready {
 		want, msg = "Unknown", "the edge has not been connected for the grace period"
 	}
-	_, err := n.objects.write(ctx, n.info, "", node, "status", 0, func(cur object) (object, error) {
+	goneSince, timed := cloudhub.GoneSince(ctx)
+	_, err := n.objects.write(context.WithValue(ctx, internalWriteKey{}, true), n.info, "", node, "status", 0, func(cur object) (object, error) {
 		status, _ := cur["status"].(map[string]any)
 		if status == nil {
 			status = map[string]any{}
@@ -161,6 +163,9 @@ func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reas
 			}
 			found = true
 			last, _ := time.Parse(time.RFC3339, c.LastHeartbeatTime)
+			if !ready && timed && c.Status == "True" && c.Message == connectedHere && last.After(goneSince.Truncate(time.Second)) {
+				return nil, cloudhub.ErrBackHere // connected here again since its absence was timed
+			}
 			if !ready && c.Status == "True" && c.Message != connectedHere && heartbeat.Sub(last) < interval {
 				holder, runs, since := n.holderState(ctx, c.Message)
 				if runs {
@@ -180,6 +185,12 @@ func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reas
 			if ready {
 				c.LastHeartbeatTime = hb
 			}
+		}
+		if !found && !ready {
+			// A node that never connected has no Ready condition, which already reads as
+			// Unknown (kubectl prints it so); writing one would cost the store a write per
+			// node joined and not yet connected, thousands at once when a fleet is provisioned.
+			return nil, errUnchanged
 		}
 		if !found {
 			conds = append(conds, condition{Type: "Ready", Status: want, Reason: reason, Message: msg, LastHeartbeatTime: hb, LastTransitionTime: n.now().UTC().Format(time.RFC3339)})

@@ -46,6 +46,27 @@ var ErrBadReport = errors.New("cloudhub: bad report")
 // replica has its session.
 var ErrHeldElsewhere = errors.New("cloudhub: the node is connected to another replica")
 
+// ErrBackHere is what Status.SetReady returns when it leaves a node Ready because the node
+// connected to this replica again while the hub was marking it NotReady (see GoneSince).
+var ErrBackHere = errors.New("cloudhub: the node connected to this replica again")
+
+type goneSinceKey struct{}
+
+// WithGoneSince is the context of a NotReady mark: the hub has timed the node's absence since t.
+func WithGoneSince(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, goneSinceKey{}, t)
+}
+
+// GoneSince is, in the context of Status.SetReady's NotReady mark, when the hub started timing
+// the node's absence. A Ready condition this replica wrote with a heartbeat after it means the
+// node came back here while the mark was on its way (a write on a busy store takes seconds):
+// SetReady must then leave it Ready and return ErrBackHere, or the mark lands after the node's
+// Ready and a connected node shows NotReady.
+func GoneSince(ctx context.Context) (time.Time, bool) {
+	t, ok := ctx.Value(goneSinceKey{}).(time.Time)
+	return t, ok
+}
+
 // HolderStoppedError is what Status.SetReady returns when the replica that held a node has
 // stopped less than a grace period ago: the node is on its way to another replica (its edge
 // redials within seconds), so it is looked at again after Wait, not marked NotReady at once.
@@ -346,7 +367,8 @@ func (h *Hub) onUpdate(u index.Update) {
 				// or someone wrote the status by hand. Say so now, not at the next heartbeat
 				// write, which can be StatusInterval away. Only a write of Ready True ends
 				// this, so two replicas cannot trade writes: neither marks a node NotReady
-				// while its holder runs.
+				// while its holder runs. Until then its failed writes are retried sooner.
+				s.notShownReady.Store(true)
 				s.heartbeat()
 			}
 		}
@@ -513,11 +535,11 @@ func (h *Hub) detach(s *session) {
 func (h *Hub) startGrace(node string) { h.startGraceFor(node, h.cfg.GracePeriod) }
 
 // startGraceFor is startGrace with the time left of a grace period. Called with h.mu held.
-func (h *Hub) startGraceFor(node string, d time.Duration) { h.startGraceTry(node, d, 0) }
+func (h *Hub) startGraceFor(node string, d time.Duration) { h.startGraceTry(node, d, 0, h.now()) }
 
-// startGraceTry is startGraceFor after failures NotReady writes for node failed in a row.
-// Called with h.mu held.
-func (h *Hub) startGraceTry(node string, d time.Duration, failures int) {
+// startGraceTry is startGraceFor after failures NotReady writes for node failed in a row; the
+// node's absence has been timed since since. Called with h.mu held.
+func (h *Hub) startGraceTry(node string, d time.Duration, failures int, since time.Time) {
 	if t := h.grace[node]; t != nil {
 		t.Stop()
 	}
@@ -535,7 +557,7 @@ func (h *Hub) startGraceTry(node string, d time.Duration, failures int) {
 		if back || stale {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
+		ctx, cancel := context.WithTimeout(WithGoneSince(context.Background(), since), h.cfg.WriteTimeout)
 		defer cancel()
 		// A node that another replica reports connected, and whose heartbeat that replica keeps
 		// writing, is left to it. That replica rewrites the heartbeat about every StatusInterval
@@ -568,9 +590,11 @@ func (h *Hub) startGraceTry(node string, d time.Duration, failures int) {
 			h.log.Warn().Err(err).Str("node", node).Dur("retry_in", retry).Msg("could not mark node NotReady")
 			h.mu.Lock()
 			if _, back := h.sessions[node]; !back && h.grace[node] == nil && !h.stopping {
-				h.startGraceTry(node, retry, failures+1)
+				h.startGraceTry(node, retry, failures+1, since)
 			}
 			h.mu.Unlock()
+		case errors.Is(err, ErrBackHere):
+			h.log.Debug().Str("node", node).Msg("node connected again while it was being marked NotReady; left Ready")
 		default:
 			h.log.Info().Str("node", node).Msg("node NotReady: disconnected past the grace period")
 		}

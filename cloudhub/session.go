@@ -43,6 +43,7 @@ type session struct {
 	failing                 atomic.Bool   // fail or end was called: the reader ignores further messages, reports are not applied
 	statusDue               atomic.Int64  // unix nanos when the next heartbeat write is due (the tick makes it)
 	statusErr               atomic.Int32  // heartbeat writes failed in a row (their retries back off)
+	notShownReady           atomic.Bool   // the Node, seen since the last heartbeat write, is not Ready True
 	batchLeft               atomic.Int64  // keys of the current batch not yet sent, for metrics
 	through                 atomic.Int64  // the last Through sent (lastThrough, published for the progress tick)
 
@@ -346,6 +347,7 @@ func (s *session) heartbeat() {
 		err := s.hub.status.SetReady(ctx, s.node, true, "EdgeConnected", seen, s.hub.cfg.StatusInterval)
 		if err == nil {
 			s.statusErr.Store(0)
+			s.notShownReady.Store(false)
 			return
 		}
 		// Try again soon, not a StatusInterval later: a node whose first write failed would show
@@ -354,7 +356,13 @@ func (s *session) heartbeat() {
 		// missed WriteTimeout. The jitter spreads such a storm's retries, and each failure in a
 		// row doubles the wait (up to StatusInterval), so a store that stays behind is not kept
 		// there by the retries.
-		retry := retryAfter(s.hub.statusRetry, int(s.statusErr.Add(1)), s.hub.cfg.StatusInterval)
+		// A connected node the store shows not Ready waits at most half a grace period: it is
+		// what operators see, where a late heartbeat time is not.
+		limit := s.hub.cfg.StatusInterval
+		if s.notShownReady.Load() {
+			limit = min(limit, s.hub.cfg.GracePeriod/2)
+		}
+		retry := retryAfter(s.hub.statusRetry, int(s.statusErr.Add(1)), limit)
 		s.statusDue.CompareAndSwap(due, asked.Add(retry).UnixNano()) // unless asked again since
 		s.hub.metrics.statusFailed.Inc()
 		s.hub.sampled.Warn().Err(err).Str("node", s.node).Dur("retry_in", retry).Msg("could not record heartbeat")

@@ -2,6 +2,7 @@ package failbench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -77,24 +78,24 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	defer stop()
 	connected := time.Since(connectStart)
 	var onA int
+	var last readiness // what the last look saw, for the error
 	err = sim.WaitUntil(ctx, time.Minute, func() bool {
 		ready, err := sim.Readiness(b.URL(""), prefix)
-		if err != nil || len(ready) < o.Nodes {
+		if err != nil {
+			last = readiness{err: err}
 			return false
 		}
+		last = tally(ready)
 		onA = 0
 		for _, r := range ready {
-			if r.Status != "True" {
-				return false
-			}
 			if strings.HasSuffix(r.Message, "replica-a") {
 				onA++
 			}
 		}
-		return true
+		return len(ready) == o.Nodes && last.ready == o.Nodes
 	})
 	if err != nil {
-		return fmt.Errorf("waiting for every node Ready: %w", err)
+		return fmt.Errorf("waiting for every node Ready: %w (%s)%s", err, last, diagnose(a, b))
 	}
 
 	killed := time.Now()
@@ -120,7 +121,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	})
 	took := time.Since(killed)
 	if err != nil {
-		return fmt.Errorf("waiting for every node on replica-b: %w", err)
+		return fmt.Errorf("waiting for every node on replica-b: %w%s", err, diagnose(b))
 	}
 	fmt.Fprintln(w, figure.Format(figure.Result{Name: fmt.Sprintf("failover on etcd, %d nodes: all Ready on the other replica", o.Nodes), Unit: "s",
 		Value: took.Seconds(), Baseline: connected.Seconds(),
@@ -128,4 +129,64 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	fmt.Fprintln(w, figure.Format(figure.Result{Name: fmt.Sprintf("failover on etcd, %d nodes: nodes seen not Ready meanwhile", o.Nodes), Unit: "nodes",
 		Value: float64(len(everNot)), Goal: "0", Note: "the other replica's Node list read again 20 ms after each read"}))
 	return nil
+}
+
+// readiness is a tally of the Ready conditions of the fleet's Nodes, as one list showed them.
+type readiness struct {
+	listed, ready int
+	others        map[string]int // "status: message" of the rest → how many
+	err           error
+}
+
+func tally(ready map[string]sim.NodeReady) readiness {
+	t := readiness{listed: len(ready), others: map[string]int{}}
+	for _, r := range ready {
+		if r.Status == "True" {
+			t.ready++
+		} else {
+			t.others[r.Status+": "+r.Message]++
+		}
+	}
+	return t
+}
+
+func (t readiness) String() string {
+	if t.err != nil {
+		return "the last list failed: " + t.err.Error()
+	}
+	s := fmt.Sprintf("the last list: %d nodes, %d Ready", t.listed, t.ready)
+	n := 0
+	for k, c := range t.others {
+		if n++; n > 5 {
+			s += "; …"
+			break
+		}
+		s += fmt.Sprintf("; %d %q", c, k)
+	}
+	return s
+}
+
+// diagnose says, for a failed wait, what each replica saw: its Ready-condition writes the store
+// did not take in time, its sessions refused, and how many warnings of each kind its log holds.
+func diagnose(replicas ...*sim.Cloud) string {
+	var out strings.Builder
+	for _, c := range replicas {
+		m, err := sim.Scrape(c.URL("/metrics"), "tether_cloud_hub_status_write_failures_total", "tether_cloud_hub_connected_nodes")
+		fmt.Fprintf(&out, "\n  %s: %v %v", filepath.Base(c.Dir), m, err)
+		log, err := os.ReadFile(filepath.Join(c.Dir, "cloud.log"))
+		if err != nil {
+			continue
+		}
+		msgs := map[string]int{}
+		for line := range strings.Lines(string(log)) {
+			var l struct{ Level, Message string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Level != "" && l.Level != "info" && l.Level != "debug" {
+				msgs[l.Level+": "+l.Message]++
+			}
+		}
+		for msg, n := range msgs {
+			fmt.Fprintf(&out, "\n    %d× %s", n, msg)
+		}
+	}
+	return out.String()
 }
