@@ -102,7 +102,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	if err := a.Kill(); err != nil {
 		return err
 	}
-	everNot := map[string]bool{}
+	everNot := map[string]string{} // node → what it first showed that was not Ready, and when
 	err = sim.WaitUntil(ctx, 2*time.Minute, func() bool {
 		ready, err := sim.Readiness(b.URL(""), prefix)
 		if err != nil {
@@ -112,7 +112,9 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		for name, r := range ready {
 			switch {
 			case r.Status != "True":
-				everNot[name] = true
+				if _, seen := everNot[name]; !seen {
+					everNot[name] = fmt.Sprintf("%s %q at +%.1fs", r.Status, r.Message, time.Since(killed).Seconds())
+				}
 			case strings.HasSuffix(r.Message, "replica-b"):
 				onB++
 			}
@@ -128,6 +130,13 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		Note: fmt.Sprintf("baseline: the same edges' first connect; %d of them were on the killed replica", onA)}))
 	fmt.Fprintln(w, figure.Format(figure.Result{Name: fmt.Sprintf("failover on etcd, %d nodes: nodes seen not Ready meanwhile", o.Nodes), Unit: "nodes",
 		Value: float64(len(everNot)), Goal: "0", Note: "the other replica's Node list read again 20 ms after each read"}))
+	if len(everNot) > 0 {
+		shown := map[string]int{}
+		for _, what := range everNot {
+			shown[what[:strings.LastIndex(what, " at +")]]++
+		}
+		fmt.Fprintf(w, "  not Ready meanwhile, by what they showed: %v; first of them: %s%s\n", shown, firstOf(everNot), diagnose(b))
+	}
 	return nil
 }
 
@@ -189,4 +198,17 @@ func diagnose(replicas ...*sim.Cloud) string {
 		}
 	}
 	return out.String()
+}
+
+// firstOf is the earliest-seen entry of everNot, by the "+N.Ns" it ends with.
+func firstOf(everNot map[string]string) string {
+	best, bestAt := "", -1.0
+	for name, what := range everNot {
+		var at float64
+		fmt.Sscanf(what[strings.LastIndex(what, " at +")+5:], "%fs", &at)
+		if bestAt < 0 || at < bestAt {
+			best, bestAt = name+": "+what, at
+		}
+	}
+	return best
 }
