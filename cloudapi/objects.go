@@ -470,6 +470,9 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			return nil, err
 		}
 		if err := checkNamespace(info, ns, want.metadata()); err != nil {
+			if !fresh {
+				continue
+			}
 			return nil, err
 		}
 		if sub == "" {
@@ -491,6 +494,9 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 			setReportEpoch(next, rs.node, rs.epoch) // a report's write (see writeReport)
 		}
 		raw, err := validate(o.reg, info, ns, name, next)
+		if err != nil && !fresh {
+			continue // judged with a stale object
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -526,6 +532,8 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 		}
 		rev, err := o.backend.Update(ctx, key, raw, cur.ModRev)
 		switch {
+		case err != nil && !fresh:
+			continue // the object was stale (a conflict) or too large with it: decide again
 		case errors.Is(err, store.ErrConflict) && precondition == 0 && attempt < 5:
 			continue
 		case errors.Is(err, store.ErrConflict):

@@ -368,7 +368,7 @@ func (h *Hub) onUpdate(u index.Update) {
 				// write, which can be StatusInterval away. Only a write of Ready True ends
 				// this, so two replicas cannot trade writes: neither marks a node NotReady
 				// while its holder runs. Until then its failed writes are retried sooner.
-				s.notShownReady.Store(true)
+				s.notShownReady.Store(max(h.now().UnixNano(), s.notShownReady.Load()+1))
 				s.heartbeat()
 			}
 		}
@@ -594,7 +594,15 @@ func (h *Hub) startGraceTry(node string, d time.Duration, failures int, since ti
 			}
 			h.mu.Unlock()
 		case errors.Is(err, ErrBackHere):
+			// Left Ready. Timed again unless the node is here (or a newer timer runs): a
+			// heartbeat after since with the node gone means the clock went back, and the
+			// node must not stay Ready for good.
 			h.log.Debug().Str("node", node).Msg("node connected again while it was being marked NotReady; left Ready")
+			h.mu.Lock()
+			if _, back := h.sessions[node]; !back && h.grace[node] == nil && !h.stopping {
+				h.startGrace(node)
+			}
+			h.mu.Unlock()
 		default:
 			h.log.Info().Str("node", node).Msg("node NotReady: disconnected past the grace period")
 		}

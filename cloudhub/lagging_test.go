@@ -32,6 +32,16 @@ func laggingReplica(t *testing.T, r *rig, tune func(*Config, *Deps)) (lagging *r
 			once.Do(func() { close(held); <-hold })
 		}
 	})
+	var released sync.Once
+	unhold := func() { released.Do(func() { close(hold) }) }
+	lagging = replicaOver(t, r, ix, tune)
+	t.Cleanup(unhold) // cleanups run last first: the index is let go before the server stops
+	return lagging, func() { <-held; unhold() }
+}
+
+// replicaOver starts another hub over r's store, with index ix (not yet running).
+func replicaOver(t *testing.T, r *rig, ix *index.Index, tune func(*Config, *Deps)) *rig {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	deps := Deps{Index: ix, Registry: resource.New(), ClusterID: r.b.ClusterID(), Status: nopStatus{}, Reports: nopReports{},
@@ -53,10 +63,8 @@ func laggingReplica(t *testing.T, r *rig, tune func(*Config, *Deps)) (lagging *r
 		}
 		go h.serveConn(conn, req.URL.Query().Get("node"), time.Now(), time.Now().Add(24*time.Hour), req.RemoteAddr)
 	}))
-	var released sync.Once
-	unhold := func() { released.Do(func() { close(hold) }) }
-	t.Cleanup(func() { unhold(); srv.Close(); cancel() })
-	return &rig{t: t, b: r.b, ix: ix, hub: h, srv: srv}, func() { <-held; unhold() }
+	t.Cleanup(func() { srv.Close(); cancel() })
+	return &rig{t: t, b: r.b, ix: ix, hub: h, srv: srv}
 }
 
 // TestLaggingReplicaCatchesUpFirst: an edge moving to a replica that has not yet processed
@@ -144,5 +152,39 @@ func TestLaggingReplicaSendsTheNodeBack(t *testing.T) {
 		if got, ok := e.objs[k]; !ok || got != v {
 			t.Errorf("%s changed on the edge (present: %v)", k, ok)
 		}
+	}
+}
+
+// TestQuietRestartWelcomesUpToDateNodes: a replica started over a store with no change since
+// (and no history to replay) counts as having processed what its index listed, so a node at the
+// store's head is welcomed, not refused as ahead of it (CodeBehind) until some change comes.
+func TestQuietRestartWelcomesUpToDateNodes(t *testing.T) {
+	a := newRig(t, rigOpts{})
+	a.put(nodeKey("n1"), nodeJSON("n1", ""))
+	head := a.put(cmKey("default", "c1"), cmJSON("default", "c1", "v"))
+	e := newEdge(t, "n1")
+	e.connect(a)
+	e.converge(a, head, 5*time.Second)
+	e.ws.Close()
+
+	icfg := index.DefaultConfig()
+	icfg.Preload = 0 // nothing replayed: no change reaches the hub before the node does
+	ix, err := index.New(icfg, a.b, resource.New(), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := replicaOver(t, a, ix, func(cfg *Config, d *Deps) {
+		cfg.HandshakeTimeout = 800 * time.Millisecond
+		d.StoreRev = a.b.Rev
+	})
+	e.connect(b)
+	var refused *protocol.Error
+	e.awaitMessage(3*time.Second, "the restarted replica's answer", func(m protocol.Message) bool {
+		refused, _ = m.(*protocol.Error)
+		_, welcome := m.(*protocol.Welcome)
+		return welcome || refused != nil
+	})
+	if refused != nil {
+		t.Fatalf("a node at the store's head was refused by a replica over that store: %v", refused)
 	}
 }

@@ -43,7 +43,7 @@ type session struct {
 	failing                 atomic.Bool   // fail or end was called: the reader ignores further messages, reports are not applied
 	statusDue               atomic.Int64  // unix nanos when the next heartbeat write is due (the tick makes it)
 	statusErr               atomic.Int32  // heartbeat writes failed in a row (their retries back off)
-	notShownReady           atomic.Bool   // the Node, seen since the last heartbeat write, is not Ready True
+	notShownReady           atomic.Int64  // when the Node was last seen not Ready True with the node here (0: since shown Ready)
 	batchLeft               atomic.Int64  // keys of the current batch not yet sent, for metrics
 	through                 atomic.Int64  // the last Through sent (lastThrough, published for the progress tick)
 
@@ -168,9 +168,18 @@ func (s *session) handshake() error {
 	// from its older view would take newer objects back, or sweep them, until its next
 	// changes. If it has not caught up by then but the store has the node's revision, the node
 	// is sent to reconnect (CodeBehind); only a store that does not have it (restored) resets.
+	// (processed starts from the revision the index listed, even before any change arrives: a
+	// replica restarted over a quiet store must not count as behind every node.)
+	h.mu.Lock()
+	h.initRing()
+	h.mu.Unlock()
 	if cursor := int64(hello.Cursor); hello.ClusterID == h.cluster && cursor > h.processed.Load() {
+		// The store is asked at once, beside the wait, so that the handshake takes no longer
+		// than the wait: the edge's own handshake timeout must not run out first.
 		wait := min(h.cfg.HandshakeTimeout/4, 3*time.Second)
-		if !h.waitProcessed(cursor, wait) && h.storeHas(cursor, wait) {
+		has := make(chan bool, 1)
+		go func() { has <- h.storeHas(cursor, wait) }()
+		if !h.waitProcessed(cursor, wait) && <-has {
 			return &protocol.Error{Code: protocol.CodeBehind, Message: fmt.Sprintf("this replica has processed the store up to revision %d, the node has seen %d; reconnect", h.processed.Load(), cursor)}
 		}
 	}
@@ -341,13 +350,14 @@ func (s *session) heartbeat() {
 	if s.hub.now().Sub(seen) > 2*s.hub.cfg.Heartbeat {
 		return
 	}
+	notShown := s.notShownReady.Load()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
 		defer cancel()
 		err := s.hub.status.SetReady(ctx, s.node, true, "EdgeConnected", seen, s.hub.cfg.StatusInterval)
 		if err == nil {
 			s.statusErr.Store(0)
-			s.notShownReady.Store(false)
+			s.notShownReady.CompareAndSwap(notShown, 0) // unless seen not Ready again since
 			return
 		}
 		// Try again soon, not a StatusInterval later: a node whose first write failed would show
@@ -359,7 +369,7 @@ func (s *session) heartbeat() {
 		// A connected node the store shows not Ready waits at most half a grace period: it is
 		// what operators see, where a late heartbeat time is not.
 		limit := s.hub.cfg.StatusInterval
-		if s.notShownReady.Load() {
+		if s.notShownReady.Load() != 0 {
 			limit = min(limit, s.hub.cfg.GracePeriod/2)
 		}
 		retry := retryAfter(s.hub.statusRetry, int(s.statusErr.Add(1)), limit)
