@@ -89,14 +89,8 @@ func (o *Objects) deleteOrMark(ctx context.Context, info resource.Info, cur *ind
 	if info.GroupResource() == resource.Namespaces || heldByFinalizers(cur.Raw) {
 		return o.markDeleting(ctx, info, cur)
 	}
-	_, _, err := o.backend.Delete(ctx, cur.StoreKey, cur.ModRev)
-	switch {
-	case errors.Is(err, store.ErrConflict):
-		return nil, err
-	case errors.Is(err, store.ErrNotFound):
-		return nil, kubeapi.NotFound(info.Group, info.Resource, cur.Key.Name)
-	case err != nil:
-		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
+	if _, _, err := o.backend.Delete(ctx, cur.StoreKey, cur.ModRev); err != nil {
+		return nil, deletionWriteError(info, cur.Key.Name, err)
 	}
 	return json.Marshal(map[string]any{
 		"kind": "Status", "apiVersion": "v1", "status": "Success",
@@ -147,13 +141,8 @@ func (o *Objects) markDeleting(ctx context.Context, info resource.Info, cur *ind
 		return nil, kubeapi.Internal(err)
 	}
 	rev, err := o.backend.Update(ctx, cur.StoreKey, raw, cur.ModRev)
-	switch {
-	case errors.Is(err, store.ErrConflict):
-		return nil, err
-	case errors.Is(err, store.ErrNotFound):
-		return nil, kubeapi.NotFound(info.Group, info.Resource, cur.Key.Name)
-	case err != nil:
-		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
+	if err != nil {
+		return nil, deletionWriteError(info, cur.Key.Name, err)
 	}
 	return o.readBack(ctx, info, cur.Key.Namespace, cur.Key.Name, rev)
 }
@@ -189,13 +178,8 @@ func (o *Objects) retire(ctx context.Context, info resource.Info, cur *index.Obj
 // left it.
 func (o *Objects) finishDelete(ctx context.Context, info resource.Info, ns, name string, raw []byte, rev int64) ([]byte, error) {
 	drev, _, err := o.backend.Delete(ctx, storeKey(info, ns, name), rev)
-	switch {
-	case errors.Is(err, store.ErrConflict):
-		return nil, err
-	case errors.Is(err, store.ErrNotFound):
-		return nil, kubeapi.NotFound(info.Group, info.Resource, name)
-	case err != nil:
-		return nil, kubeapi.Unavailable("the store refused the write: %v", err)
+	if err != nil {
+		return nil, deletionWriteError(info, name, err)
 	}
 	if _, err := o.ix.WaitFor(ctx, drev); err != nil {
 		return nil, err
@@ -244,4 +228,16 @@ func immortal(name string) bool {
 		return true
 	}
 	return false
+}
+
+// deletionWriteError is the answer to a failed store write of the deletion rules: a conflict as
+// it is (the caller looks again), a missing object 404, anything else 503.
+func deletionWriteError(info resource.Info, name string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return err
+	case errors.Is(err, store.ErrNotFound):
+		return kubeapi.NotFound(info.Group, info.Resource, name)
+	}
+	return kubeapi.Unavailable("the store refused the write: %v", err)
 }

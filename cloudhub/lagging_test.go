@@ -67,6 +67,23 @@ func replicaOver(t *testing.T, r *rig, ix *index.Index, tune func(*Config, *Deps
 	return &rig{t: t, b: r.b, ix: ix, hub: h, srv: srv}
 }
 
+// edgeAhead makes changes on replica a that a lagging replica has not processed, syncs an edge
+// n1 to them through a and disconnects it; it returns the edge, the head and what it holds.
+func edgeAhead(t *testing.T, a *rig) (e *edge, head int64, before map[string]string) {
+	t.Helper()
+	a.put(cmKey("default", "c1"), cmJSON("default", "c1", "new"))
+	head = a.put(podKey("default", "p2"), podJSON("default", "p2", "n1"))
+	e = newEdge(t, "n1")
+	e.connect(a)
+	e.converge(a, head, 5*time.Second)
+	e.ws.Close()
+	before = map[string]string{}
+	for k, v := range e.objs {
+		before[k] = v
+	}
+	return e, head, before
+}
+
 // TestLaggingReplicaCatchesUpFirst: an edge moving to a replica that has not yet processed
 // the changes it has (its watch of the shared store is behind) is caught up incrementally once
 // that replica has them, not reset from its older view, which took a newer ConfigMap back to
@@ -79,16 +96,7 @@ func TestLaggingReplicaCatchesUpFirst(t *testing.T) {
 	b, release := laggingReplica(t, a, nil)
 
 	// Changes replica a routes and b has not processed.
-	a.put(cmKey("default", "c1"), cmJSON("default", "c1", "new"))
-	head := a.put(podKey("default", "p2"), podJSON("default", "p2", "n1"))
-	e := newEdge(t, "n1")
-	e.connect(a)
-	e.converge(a, head, 5*time.Second)
-	e.ws.Close()
-	before := map[string]string{}
-	for k, v := range e.objs {
-		before[k] = v
-	}
+	e, head, before := edgeAhead(t, a)
 
 	e.connect(b) // the edge moves to b, which catches up 300 ms later
 	time.AfterFunc(300*time.Millisecond, release)
@@ -118,16 +126,7 @@ func TestLaggingReplicaSendsTheNodeBack(t *testing.T) {
 		cfg.HandshakeTimeout = 800 * time.Millisecond // a wait of 200 ms
 		d.StoreRev = a.b.Rev
 	})
-	a.put(cmKey("default", "c1"), cmJSON("default", "c1", "new"))
-	head := a.put(podKey("default", "p2"), podJSON("default", "p2", "n1"))
-	e := newEdge(t, "n1")
-	e.connect(a)
-	e.converge(a, head, 5*time.Second)
-	e.ws.Close()
-	before := map[string]string{}
-	for k, v := range e.objs {
-		before[k] = v
-	}
+	e, head, before := edgeAhead(t, a)
 
 	e.connect(b) // b stays behind
 	if got := e.awaitError(5*time.Second, "the lagging replica's answer"); got.Code != protocol.CodeBehind {

@@ -143,7 +143,13 @@ func fieldProblems(info resource.Info, body []byte) []string {
 			return nil
 		}
 	}
-	strict, err := sigsjson.UnmarshalStrict(body, target, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	return strictProblems(body, target, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+}
+
+// strictProblems decodes body into target with opts and lists what the strict decoding found;
+// nothing for a body that does not decode at all (the storage refuses it).
+func strictProblems(body []byte, target any, opts ...sigsjson.StrictOption) []string {
+	strict, err := sigsjson.UnmarshalStrict(body, target, opts...)
 	if err != nil {
 		return nil
 	}
@@ -214,15 +220,7 @@ func CheckPatched(ctx context.Context, info resource.Info, cur, patched []byte) 
 // makes no longer shows: Kubernetes refuses them under Strict too.
 func duplicateFields(body []byte) []string {
 	var v any
-	strict, err := sigsjson.UnmarshalStrict(body, &v, sigsjson.DisallowDuplicateFields)
-	if err != nil {
-		return nil
-	}
-	out := make([]string, 0, len(strict))
-	for _, e := range strict {
-		out = append(out, e.Error())
-	}
-	return out
+	return strictProblems(body, &v, sigsjson.DisallowDuplicateFields)
 }
 
 func strictError(info resource.Info, problems []string) error {
