@@ -199,6 +199,9 @@ func (n *NodeStatus) SetReady(ctx context.Context, node string, ready bool, reas
 		cur["status"] = status
 		return cur, nil
 	})
+	if err == errUnchanged && !ready {
+		return cloudhub.ErrNotMarked
+	}
 	if err == errUnchanged || apierrors.IsNotFound(err) {
 		return nil // nothing to write, or the node was deleted meanwhile
 	}

@@ -46,6 +46,10 @@ var ErrBadReport = errors.New("cloudhub: bad report")
 // replica has its session.
 var ErrHeldElsewhere = errors.New("cloudhub: the node is connected to another replica")
 
+// ErrNotMarked is what Status.SetReady returns when a NotReady mark writes nothing: the node
+// shows not Ready already, or has no Ready condition (it never connected).
+var ErrNotMarked = errors.New("cloudhub: the node shows not Ready already")
+
 // ErrBackHere is what Status.SetReady returns when it leaves a node Ready because the node
 // connected to this replica again while the hub was marking it NotReady (see GoneSince).
 var ErrBackHere = errors.New("cloudhub: the node connected to this replica again")
@@ -593,6 +597,8 @@ func (h *Hub) startGraceTry(node string, d time.Duration, failures int, since ti
 				h.startGraceTry(node, retry, failures+1, since)
 			}
 			h.mu.Unlock()
+		case errors.Is(err, ErrNotMarked):
+			h.log.Debug().Str("node", node).Msg("node past its grace period shows not Ready already")
 		case errors.Is(err, ErrBackHere):
 			// Left Ready. Timed again unless the node is here (or a newer timer runs): a
 			// heartbeat after since with the node gone means the clock went back, and the
