@@ -585,18 +585,6 @@ func (h *Hub) startGraceTry(node string, d time.Duration, failures int, since ti
 				h.startGraceFor(node, wait)
 			}
 			h.mu.Unlock()
-		case err != nil:
-			// Tried again, backing off as heartbeat writes do: nothing else would look at
-			// this node again (with one replica, until the cloud restarts), and it would
-			// show Ready for good.
-			retry := retryAfter(h.statusRetry, failures+1, h.cfg.GracePeriod)
-			h.metrics.statusFailed.Inc()
-			h.log.Warn().Err(err).Str("node", node).Dur("retry_in", retry).Msg("could not mark node NotReady")
-			h.mu.Lock()
-			if _, back := h.sessions[node]; !back && h.grace[node] == nil && !h.stopping {
-				h.startGraceTry(node, retry, failures+1, since)
-			}
-			h.mu.Unlock()
 		case errors.Is(err, ErrNotMarked):
 			h.log.Debug().Str("node", node).Msg("node past its grace period shows not Ready already")
 		case errors.Is(err, ErrBackHere):
@@ -607,6 +595,18 @@ func (h *Hub) startGraceTry(node string, d time.Duration, failures int, since ti
 			h.mu.Lock()
 			if _, back := h.sessions[node]; !back && h.grace[node] == nil && !h.stopping {
 				h.startGrace(node)
+			}
+			h.mu.Unlock()
+		case err != nil:
+			// Tried again, backing off as heartbeat writes do: nothing else would look at
+			// this node again (with one replica, until the cloud restarts), and it would
+			// show Ready for good.
+			retry := retryAfter(h.statusRetry, failures+1, h.cfg.GracePeriod)
+			h.metrics.statusFailed.Inc()
+			h.log.Warn().Err(err).Str("node", node).Dur("retry_in", retry).Msg("could not mark node NotReady")
+			h.mu.Lock()
+			if _, back := h.sessions[node]; !back && h.grace[node] == nil && !h.stopping {
+				h.startGraceTry(node, retry, failures+1, since)
 			}
 			h.mu.Unlock()
 		default:

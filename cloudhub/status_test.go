@@ -274,3 +274,44 @@ func TestNotReadyWriteRetried(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// answerNotReady is a Status whose every NotReady write answers err.
+type answerNotReady struct {
+	err      error
+	mu       sync.Mutex
+	notReady int
+}
+
+func (f *answerNotReady) SetReady(_ context.Context, _ string, ready bool, _ string, _ time.Time, _ time.Duration) error {
+	if ready {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.notReady++
+	return f.err
+}
+
+// TestNothingToMarkIsNoFailure: a NotReady mark that writes nothing (ErrNotMarked: the node
+// shows not Ready already) is not a failure to retry. Before, it was retried like a store
+// timeout, for good: 53,723 retries on one replica in a 10,000-node failover.
+func TestNothingToMarkIsNoFailure(t *testing.T) {
+	st := &answerNotReady{err: ErrNotMarked}
+	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.GracePeriod = 100 * time.Millisecond }})
+	r.hub.statusRetry = 10 * time.Millisecond
+	r.put(nodeKey("n1"), nodeJSON("n1", ""))
+	e := newEdge(t, "n1")
+	e.connect(r)
+	e.syncTo(1, time.Second)
+	for !r.hub.Connected("n1") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.ws.Close()
+	time.Sleep(time.Second) // the grace period ten times over
+	st.mu.Lock()
+	n := st.notReady
+	st.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d NotReady marks in 1 s (grace 100 ms), want 1: nothing to mark was retried", n)
+	}
+}

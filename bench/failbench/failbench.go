@@ -186,15 +186,21 @@ func diagnose(replicas ...*sim.Cloud) string {
 		if err != nil {
 			continue
 		}
-		msgs := map[string]int{}
+		msgs, example := map[string]int{}, map[string]string{}
 		for line := range strings.Lines(string(log)) {
-			var l struct{ Level, Message string }
+			var l struct{ Level, Message, Error string }
 			if json.Unmarshal([]byte(line), &l) == nil && l.Level != "" && l.Level != "info" && l.Level != "debug" {
-				msgs[l.Level+": "+l.Message]++
+				k := l.Level + ": " + l.Message
+				if msgs[k]++; l.Error != "" && example[k] == "" {
+					example[k] = l.Error
+				}
 			}
 		}
 		for msg, n := range msgs {
 			fmt.Fprintf(&out, "\n    %d× %s", n, msg)
+			if e := example[msg]; e != "" {
+				fmt.Fprintf(&out, " (first: %s)", e)
+			}
 		}
 	}
 	return out.String()
