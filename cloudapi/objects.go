@@ -507,18 +507,18 @@ func (o *Objects) write(ctx context.Context, info resource.Info, ns, name, sub s
 				return nil, err
 			}
 		}
-		if sameStored(curObj, raw) && !fresh {
-			continue
-		}
 		if sameStored(curObj, raw) {
+			if !fresh {
+				continue
+			}
 			// Nothing to write, as in Kubernetes: no new version, no watch event.
 			return cur.Raw, nil
 		}
-		if terminating(cur.Raw) {
+		if _, deleting := curObj.metadata()["deletionTimestamp"]; deleting {
 			if err := checkNoNewFinalizers(info, name, curObj, next); err != nil {
 				return nil, err
 			}
-			if info.GroupResource() != resource.Namespaces && !heldByFinalizers(raw) {
+			if fs, _ := next.metadata()["finalizers"].([]any); info.GroupResource() != resource.Namespaces && len(fs) == 0 {
 				// The last finalizer is gone: the DELETE that marked it ends here.
 				out, err := o.finishDelete(ctx, info, ns, name, raw, cur.ModRev)
 				if errors.Is(err, store.ErrConflict) {

@@ -45,22 +45,20 @@ func (s *Storage) Update(ctx context.Context, info resource.Info, ns, name, sub 
 	key := resource.Key{Resource: info.GroupResource(), Namespace: ns, Name: name}
 	defer s.lockStatus(info, key, sub)()
 	method, contentType := http.MethodPut, "application/json"
+	var patch []byte
 	if statusMovesUnseen(info, sub) {
-		patch, pt, err := s.statusChanges(info, key, body)
-		switch {
-		case err != nil:
+		var pt kubeapi.PatchType
+		var err error
+		if patch, pt, err = s.statusChanges(info, key, body); err != nil {
 			return nil, err
-		case patch != nil:
-			method, contentType, body = http.MethodPatch, string(pt), patch
-		default:
-			// Sent as it is, without a version (see statusMovesUnseen), for the cloud to
-			// answer as its API would.
-			var err error
-			if body, err = s.translate(info, key, sub, body, resourceVersionOf); err != nil {
-				return nil, err
-			}
 		}
-	} else {
+		if patch != nil {
+			method, contentType, body = http.MethodPatch, string(pt), patch
+		}
+	}
+	if patch == nil {
+		// Sent as it is, its version translated (or, for a status the cloud moves unseen,
+		// checked and left out: see statusMovesUnseen), for the cloud to answer.
 		var err error
 		if body, err = s.translate(info, key, sub, body, resourceVersionOf); err != nil {
 			return nil, err
