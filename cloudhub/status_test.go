@@ -236,15 +236,7 @@ func TestRecheckElsewhere(t *testing.T) {
 // before, nothing looked at the node again and it showed Ready for good.
 func TestNotReadyWriteRetried(t *testing.T) {
 	st := &answerNotReady{first: context.DeadlineExceeded} // a store timeout, then written
-	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.GracePeriod = 100 * time.Millisecond }})
-	r.put(nodeKey("n1"), nodeJSON("n1", ""))
-	e := newEdge(t, "n1")
-	e.connect(r)
-	e.syncTo(1, time.Second)
-	for !r.hub.Connected("n1") {
-		time.Sleep(10 * time.Millisecond)
-	}
-	e.ws.Close()
+	goneAfterConnecting(t, st, nil)
 	deadline := time.Now().Add(5 * time.Second)
 	for st.count() < 2 {
 		if time.Now().After(deadline) {
@@ -282,8 +274,21 @@ func (f *answerNotReady) count() int { f.mu.Lock(); defer f.mu.Unlock(); return 
 // timeout, for good: 53,723 retries on one replica in a 10,000-node failover.
 func TestNothingToMarkIsNoFailure(t *testing.T) {
 	st := &answerNotReady{first: ErrNotMarked, rest: ErrNotMarked}
+	goneAfterConnecting(t, st, func(h *Hub) { h.statusRetry = 10 * time.Millisecond })
+	time.Sleep(time.Second) // the grace period ten times over
+	if n := st.count(); n != 1 {
+		t.Fatalf("%d NotReady marks in 1 s (grace 100 ms), want 1: nothing to mark was retried", n)
+	}
+}
+
+// goneAfterConnecting starts a hub with a grace period of 100 ms whose node statuses go to st
+// (tune, if not nil, changes the hub before it serves), connects node n1 and disconnects it.
+func goneAfterConnecting(t *testing.T, st Status, tune func(*Hub)) {
+	t.Helper()
 	r := newRig(t, rigOpts{status: st, cfg: func(c *Config) { c.GracePeriod = 100 * time.Millisecond }})
-	r.hub.statusRetry = 10 * time.Millisecond
+	if tune != nil {
+		tune(r.hub)
+	}
 	r.put(nodeKey("n1"), nodeJSON("n1", ""))
 	e := newEdge(t, "n1")
 	e.connect(r)
@@ -292,8 +297,4 @@ func TestNothingToMarkIsNoFailure(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	e.ws.Close()
-	time.Sleep(time.Second) // the grace period ten times over
-	if n := st.count(); n != 1 {
-		t.Fatalf("%d NotReady marks in 1 s (grace 100 ms), want 1: nothing to mark was retried", n)
-	}
 }
